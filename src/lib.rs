@@ -1,0 +1,24 @@
+//! mxgate: the front door of a mail-gateway cluster.
+//!
+//! How a session flows:
+//!
+//! 1. [`smtp::server`] accepts a connection on a `[[smtp]]` listener, reads a
+//!    PROXY header when the peer is a trusted proxy, and greets with mxgate's own banner.
+//! 2. [`smtp::session`] answers EHLO/HELO/NOOP/... itself; at the first `MAIL` it
+//!    asks [`routing::Router`] for the member order (rendezvous hash of the
+//!    client and destination, confined to `inject_to` when the client is a member).
+//! 3. [`smtp::upstream`] connects to the first member that answers, passes the
+//!    real client (XCLIENT or PROXY), and the session relays the envelope and
+//!    DATA ([`smtp::proto::DataReceiver`]) with replies returned verbatim,
+//!    failing over to the next member until end of DATA is sent.
+//! 4. [`admin`] serves `mxgate status` and `route explain` over a Unix socket.
+//!
+//! Modules: [`config`] (files -> validated runtime types), [`smtp`] (the data
+//! plane; [`smtp::proto`] is sans-IO), [`routing`] (member order and live
+//! member state), [`admin`] (CLI socket), [`demo`] (self-contained demo).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod routing;
+pub mod smtp;

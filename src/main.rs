@@ -1,0 +1,2 @@
+//! `mxgate` command line.
+fn main() {}

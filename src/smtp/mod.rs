@@ -1,0 +1,3 @@
+//! The SMTP data plane.
+
+pub mod proto;
