@@ -19,6 +19,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod logging;
 pub mod routing;
 pub mod smtp;

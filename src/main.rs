@@ -1,2 +1,208 @@
-//! `mxgate` command line.
-fn main() {}
+//! `mxgate` command line: parses arguments, sets up logging, maps errors to exit codes.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mxgate::admin::{self, Request};
+use mxgate::config;
+use mxgate::{daemon, demo, logging};
+
+/// sysexits: configuration error.
+const EX_CONFIG: u8 = 78;
+/// sysexits: service unavailable (daemon not reachable).
+const EX_UNAVAILABLE: u8 = 69;
+/// sysexits: internal software error.
+const EX_SOFTWARE: u8 = 70;
+
+#[derive(Parser)]
+#[command(
+    name = "mxgate",
+    version,
+    about = "SMTP-aware front door for mail-gateway clusters"
+)]
+struct Cli {
+    /// Node configuration file (mxgate.toml).
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        default_value = "/etc/mxgate/mxgate.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (SIGTERM drains, SIGHUP reloads).
+    Serve,
+    /// Validate mxgate.toml and the policy it names; print the effective configuration.
+    CheckConfig,
+    /// Self-contained local demo: two sink MTAs and mxgate in front of them.
+    Demo,
+    /// Listeners, members with health, sessions.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Routing questions.
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RouteCommand {
+    /// Which member a session would reach, in order, and why.
+    Explain {
+        /// Client address.
+        #[arg(long)]
+        client: IpAddr,
+        /// Address the client reached (default: the listener's).
+        #[arg(long)]
+        dest: Option<IpAddr>,
+        /// Listener whose address is the destination (default: the first).
+        #[arg(long)]
+        listener: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => serve(&cli.config),
+        Command::CheckConfig => check_config(&cli.config),
+        Command::Demo => run_async(demo::run()),
+        Command::Status { json } => admin_call(&cli.config, &Request::Status, json, |value| {
+            serde_json::from_value::<admin::Status>(value.clone())
+                .map(|status| admin::render_text(&status))
+                .map_err(|e| e.to_string())
+        }),
+        Command::Route {
+            command:
+                RouteCommand::Explain {
+                    client,
+                    dest,
+                    listener,
+                    json,
+                },
+        } => {
+            let request = Request::RouteExplain {
+                client,
+                dest,
+                listener,
+            };
+            admin_call(&cli.config, &request, json, |value| {
+                serde_json::from_value::<mxgate::routing::Route>(value.clone())
+                    .map(|route| route.render_text())
+                    .map_err(|e| e.to_string())
+            })
+        }
+    }
+}
+
+fn serve(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!(
+                "{errors}\nmxgate: configuration refused; fix the lines above and start again"
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    logging::init(config.log.format, &config.log.level);
+    run_async(daemon::serve(path))
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            print!("{}", config::render_effective(&config));
+            eprintln!(
+                "mxgate: {} and {} are valid",
+                path.display(),
+                config.node.policy.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "mxgate: {} error(s); fix them and run check-config again",
+                errors.0.len()
+            );
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+fn admin_call(
+    path: &Path,
+    request: &Request,
+    json: bool,
+    render: impl Fn(&serde_json::Value) -> Result<String, String>,
+) -> ExitCode {
+    let socket = match config::load(path) {
+        Ok(config) => config.node.admin_socket(),
+        Err(errors) => {
+            eprintln!(
+                "{errors}\nmxgate: cannot read {} to find the daemon; pass the daemon's file with -c",
+                path.display()
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    match admin::request(&socket, request) {
+        Ok(value) => {
+            let text = if json {
+                serde_json::to_string_pretty(&value).map_err(|e| e.to_string())
+            } else {
+                render(&value)
+            };
+            match text {
+                Ok(text) => {
+                    println!("{}", text.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mxgate: cannot render the daemon's answer: {e}");
+                    ExitCode::from(EX_SOFTWARE)
+                }
+            }
+        }
+        Err(admin::ClientError::Refused(error)) => {
+            eprintln!("mxgate: {error}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("mxgate: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+fn run_async(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("mxgate: cannot start the async runtime: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mxgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

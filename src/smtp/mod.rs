@@ -1,3 +1,12 @@
-//! The SMTP data plane.
+//! The SMTP data plane: listeners, client sessions, relaying to members.
+//!
+//! [`server`] accepts and handles what comes before the greeting (PROXY,
+//! pre-greet); [`session`] runs the client conversation; [`relay`] moves the
+//! transaction to a member with failover; [`upstream`] is the member-side
+//! SMTP client; [`proto`] is the sans-IO protocol code under all of them.
 
 pub mod proto;
+mod relay;
+pub mod server;
+pub mod session;
+pub mod upstream;

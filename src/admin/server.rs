@@ -1,0 +1,101 @@
+//! Serving admin requests inside the daemon.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::{Request, Response, status};
+use crate::daemon::Gateway;
+
+/// Longest request line accepted.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// Binds the admin socket with mode 0600, replacing a stale one. Refuses to
+/// start when another daemon answers on it.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "another mxgate daemon is running with data_dir {} (its admin socket answers); stop it first",
+                path.parent()
+                    .map_or_else(String::new, |p| p.display().to_string())
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale admin socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind admin socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Answers admin requests until `stop` is cancelled.
+pub async fn serve(listener: UnixListener, gateway: Arc<Gateway>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                tokio::spawn(answer(stream, gateway.clone()));
+            }
+            Err(e) => warn!(error = %e, "admin socket accept failed"),
+        }
+    }
+}
+
+async fn answer(stream: UnixStream, gateway: Arc<Gateway>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    if reader.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let response = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => match handle(&gateway, request) {
+            Ok(result) => Response {
+                ok: true,
+                result: Some(result),
+                error: None,
+            },
+            Err(error) => Response {
+                ok: false,
+                result: None,
+                error: Some(error),
+            },
+        },
+        Err(e) => Response {
+            ok: false,
+            result: None,
+            error: Some(format!("bad request: {e}")),
+        },
+    };
+    if let Ok(mut text) = serde_json::to_string(&response) {
+        text.push('\n');
+        let _ = write.write_all(text.as_bytes()).await;
+    }
+}
+
+fn handle(gateway: &Gateway, request: Request) -> Result<serde_json::Value, String> {
+    let value = match request {
+        Request::Status => serde_json::to_value(status::collect(gateway)),
+        Request::RouteExplain {
+            client,
+            dest,
+            listener,
+        } => {
+            let route = status::explain(gateway, client, dest, listener.as_deref())?;
+            serde_json::to_value(route)
+        }
+    };
+    value.map_err(|e| e.to_string())
+}

@@ -1,0 +1,245 @@
+//! The running daemon: listeners, the shared snapshot, reload and shutdown.
+//!
+//! Everything a new session needs lives in one [`Snapshot`] (configuration,
+//! router, listener settings) behind an `ArcSwap`: a reload swaps it, sessions
+//! in flight keep the one they started with. The [`MemberTable`] outlives
+//! snapshots, so health and back-off survive a reload.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::admin;
+use crate::config::{self, Config, SmtpListener};
+use crate::routing::{MemberTable, Router};
+use crate::smtp::server::{self, ContextSource, ListenerStats};
+use crate::smtp::session::SessionContext;
+
+/// One consistent view of configuration for new sessions.
+pub struct Snapshot {
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+    /// Routing over its policy.
+    pub router: Arc<Router>,
+    listeners: HashMap<String, Arc<SmtpListener>>,
+}
+
+impl Snapshot {
+    fn new(config: Config) -> Snapshot {
+        let listeners = config
+            .smtp
+            .iter()
+            .map(|l| (l.name.clone(), Arc::new(l.clone())))
+            .collect();
+        let router = Arc::new(Router::new(config.policy.clone()));
+        Snapshot {
+            config: Arc::new(config),
+            router,
+            listeners,
+        }
+    }
+}
+
+/// State shared by the listeners, the sessions and the admin socket.
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    /// Live member state (back-off, active sessions).
+    pub members: Arc<MemberTable>,
+    /// Per-listener counters.
+    pub listener_stats: HashMap<String, Arc<ListenerStats>>,
+    /// Addresses the listeners are bound to (port 0 resolved).
+    pub bound: Vec<(String, SocketAddr)>,
+    /// When the daemon started.
+    pub started: Instant,
+    config_path: Option<PathBuf>,
+}
+
+impl Gateway {
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Re-reads the configuration files; a broken file is refused and the old one stays.
+    pub fn reload(&self) -> Result<(), config::ConfigErrors> {
+        let Some(path) = &self.config_path else {
+            return Ok(());
+        };
+        let config = config::load(path)?;
+        let old = self.snapshot();
+        let old_names: Vec<_> = old
+            .config
+            .smtp
+            .iter()
+            .map(|l| (&l.name, l.listen))
+            .collect();
+        let new_names: Vec<_> = config.smtp.iter().map(|l| (&l.name, l.listen)).collect();
+        if old_names != new_names {
+            warn!(
+                "listener names or addresses changed: that takes a restart; other changes apply now"
+            );
+        }
+        self.snapshot.store(Arc::new(Snapshot::new(config)));
+        info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// The address a listener is bound to.
+    pub fn bound_addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.bound
+            .iter()
+            .find(|(name, _)| name == listener)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// Active sessions on a listener.
+    pub fn active_sessions(&self, listener: &str) -> (u64, u64) {
+        self.listener_stats.get(listener).map_or((0, 0), |s| {
+            (
+                s.active.load(Ordering::Relaxed),
+                s.total.load(Ordering::Relaxed),
+            )
+        })
+    }
+}
+
+impl ContextSource for Gateway {
+    fn context(&self, listener: &str) -> Option<SessionContext> {
+        let snapshot = self.snapshot.load();
+        Some(SessionContext {
+            listener: snapshot.listeners.get(listener)?.clone(),
+            config: snapshot.config.clone(),
+            router: snapshot.router.clone(),
+            members: self.members.clone(),
+        })
+    }
+}
+
+/// A started daemon.
+pub struct Daemon {
+    /// Shared state.
+    pub gateway: Arc<Gateway>,
+    stop: CancellationToken,
+    sessions: TaskTracker,
+    admin_path: PathBuf,
+}
+
+/// Binds every listener and the admin socket and starts accepting.
+/// `config_path` is re-read on reload (`None`: reload does nothing).
+pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Daemon> {
+    let data_dir = config.node.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let mut sockets = Vec::new();
+    let mut bound = Vec::new();
+    for listener in &config.smtp {
+        let socket = TcpListener::bind(listener.listen).await.with_context(|| {
+            format!(
+                "listener {}: cannot bind {}",
+                listener.name, listener.listen
+            )
+        })?;
+        let addr = socket.local_addr()?;
+        info!(listener = %listener.name, addr = %addr, "listening");
+        bound.push((listener.name.clone(), addr));
+        sockets.push((listener.name.clone(), socket));
+    }
+    let listener_stats = config
+        .smtp
+        .iter()
+        .map(|l| (l.name.clone(), Arc::new(ListenerStats::default())))
+        .collect::<HashMap<_, _>>();
+    let gateway = Arc::new(Gateway {
+        snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
+        members: MemberTable::new(),
+        listener_stats,
+        bound,
+        started: Instant::now(),
+        config_path,
+    });
+    let stop = CancellationToken::new();
+    let sessions = TaskTracker::new();
+    let admin_path = gateway.snapshot().config.node.admin_socket();
+    let admin_socket = admin::bind(&admin_path)?;
+    tokio::spawn(admin::serve(admin_socket, gateway.clone(), stop.clone()));
+    for (name, socket) in sockets {
+        let stats = gateway
+            .listener_stats
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
+        let source: Arc<dyn ContextSource> = gateway.clone();
+        tokio::spawn(server::accept_loop(
+            socket,
+            name,
+            source,
+            stats,
+            stop.clone(),
+            sessions.clone(),
+        ));
+    }
+    info!(node = %gateway.snapshot().config.node.name, admin = %admin_path.display(), "ready");
+    Ok(Daemon {
+        gateway,
+        stop,
+        sessions,
+        admin_path,
+    })
+}
+
+impl Daemon {
+    /// Stops accepting, lets sessions finish for up to `drain`, then returns.
+    pub async fn shutdown(self, drain: Duration) {
+        self.stop.cancel();
+        self.sessions.close();
+        if tokio::time::timeout(drain, self.sessions.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                remaining = self.sessions.len(),
+                "drain timeout: closing remaining sessions"
+            );
+        }
+        let _ = std::fs::remove_file(&self.admin_path);
+    }
+
+    /// Runs until SIGTERM or SIGINT, reloading on SIGHUP.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    if let Err(errors) = self.gateway.reload() {
+                        error!("reload refused, the running configuration stays:\n{errors}");
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        info!("stopping: no new sessions; waiting for sessions in flight");
+        self.shutdown(Duration::from_secs(30)).await;
+        Ok(())
+    }
+}
+
+/// `mxgate serve`: load, start, run until a signal.
+pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
+    let config = config::load(config_path)?;
+    let daemon = start(config, Some(config_path.to_path_buf())).await?;
+    daemon.run_until_signal().await
+}

@@ -1,0 +1,81 @@
+//! `mxgate demo`: the product working on 127.0.0.1 with nothing installed.
+//!
+//! Starts two built-in sink MTAs ([`sink`]), writes a configuration for them
+//! into a temporary directory, runs the daemon in this process with SMTP on
+//! 127.0.0.1:2525, and prints commands to try. The GINA web members and the
+//! metrics endpoint join the demo with the issues that build them.
+
+pub mod sink;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{self, LogFormat};
+use crate::{daemon, logging};
+
+/// Where the demo's SMTP listener is.
+pub const DEMO_SMTP: &str = "127.0.0.1:2525";
+
+/// Runs the demo until Ctrl-C.
+pub async fn run() -> anyhow::Result<()> {
+    logging::init(LogFormat::Text, "info");
+    let dir = std::env::temp_dir().join(format!("mxgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let sink1 = sink::start("sink1").await?;
+    let sink2 = sink::start("sink2").await?;
+    let config_path = write_config(&dir, sink1, sink2)?;
+    let config =
+        config::load(&config_path).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
+    let daemon = daemon::start(config, Some(config_path.clone()))
+        .await
+        .with_context(|| {
+            format!("cannot start the demo on {DEMO_SMTP} (is another demo running?)")
+        })?;
+    let exe = std::env::args().next().unwrap_or_else(|| "mxgate".into());
+    let cfg = config_path.display();
+    println!(
+        "\nmxgate demo is running.\n\
+         \x20 SMTP     {DEMO_SMTP}  -> members sink1 ({sink1}) and sink2 ({sink2}), built-in sink MTAs\n\
+         \x20 GINA     not in the demo yet: the GINA web proxy (127.0.0.1:8080) comes with its own issue\n\
+         \x20 metrics  not in the demo yet: the metrics endpoint (127.0.0.1:9325) comes with the hardening issue\n\n\
+         Try, in another terminal:\n\
+         \x20 swaks --server {DEMO_SMTP} --from alice@example.org --to bob@example.com\n\
+         \x20 swaks --server {DEMO_SMTP} --to bob@example.com --pipeline --data 'Subject: hi\\n\\nhello'\n\
+         \x20 {exe} status -c {cfg}\n\
+         \x20 {exe} route explain -c {cfg} --client 203.0.113.7\n\
+         Every routing decision and every message the sinks take is logged below. Ctrl-C stops the demo.\n"
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
+    daemon.shutdown(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    sink1: std::net::SocketAddr,
+    sink2: std::net::SocketAddr,
+) -> anyhow::Result<PathBuf> {
+    let node = format!(
+        "# Written by `mxgate demo`.\n\
+         [node]\nname = \"demo\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n\n\
+         [[smtp]]\nname = \"demo\"\nlisten = \"{DEMO_SMTP}\"\nhostname = \"mx.demo.test\"\n"
+    );
+    let policy = format!(
+        "# Written by `mxgate demo`: two built-in sink MTAs as members.\n\
+         [routing]\naffinity = \"source-destination\"\n\n\
+         [members.sink1]\nsmtp = \"{sink1}\"\ncomment = \"built-in sink MTA\"\n\n\
+         [members.sink2]\nsmtp = \"{sink2}\"\ncomment = \"built-in sink MTA\"\n"
+    );
+    let node_path = dir.join("mxgate.toml");
+    std::fs::write(&node_path, node)
+        .with_context(|| format!("cannot write {}", node_path.display()))?;
+    let policy_path = dir.join("cluster.toml");
+    std::fs::write(&policy_path, policy)
+        .with_context(|| format!("cannot write {}", policy_path.display()))?;
+    Ok(node_path)
+}

@@ -1,0 +1,18 @@
+//! Log output (tracing): text or JSON lines on stderr.
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber, filtered by `level` (RUST_LOG overrides it).
+/// Calling it twice is harmless: the second call changes nothing.
+pub fn init(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,528 @@
+//! Relaying a classified batch to the member, with failover.
+//!
+//! Commands bound for the member are written ahead in one go when it offers
+//! PIPELINING, then their replies are read in order and queued for the client
+//! between mxgate's own replies. If the member fails (connect, greeting, 421,
+//! timeout, lost connection) before the end of DATA was sent, the next member
+//! in the session's order gets the envelope replayed (MAIL and the accepted
+//! RCPTs) and the unanswered commands again: the client sees nothing. Once
+//! DATA content has gone out, a lost member means `451 4.4.2`; a `2xx` is only
+//! ever given for a message the member acknowledged with `2xx`.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{info, warn};
+
+use crate::routing::Verdict;
+use crate::smtp::proto::{DataReceiver, DataRefusal, DataStep, Reply};
+use crate::smtp::session::{End, Pending, Session, Transaction};
+use crate::smtp::upstream::{Upstream, UpstreamError};
+
+/// RFC 5321 4.5.3.2.6: a data block may take 3 minutes.
+const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A pending item and whether its command has been written to the current member.
+struct Item {
+    pending: Pending,
+    sent: bool,
+}
+
+fn tempfail_no_member() -> Reply {
+    Reply::new(451, "4.4.1", "No mail server available, try again later")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Resolves a batch in order, queueing every reply. Returns true when the
+    /// member answered `354` to DATA and the message content should now stream.
+    pub(crate) async fn resolve(&mut self, batch: Vec<Pending>) -> bool {
+        let mut items: VecDeque<Item> = batch
+            .into_iter()
+            .map(|pending| Item {
+                pending,
+                sent: false,
+            })
+            .collect();
+        while let Some(front) = items.front() {
+            if front.is_relayed() && !front.sent {
+                if let Err(unplaced) = self.write_ahead(&mut items).await {
+                    if let Some(item) = items.pop_front() {
+                        match unplaced {
+                            Some(reply) => self.queue(&reply),
+                            None => self.queue_unplaced(&item.pending),
+                        }
+                    }
+                    continue;
+                }
+            }
+            let Some(item) = items.pop_front() else { break };
+            match item.pending {
+                Pending::Reply(reply) => self.queue(&reply),
+                Pending::Reset(reply) => {
+                    self.end_member_connection().await;
+                    self.txn = None;
+                    self.broken = false;
+                    self.queue(&reply);
+                }
+                Pending::Rset => {
+                    if item.sent {
+                        self.collect_rset().await;
+                    }
+                    self.txn = None;
+                    self.broken = false;
+                    self.queue(&Reply::new(250, "2.0.0", "Ok"));
+                }
+                pending @ (Pending::Mail(_) | Pending::Rcpt(_) | Pending::Data) => {
+                    if !item.sent {
+                        // write_ahead found no member for it.
+                        self.queue_unplaced(&pending);
+                        continue;
+                    }
+                    match self.collect(&pending).await {
+                        Collected::Reply(reply) => self.queue(&reply),
+                        Collected::StartData(reply) => {
+                            self.queue(&reply);
+                            return true;
+                        }
+                        Collected::Failed(err) => {
+                            for item in items.iter_mut() {
+                                item.sent = false;
+                            }
+                            if self.fail_over(err).await {
+                                items.push_front(Item {
+                                    pending,
+                                    sent: false,
+                                });
+                            } else {
+                                self.queue_unplaced(&pending);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn queue(&mut self, reply: &Reply) {
+        self.wbuf.extend_from_slice(reply.as_bytes());
+    }
+
+    /// Answers a relayed command for which no member could be found or is open.
+    fn queue_unplaced(&mut self, pending: &Pending) {
+        let reply = if self.broken {
+            tempfail_no_member()
+        } else {
+            match pending {
+                Pending::Data => Reply::new(503, "5.5.1", "Error: need RCPT command"),
+                _ => Reply::new(503, "5.5.1", "Error: need MAIL command"),
+            }
+        };
+        self.queue(&reply);
+    }
+
+    /// Makes sure a member connection exists when the front item needs one,
+    /// then writes every consecutive relayed command (one when the member does
+    /// not pipeline). `Err` means the front item could not be placed: with the
+    /// reply it gets (MAIL), or `None` to answer it as unplaced.
+    async fn write_ahead(&mut self, items: &mut VecDeque<Item>) -> Result<(), Option<Reply>> {
+        let Some(front) = items.front() else {
+            return Ok(());
+        };
+        if self.upstream.is_none() {
+            match &front.pending {
+                Pending::Mail(_) => {
+                    self.broken = false;
+                    self.tried.clear();
+                    self.attempts = 0;
+                    if let Err(reply) = self.connect_next().await {
+                        self.broken = reply.is_transient();
+                        return Err(Some(reply));
+                    }
+                }
+                // RSET without a member is answered by mxgate alone.
+                Pending::Rset => return Ok(()),
+                _ => return Err(None),
+            }
+        }
+        loop {
+            let Some(up) = self.upstream.as_mut() else {
+                return Err(None);
+            };
+            let pipelining = up.capabilities().pipelining;
+            let mut out = BytesMut::new();
+            for item in items.iter_mut() {
+                if !item.is_relayed() {
+                    // A reset ends the member connection: nothing past it may go ahead.
+                    if matches!(item.pending, Pending::Reset(_)) {
+                        break;
+                    }
+                    continue;
+                }
+                if item.sent {
+                    continue;
+                }
+                encode(&item.pending, up, &mut out);
+                item.sent = true;
+                if !pipelining {
+                    break;
+                }
+            }
+            if out.is_empty() {
+                return Ok(());
+            }
+            match up
+                .send(&out, self.ctx.config.policy.upstream.command_timeout)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    for item in items.iter_mut() {
+                        item.sent = false;
+                    }
+                    if !self.fail_over(err).await {
+                        return Err(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the member's reply to a relayed command and updates the transaction.
+    async fn collect(&mut self, pending: &Pending) -> Collected {
+        let limit = self.ctx.config.policy.upstream.command_timeout;
+        let Some(up) = self.upstream.as_mut() else {
+            return Collected::Failed(UpstreamError::Closed);
+        };
+        let reply = match up.reply(limit).await {
+            Ok(reply) if reply.code() == 421 => {
+                return Collected::Failed(UpstreamError::Refused {
+                    phase: "command",
+                    reply,
+                });
+            }
+            Ok(reply) => reply,
+            Err(err) => return Collected::Failed(err),
+        };
+        match pending {
+            Pending::Mail(mail) if reply.is_positive() => {
+                self.txn = Some(Transaction {
+                    mail: mail.clone(),
+                    rcpts: Vec::new(),
+                });
+            }
+            Pending::Rcpt(rcpt) if reply.is_positive() => {
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.rcpts.push(rcpt.clone());
+                }
+            }
+            Pending::Data if reply.is_intermediate() => return Collected::StartData(reply),
+            _ => {}
+        }
+        Collected::Reply(reply)
+    }
+
+    /// Reads the member's answer to a relayed RSET; a failure just ends the connection.
+    async fn collect_rset(&mut self) {
+        let limit = self.ctx.config.policy.upstream.command_timeout;
+        if let Some(up) = self.upstream.as_mut()
+            && !matches!(up.reply(limit).await, Ok(reply) if reply.is_positive())
+        {
+            self.upstream = None;
+        }
+    }
+
+    /// The member failed before end of DATA: move the transaction to the next
+    /// member. Returns false when none is left (the transaction is then broken).
+    async fn fail_over(&mut self, err: UpstreamError) -> bool {
+        let Some(failed) = self.upstream.take() else {
+            return false;
+        };
+        let from = failed.member().to_owned();
+        // A connection kept from an earlier transaction may simply have been
+        // closed by the member while idle: that is no failure of the member.
+        let stale = failed.transactions() > 0 && self.txn.is_none();
+        if stale {
+            info!(session = self.peer.id, member = %from, reason = %err.reason(), "kept member connection is gone; reconnecting");
+            self.tried.clear();
+            self.attempts = 0;
+        } else {
+            self.ctx.members.mark_failed(
+                &from,
+                &err.reason(),
+                self.ctx.config.policy.upstream.backoff,
+            );
+        }
+        loop {
+            let reply = match self.connect_next().await {
+                Ok(()) => {
+                    let Some(up) = self.upstream.as_mut() else {
+                        return false;
+                    };
+                    let to = up.member().to_owned();
+                    if !stale {
+                        warn!(session = self.peer.id, from = %from, to = %to, reason = %err.reason(), "failover");
+                    }
+                    let Some(txn) = self.txn.clone() else {
+                        return true;
+                    };
+                    match replay(up, &txn, self.ctx.config.policy.upstream.command_timeout).await {
+                        Ok(()) => return true,
+                        Err(replay_err) => {
+                            self.upstream = None;
+                            self.ctx.members.mark_failed(
+                                &to,
+                                &replay_err.reason(),
+                                self.ctx.config.policy.upstream.backoff,
+                            );
+                            continue;
+                        }
+                    }
+                }
+                Err(reply) => reply,
+            };
+            warn!(session = self.peer.id, from = %from, reason = %err.reason(), reply = %String::from_utf8_lossy(reply.as_bytes()).trim_end(), "no member left for the transaction");
+            self.txn = None;
+            self.broken = true;
+            return false;
+        }
+    }
+
+    /// Connects to the next untried member of the session's order.
+    /// `Err` carries the reply the client gets when there is none.
+    pub(crate) async fn connect_next(&mut self) -> Result<(), Reply> {
+        let policy = &self.ctx.config.policy;
+        loop {
+            if self.attempts >= policy.routing.max_attempts {
+                return Err(tempfail_no_member());
+            }
+            let route = self.ctx.router.route(
+                &self.ctx.members,
+                self.peer.client.ip(),
+                Some(self.peer.destination.ip()),
+            );
+            match route.verdict {
+                Verdict::Route => {}
+                Verdict::InjectionDenied => {
+                    let source = route.source_member.as_deref().unwrap_or("?");
+                    warn!(session = self.peer.id, client = %self.peer.client, source = %source, "injection denied: member may inject into no member");
+                    return Err(Reply::new(
+                        550,
+                        "5.7.1",
+                        &format!("Injection denied: member {source} may not inject mail here"),
+                    ));
+                }
+                Verdict::Unavailable => return Err(tempfail_no_member()),
+            }
+            let Some(next) = route.order.iter().find(|r| !self.tried.contains(&r.member)) else {
+                return Err(tempfail_no_member());
+            };
+            let name = next.member.clone();
+            self.tried.push(name.clone());
+            self.attempts += 1;
+            let Some(addr) = policy.member(&name).and_then(|m| m.smtp.clone()) else {
+                continue;
+            };
+            if self.attempts == 1 {
+                let order: Vec<&str> = route.order.iter().map(|r| r.member.as_str()).collect();
+                info!(session = self.peer.id, client = %self.peer.client, source_member = route.source_member.as_deref().unwrap_or("-"), member = %name, order = %order.join(","), "route");
+            }
+            let identity = self.identity();
+            match Upstream::connect(
+                &name,
+                &addr,
+                &policy.upstream,
+                &self.ctx.listener.hostname,
+                &identity,
+            )
+            .await
+            {
+                Ok(up) => {
+                    self.ctx.members.mark_ok(&name);
+                    if !self.stats.members.contains(&name) {
+                        self.stats.members.push(name);
+                    }
+                    self.upstream = Some(up);
+                    return Ok(());
+                }
+                Err(err) => {
+                    warn!(session = self.peer.id, member = %name, reason = %err.reason(), "member unusable");
+                    self.ctx
+                        .members
+                        .mark_failed(&name, &err.reason(), policy.upstream.backoff);
+                }
+            }
+        }
+    }
+
+    /// Streams the message content after `354`, then queues the final reply.
+    pub(crate) async fn stream_data(&mut self) -> Result<(), End> {
+        let listener = self.ctx.listener.clone();
+        let mut receiver = DataReceiver::new(listener.bare_lf, listener.max_message_size);
+        let mut refused = None;
+        let mut lost: Option<UpstreamError> = None;
+        loop {
+            match receiver.feed(&mut self.rbuf) {
+                DataStep::Forward(bytes) => {
+                    if let Some(up) = self.upstream.as_mut()
+                        && lost.is_none()
+                        && let Err(err) = up.send(&bytes, DATA_BLOCK_TIMEOUT).await
+                    {
+                        lost = Some(err);
+                        self.upstream = None;
+                    }
+                }
+                DataStep::NeedMore => {
+                    if let Err(end) = self.read_more(DATA_BLOCK_TIMEOUT).await {
+                        // The member never sees an end of data: it discards the message.
+                        self.upstream = None;
+                        return Err(end);
+                    }
+                }
+                DataStep::End => break,
+                DataStep::Refused(why) => {
+                    refused = Some(why);
+                    // Closing without end of data makes the member discard what it got.
+                    self.upstream = None;
+                }
+            }
+        }
+        self.stats.bytes += receiver.size();
+        let rcpts = self.txn.take().map_or(0, |t| t.rcpts.len() as u64);
+        let reply = match (refused, lost) {
+            (Some(DataRefusal::BareLineEnding), _) => Reply::new(
+                550,
+                "5.5.2",
+                "Error: bare CR or LF in message content (RFC 5321 2.3.8)",
+            ),
+            (Some(DataRefusal::TooBig), _) => {
+                Reply::new(552, "5.3.4", "Error: message size exceeds fixed limit")
+            }
+            (None, Some(err)) => self.lost_during_data(err),
+            (None, None) => self.final_reply(rcpts).await,
+        };
+        self.queue(&reply);
+        Ok(())
+    }
+
+    async fn final_reply(&mut self, rcpts: u64) -> Reply {
+        let limit = self.ctx.config.policy.upstream.data_timeout;
+        let Some(up) = self.upstream.as_mut() else {
+            return self.lost_during_data(UpstreamError::Closed);
+        };
+        match up.reply(limit).await {
+            Ok(reply) if reply.code() == 421 => self.lost_during_data(UpstreamError::Refused {
+                phase: "end of data",
+                reply,
+            }),
+            Ok(reply) => {
+                up.transaction_done();
+                if reply.is_positive() {
+                    self.stats.messages += 1;
+                    self.stats.recipients += rcpts;
+                }
+                reply
+            }
+            Err(err) => self.lost_during_data(err),
+        }
+    }
+
+    fn lost_during_data(&mut self, err: UpstreamError) -> Reply {
+        let member = self
+            .upstream
+            .take()
+            .map(|up| up.member().to_owned())
+            .or_else(|| self.stats.members.last().cloned())
+            .unwrap_or_default();
+        warn!(session = self.peer.id, member = %member, reason = %err.reason(), "member lost during DATA; client told to retry");
+        Reply::new(
+            451,
+            "4.4.2",
+            "Connection to mail server lost during data, try again later",
+        )
+    }
+
+    /// Drops the member connection (saying QUIT) before the client identity changes.
+    async fn end_member_connection(&mut self) {
+        if let Some(up) = self.upstream.take() {
+            up.quit().await;
+        }
+    }
+}
+
+/// Outcome of reading a relayed command's reply.
+enum Collected {
+    Reply(Reply),
+    StartData(Reply),
+    Failed(UpstreamError),
+}
+
+impl Item {
+    fn is_relayed(&self) -> bool {
+        matches!(
+            self.pending,
+            Pending::Mail(_) | Pending::Rcpt(_) | Pending::Data | Pending::Rset
+        )
+    }
+}
+
+/// Encodes a relayed command for this member, dropping parameters it did not offer.
+fn encode(pending: &Pending, up: &Upstream, out: &mut BytesMut) {
+    match pending {
+        Pending::Mail(mail) => {
+            let caps = up.capabilities();
+            mail.encode(out, |param| match param.keyword.as_str() {
+                "SIZE" => caps.size.is_some(),
+                "BODY" => caps.eightbitmime,
+                _ => false,
+            });
+        }
+        Pending::Rcpt(rcpt) => rcpt.encode(out),
+        Pending::Data => out.extend_from_slice(b"DATA\r\n"),
+        Pending::Rset => out.extend_from_slice(b"RSET\r\n"),
+        Pending::Reply(_) | Pending::Reset(_) => {}
+    }
+}
+
+/// Replays an accepted envelope on a fresh member; every reply must be 2xx.
+async fn replay(
+    up: &mut Upstream,
+    txn: &Transaction,
+    limit: Duration,
+) -> Result<(), UpstreamError> {
+    let commands: Vec<Pending> = std::iter::once(Pending::Mail(txn.mail.clone()))
+        .chain(txn.rcpts.iter().cloned().map(Pending::Rcpt))
+        .collect();
+    let pipelining = up.capabilities().pipelining;
+    let mut out = BytesMut::new();
+    if pipelining {
+        for command in &commands {
+            encode(command, up, &mut out);
+        }
+        up.send(&out, limit).await?;
+        for _ in &commands {
+            expect_accepted(up.reply(limit).await?)?;
+        }
+    } else {
+        for command in &commands {
+            out.clear();
+            encode(command, up, &mut out);
+            up.send(&out, limit).await?;
+            expect_accepted(up.reply(limit).await?)?;
+        }
+    }
+    Ok(())
+}
+
+fn expect_accepted(reply: Reply) -> Result<(), UpstreamError> {
+    if reply.is_positive() {
+        Ok(())
+    } else {
+        Err(UpstreamError::Refused {
+            phase: "envelope replay",
+            reply,
+        })
+    }
+}

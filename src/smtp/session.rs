@@ -1,0 +1,437 @@
+//! One client SMTP session: the read loop and the policy step.
+//!
+//! Input is split into command lines; each line is classified by a pure step
+//! ([`Session::classify`]) into a [`Pending`] item: a reply mxgate gives itself,
+//! or a command to relay to the member. A pipelined batch (up to and including
+//! `DATA`) is classified first and then resolved in order by
+//! [`crate::smtp::relay`], which writes the relayed commands to the member in
+//! one go and returns every reply in the client's order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
+use tracing::{info, warn};
+
+use crate::config::{Config, SmtpListener};
+use crate::routing::{MemberTable, Router};
+use crate::smtp::proto::{self, Command, LineReader, MailFrom, RcptTo, Reply};
+use crate::smtp::server::is_trusted;
+use crate::smtp::upstream::{ClientIdentity, Upstream};
+
+/// RFC 5321 4.5.3.2.7: the server waits at least 5 minutes for the next command.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// XCLIENT attributes mxgate accepts from trusted proxies.
+const XCLIENT_ATTRS: &str = "NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT";
+
+/// What a session works with: one snapshot of configuration and routing.
+#[derive(Clone)]
+pub struct SessionContext {
+    /// The listener the client reached.
+    pub listener: Arc<SmtpListener>,
+    /// Configuration snapshot taken when the session started.
+    pub config: Arc<Config>,
+    /// Routing snapshot taken when the session started.
+    pub router: Arc<Router>,
+    /// Live member state shared by all sessions.
+    pub members: Arc<MemberTable>,
+}
+
+/// Where the client is, as far as the session knows.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Session id for logs.
+    pub id: u64,
+    /// The real client (after PROXY or XCLIENT).
+    pub client: SocketAddr,
+    /// The address the client reached.
+    pub destination: SocketAddr,
+}
+
+/// A client command after classification, in the order its reply is due.
+#[derive(Debug)]
+pub(crate) enum Pending {
+    /// mxgate answers this itself.
+    Reply(Reply),
+    /// EHLO/HELO/XCLIENT: ends any transaction and the member connection, then answers.
+    Reset(Reply),
+    /// Relayed `MAIL`.
+    Mail(MailFrom),
+    /// Relayed `RCPT`.
+    Rcpt(RcptTo),
+    /// Relayed `DATA`.
+    Data,
+    /// `RSET`: relayed when a member connection exists, answered `250` either way.
+    Rset,
+}
+
+/// The open transaction as the member has accepted it (replayed on failover).
+#[derive(Debug, Clone)]
+pub(crate) struct Transaction {
+    pub mail: MailFrom,
+    pub rcpts: Vec<RcptTo>,
+}
+
+/// Counters for the session-end log line.
+#[derive(Debug, Default)]
+pub(crate) struct SessionStats {
+    pub messages: u64,
+    pub recipients: u64,
+    pub bytes: u64,
+    pub members: Vec<String>,
+}
+
+/// Why the session ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    Quit,
+    ClientClosed,
+    ClientTimeout,
+    Io(std::io::Error),
+}
+
+/// A client session over any stream (plain TCP now, TLS after STARTTLS).
+pub struct Session<S> {
+    pub(crate) io: S,
+    pub(crate) ctx: SessionContext,
+    pub(crate) peer: Peer,
+    pub(crate) rbuf: BytesMut,
+    pub(crate) wbuf: BytesMut,
+    lines: LineReader,
+    /// Client trusted for XCLIENT (its address is in `trusted_proxies`).
+    trusted: bool,
+    helo: Option<(String, &'static str)>,
+    // Classification view: what the client has asked for so far.
+    mail_open: bool,
+    rcpts_asked: usize,
+    // Resolution view: what the member has accepted.
+    pub(crate) txn: Option<Transaction>,
+    /// The transaction could not be placed anywhere: later commands of it get 451.
+    pub(crate) broken: bool,
+    pub(crate) upstream: Option<Upstream>,
+    pub(crate) tried: Vec<String>,
+    pub(crate) attempts: u32,
+    pub(crate) stats: SessionStats,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// A session whose greeting has not been sent yet; `rbuf` holds bytes already read.
+    pub fn new(io: S, ctx: SessionContext, peer: Peer, rbuf: BytesMut) -> Self {
+        let trusted = is_trusted(&ctx.listener, peer.client);
+        Session {
+            io,
+            ctx,
+            peer,
+            rbuf,
+            wbuf: BytesMut::with_capacity(1024),
+            lines: LineReader::new(),
+            trusted,
+            helo: None,
+            mail_open: false,
+            rcpts_asked: 0,
+            txn: None,
+            broken: false,
+            upstream: None,
+            tried: Vec::new(),
+            attempts: 0,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// Greets, runs the session to its end and logs one line about it.
+    pub async fn run(mut self) {
+        let started = Instant::now();
+        let greeting = format!("{} ESMTP", self.ctx.listener.hostname);
+        self.wbuf
+            .extend_from_slice(Reply::new(220, "", &greeting).as_bytes());
+        let end = self.serve().await;
+        if let Some(up) = self.upstream.take() {
+            up.quit().await;
+        }
+        let outcome = match &end {
+            End::Quit => "quit".to_owned(),
+            End::ClientClosed => "client closed".to_owned(),
+            End::ClientTimeout => "client timeout".to_owned(),
+            End::Io(e) => format!("client I/O error: {e}"),
+        };
+        info!(
+            session = self.peer.id,
+            listener = %self.ctx.listener.name,
+            client = %self.peer.client,
+            helo = self.helo.as_ref().map(|h| h.0.as_str()).unwrap_or(""),
+            member = %self.stats.members.join(","),
+            messages = self.stats.messages,
+            recipients = self.stats.recipients,
+            bytes = self.stats.bytes,
+            duration_ms = started.elapsed().as_millis() as u64,
+            outcome = %outcome,
+            "session end"
+        );
+    }
+
+    async fn serve(&mut self) -> End {
+        loop {
+            let mut batch = Vec::new();
+            let mut quit = false;
+            loop {
+                match self.lines.next_line(&mut self.rbuf) {
+                    Ok(Some(line)) => {
+                        let (item, last) = self.classify(&line);
+                        let is_data = matches!(item, Pending::Data);
+                        batch.push(item);
+                        if last {
+                            quit = true;
+                            break;
+                        }
+                        if is_data {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(proto::LineError::TooLong) => batch.push(Pending::Reply(Reply::new(
+                        500,
+                        "5.5.2",
+                        "Error: line too long",
+                    ))),
+                }
+            }
+            if batch.is_empty() {
+                if let Err(end) = self.flush().await {
+                    return end;
+                }
+                if let Err(end) = self.read_more(CLIENT_TIMEOUT).await {
+                    return end;
+                }
+                continue;
+            }
+            let start_data = self.resolve(batch).await;
+            if start_data {
+                if let Err(end) = self.flush().await {
+                    return end;
+                }
+                if let Err(end) = self.stream_data().await {
+                    return end;
+                }
+            }
+            if quit {
+                return match self.flush().await {
+                    Ok(()) => End::Quit,
+                    Err(end) => end,
+                };
+            }
+        }
+    }
+
+    /// Writes the queued replies to the client.
+    pub(crate) async fn flush(&mut self) -> Result<(), End> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let result = self.io.write_all(&self.wbuf).await;
+        self.wbuf.clear();
+        result.map_err(End::Io)
+    }
+
+    /// Reads more client input into `rbuf`.
+    pub(crate) async fn read_more(&mut self, limit: Duration) -> Result<(), End> {
+        match timeout(limit, self.io.read_buf(&mut self.rbuf)).await {
+            Err(_) => {
+                self.wbuf.extend_from_slice(
+                    Reply::new(421, "4.4.2", "Error: timeout exceeded").as_bytes(),
+                );
+                let _ = self.flush().await;
+                Err(End::ClientTimeout)
+            }
+            Ok(Ok(0)) => Err(End::ClientClosed),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(End::Io(e)),
+        }
+    }
+
+    /// The policy step: what one command line becomes. Returns the item and
+    /// whether the session ends after its reply (QUIT).
+    fn classify(&mut self, line: &[u8]) -> (Pending, bool) {
+        let command = match proto::parse_command(line) {
+            Ok(command) => command,
+            Err(err) => return (Pending::Reply(Reply::from(&err)), false),
+        };
+        let item = match command {
+            Command::Ehlo(name) => self.greet(name, "ESMTP"),
+            Command::Helo(name) => self.greet(name, "SMTP"),
+            Command::Mail(mail) => self.mail(mail),
+            Command::Rcpt(rcpt) => self.rcpt(rcpt),
+            Command::Data => {
+                if self.mail_open {
+                    self.mail_open = false;
+                    self.rcpts_asked = 0;
+                    Pending::Data
+                } else {
+                    reply(503, "5.5.1", "Error: need RCPT command")
+                }
+            }
+            Command::Rset => {
+                self.mail_open = false;
+                self.rcpts_asked = 0;
+                Pending::Rset
+            }
+            Command::Noop => reply(250, "2.0.0", "Ok"),
+            Command::Quit => return (reply(221, "2.0.0", "Bye"), true),
+            Command::Help => reply(214, "2.0.0", "See RFC 5321"),
+            Command::Vrfy => reply(252, "2.5.0", "Cannot VRFY user, but will accept message"),
+            Command::Expn => reply(502, "5.5.1", "Error: EXPN not implemented"),
+            Command::StartTls => reply(502, "5.5.1", "Error: STARTTLS not offered here"),
+            Command::Auth => reply(502, "5.5.1", "Error: authentication not offered"),
+            Command::Bdat { .. } => reply(502, "5.5.1", "Error: CHUNKING not offered"),
+            Command::Xclient(attrs) => self.xclient(attrs),
+            Command::Proxy => {
+                warn!(session = self.peer.id, client = %self.peer.client, "PROXY header refused: not at connection start from a trusted proxy");
+                reply(550, "5.7.1", "Error: PROXY not accepted here")
+            }
+            Command::Unknown(_) => reply(500, "5.5.2", "Error: command not recognized"),
+        };
+        (item, false)
+    }
+
+    fn greet(&mut self, name: String, proto: &'static str) -> Pending {
+        self.mail_open = false;
+        self.rcpts_asked = 0;
+        let listener = &self.ctx.listener;
+        let reply = if proto == "SMTP" {
+            Reply::new(250, "", &listener.hostname)
+        } else {
+            let size = format!("SIZE {}", listener.max_message_size);
+            let xclient = format!("XCLIENT {XCLIENT_ATTRS}");
+            let mut lines = vec![listener.hostname.as_str(), "PIPELINING", size.as_str()];
+            if self.trusted {
+                lines.push(xclient.as_str());
+            }
+            lines.extend(["8BITMIME", "ENHANCEDSTATUSCODES"]);
+            Reply::multiline(250, &lines)
+        };
+        self.helo = Some((name, proto));
+        Pending::Reset(reply)
+    }
+
+    fn mail(&mut self, mail: MailFrom) -> Pending {
+        if self.helo.is_none() {
+            return reply(503, "5.5.1", "Error: send HELO/EHLO first");
+        }
+        if self.mail_open {
+            return reply(503, "5.5.1", "Error: nested MAIL command");
+        }
+        for param in &mail.params {
+            match param.keyword.as_str() {
+                "SIZE" => {}
+                "BODY" => match param
+                    .value
+                    .as_deref()
+                    .map(str::to_ascii_uppercase)
+                    .as_deref()
+                {
+                    Some("7BIT" | "8BITMIME") => {}
+                    _ => return reply(501, "5.5.4", "Error: BODY must be 7BIT or 8BITMIME"),
+                },
+                _ => return reply(555, "5.5.4", "Error: unsupported MAIL parameter"),
+            }
+        }
+        if mail.params.iter().any(|p| p.keyword == "SIZE") && mail.size().is_none() {
+            return reply(501, "5.5.4", "Error: bad SIZE value");
+        }
+        if mail
+            .size()
+            .is_some_and(|size| size > self.ctx.listener.max_message_size)
+        {
+            return reply(552, "5.3.4", "Error: message size exceeds fixed limit");
+        }
+        self.mail_open = true;
+        self.rcpts_asked = 0;
+        Pending::Mail(mail)
+    }
+
+    fn rcpt(&mut self, rcpt: RcptTo) -> Pending {
+        if !self.mail_open {
+            return reply(503, "5.5.1", "Error: need MAIL command");
+        }
+        if !rcpt.params.is_empty() {
+            return reply(555, "5.5.4", "Error: unsupported RCPT parameter");
+        }
+        if self.rcpts_asked >= self.ctx.listener.max_recipients {
+            return reply(452, "4.5.3", "Error: too many recipients");
+        }
+        self.rcpts_asked += 1;
+        Pending::Rcpt(rcpt)
+    }
+
+    fn xclient(&mut self, attrs: Vec<(String, String)>) -> Pending {
+        if !self.trusted {
+            warn!(session = self.peer.id, client = %self.peer.client, "XCLIENT refused: client is not in trusted_proxies");
+            return reply(550, "5.7.1", "Error: insufficient authorization");
+        }
+        let mut client = self.peer.client;
+        let mut destination = self.peer.destination;
+        let mut helo = None;
+        for (name, value) in attrs {
+            let unavailable = value.starts_with('[');
+            match name.as_str() {
+                "ADDR" if !unavailable => match parse_xclient_ip(&value) {
+                    Some(ip) => client.set_ip(ip),
+                    None => return reply(501, "5.5.4", "Error: bad XCLIENT ADDR"),
+                },
+                "PORT" if !unavailable => match value.parse() {
+                    Ok(port) => client.set_port(port),
+                    Err(_) => return reply(501, "5.5.4", "Error: bad XCLIENT PORT"),
+                },
+                "DESTADDR" if !unavailable => match parse_xclient_ip(&value) {
+                    Some(ip) => destination.set_ip(ip),
+                    None => return reply(501, "5.5.4", "Error: bad XCLIENT DESTADDR"),
+                },
+                "DESTPORT" if !unavailable => match value.parse() {
+                    Ok(port) => destination.set_port(port),
+                    Err(_) => return reply(501, "5.5.4", "Error: bad XCLIENT DESTPORT"),
+                },
+                "HELO" if !unavailable => helo = Some(value),
+                _ => {}
+            }
+        }
+        info!(session = self.peer.id, from = %self.peer.client, client = %client, "XCLIENT from trusted proxy");
+        self.peer.client = client;
+        self.peer.destination = destination;
+        self.trusted = is_trusted(&self.ctx.listener, client);
+        self.helo = helo.map(|name| (name, "ESMTP"));
+        self.mail_open = false;
+        self.rcpts_asked = 0;
+        let greeting = format!("{} ESMTP", self.ctx.listener.hostname);
+        Pending::Reset(Reply::new(220, "", &greeting))
+    }
+
+    /// The identity passed to the member (XCLIENT or PROXY).
+    pub(crate) fn identity(&self) -> ClientIdentity {
+        let (helo, proto) = self
+            .helo
+            .clone()
+            .unwrap_or_else(|| (self.peer.client.ip().to_string(), "SMTP"));
+        ClientIdentity {
+            client: self.peer.client,
+            destination: self.peer.destination,
+            helo,
+            proto,
+            name: None,
+        }
+    }
+}
+
+fn reply(code: u16, enhanced: &str, text: &str) -> Pending {
+    Pending::Reply(Reply::new(code, enhanced, text))
+}
+
+fn parse_xclient_ip(value: &str) -> Option<std::net::IpAddr> {
+    let text = value
+        .strip_prefix("IPV6:")
+        .or_else(|| value.strip_prefix("ipv6:"))
+        .unwrap_or(value);
+    text.parse().ok()
+}

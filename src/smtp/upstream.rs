@@ -1,0 +1,272 @@
+//! The client side towards a member's MTA.
+//!
+//! [`Upstream::connect`] opens the TCP connection, sends a PROXY header when
+//! the policy asks for one, reads the greeting, sends EHLO and, when the MTA
+//! offers it and the policy allows, XCLIENT with the real client followed by
+//! the re-greeting and a second EHLO carrying the client's own HELO name.
+//! Every failure is an [`UpstreamError`], which the session turns into a
+//! failover (before end of DATA) or a `451 4.4.2` (after).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::config::{HostPort, ProxyProtocol, UpstreamPolicy};
+use crate::smtp::proto::{self, Capabilities, Reply, ReplyError};
+
+/// Who the member should believe it is talking to.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    /// The real client (after a PROXY header or XCLIENT from a trusted proxy).
+    pub client: SocketAddr,
+    /// The address the client reached.
+    pub destination: SocketAddr,
+    /// The client's HELO/EHLO argument.
+    pub helo: String,
+    /// `ESMTP` after EHLO, `SMTP` after HELO.
+    pub proto: &'static str,
+    /// Reverse DNS name, when known (`[UNAVAILABLE]` otherwise).
+    pub name: Option<String>,
+}
+
+/// Why a member could not be used, tagged so the session decides once what the client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// TCP connect failed.
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        /// Address tried.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No answer in time.
+    #[error("timeout waiting for {0}")]
+    Timeout(&'static str),
+    /// The member closed the connection.
+    #[error("connection closed by member")]
+    Closed,
+    /// Read or write failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The member sent something that is not an SMTP reply.
+    #[error("bad reply: {0}")]
+    BadReply(#[from] ReplyError),
+    /// The member refused during set-up (greeting, EHLO, XCLIENT), or said 421.
+    #[error("member refused {phase}: {}", String::from_utf8_lossy(.reply.as_bytes()).trim_end())]
+    Refused {
+        /// Which step.
+        phase: &'static str,
+        /// What it said.
+        reply: Reply,
+    },
+}
+
+impl UpstreamError {
+    /// Short reason for logs and `route explain`.
+    pub fn reason(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// A live, set-up connection to one member's MTA.
+#[derive(Debug)]
+pub struct Upstream {
+    member: String,
+    stream: TcpStream,
+    rbuf: BytesMut,
+    caps: Capabilities,
+    transactions: u64,
+}
+
+impl Upstream {
+    /// Connects to `addr` for `member` and performs the whole set-up.
+    pub async fn connect(
+        member: &str,
+        addr: &HostPort,
+        policy: &UpstreamPolicy,
+        our_name: &str,
+        client: &ClientIdentity,
+    ) -> Result<Upstream, UpstreamError> {
+        let stream = connect_tcp(addr, policy.connect_timeout).await?;
+        let mut up = Upstream {
+            member: member.to_owned(),
+            stream,
+            rbuf: BytesMut::with_capacity(4096),
+            caps: Capabilities::default(),
+            transactions: 0,
+        };
+        timeout(
+            policy.greeting_timeout,
+            up.handshake(policy, our_name, client),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout("greeting/EHLO"))??;
+        Ok(up)
+    }
+
+    async fn handshake(
+        &mut self,
+        policy: &UpstreamPolicy,
+        our_name: &str,
+        client: &ClientIdentity,
+    ) -> Result<(), UpstreamError> {
+        let proxied = policy.proxy_protocol != ProxyProtocol::Off;
+        if proxied {
+            let header = proto::encode_proxy_header(
+                policy.proxy_protocol == ProxyProtocol::V2,
+                client.client,
+                client.destination,
+            );
+            self.stream.write_all(&header).await?;
+        }
+        expect_positive("greeting", self.read_reply().await?)?;
+        // With a PROXY header the MTA already believes it talks to the client,
+        // so it should also see the client's own HELO name.
+        let first_ehlo = if proxied {
+            client.helo.as_str()
+        } else {
+            our_name
+        };
+        self.ehlo(first_ehlo).await?;
+        if proxied || !policy.xclient {
+            return Ok(());
+        }
+        let Some(offered) = self.caps.xclient.clone() else {
+            return Ok(());
+        };
+        let port = client.client.port().to_string();
+        let dest_addr = xclient_addr(&client.destination);
+        let dest_port = client.destination.port().to_string();
+        let addr = xclient_addr(&client.client);
+        let attrs = [
+            ("NAME", client.name.as_deref().unwrap_or("[UNAVAILABLE]")),
+            ("ADDR", addr.as_str()),
+            ("PORT", port.as_str()),
+            ("HELO", client.helo.as_str()),
+            ("PROTO", client.proto),
+            ("DESTADDR", dest_addr.as_str()),
+            ("DESTPORT", dest_port.as_str()),
+        ];
+        let lines = proto::encode_xclient(&attrs, &offered);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        for line in lines {
+            self.stream.write_all(&line).await?;
+            // Postfix answers XCLIENT with a new 220 greeting; smtp-sink with 250.
+            expect_positive("XCLIENT", self.read_reply().await?)?;
+        }
+        // Postfix replaces XCLIENT HELO= with the next EHLO's argument, so that
+        // EHLO must carry the client's own name.
+        self.ehlo(&client.helo).await
+    }
+
+    async fn ehlo(&mut self, name: &str) -> Result<(), UpstreamError> {
+        self.stream
+            .write_all(format!("EHLO {name}\r\n").as_bytes())
+            .await?;
+        let reply = expect_positive("EHLO", self.read_reply().await?)?;
+        self.caps = Capabilities::from_ehlo(&reply);
+        Ok(())
+    }
+
+    /// The member's name.
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    /// What the member offered in its (last) EHLO reply.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Transactions completed on this connection (0: freshly made).
+    pub fn transactions(&self) -> u64 {
+        self.transactions
+    }
+
+    /// Counts a finished transaction (the connection is then being reused).
+    pub fn transaction_done(&mut self) {
+        self.transactions += 1;
+    }
+
+    /// Writes bytes to the member.
+    pub async fn send(&mut self, bytes: &[u8], limit: Duration) -> Result<(), UpstreamError> {
+        match timeout(limit, self.stream.write_all(bytes)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(UpstreamError::Timeout("write")),
+        }
+    }
+
+    /// Reads the next reply, waiting at most `limit`.
+    pub async fn reply(&mut self, limit: Duration) -> Result<Reply, UpstreamError> {
+        timeout(limit, self.read_reply())
+            .await
+            .map_err(|_| UpstreamError::Timeout("reply"))?
+    }
+
+    async fn read_reply(&mut self) -> Result<Reply, UpstreamError> {
+        loop {
+            if let Some(reply) = proto::parse_reply(&mut self.rbuf)? {
+                return Ok(reply);
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(UpstreamError::Closed);
+            }
+        }
+    }
+
+    /// Says QUIT and waits briefly for the answer; the connection ends either way.
+    pub async fn quit(mut self) {
+        if self.send(b"QUIT\r\n", Duration::from_secs(1)).await.is_ok() {
+            let _ = self.reply(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Connects with TCP_NODELAY set, resolving a host name when needed.
+async fn connect_tcp(addr: &HostPort, limit: Duration) -> Result<TcpStream, UpstreamError> {
+    let target = addr.to_string();
+    let connect = async {
+        match addr.ip() {
+            Some(ip) => TcpStream::connect(SocketAddr::new(ip, addr.port)).await,
+            None => TcpStream::connect((addr.host.as_str(), addr.port)).await,
+        }
+    };
+    let stream = match timeout(limit, connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => {
+            return Err(UpstreamError::Connect {
+                addr: target,
+                source,
+            });
+        }
+        Err(_) => return Err(UpstreamError::Timeout("connect")),
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+fn expect_positive(phase: &'static str, reply: Reply) -> Result<Reply, UpstreamError> {
+    if reply.is_positive() {
+        Ok(reply)
+    } else {
+        Err(UpstreamError::Refused { phase, reply })
+    }
+}
+
+/// XCLIENT address syntax: IPv6 addresses carry an `IPV6:` prefix.
+fn xclient_addr(addr: &SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(v4) => v4.ip().to_string(),
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("IPV6:{}", v6.ip()),
+        },
+    }
+}
