@@ -1,7 +1,7 @@
 //! The admin socket (`data_dir/admin.sock`, mode 0600) the CLI talks to.
 //!
 //! One JSON request per line, one JSON response per line:
-//! `{"cmd":"status"}` or `{"cmd":"route_explain","client":IP,"dest":IP|null,"listener":NAME|null}`,
+//! `{"cmd":"status"}` or `{"cmd":"route_explain","client":IP,"dest":IP|null,"listener":NAME|null,"text":BOOL}`,
 //! answered `{"ok":true,"result":...}` or `{"ok":false,"error":TEXT}`.
 
 mod server;
@@ -32,6 +32,9 @@ pub enum Request {
         dest: Option<IpAddr>,
         /// Listener whose address is the destination (default: the first).
         listener: Option<String>,
+        /// Answer with the rendered text instead of the JSON route.
+        #[serde(default)]
+        text: bool,
     },
 }
 
