@@ -92,9 +92,14 @@ fn handle(gateway: &Gateway, request: Request) -> Result<serde_json::Value, Stri
             client,
             dest,
             listener,
+            text,
         } => {
             let route = status::explain(gateway, client, dest, listener.as_deref())?;
-            serde_json::to_value(route)
+            if text {
+                Ok(serde_json::Value::String(route.render_text()))
+            } else {
+                serde_json::to_value(route)
+            }
         }
     };
     value.map_err(|e| e.to_string())
