@@ -99,11 +99,13 @@ fn main() -> ExitCode {
                 client,
                 dest,
                 listener,
+                text: !json,
             };
             admin_call(&cli.config, &request, json, |value| {
-                serde_json::from_value::<mxgate::routing::Route>(value.clone())
-                    .map(|route| route.render_text())
-                    .map_err(|e| e.to_string())
+                value
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| "expected the explanation text".to_owned())
             })
         }
     }
