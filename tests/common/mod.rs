@@ -1,0 +1,249 @@
+//! Test harness: the real `mxgate` binary as a child process, scriptable fake
+//! MTAs for failure injection, a blocking SMTP client that can connect from any
+//! 127.x address, and wrappers for real third-party peers (Postfix `smtp-sink`,
+//! a throwaway Postfix instance). Everything listens on 127.0.0.0/8 only.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod fake_mta;
+pub mod peers;
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub use client::Client;
+pub use fake_mta::{Behavior, FakeMta};
+
+/// Whether a tool is installed. Missing under `CI=true` is a failure;
+/// elsewhere the test prints why it skips.
+pub fn require(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required under CI but missing (.ci/run installs it)"
+        );
+        eprintln!("SKIP: {tool} is not installed (apt-get install it, or run .ci/run)");
+    }
+    found
+}
+
+/// True when running as root (Postfix instances and smtp-sink -u need it).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A port that was free on `ip` a moment ago.
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on {ip}: {e}"))
+}
+
+/// A temporary directory that the `postfix` and `nobody` users can use too.
+pub fn shared_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix("mxgate-test-").tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// The `[[smtp]]` listener most tests use.
+pub fn default_listener() -> String {
+    "[[smtp]]\nname = \"inbound\"\nlisten = \"127.0.0.1:0\"\nhostname = \"mx.test\"\n".to_owned()
+}
+
+/// A running `mxgate serve` child process.
+pub struct Mxgate {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    logs: Arc<(Mutex<Vec<String>>, Condvar)>,
+    listeners: Vec<(String, SocketAddr)>,
+}
+
+impl Mxgate {
+    /// Starts mxgate with the default listener and `policy` as cluster.toml.
+    pub fn start(policy: &str) -> Mxgate {
+        Self::start_with(&default_listener(), policy)
+    }
+
+    /// Starts mxgate with `node` (everything in mxgate.toml after `[node]`) and `policy`.
+    pub fn start_with(node: &str, policy: &str) -> Mxgate {
+        let dir = shared_tempdir();
+        let config = dir.path().join("mxgate.toml");
+        std::fs::write(
+            &config,
+            format!("[node]\nname = \"test\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n\n{node}"),
+        )
+        .expect("write mxgate.toml");
+        std::fs::write(dir.path().join("cluster.toml"), policy).expect("write cluster.toml");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mxgate"))
+            .args(["serve", "-c"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mxgate");
+        let logs = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("MXGATE_TEST_LOG").is_some() {
+                    eprintln!("mxgate| {line}");
+                }
+                let (lines, cv) = &*sink;
+                lines.lock().expect("log lock").push(line);
+                cv.notify_all();
+            }
+        });
+        let mut gw = Mxgate { child, dir, config, logs, listeners: Vec::new() };
+        if gw.wait_log("ready", Duration::from_secs(20)).is_none() {
+            let logs = gw.logs().join("\n");
+            panic!("mxgate did not become ready:\n{logs}");
+        }
+        let status = gw.status();
+        gw.listeners = status["listeners"]
+            .as_array()
+            .expect("listeners")
+            .iter()
+            .map(|l| {
+                let name = l["name"].as_str().expect("name").to_owned();
+                let addr = l["listen"].as_str().expect("listen").parse().expect("addr");
+                (name, addr)
+            })
+            .collect();
+        gw
+    }
+
+    /// Address of the first SMTP listener.
+    pub fn smtp_addr(&self) -> SocketAddr {
+        self.listeners[0].1
+    }
+
+    /// Address of the SMTP listener called `name`.
+    pub fn smtp_addr_of(&self, name: &str) -> SocketAddr {
+        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a).expect("listener")
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.0.lock().expect("log lock").clone()
+    }
+
+    /// Waits until a log line contains `needle`; returns it.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> Option<String> {
+        self.wait_logs(needle, 1, limit).and_then(|mut v| v.pop())
+    }
+
+    /// Waits until `count` log lines contain `needle`.
+    pub fn wait_logs(&self, needle: &str, count: usize, limit: Duration) -> Option<Vec<String>> {
+        let deadline = Instant::now() + limit;
+        let (lines, cv) = &*self.logs;
+        let mut guard = lines.lock().expect("log lock");
+        loop {
+            let found: Vec<String> = guard.iter().filter(|l| l.contains(needle)).cloned().collect();
+            if found.len() >= count {
+                return Some(found);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            guard = cv.wait_timeout(guard, deadline - now).expect("log wait").0;
+        }
+    }
+
+    /// Runs the mxgate CLI against this daemon's configuration.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mxgate"))
+            .args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .output()
+            .expect("run mxgate cli")
+    }
+
+    /// `mxgate status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    /// `mxgate route explain --client IP --json`.
+    pub fn explain(&self, client: IpAddr) -> serde_json::Value {
+        let out = self.cli(&["route", "explain", "--client", &client.to_string(), "--json"]);
+        assert!(out.status.success(), "explain failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("explain json")
+    }
+
+    /// First choice for `client` per `route explain`.
+    pub fn first_choice(&self, client: IpAddr) -> Option<String> {
+        self.explain(client)["order"][0]["member"].as_str().map(str::to_owned)
+    }
+
+    /// Replaces cluster.toml and sends SIGHUP.
+    pub fn reload_policy(&self, policy: &str) {
+        std::fs::write(self.dir.path().join("cluster.toml"), policy).expect("write cluster.toml");
+        let before = self.logs().iter().filter(|l| l.contains("reload")).count();
+        signal(self.child.id(), "HUP");
+        assert!(
+            self.wait_logs("reload", before + 1, Duration::from_secs(10)).is_some(),
+            "no reload logged"
+        );
+    }
+
+    /// The daemon's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The config file path.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+}
+
+impl Drop for Mxgate {
+    fn drop(&mut self) {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal to a process with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status();
+}
+
+/// A policy with the given member sections and `[routing]` defaults.
+pub fn policy(routing: &str, members: &[String]) -> String {
+    format!("[routing]\n{routing}\n\n[upstream]\nbackoff = \"30s\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n\n{}", members.join("\n"))
+}
+
+/// One `[members.NAME]` section with an SMTP upstream and extra lines.
+pub fn member(name: &str, smtp: SocketAddr, extra: &str) -> String {
+    format!("[members.{name}]\nsmtp = \"{smtp}\"\n{extra}\n")
+}

@@ -1,0 +1,130 @@
+//! Real third-party peers: Postfix `smtp-sink` and a throwaway Postfix instance
+//! (`../shared/peers/postfix-instance.sh`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Waits until `addr` greets with 220 (optionally after a PROXY header).
+pub fn wait_smtp(addr: SocketAddr, proxy: bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            if proxy {
+                let _ = s.write_all(format!("PROXY TCP4 127.0.0.1 127.0.0.1 1 {}\r\n", addr.port()).as_bytes());
+            }
+            let mut line = String::new();
+            if BufReader::new(&s).read_line(&mut line).is_ok() && line.starts_with("220") {
+                let _ = s.write_all(b"QUIT\r\n");
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// `smtp-sink` dumping every message into its own file.
+pub struct SmtpSink {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl SmtpSink {
+    /// Starts `smtp-sink -d DIR/%M. IP:PORT 256` (as `nobody` when root).
+    pub fn start(ip: &str) -> SmtpSink {
+        let dir = super::shared_tempdir();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let port = super::free_port(ip);
+        let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
+        let mut cmd = Command::new("smtp-sink");
+        if super::is_root() {
+            cmd.args(["-u", "nobody"]);
+        }
+        let template = format!("{}/%M.", dir.path().display());
+        let child = cmd
+            .args(["-d", &template, &addr.to_string(), "256"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn smtp-sink");
+        assert!(wait_smtp(addr, false), "smtp-sink on {addr} did not greet");
+        SmtpSink { addr, dir, child }
+    }
+
+    /// Message files written so far.
+    pub fn files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.path())
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of messages dumped.
+    pub fn count(&self) -> usize {
+        self.files().len()
+    }
+
+    /// Stops the sink at once (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Path of the shared peer script.
+pub fn postfix_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/postfix-instance.sh")
+}
+
+/// A throwaway Postfix MTA relaying everything to `relay` (see `postfix-instance.sh`).
+pub struct PostfixInstance {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl PostfixInstance {
+    /// Starts one on 127.0.0.1 (with `proxy`: expecting a PROXY header).
+    pub fn start(relay: SocketAddr, proxy: bool) -> PostfixInstance {
+        let dir = super::shared_tempdir();
+        let port = super::free_port("127.0.0.1");
+        let mut cmd = Command::new("bash");
+        cmd.arg(postfix_script())
+            .arg("start")
+            .arg(dir.path())
+            .arg(port.to_string())
+            .arg(relay.port().to_string());
+        if proxy {
+            cmd.arg("proxy");
+        }
+        let out = cmd.output().expect("run postfix-instance.sh");
+        assert!(
+            out.status.success(),
+            "postfix-instance.sh start failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PostfixInstance { addr: format!("127.0.0.1:{port}").parse().expect("addr"), dir }
+    }
+
+    /// The Postfix log.
+    pub fn maillog(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+}
+
+impl Drop for PostfixInstance {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(postfix_script()).arg("stop").arg(self.dir.path()).status();
+    }
+}
