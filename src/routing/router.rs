@@ -162,7 +162,8 @@ impl Router {
             let active = states.get(r.member.as_str()).map_or(0, MemberState::active);
             let weight = self.member(&r.member).map_or(0, |m| m.weight);
             // Candidates have weight > 0; `active` stays far below 2^53.
-            r.score = -(active as f64 / f64::from(weight.max(1)));
+            // `0.0 - x` rather than `-x`: an idle member scores 0, not -0.
+            r.score = 0.0 - active as f64 / f64::from(weight.max(1));
         }
         order.sort_by(|a, b| b.score.total_cmp(&a.score));
     }

@@ -192,3 +192,218 @@ fn ties_break_by_name() {
     assert_eq!(rank_cmp("a", 1.0, "b", 1.0), std::cmp::Ordering::Less);
     assert_eq!(rank_cmp("b", 2.0, "a", 1.0), std::cmp::Ordering::Less);
 }
+
+// ---- verdicts and exclusion reasons ----
+
+fn names(route: &Route) -> Vec<&str> {
+    route.order.iter().map(|r| r.member.as_str()).collect()
+}
+
+fn reason<'a>(route: &'a Route, member: &str) -> &'a str {
+    let e = route.excluded.iter().find(|e| e.member == member);
+    e.map_or("(not excluded)", |e| e.reason.as_str())
+}
+
+/// gw1 (injects into gw2), gw2, gw3 (not ingress), gw4 (no smtp), gw5 (drained), gw6 (injects nowhere).
+fn mixed() -> Arc<Policy> {
+    let mut gw1 = member("gw1", 100);
+    gw1.addresses = vec!["10.0.0.1/32".parse().unwrap()];
+    gw1.inject_to = vec!["gw2".into()];
+    let mut gw3 = member("gw3", 100);
+    gw3.ingress = false;
+    let mut gw4 = member("gw4", 100);
+    gw4.smtp = None;
+    let mut gw6 = member("gw6", 100);
+    gw6.addresses = vec!["10.0.6.0/24".parse().unwrap(), "2001:db8:6::/48".parse().unwrap()];
+    policy(Affinity::SourceDestination, vec![gw1, member("gw2", 100), gw3, gw4, member("gw5", 0), gw6])
+}
+
+#[test]
+fn public_route_excludes_with_reasons() {
+    let table = MemberTable::new();
+    let now = tokio::time::Instant::now();
+    table.mark_failed_at("gw6", "connect refused", Duration::from_secs(8), now);
+    let route = Router::new(mixed()).route_at(&table, ip("192.0.2.1"), None, now);
+    assert_eq!(route.verdict, Verdict::Route);
+    assert_eq!(route.source_member, None);
+    let mut got = names(&route);
+    got.sort();
+    assert_eq!(got, ["gw1", "gw2"]);
+    assert!(route.order.iter().all(|r| r.healthy));
+    assert_eq!(reason(&route, "gw3"), "not ingress");
+    assert_eq!(reason(&route, "gw4"), "no smtp upstream");
+    assert_eq!(reason(&route, "gw5"), "weight 0 (drained)");
+    assert_eq!(reason(&route, "gw6"), "down: connect refused (back-off 8s left)");
+    assert_eq!(route.first_choice(), Some(route.order[0].member.as_str()));
+    assert_eq!(route.verdict.reply_code(), None);
+}
+
+#[test]
+fn injection_is_confined_to_inject_to() {
+    let router = Router::new(mixed());
+    let table = MemberTable::new();
+    let route = router.route(&table, ip("10.0.0.1"), Some(ip("192.0.2.25")));
+    assert_eq!(route.source_member.as_deref(), Some("gw1"));
+    assert_eq!(route.verdict, Verdict::Route);
+    assert_eq!(names(&route), ["gw2"]);
+    for other in ["gw1", "gw3", "gw4", "gw5", "gw6"] {
+        assert_eq!(reason(&route, other), "not in gw1's inject_to");
+    }
+    // gw2 down: injection never falls back to the healthy ingress members.
+    table.mark_failed("gw2", "421 shutting down", Duration::from_secs(30));
+    let route = router.route(&table, ip("10.0.0.1"), None);
+    assert_eq!(route.verdict, Verdict::Unavailable);
+    assert!(route.order.is_empty());
+    assert!(reason(&route, "gw2").starts_with("down: 421 shutting down (back-off "));
+    assert_eq!(route.verdict.reply_code(), Some((451, "4.4.1")));
+    assert!(route.render_text().contains("verdict:  all candidates down (451 4.4.1)"));
+}
+
+#[test]
+fn empty_inject_to_is_denied() {
+    let router = Router::new(mixed());
+    for client in ["10.0.6.77", "2001:db8:6:1::9", "::ffff:10.0.6.1"] {
+        let route = router.route(&MemberTable::new(), ip(client), None);
+        assert_eq!(route.source_member.as_deref(), Some("gw6"), "{client}");
+        assert_eq!(route.verdict, Verdict::InjectionDenied);
+        assert!(route.order.is_empty());
+        assert_eq!(route.excluded.len(), 6);
+        assert_eq!(reason(&route, "gw2"), "not in gw6's inject_to");
+        assert_eq!(route.verdict.reply_code(), Some((550, "5.7.1")));
+        let text = route.render_text();
+        assert!(text.contains("injection denied: gw6 may inject nowhere (550 5.7.1)"), "{text}");
+    }
+}
+
+#[test]
+fn source_member_lookup() {
+    let router = Router::new(mixed());
+    assert_eq!(router.source_member(ip("10.0.0.1")), Some("gw1"));
+    assert_eq!(router.source_member(ip("::ffff:10.0.0.1")), Some("gw1"));
+    assert_eq!(router.source_member(ip("10.0.6.255")), Some("gw6"));
+    assert_eq!(router.source_member(ip("10.0.0.2")), None);
+    assert_eq!(router.source_member(ip("2001:db8:7::1")), None);
+    // An IPv4-mapped IPv6 network in `addresses` matches plain IPv4 clients.
+    let mut gw = member("gw", 100);
+    gw.addresses = vec!["::ffff:192.0.2.0/120".parse().unwrap()];
+    let router = Router::new(policy(Affinity::Source, vec![gw]));
+    assert_eq!(router.source_member(ip("192.0.2.9")), Some("gw"));
+}
+
+#[test]
+fn public_unavailable_when_all_down_or_no_members() {
+    let table = MemberTable::new();
+    let router = Router::new(policy(Affinity::Source, vec![member("a", 1), member("b", 1)]));
+    table.mark_failed("a", "timeout", Duration::from_secs(5));
+    table.mark_failed("b", "timeout", Duration::from_secs(5));
+    let route = router.route(&table, ip("192.0.2.1"), None);
+    assert_eq!(route.verdict, Verdict::Unavailable);
+    assert!(route.render_text().contains("all candidates down (451 4.4.1)"));
+
+    let empty = Router::new(policy(Affinity::Source, vec![]));
+    let route = empty.route(&table, ip("192.0.2.1"), None);
+    assert_eq!(route.verdict, Verdict::Unavailable);
+    assert!(route.render_text().contains("no usable candidate (451 4.4.1)"));
+}
+
+#[test]
+fn backoff_expires_and_mark_ok_clears() {
+    let table = MemberTable::new();
+    let router = Router::new(policy(Affinity::Source, vec![member("a", 1), member("b", 1)]));
+    let t0 = tokio::time::Instant::now();
+    let client = ip("192.0.2.1");
+    let before = router.route_at(&table, client, None, t0);
+
+    table.mark_failed_at("a", "connect refused", Duration::from_secs(10), t0);
+    let h = table.health_at("a", t0 + Duration::from_millis(500));
+    assert!(!h.healthy);
+    assert_eq!(h.reason.as_deref(), Some("connect refused (back-off 10s left)"));
+    let down = router.route_at(&table, client, None, t0 + Duration::from_millis(9_500));
+    assert_eq!(names(&down), ["b"]);
+    assert_eq!(reason(&down, "a"), "down: connect refused (back-off 1s left)");
+    // A shorter back-off does not cut a longer one short.
+    table.mark_failed_at("a", "421", Duration::from_secs(1), t0);
+    assert!(!table.health_at("a", t0 + Duration::from_secs(5)).healthy);
+    assert_eq!(table.health_at("a", t0 + Duration::from_secs(5)).reason.as_deref(), Some("421 (back-off 5s left)"));
+
+    // Expired: healthy again, the last failure kept for status; same order as before.
+    let later = t0 + Duration::from_secs(10);
+    assert_eq!(table.health_at("a", later), MemberHealth { healthy: true, reason: Some("421".into()) });
+    assert_eq!(router.route_at(&table, client, None, later).order, before.order);
+
+    table.mark_failed_at("a", "timeout", Duration::from_secs(60), later);
+    table.mark_ok("a");
+    assert!(table.health("a").healthy);
+    assert_eq!(table.health("never-seen"), MemberHealth { healthy: true, reason: None });
+}
+
+#[test]
+fn sessions_are_counted_and_released() {
+    let table = MemberTable::new();
+    let g1 = table.start_session("a");
+    let g2 = table.start_session("a");
+    let g3 = table.start_session("b");
+    assert_eq!(table.active_sessions("a"), 2);
+    assert_eq!(table.active_sessions("b"), 1);
+    assert_eq!(table.active_sessions("c"), 0);
+    drop(g1);
+    assert_eq!(table.active_sessions("a"), 1);
+    table.mark_failed("c", "refused", Duration::from_secs(3));
+    let snap = table.snapshot();
+    let rows: Vec<(&str, bool, u64)> =
+        snap.iter().map(|s| (s.name.as_str(), s.health.healthy, s.active_sessions)).collect();
+    assert_eq!(rows, [("a", true, 1), ("b", true, 1), ("c", false, 0)]);
+    drop((g2, g3));
+    assert_eq!(table.active_sessions("a") + table.active_sessions("b"), 0);
+
+    let router = Router::new(policy(Affinity::Source, vec![member("a", 1), member("z", 1)]));
+    let status = router.status(&table);
+    assert_eq!(status.len(), 2);
+    assert_eq!((status[1].name.as_str(), status[1].health.healthy), ("z", true));
+}
+
+#[test]
+fn affinity_none_prefers_fewest_sessions_per_weight() {
+    let table = MemberTable::new();
+    let router = Router::new(policy(Affinity::None, vec![member("a", 100), member("b", 200), member("c", 100)]));
+    let client = ip("192.0.2.1");
+    // Idle: ties everywhere, so the rendezvous order decides.
+    let idle = router.route(&table, client, None);
+    let sd = Router::new(policy(Affinity::SourceDestination, vec![member("a", 100), member("b", 200), member("c", 100)]));
+    assert_eq!(names(&idle), names(&sd.route(&table, client, None)));
+    assert!(idle.order.iter().all(|r| r.score.to_bits() == 0), "idle scores are +0");
+
+    let _a = [table.start_session("a"), table.start_session("a")];
+    let _b = [table.start_session("b"), table.start_session("b"), table.start_session("b")];
+    // Loads: a 2/100, b 3/200, c 0/100.
+    let route = router.route(&table, client, None);
+    assert_eq!(names(&route), ["c", "b", "a"]);
+    assert_eq!(route.order[1].score, -0.015);
+    assert!(route.render_text().contains("affinity: none"));
+}
+
+#[test]
+fn render_text_and_json() {
+    let route = Router::new(mixed()).route(&MemberTable::new(), ip("192.0.2.1"), Some(ip("198.51.100.7")));
+    let text = route.render_text();
+    for needle in [
+        "client:   192.0.2.1 (group 192.0.2.1/32) -> 198.51.100.7",
+        "affinity: source-destination",
+        "source:   public (not a member)",
+        "   1. ",
+        "healthy",
+        "gw3  not ingress",
+        "verdict:  first choice ",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    let json = serde_json::to_value(&route).unwrap();
+    assert!(json["source_member"].is_null());
+    assert_eq!(json["order"][0]["member"], route.order[0].member.as_str());
+    assert!(json["order"][0]["score"].is_f64());
+    assert_eq!(json["order"][0]["healthy"], true);
+    assert_eq!(json["excluded"][0]["member"], "gw3");
+    assert_eq!(json["excluded"][0]["reason"], "not ingress");
+    assert_eq!(json["verdict"], "route");
+    assert_eq!(json["key"], route.key.to_string());
+}
