@@ -99,7 +99,11 @@ impl Route {
     }
 
     fn write_text(&self, out: &mut String) -> std::fmt::Result {
-        write!(out, "client:   {} (group {})", self.client, self.client_prefix)?;
+        write!(
+            out,
+            "client:   {} (group {})",
+            self.client, self.client_prefix
+        )?;
         match self.dest {
             Some(d) => writeln!(out, " -> {d}")?,
             None => writeln!(out, " -> (no destination address)")?,
@@ -154,7 +158,10 @@ impl Route {
             (Verdict::Route, Some(first)) => write!(out, "first choice {first}"),
             (Verdict::InjectionDenied, _) => {
                 let source = self.source_member.as_deref().unwrap_or("the source member");
-                write!(out, "injection denied: {source} may inject nowhere (550 5.7.1)")
+                write!(
+                    out,
+                    "injection denied: {source} may inject nowhere (550 5.7.1)"
+                )
             }
             _ => {
                 let any_down = self.excluded.iter().any(|e| e.reason.starts_with("down:"));

@@ -192,6 +192,8 @@ pub fn fixed_ln(x: f64) -> f64 {
     const LG5: f64 = f64::from_bits(0x3fc7_4664_96cb_03de);
     const LG6: f64 = f64::from_bits(0x3fc3_9a09_d078_c69f);
     const LG7: f64 = f64::from_bits(0x3fc2_f112_df3e_5244);
+    /// fdlibm writes `0.33333333333333333`, which parses to exactly this.
+    const ONE_THIRD: f64 = f64::from_bits(0x3fd5_5555_5555_5555);
 
     if !(x.is_normal() && x > 0.0) {
         return f64::NAN;
@@ -217,7 +219,7 @@ pub fn fixed_ln(x: f64) -> f64 {
                 dk * LN2_HI + dk * LN2_LO
             };
         }
-        let r = f * f * (0.5 - 0.333_333_333_333_333_33 * f);
+        let r = f * f * (0.5 - ONE_THIRD * f);
         return if k == 0 {
             f - r
         } else {

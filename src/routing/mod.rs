@@ -18,6 +18,8 @@ mod router;
 mod table;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 pub use explain::{Excluded, Ranked, Route, Verdict};

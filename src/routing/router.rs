@@ -195,7 +195,7 @@ fn exclusion<'a>(
 ) -> Option<Exclusion<'a>> {
     match source {
         None if !m.ingress => return Some(Exclusion::NotIngress),
-        Some(s) if !s.inject_to.iter().any(|t| *t == m.name) => {
+        Some(s) if !s.inject_to.contains(&m.name) => {
             return Some(Exclusion::NotInInjectTo(&s.name));
         }
         _ => {}

@@ -114,7 +114,13 @@ impl MemberTable {
         self.mark_failed_at(member, reason, backoff, Instant::now());
     }
 
-    pub(super) fn mark_failed_at(&self, member: &str, reason: &str, backoff: Duration, now: Instant) {
+    pub(super) fn mark_failed_at(
+        &self,
+        member: &str,
+        reason: &str,
+        backoff: Duration,
+        now: Instant,
+    ) {
         let until = now + backoff;
         self.update(member, |state| {
             state.down_until = Some(state.down_until.map_or(until, |u| u.max(until)));
@@ -135,9 +141,13 @@ impl MemberTable {
     }
 
     pub(super) fn health_at(&self, member: &str, now: Instant) -> MemberHealth {
-        self.lock()
-            .get(member)
-            .map_or(MemberHealth { healthy: true, reason: None }, |s| health_of(s, now))
+        self.lock().get(member).map_or(
+            MemberHealth {
+                healthy: true,
+                reason: None,
+            },
+            |s| health_of(s, now),
+        )
     }
 
     /// Counts a session on `member` until the guard is dropped.

@@ -15,7 +15,10 @@ use super::*;
 pub(super) fn member(name: &str, weight: u32) -> Member {
     Member {
         name: name.to_owned(),
-        smtp: Some(HostPort { host: "127.0.0.1".into(), port: 10025 }),
+        smtp: Some(HostPort {
+            host: "127.0.0.1".into(),
+            port: 10025,
+        }),
         gina: None,
         weight,
         ingress: true,
@@ -35,7 +38,12 @@ pub(super) fn policy(affinity: Affinity, mut members: Vec<Member>) -> Arc<Policy
 /// A policy with members in the given order (config sorts them; routing must not care).
 pub(super) fn policy_as_given(affinity: Affinity, members: Vec<Member>) -> Arc<Policy> {
     Arc::new(Policy {
-        routing: RoutingPolicy { affinity, client_prefix_v4: 32, client_prefix_v6: 64, max_attempts: 3 },
+        routing: RoutingPolicy {
+            affinity,
+            client_prefix_v4: 32,
+            client_prefix_v6: 64,
+            max_attempts: 3,
+        },
         upstream: UpstreamPolicy {
             xclient: true,
             proxy_protocol: ProxyProtocol::Off,
@@ -46,9 +54,19 @@ pub(super) fn policy_as_given(affinity: Affinity, members: Vec<Member>) -> Arc<P
             data_timeout: Duration::from_secs(600),
             backoff: Duration::from_secs(10),
         },
-        health: HealthPolicy { interval: Duration::from_secs(5), rise: 2, fall: 3 },
-        dns: DnsPolicy { domains: Vec::new(), nameservers: Vec::new(), interval: Duration::from_secs(300) },
-        lft: LftPolicy { threshold: 10 << 20 },
+        health: HealthPolicy {
+            interval: Duration::from_secs(5),
+            rise: 2,
+            fall: 3,
+        },
+        dns: DnsPolicy {
+            domains: Vec::new(),
+            nameservers: Vec::new(),
+            interval: Duration::from_secs(300),
+        },
+        lft: LftPolicy {
+            threshold: 10 << 20,
+        },
         members,
     })
 }
@@ -59,12 +77,24 @@ pub(super) fn ip(s: &str) -> IpAddr {
 
 /// The four members of the test vectors.
 fn vector_members() -> Vec<Member> {
-    vec![member("gw1", 100), member("gw2", 100), member("gw3", 200), member("gw4", 50)]
+    vec![
+        member("gw1", 100),
+        member("gw2", 100),
+        member("gw3", 200),
+        member("gw4", 50),
+    ]
 }
 
 /// Test vectors with `client_prefix_v4 = 24`, `client_prefix_v6 = 64`.
 /// (affinity, client, dest, key hex, [(member, hash, score bits)], order)
-type Vector = (Affinity, &'static str, Option<&'static str>, &'static str, [(&'static str, u64, u64); 4], [&'static str; 4]);
+type Vector = (
+    Affinity,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    [(&'static str, u64, u64); 4],
+    [&'static str; 4],
+);
 
 #[rustfmt::skip]
 const VECTORS: &[Vector] = &[
@@ -112,13 +142,18 @@ fn with_prefixes(p: &Policy, v4: u8, v6: u8) -> Arc<Policy> {
 fn test_vectors_are_stable() {
     for (affinity, client, dest, key_hex, hashes, order) in VECTORS {
         let p = with_prefixes(&policy(*affinity, vector_members()), 24, 64);
-        let route = Router::new(Arc::clone(&p)).route(&MemberTable::new(), ip(client), dest.map(ip));
+        let route =
+            Router::new(Arc::clone(&p)).route(&MemberTable::new(), ip(client), dest.map(ip));
         assert_eq!(route.key.to_string(), *key_hex, "key of {client} {dest:?}");
         for (name, hash, score_bits) in hashes {
             let h = member_hash(route.key.as_bytes(), name);
             assert_eq!(h, *hash, "hash of {name} for {client}");
             let weight = p.member(name).unwrap().weight;
-            assert_eq!(rendezvous_score(h, weight).to_bits(), *score_bits, "score of {name}");
+            assert_eq!(
+                rendezvous_score(h, weight).to_bits(),
+                *score_bits,
+                "score of {name}"
+            );
         }
         let got: Vec<&str> = route.order.iter().map(|r| r.member.as_str()).collect();
         assert_eq!(got, order, "order for {client} {dest:?}");
@@ -144,26 +179,46 @@ fn xxh3_matches_the_reference_implementation() {
 fn key_encoding() {
     let p = with_prefixes(&policy(Affinity::SourceDestination, vec![]), 24, 48);
     let key = |c: &str, d: Option<&str>| AffinityKey::new(&p.routing, ip(c), d.map(ip)).to_string();
-    assert_eq!(key("192.0.2.77", Some("198.51.100.1")), "04c000020004c6336401");
+    assert_eq!(
+        key("192.0.2.77", Some("198.51.100.1")),
+        "04c000020004c6336401"
+    );
     assert_eq!(key("192.0.2.77", None), "04c000020000");
     // IPv4-mapped client and destination count as IPv4.
-    assert_eq!(key("::ffff:192.0.2.77", Some("::ffff:198.51.100.1")), "04c000020004c6336401");
+    assert_eq!(
+        key("::ffff:192.0.2.77", Some("::ffff:198.51.100.1")),
+        "04c000020004c6336401"
+    );
     assert_eq!(
         key("2001:db8:aaaa:bbbb::1", None),
         "0620010db8aaaa0000000000000000000000"
     );
     let src = with_prefixes(&policy(Affinity::Source, vec![]), 40, 200);
     let k = AffinityKey::new(&src.routing, ip("192.0.2.77"), Some(ip("198.51.100.1")));
-    assert_eq!(k.as_bytes(), [TAG_V4, 192, 0, 2, 77], "prefix above 32 counts as 32");
+    assert_eq!(
+        k.as_bytes(),
+        [TAG_V4, 192, 0, 2, 77],
+        "prefix above 32 counts as 32"
+    );
     let zero = with_prefixes(&policy(Affinity::Source, vec![]), 0, 0);
-    assert_eq!(AffinityKey::new(&zero.routing, ip("192.0.2.77"), None).to_string(), "0400000000");
-    assert_eq!(client_prefix(&p.routing, ip("::ffff:10.1.2.3")).to_string(), "10.1.2.0/24");
+    assert_eq!(
+        AffinityKey::new(&zero.routing, ip("192.0.2.77"), None).to_string(),
+        "0400000000"
+    );
+    assert_eq!(
+        client_prefix(&p.routing, ip("::ffff:10.1.2.3")).to_string(),
+        "10.1.2.0/24"
+    );
 }
 
 #[test]
 fn unit_interval_is_strictly_inside_0_1() {
     assert_eq!(unit_interval(0), 2f64.powi(-54));
-    assert_eq!(unit_interval(0x7ff), 2f64.powi(-54), "only the top 53 bits count");
+    assert_eq!(
+        unit_interval(0x7ff),
+        2f64.powi(-54),
+        "only the top 53 bits count"
+    );
     assert_eq!(unit_interval(0x800), 2f64.powi(-53));
     assert_eq!(unit_interval(u64::MAX), 1.0 - 2f64.powi(-53));
     assert!(rendezvous_score(u64::MAX, u32::MAX).is_finite());
@@ -174,14 +229,27 @@ fn unit_interval_is_strictly_inside_0_1() {
 fn fixed_ln_agrees_with_std_within_one_ulp() {
     let close = |u: f64| {
         let (a, b) = (fixed_ln(u), u.ln());
-        assert!(a.to_bits().abs_diff(b.to_bits()) <= 1, "ln({u:e}): {a:e} vs {b:e}");
+        assert!(
+            a.to_bits().abs_diff(b.to_bits()) <= 1,
+            "ln({u:e}): {a:e} vs {b:e}"
+        );
     };
-    for u in [2f64.powi(-54), 2f64.powi(-53), 0.5, 0.70710678, 0.75, 0.999_999, 1.0 - 2f64.powi(-53)] {
+    for u in [
+        2f64.powi(-54),
+        2f64.powi(-53),
+        0.5,
+        std::f64::consts::FRAC_1_SQRT_2,
+        0.75,
+        0.999_999,
+        1.0 - 2f64.powi(-53),
+    ] {
         close(u);
     }
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..100_000 {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         close(unit_interval(x));
     }
     assert!(fixed_ln(0.0).is_nan() && fixed_ln(-1.0).is_nan());
@@ -214,8 +282,14 @@ fn mixed() -> Arc<Policy> {
     let mut gw4 = member("gw4", 100);
     gw4.smtp = None;
     let mut gw6 = member("gw6", 100);
-    gw6.addresses = vec!["10.0.6.0/24".parse().unwrap(), "2001:db8:6::/48".parse().unwrap()];
-    policy(Affinity::SourceDestination, vec![gw1, member("gw2", 100), gw3, gw4, member("gw5", 0), gw6])
+    gw6.addresses = vec![
+        "10.0.6.0/24".parse().unwrap(),
+        "2001:db8:6::/48".parse().unwrap(),
+    ];
+    policy(
+        Affinity::SourceDestination,
+        vec![gw1, member("gw2", 100), gw3, gw4, member("gw5", 0), gw6],
+    )
 }
 
 #[test]
@@ -233,7 +307,10 @@ fn public_route_excludes_with_reasons() {
     assert_eq!(reason(&route, "gw3"), "not ingress");
     assert_eq!(reason(&route, "gw4"), "no smtp upstream");
     assert_eq!(reason(&route, "gw5"), "weight 0 (drained)");
-    assert_eq!(reason(&route, "gw6"), "down: connect refused (back-off 8s left)");
+    assert_eq!(
+        reason(&route, "gw6"),
+        "down: connect refused (back-off 8s left)"
+    );
     assert_eq!(route.first_choice(), Some(route.order[0].member.as_str()));
     assert_eq!(route.verdict.reply_code(), None);
 }
@@ -256,7 +333,11 @@ fn injection_is_confined_to_inject_to() {
     assert!(route.order.is_empty());
     assert!(reason(&route, "gw2").starts_with("down: 421 shutting down (back-off "));
     assert_eq!(route.verdict.reply_code(), Some((451, "4.4.1")));
-    assert!(route.render_text().contains("verdict:  all candidates down (451 4.4.1)"));
+    assert!(
+        route
+            .render_text()
+            .contains("verdict:  all candidates down (451 4.4.1)")
+    );
 }
 
 #[test]
@@ -271,7 +352,10 @@ fn empty_inject_to_is_denied() {
         assert_eq!(reason(&route, "gw2"), "not in gw6's inject_to");
         assert_eq!(route.verdict.reply_code(), Some((550, "5.7.1")));
         let text = route.render_text();
-        assert!(text.contains("injection denied: gw6 may inject nowhere (550 5.7.1)"), "{text}");
+        assert!(
+            text.contains("injection denied: gw6 may inject nowhere (550 5.7.1)"),
+            "{text}"
+        );
     }
 }
 
@@ -293,23 +377,37 @@ fn source_member_lookup() {
 #[test]
 fn public_unavailable_when_all_down_or_no_members() {
     let table = MemberTable::new();
-    let router = Router::new(policy(Affinity::Source, vec![member("a", 1), member("b", 1)]));
+    let router = Router::new(policy(
+        Affinity::Source,
+        vec![member("a", 1), member("b", 1)],
+    ));
     table.mark_failed("a", "timeout", Duration::from_secs(5));
     table.mark_failed("b", "timeout", Duration::from_secs(5));
     let route = router.route(&table, ip("192.0.2.1"), None);
     assert_eq!(route.verdict, Verdict::Unavailable);
-    assert!(route.render_text().contains("all candidates down (451 4.4.1)"));
+    assert!(
+        route
+            .render_text()
+            .contains("all candidates down (451 4.4.1)")
+    );
 
     let empty = Router::new(policy(Affinity::Source, vec![]));
     let route = empty.route(&table, ip("192.0.2.1"), None);
     assert_eq!(route.verdict, Verdict::Unavailable);
-    assert!(route.render_text().contains("no usable candidate (451 4.4.1)"));
+    assert!(
+        route
+            .render_text()
+            .contains("no usable candidate (451 4.4.1)")
+    );
 }
 
 #[test]
 fn backoff_expires_and_mark_ok_clears() {
     let table = MemberTable::new();
-    let router = Router::new(policy(Affinity::Source, vec![member("a", 1), member("b", 1)]));
+    let router = Router::new(policy(
+        Affinity::Source,
+        vec![member("a", 1), member("b", 1)],
+    ));
     let t0 = tokio::time::Instant::now();
     let client = ip("192.0.2.1");
     let before = router.route_at(&table, client, None, t0);
@@ -317,24 +415,51 @@ fn backoff_expires_and_mark_ok_clears() {
     table.mark_failed_at("a", "connect refused", Duration::from_secs(10), t0);
     let h = table.health_at("a", t0 + Duration::from_millis(500));
     assert!(!h.healthy);
-    assert_eq!(h.reason.as_deref(), Some("connect refused (back-off 10s left)"));
+    assert_eq!(
+        h.reason.as_deref(),
+        Some("connect refused (back-off 10s left)")
+    );
     let down = router.route_at(&table, client, None, t0 + Duration::from_millis(9_500));
     assert_eq!(names(&down), ["b"]);
-    assert_eq!(reason(&down, "a"), "down: connect refused (back-off 1s left)");
+    assert_eq!(
+        reason(&down, "a"),
+        "down: connect refused (back-off 1s left)"
+    );
     // A shorter back-off does not cut a longer one short.
     table.mark_failed_at("a", "421", Duration::from_secs(1), t0);
     assert!(!table.health_at("a", t0 + Duration::from_secs(5)).healthy);
-    assert_eq!(table.health_at("a", t0 + Duration::from_secs(5)).reason.as_deref(), Some("421 (back-off 5s left)"));
+    assert_eq!(
+        table
+            .health_at("a", t0 + Duration::from_secs(5))
+            .reason
+            .as_deref(),
+        Some("421 (back-off 5s left)")
+    );
 
     // Expired: healthy again, the last failure kept for status; same order as before.
     let later = t0 + Duration::from_secs(10);
-    assert_eq!(table.health_at("a", later), MemberHealth { healthy: true, reason: Some("421".into()) });
-    assert_eq!(router.route_at(&table, client, None, later).order, before.order);
+    assert_eq!(
+        table.health_at("a", later),
+        MemberHealth {
+            healthy: true,
+            reason: Some("421".into())
+        }
+    );
+    assert_eq!(
+        router.route_at(&table, client, None, later).order,
+        before.order
+    );
 
     table.mark_failed_at("a", "timeout", Duration::from_secs(60), later);
     table.mark_ok("a");
     assert!(table.health("a").healthy);
-    assert_eq!(table.health("never-seen"), MemberHealth { healthy: true, reason: None });
+    assert_eq!(
+        table.health("never-seen"),
+        MemberHealth {
+            healthy: true,
+            reason: None
+        }
+    );
 }
 
 #[test]
@@ -350,31 +475,52 @@ fn sessions_are_counted_and_released() {
     assert_eq!(table.active_sessions("a"), 1);
     table.mark_failed("c", "refused", Duration::from_secs(3));
     let snap = table.snapshot();
-    let rows: Vec<(&str, bool, u64)> =
-        snap.iter().map(|s| (s.name.as_str(), s.health.healthy, s.active_sessions)).collect();
+    let rows: Vec<(&str, bool, u64)> = snap
+        .iter()
+        .map(|s| (s.name.as_str(), s.health.healthy, s.active_sessions))
+        .collect();
     assert_eq!(rows, [("a", true, 1), ("b", true, 1), ("c", false, 0)]);
     drop((g2, g3));
     assert_eq!(table.active_sessions("a") + table.active_sessions("b"), 0);
 
-    let router = Router::new(policy(Affinity::Source, vec![member("a", 1), member("z", 1)]));
+    let router = Router::new(policy(
+        Affinity::Source,
+        vec![member("a", 1), member("z", 1)],
+    ));
     let status = router.status(&table);
     assert_eq!(status.len(), 2);
-    assert_eq!((status[1].name.as_str(), status[1].health.healthy), ("z", true));
+    assert_eq!(
+        (status[1].name.as_str(), status[1].health.healthy),
+        ("z", true)
+    );
 }
 
 #[test]
 fn affinity_none_prefers_fewest_sessions_per_weight() {
     let table = MemberTable::new();
-    let router = Router::new(policy(Affinity::None, vec![member("a", 100), member("b", 200), member("c", 100)]));
+    let router = Router::new(policy(
+        Affinity::None,
+        vec![member("a", 100), member("b", 200), member("c", 100)],
+    ));
     let client = ip("192.0.2.1");
     // Idle: ties everywhere, so the rendezvous order decides.
     let idle = router.route(&table, client, None);
-    let sd = Router::new(policy(Affinity::SourceDestination, vec![member("a", 100), member("b", 200), member("c", 100)]));
+    let sd = Router::new(policy(
+        Affinity::SourceDestination,
+        vec![member("a", 100), member("b", 200), member("c", 100)],
+    ));
     assert_eq!(names(&idle), names(&sd.route(&table, client, None)));
-    assert!(idle.order.iter().all(|r| r.score.to_bits() == 0), "idle scores are +0");
+    assert!(
+        idle.order.iter().all(|r| r.score.to_bits() == 0),
+        "idle scores are +0"
+    );
 
     let _a = [table.start_session("a"), table.start_session("a")];
-    let _b = [table.start_session("b"), table.start_session("b"), table.start_session("b")];
+    let _b = [
+        table.start_session("b"),
+        table.start_session("b"),
+        table.start_session("b"),
+    ];
     // Loads: a 2/100, b 3/200, c 0/100.
     let route = router.route(&table, client, None);
     assert_eq!(names(&route), ["c", "b", "a"]);
@@ -384,7 +530,11 @@ fn affinity_none_prefers_fewest_sessions_per_weight() {
 
 #[test]
 fn render_text_and_json() {
-    let route = Router::new(mixed()).route(&MemberTable::new(), ip("192.0.2.1"), Some(ip("198.51.100.7")));
+    let route = Router::new(mixed()).route(
+        &MemberTable::new(),
+        ip("192.0.2.1"),
+        Some(ip("198.51.100.7")),
+    );
     let text = route.render_text();
     for needle in [
         "client:   192.0.2.1 (group 192.0.2.1/32) -> 198.51.100.7",
