@@ -3,11 +3,26 @@
 //! Files are read into serde `File*` structs (`deny_unknown_fields`), then
 //! validated into the immutable runtime types of [`types`]. Every problem is
 //! reported with file, line and key path, all of them, not just the first.
+//!
+//! Flow: [`load`] reads `mxgate.toml` ([`node`]), then the policy it names
+//! ([`policy`]); each file is parsed into a spanned tree, checked for unknown
+//! keys and deserialized table by table ([`source`], [`file`]), then built
+//! into the runtime types with defaults ([`units`] for value syntax).
+//! [`render_effective`] prints the result for `check-config`.
 
+mod file;
+mod node;
+mod policy;
+mod render;
+mod source;
+#[cfg(test)]
+mod tests;
 pub mod types;
+mod units;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use types::*;
@@ -27,17 +42,14 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(
-                f,
-                "{}:{}: {}: {}",
-                self.file.display(),
-                line,
-                self.key,
-                self.message
-            ),
-            None => write!(f, "{}: {}: {}", self.file.display(), self.key, self.message),
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
         }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
 
@@ -60,26 +72,92 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Loads and validates `mxgate.toml` and the policy file it names.
+///
+/// Relative paths in the file are resolved against its directory. Errors of
+/// both files are reported together.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    todo!("{}", path.display())
+    let text = read(path)?;
+    let dir = base_dir(path);
+    let mut ctx = source::Ctx::new(path, &text);
+    let Some(node) = node::build(&mut ctx, &text, &dir) else {
+        return Err(ConfigErrors(ctx.into_errors()));
+    };
+    let mut errors = ctx.into_errors();
+    let policy = match std::fs::read_to_string(&node.node.policy) {
+        Ok(policy_text) => {
+            let mut pctx = source::Ctx::new(&node.node.policy, &policy_text);
+            let policy = policy::build(&mut pctx, &policy_text);
+            errors.append(&mut pctx.into_errors());
+            policy
+        }
+        Err(e) => {
+            let mut ctx = source::Ctx::new(path, &text);
+            let message = format!(
+                "cannot read policy file {}: {e}",
+                node.node.policy.display()
+            );
+            ctx.error(node.policy_span.clone(), "node.policy", message);
+            errors.append(&mut ctx.into_errors());
+            None
+        }
+    };
+    match policy {
+        Some(policy) if errors.is_empty() => Ok(Config {
+            node: node.node,
+            smtp: node.smtp,
+            local: node.local,
+            metrics: node.metrics,
+            log: node.log,
+            policy: Arc::new(policy),
+            http: node.http,
+            cluster: node.cluster,
+        }),
+        _ => Err(ConfigErrors(errors)),
+    }
 }
 
 /// Loads and validates a policy file (`cluster.toml`) on its own.
 pub fn load_policy(path: &Path) -> Result<Policy, ConfigErrors> {
-    todo!("{}", path.display())
+    let text = read(path)?;
+    let mut ctx = source::Ctx::new(path, &text);
+    let policy = policy::build(&mut ctx, &text);
+    let errors = ctx.into_errors();
+    match policy {
+        Some(policy) if errors.is_empty() => Ok(policy),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
+    })
+}
+
+/// The directory relative paths in `path` are resolved against.
+fn base_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Renders the effective configuration (defaults filled in) as TOML, for `check-config`.
 pub fn render_effective(config: &Config) -> String {
-    todo!("{:?}", config.node)
+    render::render(config)
 }
 
 /// Parses `10MiB`, `512KiB`, `1GiB` or a plain byte count.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    todo!("{text}")
+    units::parse_size(text)
 }
 
 /// Parses `250ms`, `5s`, `5m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    todo!("{text}")
+    units::parse_duration(text)
 }

@@ -26,6 +26,10 @@ pub struct Config {
     pub log: LogConfig,
     /// The routing policy (`cluster.toml`).
     pub policy: Arc<Policy>,
+    /// `[[http]]` listeners (GINA web-portal proxy), in file order.
+    pub http: Vec<HttpListener>,
+    /// `[cluster]`: the control plane; `None` for a standalone node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[node]`: identity and where state and policy live.
@@ -76,6 +80,7 @@ pub struct SmtpListener {
     /// Refuse MAIL before STARTTLS.
     pub require_tls: bool,
     /// Largest message accepted, advertised in SIZE (bytes).
+    #[serde(serialize_with = "super::units::ser_size")]
     pub max_message_size: u64,
     /// Concurrent sessions on this listener.
     pub max_sessions: usize,
@@ -88,6 +93,33 @@ pub struct SmtpListener {
     /// How long to wait for a pre-greeting talker before sending the banner (0: just check).
     #[serde(serialize_with = "ser_duration")]
     pub greet_delay: Duration,
+}
+
+/// One `[[http]]` listener: the GINA web-portal proxy.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpListener {
+    /// Listener name, used in logs and metrics; unique among all listeners.
+    pub name: String,
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// PEM certificate chain; when set (with `tls_key`) the listener speaks HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// No answer from the member within this time: `504` (default 60s).
+    #[serde(serialize_with = "ser_duration")]
+    pub upstream_timeout: Duration,
+    /// Cookie carrying the chosen member, for cookie affinity; `None`: address affinity only.
+    pub sticky_cookie: Option<String>,
+}
+
+/// `[cluster]`: the control-plane endpoint (mutual TLS).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Address other nodes reach this one at (default: `listen`, which then must not be a wildcard).
+    pub advertise: SocketAddr,
 }
 
 /// `[local]`: the upstreams this node offers as a cluster member.
@@ -252,6 +284,7 @@ pub struct DnsPolicy {
 #[derive(Debug, Clone, Serialize)]
 pub struct LftPolicy {
     /// Attachments at least this large are stored (bytes).
+    #[serde(serialize_with = "super::units::ser_size")]
     pub threshold: u64,
 }
 
@@ -317,11 +350,11 @@ pub fn format_duration(d: &Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         "0s".into()
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
