@@ -128,3 +128,137 @@ pub fn xtext_decode(value: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ehlo(lines: &[&str]) -> Capabilities {
+        Capabilities::from_ehlo(&Reply::multiline(250, lines))
+    }
+
+    #[test]
+    fn from_ehlo() {
+        let caps = ehlo(&[
+            "mx.example greets you",
+            "pipelining",
+            "SIZE 10240000",
+            "8BITMIME",
+            "EnhancedStatusCodes",
+            "STARTTLS",
+            "SMTPUTF8",
+            "CHUNKING",
+            "XCLIENT NAME addr Port PROTO HELO LOGIN DESTADDR DESTPORT",
+            "ETRN",
+        ]);
+        assert_eq!(
+            caps,
+            Capabilities {
+                pipelining: true,
+                size: Some(10_240_000),
+                eightbitmime: true,
+                enhanced_status_codes: true,
+                starttls: true,
+                smtputf8: true,
+                chunking: true,
+                xclient: Some(
+                    [
+                        "NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT"
+                    ]
+                    .map(String::from)
+                    .to_vec()
+                ),
+            }
+        );
+        // The greeting line is not a capability; SIZE without a number is 0.
+        let caps = ehlo(&["PIPELINING", "SIZE"]);
+        assert!(!caps.pipelining);
+        assert_eq!(caps.size, Some(0));
+        assert_eq!(ehlo(&["mx"]), Capabilities::default());
+        assert_eq!(ehlo(&["mx", "XCLIENT"]).xclient, Some(vec![]));
+    }
+
+    #[test]
+    fn xtext() {
+        assert_eq!(
+            xtext_encode(b"a b+c=d\x7f\xc3\xa9"),
+            "a+20b+2Bc+3Dd+7F+C3+A9"
+        );
+        assert_eq!(xtext_decode("a+20b+2bc+3Dd").as_deref(), Some("a b+c=d"));
+        assert_eq!(xtext_decode("+"), None);
+        assert_eq!(xtext_decode("+4"), None);
+        assert_eq!(xtext_decode("+G0"), None);
+        assert_eq!(xtext_decode("+FF"), None);
+        for s in [
+            "",
+            "plain",
+            "with space",
+            "ünïcödé",
+            "[UNAVAILABLE]",
+            "a+b=c",
+        ] {
+            assert_eq!(
+                xtext_decode(&xtext_encode(s.as_bytes())).as_deref(),
+                Some(s)
+            );
+        }
+    }
+
+    #[test]
+    fn xclient_lines() {
+        let offered: Vec<String> = ["ADDR", "PORT", "NAME", "HELO", "PROTO"]
+            .map(String::from)
+            .to_vec();
+        let lines = encode_xclient(
+            &[
+                ("ADDR", "192.0.2.1"),
+                ("port", "4711"),
+                ("NAME", "[UNAVAILABLE]"),
+                ("HELO", "my host"),
+                ("DESTADDR", "192.0.2.2"),
+                ("PROTO", "ESMTP"),
+            ],
+            &offered,
+        );
+        assert_eq!(
+            lines,
+            vec![Bytes::from_static(
+                b"XCLIENT ADDR=192.0.2.1 PORT=4711 NAME=[UNAVAILABLE] HELO=my+20host PROTO=ESMTP\r\n"
+            )]
+        );
+        assert!(encode_xclient(&[("DESTADDR", "x")], &offered).is_empty());
+        assert!(encode_xclient(&[], &offered).is_empty());
+        // Round trip through the command parser.
+        let line = &lines[0];
+        let parsed = super::super::parse_command(&line[..line.len() - 2]).unwrap();
+        assert_eq!(
+            parsed,
+            super::super::Command::Xclient(vec![
+                ("ADDR".into(), "192.0.2.1".into()),
+                ("PORT".into(), "4711".into()),
+                ("NAME".into(), "[UNAVAILABLE]".into()),
+                ("HELO".into(), "my host".into()),
+                ("PROTO".into(), "ESMTP".into()),
+            ])
+        );
+    }
+
+    #[test]
+    fn xclient_split() {
+        let offered: Vec<String> = ["NAME", "HELO", "LOGIN"].map(String::from).to_vec();
+        let name = "n".repeat(250);
+        let helo = " ".repeat(100); // 300 bytes encoded
+        let login = "l".repeat(600); // too long for any line
+        let lines = encode_xclient(
+            &[("NAME", &name), ("HELO", &helo), ("LOGIN", &login)],
+            &offered,
+        );
+        assert_eq!(lines.len(), 2);
+        for line in &lines {
+            assert!(line.len() <= MAX_COMMAND_LINE);
+            assert!(line.starts_with(b"XCLIENT ") && line.ends_with(b"\r\n"));
+        }
+        assert!(lines[0].starts_with(b"XCLIENT NAME=nnn"));
+        assert!(lines[1].starts_with(b"XCLIENT HELO=+20+20"));
+    }
+}

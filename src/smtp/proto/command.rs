@@ -325,3 +325,7 @@ fn encode_line<'a>(
     }
     out.put_slice(b"\r\n");
 }
+
+#[cfg(test)]
+#[path = "command_tests.rs"]
+mod tests;

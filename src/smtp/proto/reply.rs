@@ -200,3 +200,119 @@ fn crlf_lines(raw: &[u8]) -> Bytes {
     }
     out.freeze()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build() {
+        assert_eq!(
+            Reply::new(451, "4.4.1", "text").as_bytes(),
+            b"451 4.4.1 text\r\n"
+        );
+        assert_eq!(Reply::new(220, "", "text").as_bytes(), b"220 text\r\n");
+        assert_eq!(Reply::new(250, "", "").as_bytes(), b"250\r\n");
+        assert_eq!(
+            Reply::new(500, "5.5.2", "a\r\nb").as_bytes(),
+            b"500 5.5.2 a  b\r\n"
+        );
+        let r = Reply::multiline(250, &["mx.example", "PIPELINING", "SIZE 1000"]);
+        assert_eq!(
+            r.as_bytes(),
+            b"250-mx.example\r\n250-PIPELINING\r\n250 SIZE 1000\r\n"
+        );
+        assert_eq!(r.code(), 250);
+        assert!(r.is_positive() && !r.is_transient() && !r.is_intermediate());
+        let lines: Vec<&[u8]> = r.lines().collect();
+        assert_eq!(lines, vec![&b"mx.example"[..], b"PIPELINING", b"SIZE 1000"]);
+        assert_eq!(Reply::multiline(354, &["go"]).as_bytes(), b"354 go\r\n");
+    }
+
+    #[test]
+    fn parse_table() {
+        // (input, Ok(Some(raw stored)) / Ok(None) / Err, rest)
+        type Want = Result<Option<&'static [u8]>, ReplyError>;
+        let cases: &[(&[u8], Want, &[u8])] = &[
+            (b"250 ok\r\n", Ok(Some(b"250 ok\r\n")), b""),
+            (b"250\r\n", Ok(Some(b"250\r\n")), b""),
+            (b"250 ok\n", Ok(Some(b"250 ok\r\n")), b""),
+            (
+                b"250-a\r\n250-b\r\n250 c\r\n354 x\r\n",
+                Ok(Some(b"250-a\r\n250-b\r\n250 c\r\n")),
+                b"354 x\r\n",
+            ),
+            (b"250-a\n250 c\r\n", Ok(Some(b"250-a\r\n250 c\r\n")), b""),
+            (b"250-a\r\n250", Ok(None), b"250-a\r\n250"),
+            (b"", Ok(None), b""),
+            (b"25", Ok(None), b"25"),
+            (
+                b"250-a\r\n251 b\r\n",
+                Err(ReplyError::InconsistentCode),
+                b"250-a\r\n251 b\r\n",
+            ),
+            (b"25x ok\r\n", Err(ReplyError::Malformed), b"25x ok\r\n"),
+            (b"250_ok\r\n", Err(ReplyError::Malformed), b"250_ok\r\n"),
+            (b"\r\n", Err(ReplyError::Malformed), b"\r\n"),
+            (b"650 no\r\n", Err(ReplyError::Malformed), b"650 no\r\n"),
+        ];
+        for (input, want, rest) in cases {
+            let mut buf = BytesMut::from(*input);
+            let got = parse_reply(&mut buf);
+            let got = got.map(|r| r.map(|r| r.as_bytes().to_vec()));
+            let want = want.clone().map(|r| r.map(<[u8]>::to_vec));
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(&buf[..], *rest);
+        }
+    }
+
+    #[test]
+    fn parse_lines_and_code() {
+        let mut buf = BytesMut::from(&b"550-5.1.1 no such user\r\n550 5.1.1 really\r\n"[..]);
+        let r = parse_reply(&mut buf).unwrap().unwrap();
+        assert_eq!(r.code(), 550);
+        assert!(r.is_permanent());
+        let lines: Vec<&[u8]> = r.lines().collect();
+        assert_eq!(lines, vec![&b"5.1.1 no such user"[..], b"5.1.1 really"]);
+    }
+
+    #[test]
+    fn caps() {
+        let long_line = [b"250 ".as_slice(), &[b'x'; MAX_REPLY_LINE]].concat();
+        let mut buf = BytesMut::from(&long_line[..]);
+        assert_eq!(parse_reply(&mut buf), Err(ReplyError::TooLong));
+        let mut many = Vec::new();
+        for _ in 0..MAX_REPLY_LINES {
+            many.extend_from_slice(b"250-x\r\n");
+        }
+        many.extend_from_slice(b"250 x\r\n");
+        assert_eq!(
+            parse_reply(&mut BytesMut::from(&many[..])),
+            Err(ReplyError::TooLong)
+        );
+        let mut big = Vec::new();
+        for _ in 0..20 {
+            big.extend_from_slice(b"250-");
+            big.extend_from_slice(&[b'y'; 4000]);
+            big.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(
+            parse_reply(&mut BytesMut::from(&big[..])),
+            Err(ReplyError::TooLong)
+        );
+        // just under the line cap is fine
+        let ok = [b"250 ".as_slice(), &[b'x'; MAX_REPLY_LINE - 6], b"\r\n"].concat();
+        assert!(parse_reply(&mut BytesMut::from(&ok[..])).unwrap().is_some());
+    }
+
+    #[test]
+    fn incremental() {
+        let input = b"250-mx\r\n250-SIZE 10\r\n250 8BITMIME\r\n";
+        for cut in 0..input.len() {
+            let mut buf = BytesMut::from(&input[..cut]);
+            assert_eq!(parse_reply(&mut buf), Ok(None), "cut {cut}");
+            buf.extend_from_slice(&input[cut..]);
+            assert_eq!(parse_reply(&mut buf).unwrap().unwrap().as_bytes(), input);
+        }
+    }
+}
