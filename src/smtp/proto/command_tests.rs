@@ -4,6 +4,9 @@
 use super::*;
 use crate::smtp::proto::line::{LineError, LineReader, MAX_COMMAND_LINE};
 
+/// (line, expected error, expected reply prefix)
+type BadCase = (&'static [u8], fn(&CommandError) -> bool, &'static [u8]);
+
 fn mail(path: &str, params: &[(&str, Option<&str>)]) -> Command {
     Command::Mail(MailFrom {
         path: path.into(),
@@ -128,7 +131,7 @@ fn good_commands() {
 #[test]
 fn bad_commands() {
     use CommandError::*;
-    let cases: &[(&[u8], fn(&CommandError) -> bool, &[u8])] = &[
+    let cases: &[BadCase] = &[
         (b"HELO", |e| matches!(e, Syntax(_)), b"501 5.5.4 "),
         (b"EHLO   ", |e| matches!(e, Syntax(_)), b"501 5.5.4 "),
         (b"MAIL TO:<a@b>", |e| matches!(e, Syntax(_)), b"501 5.5.4 "),

@@ -11,7 +11,7 @@
 //!
 //! Invariants that make the result independent of how input is chunked:
 //! - input is consumed only at boundaries where the line state is known,
-//!   [`Line::Start`] or [`Line::Mid`]; a trailing `\r`, or a `.` / `.\r` at
+//!   start of a line or inside one; a trailing `\r`, or a `.` / `.\r` at
 //!   a line start, stays in the input until the next byte arrives;
 //! - every decision (bare line ending, size overflow, end of data) is made at
 //!   a position of the byte stream, and everything before that position is

@@ -55,6 +55,14 @@ fn run(mode: BareLf, input: &[u8]) -> Run {
     run_chunks(mode, u64::MAX, &[input])
 }
 
+/// (input, forwarded, events, rest)
+type Case = (
+    &'static [u8],
+    &'static [u8],
+    &'static [DataStep],
+    &'static [u8],
+);
+
 const END: &[DataStep] = &[DataStep::End];
 const BARE: &[DataStep] = &[
     DataStep::Refused(DataRefusal::BareLineEnding),
@@ -65,7 +73,7 @@ const BIG: &[DataStep] = &[DataStep::Refused(DataRefusal::TooBig), DataStep::End
 #[test]
 fn reject_mode_table() {
     // (input, forwarded, events, rest)
-    let cases: &[(&[u8], &[u8], &[DataStep], &[u8])] = &[
+    let cases: &[Case] = &[
         (b".\r\n", b".\r\n", END, b""),
         (b".\r\nQUIT\r\n", b".\r\n", END, b"QUIT\r\n"),
         (b"a\r\n.\r\n", b"a\r\n.\r\n", END, b""),
@@ -105,7 +113,7 @@ fn reject_mode_table() {
 
 #[test]
 fn normalize_mode_table() {
-    let cases: &[(&[u8], &[u8], &[DataStep], &[u8])] = &[
+    let cases: &[Case] = &[
         (b"a\r\nb\r\n.\r\n", b"a\r\nb\r\n.\r\n", END, b""),
         (b"a\nb\r\n.\r\n", b"a\r\nb\r\n.\r\n", END, b""),
         (b"a\rb\r\n.\r\n", b"a\r\nb\r\n.\r\n", END, b""),
@@ -182,6 +190,24 @@ fn reject_mode_is_zero_copy() {
 }
 
 #[test]
+fn normalize_mode_copies_only_when_needed() {
+    let mut rx = DataReceiver::new(BareLf::Normalize, u64::MAX);
+    let mut buf = BytesMut::from(&b"clean\r\nlines\r\n"[..]);
+    let base = buf.as_ptr();
+    match rx.feed(&mut buf) {
+        DataStep::Forward(b) => assert_eq!(b.as_ptr(), base),
+        other => panic!("unexpected {other:?}"),
+    }
+    buf.extend_from_slice(b"bare\nlf\r\n.\r\n");
+    assert_eq!(
+        rx.feed(&mut buf),
+        DataStep::Forward(Bytes::from_static(b"bare\r\nlf\r\n.\r\n"))
+    );
+    assert_eq!(rx.feed(&mut buf), DataStep::End);
+    assert!(rx.is_done());
+}
+
+#[test]
 fn empty_message() {
     let r = run(BareLf::Reject, b".\r\n");
     assert_eq!(r.size, 0);
@@ -226,6 +252,8 @@ fn size_limit() {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
     #[test]
     fn chunking_does_not_matter(
         input in proptest::collection::vec(prop::sample::select(vec![b'\r', b'\n', b'.', b'a']), 0..64),

@@ -3,7 +3,7 @@
 //! touches a socket; the async driver in [`crate::smtp`] feeds bytes in and
 //! writes what comes out.
 //!
-//! - [`line`]: client input to command lines ([`LineReader`], 512-octet cap).
+//! - [`line`](mod@line): client input to command lines ([`LineReader`], 512-octet cap).
 //! - [`command`]: a line to a [`Command`]; errors map to a [`Reply`] in one place.
 //! - [`reply`]: member replies taken off the wire verbatim, and mxgate's own.
 //! - [`caps`]: EHLO [`Capabilities`] of a member and the XCLIENT lines for it.

@@ -3,6 +3,8 @@
 
 use super::*;
 
+type Parsed = Result<Option<(usize, ProxyInfo)>, ProxyError>;
+
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
@@ -13,7 +15,7 @@ fn v1_parse() {
         source: sa(s),
         destination: sa(d),
     };
-    let cases: &[(&[u8], Result<Option<(usize, ProxyInfo)>, ProxyError>)] = &[
+    let cases: &[(&[u8], Parsed)] = &[
         (
             b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 25\r\nEHLO x\r\n",
             Ok(Some((44, tcp("192.0.2.1:56324", "198.51.100.2:25")))),
