@@ -1,0 +1,264 @@
+//! What a member's EHLO reply offers ([`Capabilities`]), and the XCLIENT
+//! lines mxgate sends it, with RFC 3461 xtext encoding and decoding.
+
+use super::line::MAX_COMMAND_LINE;
+use super::reply::Reply;
+use bytes::Bytes;
+
+/// What a member's EHLO reply offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// PIPELINING.
+    pub pipelining: bool,
+    /// SIZE (with its limit, 0 = none declared).
+    pub size: Option<u64>,
+    /// 8BITMIME.
+    pub eightbitmime: bool,
+    /// ENHANCEDSTATUSCODES.
+    pub enhanced_status_codes: bool,
+    /// STARTTLS.
+    pub starttls: bool,
+    /// SMTPUTF8.
+    pub smtputf8: bool,
+    /// CHUNKING.
+    pub chunking: bool,
+    /// XCLIENT with its attribute names (upper-cased); `None` when not offered.
+    pub xclient: Option<Vec<String>>,
+}
+
+impl Capabilities {
+    /// Reads the capabilities from an EHLO reply (the first line, the
+    /// server's greeting name, is skipped; keywords are case-insensitive).
+    pub fn from_ehlo(reply: &Reply) -> Capabilities {
+        let mut caps = Capabilities::default();
+        for line in reply.lines().skip(1) {
+            let line = String::from_utf8_lossy(line);
+            let mut words = line.split_ascii_whitespace();
+            let Some(keyword) = words.next() else {
+                continue;
+            };
+            match keyword.to_ascii_uppercase().as_str() {
+                "PIPELINING" => caps.pipelining = true,
+                "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
+                "8BITMIME" => caps.eightbitmime = true,
+                "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
+                "STARTTLS" => caps.starttls = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                "CHUNKING" => caps.chunking = true,
+                "XCLIENT" => caps.xclient = Some(words.map(str::to_ascii_uppercase).collect()),
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+/// Builds the `XCLIENT` command line(s) for `attrs` (name, raw value),
+/// xtext-encoding values, leaving out attributes the server did not offer,
+/// and splitting so no line exceeds [`MAX_COMMAND_LINE`].
+///
+/// An attribute too long to fit on a line of its own is left out too: a
+/// member would refuse the whole line.
+pub fn encode_xclient(attrs: &[(&str, &str)], offered: &[String]) -> Vec<Bytes> {
+    const HEAD: &str = "XCLIENT";
+    let mut lines = Vec::new();
+    let mut line = String::from(HEAD);
+    for (name, value) in attrs {
+        if !offered.iter().any(|o| o.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        let attr = format!(
+            "{}={}",
+            name.to_ascii_uppercase(),
+            xtext_encode(value.as_bytes())
+        );
+        if HEAD.len() + 1 + attr.len() + 2 > MAX_COMMAND_LINE {
+            continue;
+        }
+        if line.len() + 1 + attr.len() + 2 > MAX_COMMAND_LINE {
+            line.push_str("\r\n");
+            lines.push(Bytes::from(std::mem::replace(
+                &mut line,
+                String::from(HEAD),
+            )));
+        }
+        line.push(' ');
+        line.push_str(&attr);
+    }
+    if line.len() > HEAD.len() {
+        line.push_str("\r\n");
+        lines.push(Bytes::from(line));
+    }
+    lines
+}
+
+/// RFC 3461 xtext: bytes outside 33..=126, `+` and `=` become `+HH`.
+pub fn xtext_encode(value: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(value.len());
+    for &b in value {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(char::from(b));
+        } else {
+            out.push('+');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+    out
+}
+
+/// Decodes RFC 3461 xtext (`+HH`, hex digits of either case); `None` when
+/// malformed or when the result is not UTF-8.
+pub fn xtext_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'+' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hi = char::from(hex[0]).to_digit(16)?;
+            let lo = char::from(hex[1]).to_digit(16)?;
+            out.push(u8::try_from(hi * 16 + lo).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ehlo(lines: &[&str]) -> Capabilities {
+        Capabilities::from_ehlo(&Reply::multiline(250, lines))
+    }
+
+    #[test]
+    fn from_ehlo() {
+        let caps = ehlo(&[
+            "mx.example greets you",
+            "pipelining",
+            "SIZE 10240000",
+            "8BITMIME",
+            "EnhancedStatusCodes",
+            "STARTTLS",
+            "SMTPUTF8",
+            "CHUNKING",
+            "XCLIENT NAME addr Port PROTO HELO LOGIN DESTADDR DESTPORT",
+            "ETRN",
+        ]);
+        assert_eq!(
+            caps,
+            Capabilities {
+                pipelining: true,
+                size: Some(10_240_000),
+                eightbitmime: true,
+                enhanced_status_codes: true,
+                starttls: true,
+                smtputf8: true,
+                chunking: true,
+                xclient: Some(
+                    [
+                        "NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT"
+                    ]
+                    .map(String::from)
+                    .to_vec()
+                ),
+            }
+        );
+        // The greeting line is not a capability; SIZE without a number is 0.
+        let caps = ehlo(&["PIPELINING", "SIZE"]);
+        assert!(!caps.pipelining);
+        assert_eq!(caps.size, Some(0));
+        assert_eq!(ehlo(&["mx"]), Capabilities::default());
+        assert_eq!(ehlo(&["mx", "XCLIENT"]).xclient, Some(vec![]));
+    }
+
+    #[test]
+    fn xtext() {
+        assert_eq!(
+            xtext_encode(b"a b+c=d\x7f\xc3\xa9"),
+            "a+20b+2Bc+3Dd+7F+C3+A9"
+        );
+        assert_eq!(xtext_decode("a+20b+2bc+3Dd").as_deref(), Some("a b+c=d"));
+        assert_eq!(xtext_decode("+"), None);
+        assert_eq!(xtext_decode("+4"), None);
+        assert_eq!(xtext_decode("+G0"), None);
+        assert_eq!(xtext_decode("+FF"), None);
+        for s in [
+            "",
+            "plain",
+            "with space",
+            "ünïcödé",
+            "[UNAVAILABLE]",
+            "a+b=c",
+        ] {
+            assert_eq!(
+                xtext_decode(&xtext_encode(s.as_bytes())).as_deref(),
+                Some(s)
+            );
+        }
+    }
+
+    #[test]
+    fn xclient_lines() {
+        let offered: Vec<String> = ["ADDR", "PORT", "NAME", "HELO", "PROTO"]
+            .map(String::from)
+            .to_vec();
+        let lines = encode_xclient(
+            &[
+                ("ADDR", "192.0.2.1"),
+                ("port", "4711"),
+                ("NAME", "[UNAVAILABLE]"),
+                ("HELO", "my host"),
+                ("DESTADDR", "192.0.2.2"),
+                ("PROTO", "ESMTP"),
+            ],
+            &offered,
+        );
+        assert_eq!(
+            lines,
+            vec![Bytes::from_static(
+                b"XCLIENT ADDR=192.0.2.1 PORT=4711 NAME=[UNAVAILABLE] HELO=my+20host PROTO=ESMTP\r\n"
+            )]
+        );
+        assert!(encode_xclient(&[("DESTADDR", "x")], &offered).is_empty());
+        assert!(encode_xclient(&[], &offered).is_empty());
+        // Round trip through the command parser.
+        let line = &lines[0];
+        let parsed = super::super::parse_command(&line[..line.len() - 2]).unwrap();
+        assert_eq!(
+            parsed,
+            super::super::Command::Xclient(vec![
+                ("ADDR".into(), "192.0.2.1".into()),
+                ("PORT".into(), "4711".into()),
+                ("NAME".into(), "[UNAVAILABLE]".into()),
+                ("HELO".into(), "my host".into()),
+                ("PROTO".into(), "ESMTP".into()),
+            ])
+        );
+    }
+
+    #[test]
+    fn xclient_split() {
+        let offered: Vec<String> = ["NAME", "HELO", "LOGIN"].map(String::from).to_vec();
+        let name = "n".repeat(250);
+        let helo = " ".repeat(100); // 300 bytes encoded
+        let login = "l".repeat(600); // too long for any line
+        let lines = encode_xclient(
+            &[("NAME", &name), ("HELO", &helo), ("LOGIN", &login)],
+            &offered,
+        );
+        assert_eq!(lines.len(), 2);
+        for line in &lines {
+            assert!(line.len() <= MAX_COMMAND_LINE);
+            assert!(line.starts_with(b"XCLIENT ") && line.ends_with(b"\r\n"));
+        }
+        assert!(lines[0].starts_with(b"XCLIENT NAME=nnn"));
+        assert!(lines[1].starts_with(b"XCLIENT HELO=+20+20"));
+    }
+}
