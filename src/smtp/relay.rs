@@ -46,16 +46,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             })
             .collect();
         while let Some(front) = items.front() {
-            if front.is_relayed() && !front.sent {
-                if let Err(unplaced) = self.write_ahead(&mut items).await {
-                    if let Some(item) = items.pop_front() {
-                        match unplaced {
-                            Some(reply) => self.queue(&reply),
-                            None => self.queue_unplaced(&item.pending),
-                        }
+            if front.is_relayed()
+                && !front.sent
+                && let Err(unplaced) = self.write_ahead(&mut items).await
+            {
+                if let Some(item) = items.pop_front() {
+                    match unplaced {
+                        Some(reply) => self.queue(&reply),
+                        None => self.queue_unplaced(&item.pending),
                     }
-                    continue;
                 }
+                continue;
             }
             let Some(item) = items.pop_front() else { break };
             match item.pending {
