@@ -1,5 +1,7 @@
 //! Log output (tracing): text or JSON lines on stderr.
 
+use std::io::IsTerminal;
+
 use crate::config::LogFormat;
 
 /// Installs the global subscriber, filtered by `level` (RUST_LOG overrides it).
@@ -10,7 +12,8 @@ pub fn init(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
