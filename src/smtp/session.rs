@@ -25,6 +25,9 @@ use crate::smtp::upstream::{ClientIdentity, Upstream};
 /// RFC 5321 4.5.3.2.7: the server waits at least 5 minutes for the next command.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Room made in the input buffer before each read from the client.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// XCLIENT attributes mxgate accepts from trusted proxies.
 const XCLIENT_ATTRS: &str = "NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT";
 
@@ -238,6 +241,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Reads more client input into `rbuf`.
     pub(crate) async fn read_more(&mut self, limit: Duration) -> Result<(), End> {
+        // BytesMut only grows by 64 bytes when full: make room for a real read.
+        self.rbuf.reserve(READ_CHUNK);
         match timeout(limit, self.io.read_buf(&mut self.rbuf)).await {
             Err(_) => {
                 self.wbuf.extend_from_slice(

@@ -215,6 +215,7 @@ impl Upstream {
             if let Some(reply) = proto::parse_reply(&mut self.rbuf)? {
                 return Ok(reply);
             }
+            self.rbuf.reserve(4096);
             if self.stream.read_buf(&mut self.rbuf).await? == 0 {
                 return Err(UpstreamError::Closed);
             }
