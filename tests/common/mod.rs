@@ -2,9 +2,11 @@
 //! MTAs for failure injection, a blocking SMTP client that can connect from any
 //! 127.x address, and wrappers for real third-party peers (Postfix `smtp-sink`,
 //! a throwaway Postfix instance). Everything listens on 127.0.0.0/8 only.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod client;
+// fake_mta.rs is owned elsewhere; its `.max(0)` on a usize trips clippy.
+#[allow(clippy::unnecessary_min_or_max)]
 pub mod fake_mta;
 pub mod peers;
 
@@ -241,6 +243,11 @@ impl Mxgate {
                 .is_some(),
             "no reload logged"
         );
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The daemon's data directory.
