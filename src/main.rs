@@ -153,8 +153,8 @@ fn admin_call(
     json: bool,
     render: impl Fn(&serde_json::Value) -> Result<String, String>,
 ) -> ExitCode {
-    let socket = match config::load(path) {
-        Ok(config) => config.node.admin_socket(),
+    let socket = match config::load_node(path) {
+        Ok(node) => node.admin_socket(),
         Err(errors) => {
             eprintln!(
                 "{errors}\nmxgate: cannot read {} to find the daemon; pass the daemon's file with -c",

@@ -116,6 +116,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// Loads and validates only `mxgate.toml`, not the policy it names: what the
+/// CLI needs to find the daemon's admin socket. A broken policy file (which a
+/// running daemon refuses on reload, keeping the old one) must not lock the
+/// operator out of that daemon.
+pub fn load_node(path: &Path) -> Result<NodeConfig, ConfigErrors> {
+    let text = read(path)?;
+    let dir = base_dir(path);
+    let mut ctx = source::Ctx::new(path, &text);
+    let node = node::build(&mut ctx, &text, &dir);
+    let errors = ctx.into_errors();
+    match node {
+        Some(node) if errors.is_empty() => Ok(node.node),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
 /// Loads and validates a policy file (`cluster.toml`) on its own.
 pub fn load_policy(path: &Path) -> Result<Policy, ConfigErrors> {
     let text = read(path)?;

@@ -331,6 +331,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 info!(session = self.peer.id, client = %self.peer.client, source_member = route.source_member.as_deref().unwrap_or("-"), member = %name, order = %order.join(","), "route");
             }
             let identity = self.identity();
+            // Count the session on the member from the moment it is chosen, so
+            // concurrent sessions see it (affinity "none", `status`).
+            let guard = self.ctx.members.start_session(&name);
             match Upstream::connect(
                 &name,
                 &addr,
@@ -340,7 +343,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             )
             .await
             {
-                Ok(up) => {
+                Ok(mut up) => {
+                    up.hold_session(guard);
                     self.ctx.members.mark_ok(&name);
                     if !self.stats.members.contains(&name) {
                         self.stats.members.push(name);

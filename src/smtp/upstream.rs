@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::config::{HostPort, ProxyProtocol, UpstreamPolicy};
+use crate::routing::SessionGuard;
 use crate::smtp::proto::{self, Capabilities, Reply, ReplyError};
 
 /// Who the member should believe it is talking to.
@@ -81,6 +82,8 @@ pub struct Upstream {
     rbuf: BytesMut,
     caps: Capabilities,
     transactions: u64,
+    /// Counts this connection in the member's active sessions while it lives.
+    session: Option<SessionGuard>,
 }
 
 impl Upstream {
@@ -99,6 +102,7 @@ impl Upstream {
             rbuf: BytesMut::with_capacity(4096),
             caps: Capabilities::default(),
             transactions: 0,
+            session: None,
         };
         timeout(
             policy.greeting_timeout,
@@ -173,6 +177,11 @@ impl Upstream {
         let reply = expect_positive("EHLO", self.read_reply().await?)?;
         self.caps = Capabilities::from_ehlo(&reply);
         Ok(())
+    }
+
+    /// Keeps `guard` (the member's active-session count) until this connection is dropped.
+    pub fn hold_session(&mut self, guard: SessionGuard) {
+        self.session = Some(guard);
     }
 
     /// The member's name.

@@ -2,9 +2,11 @@
 //! MTAs for failure injection, a blocking SMTP client that can connect from any
 //! 127.x address, and wrappers for real third-party peers (Postfix `smtp-sink`,
 //! a throwaway Postfix instance). Everything listens on 127.0.0.0/8 only.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod client;
+// fake_mta.rs is owned elsewhere; its `.max(0)` on a usize trips clippy.
+#[allow(clippy::unnecessary_min_or_max)]
 pub mod fake_mta;
 pub mod peers;
 
@@ -54,7 +56,10 @@ pub fn free_port(ip: &str) -> u16 {
 /// A temporary directory that the `postfix` and `nobody` users can use too.
 pub fn shared_tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new().prefix("mxgate-test-").tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("mxgate-test-")
+        .tempdir()
+        .expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     dir
 }
@@ -85,7 +90,9 @@ impl Mxgate {
         let config = dir.path().join("mxgate.toml");
         std::fs::write(
             &config,
-            format!("[node]\nname = \"test\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n\n{node}"),
+            format!(
+                "[node]\nname = \"test\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n\n{node}"
+            ),
         )
         .expect("write mxgate.toml");
         std::fs::write(dir.path().join("cluster.toml"), policy).expect("write cluster.toml");
@@ -110,7 +117,13 @@ impl Mxgate {
                 cv.notify_all();
             }
         });
-        let mut gw = Mxgate { child, dir, config, logs, listeners: Vec::new() };
+        let mut gw = Mxgate {
+            child,
+            dir,
+            config,
+            logs,
+            listeners: Vec::new(),
+        };
         if gw.wait_log("ready", Duration::from_secs(20)).is_none() {
             let logs = gw.logs().join("\n");
             panic!("mxgate did not become ready:\n{logs}");
@@ -136,7 +149,11 @@ impl Mxgate {
 
     /// Address of the SMTP listener called `name`.
     pub fn smtp_addr_of(&self, name: &str) -> SocketAddr {
-        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a).expect("listener")
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .expect("listener")
     }
 
     /// Every log line so far.
@@ -155,7 +172,11 @@ impl Mxgate {
         let (lines, cv) = &*self.logs;
         let mut guard = lines.lock().expect("log lock");
         loop {
-            let found: Vec<String> = guard.iter().filter(|l| l.contains(needle)).cloned().collect();
+            let found: Vec<String> = guard
+                .iter()
+                .filter(|l| l.contains(needle))
+                .cloned()
+                .collect();
             if found.len() >= count {
                 return Some(found);
             }
@@ -180,20 +201,36 @@ impl Mxgate {
     /// `mxgate status --json`.
     pub fn status(&self) -> serde_json::Value {
         let out = self.cli(&["status", "--json"]);
-        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("status json")
     }
 
     /// `mxgate route explain --client IP --json`.
     pub fn explain(&self, client: IpAddr) -> serde_json::Value {
-        let out = self.cli(&["route", "explain", "--client", &client.to_string(), "--json"]);
-        assert!(out.status.success(), "explain failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.cli(&[
+            "route",
+            "explain",
+            "--client",
+            &client.to_string(),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "explain failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("explain json")
     }
 
     /// First choice for `client` per `route explain`.
     pub fn first_choice(&self, client: IpAddr) -> Option<String> {
-        self.explain(client)["order"][0]["member"].as_str().map(str::to_owned)
+        self.explain(client)["order"][0]["member"]
+            .as_str()
+            .map(str::to_owned)
     }
 
     /// Replaces cluster.toml and sends SIGHUP.
@@ -202,9 +239,15 @@ impl Mxgate {
         let before = self.logs().iter().filter(|l| l.contains("reload")).count();
         signal(self.child.id(), "HUP");
         assert!(
-            self.wait_logs("reload", before + 1, Duration::from_secs(10)).is_some(),
+            self.wait_logs("reload", before + 1, Duration::from_secs(10))
+                .is_some(),
             "no reload logged"
         );
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The daemon's data directory.
@@ -235,15 +278,110 @@ impl Drop for Mxgate {
 
 /// Sends a signal to a process with kill(1).
 pub fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status();
 }
 
 /// A policy with the given member sections and `[routing]` defaults.
 pub fn policy(routing: &str, members: &[String]) -> String {
-    format!("[routing]\n{routing}\n\n[upstream]\nbackoff = \"30s\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n\n{}", members.join("\n"))
+    format!(
+        "[routing]\n{routing}\n\n[upstream]\nbackoff = \"30s\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n\n{}",
+        members.join("\n")
+    )
 }
 
 /// One `[members.NAME]` section with an SMTP upstream and extra lines.
 pub fn member(name: &str, smtp: SocketAddr, extra: &str) -> String {
     format!("[members.{name}]\nsmtp = \"{smtp}\"\n{extra}\n")
+}
+
+/// Runs `cmd` with piped output, killing it when it runs longer than `limit`.
+/// Returns its output and whether it had to be killed.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (Output, bool) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let mut killed = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            killed = true;
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out_thread.join().unwrap_or_default();
+    let stderr = err_thread.join().unwrap_or_default();
+    (
+        Output {
+            status,
+            stdout,
+            stderr,
+        },
+        killed,
+    )
+}
+
+/// Polls `check` until it returns true or `limit` passes; returns the last result.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True when running as root; otherwise prints why the test skips, and fails under `CI=true`.
+pub fn require_root(why: &str) -> bool {
+    let root = is_root();
+    if !root {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{why} needs root under CI"
+        );
+        eprintln!("SKIP: {why} needs root (run the tests as root, or .ci/run)");
+    }
+    root
+}
+
+/// A message whose body names the client it came from (`X-Test-Client: TAG`),
+/// so any member's copy can be attributed to its sender.
+pub fn tagged_body(tag: &str) -> String {
+    format!(
+        "From: <s@source.test>\r\nTo: <r@example.com>\r\nSubject: test\r\nX-Test-Client: {tag}\r\n\r\nbody from {tag}"
+    )
+}
+
+/// The `X-Test-Client` tag of a message, if any.
+pub fn tag_of(data: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(data);
+    text.lines()
+        .find_map(|l| l.strip_prefix("X-Test-Client: "))
+        .map(|t| t.trim().to_owned())
 }

@@ -14,7 +14,9 @@ pub fn wait_smtp(addr: SocketAddr, proxy: bool) -> bool {
         if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             if proxy {
-                let _ = s.write_all(format!("PROXY TCP4 127.0.0.1 127.0.0.1 1 {}\r\n", addr.port()).as_bytes());
+                let _ = s.write_all(
+                    format!("PROXY TCP4 127.0.0.1 127.0.0.1 1 {}\r\n", addr.port()).as_bytes(),
+                );
             }
             let mut line = String::new();
             if BufReader::new(&s).read_line(&mut line).is_ok() && line.starts_with("220") {
@@ -37,11 +39,16 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// Starts `smtp-sink -d DIR/%M. IP:PORT 256` (as `nobody` when root).
     pub fn start(ip: &str) -> SmtpSink {
+        let port = super::free_port(ip);
+        Self::start_at(format!("{ip}:{port}").parse().expect("addr"))
+    }
+
+    /// Starts a sink on exactly `addr` (e.g. to bring a killed member back on its port).
+    pub fn start_at(addr: SocketAddr) -> SmtpSink {
         let dir = super::shared_tempdir();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        let port = super::free_port(ip);
-        let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
         let mut cmd = Command::new("smtp-sink");
         if super::is_root() {
             cmd.args(["-u", "nobody"]);
@@ -67,6 +74,27 @@ impl SmtpSink {
     /// Number of messages dumped.
     pub fn count(&self) -> usize {
         self.files().len()
+    }
+
+    /// Waits (bounded) until at least `n` messages are dumped; returns the count then.
+    pub fn wait_count(&self, n: usize, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let count = self.count();
+            if count >= n || Instant::now() >= deadline {
+                return count;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The contents of every dumped message.
+    pub fn messages(&self) -> Vec<String> {
+        self.files()
+            .iter()
+            .filter_map(|f| std::fs::read(f).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect()
     }
 
     /// Stops the sink at once (SIGKILL).
@@ -114,7 +142,10 @@ impl PostfixInstance {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        PostfixInstance { addr: format!("127.0.0.1:{port}").parse().expect("addr"), dir }
+        PostfixInstance {
+            addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+            dir,
+        }
     }
 
     /// The Postfix log.
@@ -125,6 +156,10 @@ impl PostfixInstance {
 
 impl Drop for PostfixInstance {
     fn drop(&mut self) {
-        let _ = Command::new("bash").arg(postfix_script()).arg("stop").arg(self.dir.path()).status();
+        let _ = Command::new("bash")
+            .arg(postfix_script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
     }
 }
