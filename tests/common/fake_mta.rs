@@ -21,6 +21,8 @@ pub enum Behavior {
     DropAtRcpt(usize),
     /// Answers `421` to MAIL.
     Reply421AtMail,
+    /// Closes the connection instead of answering DATA.
+    DropAtData,
     /// Closes the connection once this many message bytes arrived.
     DropDuringData(usize),
     /// Answers the end of data with this line instead of 250.
@@ -267,6 +269,9 @@ fn serve(
                 }
             }
             "DATA" => {
+                if *behavior == Behavior::DropAtData {
+                    return Ok(());
+                }
                 out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
                 let mut data = Vec::new();
                 loop {
