@@ -468,6 +468,39 @@ fn backed_off_member_is_not_tried_by_new_sessions() {
     assert_eq!(pair.second.messages().len(), 4);
 }
 
+#[test]
+fn backed_off_member_gets_its_clients_back_after_backoff() {
+    let pair = Pair::start("", &[("backoff", "\"1s\"")]);
+    let (first, second) = (pair.first.name.clone(), pair.second.name.clone());
+    pair.first
+        .set_behavior(Behavior::Greet("421 4.3.2 too busy".into()));
+    let mut c = pair.client();
+    deliver(&mut c, &["r@y"], "during back-off");
+    assert_eq!(
+        pair.gw.explain(ip(CLIENT))["order"][0]["member"],
+        second.as_str()
+    );
+    pair.first.set_behavior(Behavior::Normal);
+    // Poll (bounded) until the back-off has run out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pair.gw.first_choice(ip(CLIENT)).as_deref() != Some(first.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "{first} never came back: {}",
+            pair.gw.explain(ip(CLIENT))
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut c = pair.client();
+    deliver(&mut c, &["r@y"], "after back-off");
+    assert_eq!(
+        pair.first.messages().len(),
+        1,
+        "the client is back on its first choice"
+    );
+    assert_eq!(pair.second.messages().len(), 1);
+}
+
 // 9. a kept connection that died between transactions ---------------------------------
 
 #[test]

@@ -790,6 +790,111 @@ fn oversized_message_is_refused_and_never_reaches_the_member() {
     assert_eq!(fake.messages().len(), 1);
 }
 
+#[test]
+fn message_size_limit_is_exact() {
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let gw = Mxgate::start_with(&listener("max_message_size = \"1KiB\""), &one_member(&fake));
+    let mut c = Client::greeted_from(ip("127.0.0.23"), gw.smtp_addr());
+    c.cmd("EHLO client.example");
+    c.expect("MAIL FROM:<a@x> SIZE=1024", "250");
+    c.expect("RSET", "250");
+    // 1024 octets of content (CRLF before the final dot included) fit.
+    let fits = "x".repeat(1022);
+    assert_eq!(c.send_mail("a@x", &["b@y"], &fits).code, 250);
+    assert_eq!(fake.messages()[0].data.len(), 1024);
+    let r = c.send_mail("a@x", &["b@y"], &"x".repeat(1023));
+    assert_reply(&r, "552 5.3.4");
+    assert_eq!(fake.messages().len(), 1);
+}
+
+#[test]
+fn pipelined_batch_after_refused_mail_never_reaches_the_member() {
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let gw = Mxgate::start(&one_member(&fake));
+    let mut c = Client::greeted_from(ip("127.0.0.24"), gw.smtp_addr());
+    c.cmd("EHLO client.example");
+    c.send(b"MAIL FROM:<a@x> SIZE=99999999999\r\nRCPT TO:<b@y>\r\nDATA\r\nNOOP\r\n");
+    let texts: Vec<String> = c
+        .replies(4)
+        .into_iter()
+        .map(|r| r.text[..9].to_owned())
+        .collect();
+    assert_eq!(texts, ["552 5.3.4", "503 5.5.1", "503 5.5.1", "250 2.0.0"]);
+    assert_eq!(fake.connections(), 0);
+}
+
+#[test]
+fn new_ehlo_starts_a_new_member_connection_with_the_new_name() {
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let gw = Mxgate::start(&one_member(&fake));
+    let mut c = Client::greeted_from(ip("127.0.0.25"), gw.smtp_addr());
+    c.cmd("EHLO first.example");
+    assert_eq!(c.send_mail("a@x", &["b@y"], "one").code, 250);
+    c.expect("EHLO second.example", "250");
+    assert_eq!(c.send_mail("a@x", &["b@y"], "two").code, 250);
+    let msgs = fake.messages();
+    assert_eq!(
+        fake.connections(),
+        2,
+        "EHLO resets the session, so the member connection too"
+    );
+    assert!(
+        msgs[0].xclient[0].contains("HELO=first.example"),
+        "{:?}",
+        msgs[0]
+    );
+    assert!(
+        msgs[1].xclient[0].contains("HELO=second.example"),
+        "{:?}",
+        msgs[1]
+    );
+    assert_eq!(
+        msgs[1].helo.last().map(String::as_str),
+        Some("second.example")
+    );
+    // The first connection was closed politely.
+    assert!(fake.commands().iter().any(|l| l == "QUIT"));
+}
+
+#[test]
+fn xclient_mid_session_moves_to_a_new_member_connection() {
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let gw = Mxgate::start_with(
+        &listener("trusted_proxies = [\"127.0.0.2/32\"]"),
+        &one_member(&fake),
+    );
+    let mut c = Client::greeted_from(ip("127.0.0.2"), gw.smtp_addr());
+    c.cmd("EHLO proxy.example");
+    assert_eq!(c.send_mail("a@x", &["b@y"], "own").code, 250);
+    c.expect(
+        "XCLIENT ADDR=198.51.100.7 HELO=one.example",
+        "220 mx.test ESMTP",
+    );
+    c.cmd("EHLO one.example");
+    assert_eq!(c.send_mail("a@x", &["b@y"], "relayed").code, 250);
+    let msgs = fake.messages();
+    assert_eq!(
+        fake.connections(),
+        2,
+        "the member connection of the proxy's own identity is not reused"
+    );
+    assert!(
+        msgs[0].xclient[0].contains("ADDR=127.0.0.2 "),
+        "{:?}",
+        msgs[0]
+    );
+    assert!(
+        msgs[1].xclient[0].contains("ADDR=198.51.100.7 "),
+        "{:?}",
+        msgs[1]
+    );
+    assert!(
+        msgs[1].xclient[0].contains("HELO=one.example"),
+        "{:?}",
+        msgs[1]
+    );
+}
+
 // 10. Empty policy -------------------------------------------------------------
 
 #[test]
