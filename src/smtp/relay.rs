@@ -295,6 +295,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// `Err` carries the reply the client gets when there is none.
     pub(crate) async fn connect_next(&mut self) -> Result<(), Reply> {
         let policy = &self.ctx.config.policy;
+        // The member that just failed to set up in this call, and why: when a
+        // later one works, that is a failover and is logged as one.
+        let mut failed: Option<(String, String)> = None;
         loop {
             if self.attempts >= policy.routing.max_attempts {
                 return Err(tempfail_no_member());
@@ -343,8 +346,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             )
             .await
             {
+<<<<<<< HEAD
                 Ok(mut up) => {
                     up.hold_session(guard);
+=======
+                Ok(up) => {
+                    if let Some((from, reason)) = failed.take() {
+                        warn!(session = self.peer.id, from = %from, to = %name, reason = %reason, "failover");
+                    }
+>>>>>>> tests-proto
                     self.ctx.members.mark_ok(&name);
                     if !self.stats.members.contains(&name) {
                         self.stats.members.push(name);
@@ -357,6 +367,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.ctx
                         .members
                         .mark_failed(&name, &err.reason(), policy.upstream.backoff);
+                    failed = Some((name, err.reason()));
                 }
             }
         }

@@ -41,12 +41,24 @@ impl Client {
     /// Connects from `source` (any 127.x address works on loopback).
     pub fn connect_from(source: IpAddr, addr: SocketAddr) -> Client {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
-        socket.bind(&SocketAddr::new(source, 0).into()).expect("bind source");
-        socket.connect_timeout(&addr.into(), Duration::from_secs(5)).expect("connect");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .expect("bind source");
+        socket
+            .connect_timeout(&addr.into(), Duration::from_secs(5))
+            .expect("connect");
         let stream: TcpStream = socket.into();
         stream.set_nodelay(true).expect("nodelay");
-        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-        Client { stream, buf: Vec::new() }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     /// Connects and reads the greeting, which must be 220.
@@ -55,6 +67,42 @@ impl Client {
         let greeting = c.reply();
         assert_eq!(greeting.code, 220, "greeting: {greeting}");
         c
+    }
+
+    /// The client's own address (as the server sees it).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local addr")
+    }
+
+    /// Reads `n` replies in order.
+    pub fn replies(&mut self, n: usize) -> Vec<Reply> {
+        (0..n).map(|_| self.reply()).collect()
+    }
+
+    /// Sends one command line and asserts its reply starts with `expected`
+    /// (e.g. `"550 5.7.1"`); returns the reply.
+    pub fn expect(&mut self, line: &str, expected: &str) -> Reply {
+        let r = self.cmd(line);
+        assert!(
+            r.text.starts_with(expected),
+            "{line:?}: expected {expected:?}, got {:?}",
+            r.text
+        );
+        r
+    }
+
+    /// Waits (bounded by the read timeout) until the server closes the
+    /// connection; returns whatever complete lines arrived before.
+    pub fn read_to_close(&mut self) -> Result<Vec<String>, String> {
+        let mut lines = Vec::new();
+        loop {
+            match self.line() {
+                Ok(line) => lines.push(line),
+                Err(e) if e == "connection closed" => return Ok(lines),
+                Err(e) if e.contains("reset") => return Ok(lines),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Sends raw bytes.
@@ -72,11 +120,17 @@ impl Client {
         let mut lines = Vec::new();
         loop {
             let line = self.line()?;
-            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).ok_or(format!("bad reply line {line:?}"))?;
+            let code: u16 = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .ok_or(format!("bad reply line {line:?}"))?;
             let last = line.as_bytes().get(3) != Some(&b'-');
             lines.push(line);
             if last {
-                return Ok(Reply { code, text: lines.join("\n") });
+                return Ok(Reply {
+                    code,
+                    text: lines.join("\n"),
+                });
             }
         }
     }

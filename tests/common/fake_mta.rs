@@ -21,6 +21,8 @@ pub enum Behavior {
     DropAtRcpt(usize),
     /// Answers `421` to MAIL.
     Reply421AtMail,
+    /// Closes the connection instead of answering DATA.
+    DropAtData,
     /// Closes the connection once this many message bytes arrived.
     DropDuringData(usize),
     /// Answers the end of data with this line instead of 250.
@@ -75,7 +77,13 @@ impl FakeMta {
         let state = Arc::new(Mutex::new(State::default()));
         let stopped = Arc::new(AtomicBool::new(false));
         let behavior = Arc::new(Mutex::new(behavior));
-        let fake = FakeMta { addr, name: name.to_owned(), state: state.clone(), stopped: stopped.clone(), behavior: behavior.clone() };
+        let fake = FakeMta {
+            addr,
+            name: name.to_owned(),
+            state: state.clone(),
+            stopped: stopped.clone(),
+            behavior: behavior.clone(),
+        };
         let name = name.to_owned();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -87,6 +95,9 @@ impl FakeMta {
                 let behavior = behavior.lock().expect("lock").clone();
                 let options = options.clone();
                 let name = name.clone();
+                let Ok(closer) = stream.try_clone() else {
+                    continue;
+                };
                 if let Ok(clone) = stream.try_clone() {
                     let mut s = state.lock().expect("lock");
                     s.connections += 1;
@@ -94,6 +105,9 @@ impl FakeMta {
                 }
                 std::thread::spawn(move || {
                     let _ = serve(&name, stream, &state, &behavior, &options);
+                    // The clone kept in `streams` would otherwise hold the
+                    // connection open: really close it when the script ends.
+                    let _ = closer.shutdown(Shutdown::Both);
                 });
             }
         });
@@ -120,6 +134,14 @@ impl FakeMta {
         *self.behavior.lock().expect("lock") = behavior;
     }
 
+    /// Cuts every live connection but keeps listening (a member that closed
+    /// its idle connections, e.g. after a restart).
+    pub fn drop_connections(&self) {
+        for s in self.state.lock().expect("lock").streams.drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
     /// Stops listening (new connects are refused) and cuts live connections.
     pub fn kill(&self) {
         self.stopped.store(true, Ordering::SeqCst);
@@ -144,7 +166,13 @@ impl Drop for FakeMta {
     }
 }
 
-fn serve(name: &str, stream: TcpStream, state: &Mutex<State>, behavior: &Behavior, options: &Options) -> std::io::Result<()> {
+fn serve(
+    name: &str,
+    stream: TcpStream,
+    state: &Mutex<State>,
+    behavior: &Behavior,
+    options: &Options,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut out = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
@@ -190,7 +218,11 @@ fn serve(name: &str, stream: TcpStream, state: &Mutex<State>, behavior: &Behavio
         }
         let line = line.trim_end().to_owned();
         state.lock().expect("lock").commands.push(line.clone());
-        let verb = line.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
+        let verb = line
+            .split([' ', ':'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
         let reply = match verb.as_str() {
             "EHLO" => {
                 current.helo.push(line[5..].to_owned());
@@ -237,6 +269,9 @@ fn serve(name: &str, stream: TcpStream, state: &Mutex<State>, behavior: &Behavio
                 }
             }
             "DATA" => {
+                if *behavior == Behavior::DropAtData {
+                    return Ok(());
+                }
                 out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
                 let mut data = Vec::new();
                 loop {
@@ -254,7 +289,7 @@ fn serve(name: &str, stream: TcpStream, state: &Mutex<State>, behavior: &Behavio
                         break;
                     }
                 }
-                let end = data.len().saturating_sub(3).max(0);
+                let end = data.len().saturating_sub(3);
                 current.data = data[..end].to_vec();
                 if let Behavior::FinalReply(line) = behavior {
                     format!("{line}\r\n")
