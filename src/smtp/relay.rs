@@ -346,15 +346,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             )
             .await
             {
-<<<<<<< HEAD
                 Ok(mut up) => {
                     up.hold_session(guard);
-=======
-                Ok(up) => {
                     if let Some((from, reason)) = failed.take() {
                         warn!(session = self.peer.id, from = %from, to = %name, reason = %reason, "failover");
                     }
->>>>>>> tests-proto
                     self.ctx.members.mark_ok(&name);
                     if !self.stats.members.contains(&name) {
                         self.stats.members.push(name);
