@@ -705,6 +705,26 @@ fn xclient_from_trusted_proxy_is_passed_on() {
     );
 }
 
+#[test]
+fn trusted_proxy_may_send_xclient_twice_and_unnamed_attributes_stay() {
+    // Like Postfix: trust belongs to the connection, and an XCLIENT changes
+    // only the attributes it names (mxgate itself may split XCLIENT in two).
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let gw = Mxgate::start_with(
+        &listener("trusted_proxies = [\"127.0.0.2/32\"]"),
+        &one_member(&fake),
+    );
+    let mut c = Client::greeted_from(ip("127.0.0.2"), gw.smtp_addr());
+    c.cmd("EHLO proxy.example");
+    c.expect("XCLIENT HELO=real.example PORT=4711", "220");
+    c.expect("XCLIENT ADDR=198.51.100.8", "220");
+    assert_eq!(c.send_mail("a@x", &["b@y"], "hi").code, 250);
+    let x = &fake.messages()[0].xclient[0];
+    for attr in ["ADDR=198.51.100.8", "PORT=4711", "HELO=real.example"] {
+        assert!(x.split(' ').any(|a| a == attr), "{attr} missing in {x}");
+    }
+}
+
 // 9. Errors keep the session alive -------------------------------------------------
 
 #[test]

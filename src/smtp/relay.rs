@@ -62,7 +62,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             match item.pending {
                 Pending::Reply(reply) => self.queue(&reply),
                 Pending::Reset(reply) => {
-                    self.end_member_connection().await;
+                    self.end_member_connection();
                     self.txn = None;
                     self.broken = false;
                     self.queue(&reply);
@@ -457,9 +457,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Drops the member connection (saying QUIT) before the client identity changes.
-    async fn end_member_connection(&mut self) {
+    /// The QUIT exchange runs in the background: the client's reply does not wait for it.
+    fn end_member_connection(&mut self) {
         if let Some(up) = self.upstream.take() {
-            up.quit().await;
+            tokio::spawn(up.quit());
         }
     }
 }

@@ -405,8 +405,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         info!(session = self.peer.id, from = %self.peer.client, client = %client, "XCLIENT from trusted proxy");
         self.peer.client = client;
         self.peer.destination = destination;
-        self.trusted = is_trusted(&self.ctx.listener, client);
-        self.helo = helo.map(|name| (name, "ESMTP"));
+        // Like Postfix, trust is decided once per connection: a proxy may send
+        // several XCLIENT commands, and attributes not named stay as they were.
+        if let Some(name) = helo {
+            self.helo = Some((name, "ESMTP"));
+        }
         self.mail_open = false;
         self.rcpts_asked = 0;
         let greeting = format!("{} ESMTP", self.ctx.listener.hostname);
