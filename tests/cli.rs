@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{
-    Behavior, Client, FakeMta, Mxgate, member, policy, shared_tempdir, tag_of, tagged_body,
+    Behavior, Client, FakeMta, Mxgate, member, policy, receivers, shared_tempdir, tagged_body,
 };
 
 fn mxgate(args: &[&str]) -> Output {
@@ -292,19 +292,6 @@ fn status_without_a_running_daemon_says_what_to_do() {
     );
 }
 
-fn landed_on(fakes: &[&FakeMta], tag: &str) -> Vec<String> {
-    fakes
-        .iter()
-        .flat_map(|f| {
-            f.messages()
-                .into_iter()
-                .filter(|m| tag_of(&m.data).as_deref() == Some(tag))
-                .map(|_| f.name.clone())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 fn send(gw: &Mxgate, tag: &str) {
     let mut c = Client::greeted_from("127.0.9.9".parse().expect("ip"), gw.smtp_addr());
     assert!(c.cmd("EHLO x").ok());
@@ -339,7 +326,7 @@ fn sighup_reload_applies_a_new_policy_and_refuses_a_broken_one() {
     ));
     assert_eq!(member_names(&gw), vec!["gw1", "gw2"]);
     send(&gw, "before");
-    assert_eq!(landed_on(&all, "before"), vec!["gw1"]);
+    assert_eq!(receivers(all.iter().copied(), "before"), vec!["gw1"]);
 
     // A session in flight across the reload keeps going.
     let mut inflight = Client::greeted_from("127.0.9.10".parse().expect("ip"), gw.smtp_addr());
@@ -364,7 +351,7 @@ fn sighup_reload_applies_a_new_policy_and_refuses_a_broken_one() {
     );
     assert_eq!(member_names(&gw), vec!["gw1", "gw2", "gw3"]);
     send(&gw, "after");
-    assert_eq!(landed_on(&all, "after"), vec!["gw3"]);
+    assert_eq!(receivers(all.iter().copied(), "after"), vec!["gw3"]);
     assert_eq!(
         gw.first_choice("127.0.9.9".parse().expect("ip")).as_deref(),
         Some("gw3")
@@ -377,7 +364,7 @@ fn sighup_reload_applies_a_new_policy_and_refuses_a_broken_one() {
     let r = inflight.reply();
     assert!(r.ok(), "in-flight session after reload: {r}");
     assert_eq!(
-        landed_on(&all, "inflight"),
+        receivers(all.iter().copied(), "inflight"),
         vec!["gw1"],
         "the in-flight session keeps its member"
     );
@@ -398,7 +385,7 @@ fn sighup_reload_applies_a_new_policy_and_refuses_a_broken_one() {
     );
     assert_eq!(member_names(&gw), vec!["gw1", "gw2", "gw3"]);
     send(&gw, "after broken");
-    assert_eq!(landed_on(&all, "after broken"), vec!["gw3"]);
+    assert_eq!(receivers(all.iter().copied(), "after broken"), vec!["gw3"]);
 
     // mxgate.toml is reloaded too: an unparsable node file is refused the same way.
     let node = std::fs::read_to_string(gw.config_path()).expect("read");
@@ -416,5 +403,8 @@ fn sighup_reload_applies_a_new_policy_and_refuses_a_broken_one() {
         gw.logs()
     );
     send(&gw, "after broken node");
-    assert_eq!(landed_on(&all, "after broken node"), vec!["gw3"]);
+    assert_eq!(
+        receivers(all.iter().copied(), "after broken node"),
+        vec!["gw3"]
+    );
 }

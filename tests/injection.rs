@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::{Behavior, Client, FakeMta, Mxgate, member, policy, tag_of, tagged_body};
+use common::{Behavior, Client, FakeMta, Mxgate, member, order_of, policy, receivers, tagged_body};
 
 /// Six listeners on 127.0.6.1..6, so sessions reach different destinations.
 fn listeners() -> String {
@@ -29,38 +29,6 @@ fn send_tagged(addr: SocketAddr, client: IpAddr, tag: &str) {
     let r = c.send_mail("s@source.test", &["r@example.com"], &tagged_body(tag));
     assert!(r.ok(), "end of data from {client} to {addr}: {r}");
     assert_eq!(c.cmd("QUIT").code, 221);
-}
-
-/// Which fakes received the message tagged `tag`.
-fn receivers(fakes: &[FakeMta], tag: &str) -> Vec<String> {
-    fakes
-        .iter()
-        .flat_map(|f| {
-            f.messages()
-                .into_iter()
-                .filter(|m| tag_of(&m.data).as_deref() == Some(tag))
-                .map(|_| f.name.clone())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-fn explain_dest(gw: &Mxgate, client: IpAddr, dest: IpAddr) -> serde_json::Value {
-    let out = gw.cli(&[
-        "route",
-        "explain",
-        "--client",
-        &client.to_string(),
-        "--dest",
-        &dest.to_string(),
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
 }
 
 fn injection_gateway(fakes: &[FakeMta], gw1_extra: &str) -> Mxgate {
@@ -91,7 +59,7 @@ fn member_injects_only_into_its_inject_to_and_public_clients_route_normally() {
     for i in 1..=6 {
         let name = format!("l{i}");
         let addr = gw.smtp_addr_of(&name);
-        let public = explain_dest(&gw, public_twin, addr.ip());
+        let public = gw.explain_to(public_twin, Some(addr.ip()));
         assert_eq!(public["source_member"], serde_json::Value::Null, "{public}");
         let first = public["order"][0]["member"]
             .as_str()
@@ -115,7 +83,7 @@ fn member_injects_only_into_its_inject_to_and_public_clients_route_normally() {
             "127.0.8.1".parse().expect("ip"),
             "127.0.9.77".parse().expect("ip"),
         ] {
-            let expected = explain_dest(&gw, client, addr.ip())["order"][0]["member"]
+            let expected = gw.explain_to(client, Some(addr.ip()))["order"][0]["member"]
                 .as_str()
                 .expect("first")
                 .to_owned();
@@ -136,12 +104,7 @@ fn member_injects_only_into_its_inject_to_and_public_clients_route_normally() {
 
     let e = gw.explain("127.0.5.1".parse().expect("ip"));
     assert_eq!(e["source_member"], "gw1", "{e}");
-    let order: Vec<&str> = e["order"]
-        .as_array()
-        .expect("order")
-        .iter()
-        .filter_map(|r| r["member"].as_str())
-        .collect();
+    let order = order_of(&e);
     assert_eq!(order, vec!["gw2"], "{e}");
     let excluded: Vec<(String, String)> = e["excluded"]
         .as_array()

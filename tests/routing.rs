@@ -8,7 +8,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use common::peers::SmtpSink;
-use common::{Behavior, Client, FakeMta, Mxgate, member, policy, require, tag_of, tagged_body};
+use common::{
+    Behavior, Client, FakeMta, Mxgate, member, order_of, policy, require, tag_of, tagged_body,
+};
 
 fn ip(a: u8, b: u8, c: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, a, b, c))
@@ -377,13 +379,8 @@ fn drained_and_non_ingress_members_get_no_public_sessions() {
     );
 
     let e = gw.explain(clients[0]);
-    let order: Vec<&str> = e["order"]
-        .as_array()
-        .expect("order")
-        .iter()
-        .filter_map(|r| r["member"].as_str())
-        .collect();
-    assert!(!order.contains(&"gw1") && !order.contains(&"gw2"), "{e}");
+    let order = order_of(&e);
+    assert!(!order.iter().any(|m| m == "gw1" || m == "gw2"), "{e}");
     let reason = |name: &str| {
         e["excluded"]
             .as_array()

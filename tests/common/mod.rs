@@ -211,13 +211,18 @@ impl Mxgate {
 
     /// `mxgate route explain --client IP --json`.
     pub fn explain(&self, client: IpAddr) -> serde_json::Value {
-        let out = self.cli(&[
-            "route",
-            "explain",
-            "--client",
-            &client.to_string(),
-            "--json",
-        ]);
+        self.explain_to(client, None)
+    }
+
+    /// `mxgate route explain --client IP [--dest IP] --json`.
+    pub fn explain_to(&self, client: IpAddr, dest: Option<IpAddr>) -> serde_json::Value {
+        let client = client.to_string();
+        let dest = dest.map(|d| d.to_string());
+        let mut args = vec!["route", "explain", "--client", client.as_str(), "--json"];
+        if let Some(dest) = &dest {
+            args.extend(["--dest", dest.as_str()]);
+        }
+        let out = self.cli(&args);
         assert!(
             out.status.success(),
             "explain failed: {}",
@@ -384,4 +389,31 @@ pub fn tag_of(data: &[u8]) -> Option<String> {
     text.lines()
         .find_map(|l| l.strip_prefix("X-Test-Client: "))
         .map(|t| t.trim().to_owned())
+}
+
+/// The member names of a `route explain --json` order, first choice first.
+pub fn order_of(explain: &serde_json::Value) -> Vec<String> {
+    explain["order"]
+        .as_array()
+        .map(|order| {
+            order
+                .iter()
+                .filter_map(|r| r["member"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Which fakes received the message tagged `tag` (see [`tagged_body`]).
+pub fn receivers<'a>(fakes: impl IntoIterator<Item = &'a FakeMta>, tag: &str) -> Vec<String> {
+    fakes
+        .into_iter()
+        .flat_map(|f| {
+            f.messages()
+                .into_iter()
+                .filter(|m| tag_of(&m.data).as_deref() == Some(tag))
+                .map(|_| f.name.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
