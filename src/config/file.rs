@@ -21,6 +21,7 @@ pub(super) struct FileNode {
     pub name: S<String>,
     pub data_dir: S<String>,
     pub policy: S<String>,
+    pub drain_timeout: S<String>,
 }
 
 /// One `[[smtp]]`.
@@ -41,6 +42,9 @@ pub(super) struct FileSmtp {
     pub max_recipients: S<i64>,
     pub bare_lf: S<String>,
     pub greet_delay: S<String>,
+    pub command_timeout: S<String>,
+    pub data_timeout: S<String>,
+    pub max_errors: S<i64>,
 }
 
 /// One `[[http]]`.
@@ -108,6 +112,8 @@ pub(super) struct FileUpstream {
     pub command_timeout: S<String>,
     pub data_timeout: S<String>,
     pub backoff: S<String>,
+    pub tls_ca_file: S<String>,
+    pub tls_insecure_skip_verify: S<bool>,
 }
 
 /// `[health]`.

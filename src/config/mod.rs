@@ -86,7 +86,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let policy = match std::fs::read_to_string(&node.node.policy) {
         Ok(policy_text) => {
             let mut pctx = source::Ctx::new(&node.node.policy, &policy_text);
-            let policy = policy::build(&mut pctx, &policy_text);
+            let policy = policy::build(&mut pctx, &policy_text, &base_dir(&node.node.policy));
             errors.append(&mut pctx.into_errors());
             policy
         }
@@ -136,7 +136,7 @@ pub fn load_node(path: &Path) -> Result<NodeConfig, ConfigErrors> {
 pub fn load_policy(path: &Path) -> Result<Policy, ConfigErrors> {
     let text = read(path)?;
     let mut ctx = source::Ctx::new(path, &text);
-    let policy = policy::build(&mut ctx, &text);
+    let policy = policy::build(&mut ctx, &text, &base_dir(path));
     let errors = ctx.into_errors();
     match policy {
         Some(policy) if errors.is_empty() => Ok(policy),

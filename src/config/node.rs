@@ -57,6 +57,11 @@ pub(super) fn build(ctx: &mut Ctx, text: &str, dir: &Path) -> Option<NodeFile> {
         name,
         data_dir: Ctx::path(&node.data_dir, dir, "/var/lib/mxgate"),
         policy: Ctx::path(&node.policy, dir, "/etc/mxgate/cluster.toml"),
+        drain_timeout: ctx.positive_duration(
+            &node.drain_timeout,
+            "node.drain_timeout",
+            Duration::from_secs(30),
+        ),
     };
 
     let mut listeners = Listeners::default();
@@ -318,6 +323,7 @@ fn smtp(
     let max_sessions = count(&f.max_sessions, "max_sessions", 10_000);
     let max_sessions_per_client = count(&f.max_sessions_per_client, "max_sessions_per_client", 50);
     let max_recipients = count(&f.max_recipients, "max_recipients", 1000);
+    let max_errors = count(&f.max_errors, "max_errors", 20);
     let bare_lf = ctx.choice(
         &f.bare_lf,
         &k("bare_lf"),
@@ -325,6 +331,17 @@ fn smtp(
         BareLf::Reject,
     );
     let greet_delay = ctx.duration(&f.greet_delay, &k("greet_delay"), Duration::ZERO);
+    let command_timeout = ctx.positive_duration(
+        &f.command_timeout,
+        &k("command_timeout"),
+        Duration::from_secs(300),
+    );
+    let data_timeout = ctx.positive_duration(
+        &f.data_timeout,
+        &k("data_timeout"),
+        Duration::from_secs(180),
+    );
+
     Some(SmtpListener {
         name: name?,
         listen: listen?,
@@ -340,6 +357,9 @@ fn smtp(
         max_recipients,
         bare_lf,
         greet_delay,
+        command_timeout,
+        data_timeout,
+        max_errors,
     })
 }
 

@@ -3,6 +3,7 @@
 //! (dangling names, self-injection, `lft_sync_to` within `inject_to`,
 //! overlapping `addresses`).
 
+use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -19,7 +20,7 @@ use super::units;
 
 /// Builds the policy; `None` when the file is not valid TOML. Other errors
 /// are recorded in `ctx` and a best-effort policy is still returned.
-pub(super) fn build(ctx: &mut Ctx, text: &str) -> Option<Policy> {
+pub(super) fn build(ctx: &mut Ctx, text: &str, dir: &Path) -> Option<Policy> {
     let mut tree = parse(ctx, text)?;
     check_keys(
         ctx,
@@ -97,6 +98,24 @@ pub(super) fn build(ctx: &mut Ctx, text: &str) -> Option<Policy> {
         ),
         data_timeout: ctx.positive_duration(&u.data_timeout, "upstream.data_timeout", secs(600)),
         backoff: ctx.duration(&u.backoff, "upstream.backoff", secs(10)),
+        tls_ca_file: u.tls_ca_file.as_ref().and_then(|v| {
+            let path = dir.join(v.get_ref());
+            match std::fs::File::open(&path) {
+                Ok(_) => Some(path),
+                Err(e) => {
+                    ctx.at(
+                        v,
+                        "upstream.tls_ca_file",
+                        format!("cannot open {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }),
+        tls_insecure_skip_verify: u
+            .tls_insecure_skip_verify
+            .as_ref()
+            .is_some_and(|v| *v.get_ref()),
     };
 
     let h: FileHealth = table(ctx, &tree, "health");

@@ -41,6 +41,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Path of `cluster.toml`.
     pub policy: PathBuf,
+    /// On SIGTERM, how long sessions in flight may take to finish before `421 4.3.2`.
+    #[serde(serialize_with = "ser_duration")]
+    pub drain_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -93,6 +96,14 @@ pub struct SmtpListener {
     /// How long to wait for a pre-greeting talker before sending the banner (0: just check).
     #[serde(serialize_with = "ser_duration")]
     pub greet_delay: Duration,
+    /// Wait for the next command (RFC 5321 4.5.3.2.7: 5 minutes).
+    #[serde(serialize_with = "ser_duration")]
+    pub command_timeout: Duration,
+    /// Wait for the next block of message data (RFC 5321 4.5.3.2.6: 3 minutes).
+    #[serde(serialize_with = "ser_duration")]
+    pub data_timeout: Duration,
+    /// Errors (4xx/5xx replies to the client) before `421` and close.
+    pub max_errors: usize,
 }
 
 /// One `[[http]]` listener: the GINA web-portal proxy.
@@ -254,6 +265,11 @@ pub struct UpstreamPolicy {
     /// How long a member whose connect failed is avoided.
     #[serde(serialize_with = "ser_duration")]
     pub backoff: Duration,
+    /// CA certificates (PEM) that member certificates are verified against;
+    /// `None`: the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Lab use only: accept any member certificate.
+    pub tls_insecure_skip_verify: bool,
 }
 
 /// `[health]`.

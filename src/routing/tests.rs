@@ -53,6 +53,8 @@ pub(super) fn policy_as_given(affinity: Affinity, members: Vec<Member>) -> Arc<P
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             backoff: Duration::from_secs(10),
+            tls_ca_file: None,
+            tls_insecure_skip_verify: false,
         },
         health: HealthPolicy {
             interval: Duration::from_secs(5),
