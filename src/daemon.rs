@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 use crate::admin;
 use crate::config::{self, Config, SmtpListener};
 use crate::routing::{MemberTable, Router};
+use crate::shutdown::Shutdown;
 use crate::smtp::server::{self, ContextSource, ListenerStats};
 use crate::smtp::session::SessionContext;
 
@@ -61,6 +62,8 @@ pub struct Gateway {
     pub bound: Vec<(String, SocketAddr)>,
     /// When the daemon started.
     pub started: Instant,
+    /// Drain and abort signals for sessions.
+    pub shutdown: Shutdown,
     config_path: Option<PathBuf>,
 }
 
@@ -121,6 +124,7 @@ impl ContextSource for Gateway {
             config: snapshot.config.clone(),
             router: snapshot.router.clone(),
             members: self.members.clone(),
+            shutdown: self.shutdown.clone(),
         })
     }
 }
@@ -165,6 +169,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         listener_stats,
         bound,
         started: Instant::now(),
+        shutdown: Shutdown::new(),
         config_path,
     });
     let stop = CancellationToken::new();
@@ -198,9 +203,11 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
 }
 
 impl Daemon {
-    /// Stops accepting, lets sessions finish for up to `drain`, then returns.
+    /// Stops accepting at once, lets sessions finish their transaction for up
+    /// to `drain` (each then gets `421 4.3.2`), then ends the rest with `421 4.3.2`.
     pub async fn shutdown(self, drain: Duration) {
         self.stop.cancel();
+        self.gateway.shutdown.drain();
         self.sessions.close();
         if tokio::time::timeout(drain, self.sessions.wait())
             .await
@@ -208,8 +215,11 @@ impl Daemon {
         {
             warn!(
                 remaining = self.sessions.len(),
-                "drain timeout: closing remaining sessions"
+                "drain timeout: ending the remaining sessions with 421 4.3.2"
             );
+            self.gateway.shutdown.abort();
+            // Each session only has its 421 to write; do not wait on a stuck peer for long.
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.sessions.wait()).await;
         }
         let _ = std::fs::remove_file(&self.admin_path);
     }
@@ -231,8 +241,10 @@ impl Daemon {
                 _ = int.recv() => break,
             }
         }
-        info!("stopping: no new sessions; waiting for sessions in flight");
-        self.shutdown(Duration::from_secs(30)).await;
+        let drain = self.gateway.snapshot().config.node.drain_timeout;
+        info!(drain_timeout = ?drain, "stopping: no new sessions; transactions in flight may finish");
+        self.shutdown(drain).await;
+        info!("stopped");
         Ok(())
     }
 }

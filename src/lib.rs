@@ -25,4 +25,5 @@ pub mod daemon;
 pub mod demo;
 pub mod logging;
 pub mod routing;
+pub mod shutdown;
 pub mod smtp;

@@ -108,6 +108,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn queue(&mut self, reply: &Reply) {
+        if reply.code() >= 400 {
+            self.errors += 1;
+        }
         self.wbuf.extend_from_slice(reply.as_bytes());
     }
 
@@ -387,7 +390,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                 }
                 DataStep::NeedMore => {
-                    if let Err(end) = self.read_more(DATA_BLOCK_TIMEOUT).await {
+                    let limit = self.ctx.listener.data_timeout;
+                    if let Err(end) = self.read_more(limit, false).await {
                         // The member never sees an end of data: it discards the message.
                         self.upstream = None;
                         return Err(end);

@@ -6,9 +6,10 @@
 //! `550 5.7.1` for a PROXY header mxgate may not honour, `554 5.5.1` for
 //! anything else (pre-greet). Then a [`Session`] runs in its own task.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -26,13 +27,34 @@ use crate::smtp::session::{Peer, Session, SessionContext};
 /// How long a trusted proxy has to send its PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Session counters of one listener, for `mxgate status`.
+/// Session counters of one listener, for `mxgate status` and the session limits.
 #[derive(Debug, Default)]
 pub struct ListenerStats {
     /// Sessions open now.
     pub active: AtomicU64,
     /// Sessions accepted since start.
     pub total: AtomicU64,
+    /// Sessions open now per client address (after PROXY).
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl ListenerStats {
+    /// Takes one of `max` session slots for `client`; `None` when all are taken.
+    fn client_slot(self: &Arc<Self>, client: IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut map = self
+            .per_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = map.entry(client).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            stats: self.clone(),
+            client,
+        })
+    }
 }
 
 /// Decrements the active count when a session task ends, however it ends.
@@ -41,6 +63,28 @@ struct ActiveGuard(Arc<ListenerStats>);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A session's place in the per-client count, given back when dropped.
+struct ClientSlot {
+    stats: Arc<ListenerStats>,
+    client: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .stats
+            .per_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = map.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.client);
+            }
+        }
     }
 }
 
@@ -79,20 +123,28 @@ pub async fn accept_loop(
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         stats.total.fetch_add(1, Ordering::Relaxed);
-        stats.active.fetch_add(1, Ordering::Relaxed);
+        let active = stats.active.fetch_add(1, Ordering::Relaxed) + 1;
         let guard = ActiveGuard(stats.clone());
         let span = info_span!("smtp", session = id, client = %peer);
+        let stats = stats.clone();
         tasks.spawn(
             async move {
                 let _guard = guard;
-                handle(stream, peer, id, ctx).await;
+                handle(stream, peer, id, ctx, stats, active).await;
             }
             .instrument(span),
         );
     }
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: SessionContext) {
+async fn handle(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    ctx: SessionContext,
+    stats: Arc<ListenerStats>,
+    active: u64,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         warn!(error = %e, "cannot set TCP_NODELAY");
     }
@@ -128,6 +180,25 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: SessionCo
             }
         }
     }
+    if usize::try_from(active).unwrap_or(usize::MAX) > listener.max_sessions {
+        warn!(listener = %listener.name, client = %client.client, limit = listener.max_sessions, "session refused: listener at max_sessions");
+        let text = format!(
+            "{} Error: too many sessions, try again later",
+            listener.hostname
+        );
+        refuse(&mut stream, Reply::new(421, "4.7.0", &text)).await;
+        return;
+    }
+    let Some(_slot) = stats.client_slot(client.client.ip(), listener.max_sessions_per_client)
+    else {
+        warn!(listener = %listener.name, client = %client.client, limit = listener.max_sessions_per_client, "session refused: client at max_sessions_per_client");
+        let text = format!(
+            "{} Error: too many sessions from your address, try again later",
+            listener.hostname
+        );
+        refuse(&mut stream, Reply::new(421, "4.7.0", &text)).await;
+        return;
+    };
     if let Some(reply) = pregreet_check(&mut stream, &mut rbuf, listener.greet_delay, peer).await {
         refuse(&mut stream, reply).await;
         return;

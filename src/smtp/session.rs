@@ -18,12 +18,10 @@ use tracing::{info, warn};
 
 use crate::config::{Config, SmtpListener};
 use crate::routing::{MemberTable, Router};
+use crate::shutdown::Shutdown;
 use crate::smtp::proto::{self, Command, LineReader, MailFrom, RcptTo, Reply};
 use crate::smtp::server::is_trusted;
 use crate::smtp::upstream::{ClientIdentity, Upstream};
-
-/// RFC 5321 4.5.3.2.7: the server waits at least 5 minutes for the next command.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Room made in the input buffer before each read from the client.
 const READ_CHUNK: usize = 16 * 1024;
@@ -42,6 +40,8 @@ pub struct SessionContext {
     pub router: Arc<Router>,
     /// Live member state shared by all sessions.
     pub members: Arc<MemberTable>,
+    /// Drain and abort signals.
+    pub shutdown: Shutdown,
 }
 
 /// Where the client is, as far as the session knows.
@@ -94,6 +94,8 @@ pub(crate) enum End {
     Quit,
     ClientClosed,
     ClientTimeout,
+    TooManyErrors,
+    Shutdown,
     Io(std::io::Error),
 }
 
@@ -118,6 +120,8 @@ pub struct Session<S> {
     pub(crate) upstream: Option<Upstream>,
     pub(crate) tried: Vec<String>,
     pub(crate) attempts: u32,
+    /// Error replies (4xx/5xx) given so far, against `max_errors`.
+    pub(crate) errors: usize,
     pub(crate) stats: SessionStats,
 }
 
@@ -141,6 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             upstream: None,
             tried: Vec::new(),
             attempts: 0,
+            errors: 0,
             stats: SessionStats::default(),
         }
     }
@@ -159,6 +164,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             End::Quit => "quit".to_owned(),
             End::ClientClosed => "client closed".to_owned(),
             End::ClientTimeout => "client timeout".to_owned(),
+            End::TooManyErrors => "too many errors".to_owned(),
+            End::Shutdown => "shutdown".to_owned(),
             End::Io(e) => format!("client I/O error: {e}"),
         };
         info!(
@@ -206,7 +213,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if let Err(end) = self.flush().await {
                     return end;
                 }
-                if let Err(end) = self.read_more(CLIENT_TIMEOUT).await {
+                let idle = self.txn.is_none() && !self.mail_open;
+                let limit = self.ctx.listener.command_timeout;
+                if let Err(end) = self.read_more(limit, idle).await {
                     return end;
                 }
                 continue;
@@ -219,6 +228,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if let Err(end) = self.stream_data().await {
                     return end;
                 }
+            }
+            if self.errors >= self.ctx.listener.max_errors {
+                return self
+                    .close_with(421, "4.7.0", "Error: too many errors", End::TooManyErrors)
+                    .await;
             }
             if quit {
                 return match self.flush().await {
@@ -239,21 +253,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         result.map_err(End::Io)
     }
 
-    /// Reads more client input into `rbuf`.
-    pub(crate) async fn read_more(&mut self, limit: Duration) -> Result<(), End> {
+    /// Reads more client input into `rbuf`. While draining, a session that is
+    /// `idle` (between transactions) ends here with `421 4.3.2`; on abort any
+    /// session does.
+    pub(crate) async fn read_more(&mut self, limit: Duration, idle: bool) -> Result<(), End> {
         // BytesMut only grows by 64 bytes when full: make room for a real read.
         self.rbuf.reserve(READ_CHUNK);
-        match timeout(limit, self.io.read_buf(&mut self.rbuf)).await {
-            Err(_) => {
-                self.wbuf.extend_from_slice(
-                    Reply::new(421, "4.4.2", "Error: timeout exceeded").as_bytes(),
-                );
-                let _ = self.flush().await;
-                Err(End::ClientTimeout)
+        let shutdown = self.ctx.shutdown.clone();
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.aborted() => None,
+            _ = shutdown.drained(), if idle => None,
+            read = timeout(limit, self.io.read_buf(&mut self.rbuf)) => Some(read),
+        };
+        match read {
+            None => {
+                let text = "Service shutting down, closing transmission channel";
+                Err(self.close_with(421, "4.3.2", text, End::Shutdown).await)
             }
-            Ok(Ok(0)) => Err(End::ClientClosed),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(End::Io(e)),
+            Some(Err(_)) => Err(self
+                .close_with(421, "4.4.2", "Error: timeout exceeded", End::ClientTimeout)
+                .await),
+            Some(Ok(Ok(0))) => Err(End::ClientClosed),
+            Some(Ok(Ok(_))) => Ok(()),
+            Some(Ok(Err(e))) => Err(End::Io(e)),
+        }
+    }
+
+    /// Sends a final reply (with what is still queued) and ends the session as `end`.
+    async fn close_with(&mut self, code: u16, enhanced: &str, text: &str, end: End) -> End {
+        let text = format!("{} {text}", self.ctx.listener.hostname);
+        self.wbuf
+            .extend_from_slice(Reply::new(code, enhanced, &text).as_bytes());
+        match self.flush().await {
+            Ok(()) => end,
+            Err(io) => io,
         }
     }
 
