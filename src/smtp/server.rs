@@ -199,6 +199,10 @@ async fn handle(
         refuse(&mut stream, Reply::new(421, "4.7.0", &text)).await;
         return;
     };
+    if ctx.shutdown.is_draining() {
+        // Accepted just as SIGTERM arrived: closed, never greeted.
+        return;
+    }
     if let Some(reply) = pregreet_check(&mut stream, &mut rbuf, listener.greet_delay, peer).await {
         refuse(&mut stream, reply).await;
         return;

@@ -86,12 +86,17 @@ impl Mxgate {
 
     /// Starts mxgate with `node` (everything in mxgate.toml after `[node]`) and `policy`.
     pub fn start_with(node: &str, policy: &str) -> Mxgate {
+        Self::start_full("", node, policy)
+    }
+
+    /// Like [`Mxgate::start_with`], with extra `[node]` keys (e.g. `drain_timeout`).
+    pub fn start_full(node_keys: &str, node: &str, policy: &str) -> Mxgate {
         let dir = shared_tempdir();
         let config = dir.path().join("mxgate.toml");
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"test\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n\n{node}"
+                "[node]\nname = \"test\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n{node_keys}\n\n{node}"
             ),
         )
         .expect("write mxgate.toml");
@@ -253,6 +258,25 @@ impl Mxgate {
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGTERM (drain).
+    pub fn terminate(&self) {
+        signal(self.child.id(), "TERM");
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The daemon's data directory.
