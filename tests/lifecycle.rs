@@ -84,6 +84,18 @@ fn max_sessions_per_client_counts_one_address() {
 }
 
 #[test]
+fn trusted_proxy_is_not_held_to_the_per_client_limit() {
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let node = listener("max_sessions_per_client = 1\ntrusted_proxies = [\"127.0.9.15/32\"]");
+    let gw = Mxgate::start_with(&node, &one_member(&fake));
+    // A proxy passing its clients with XCLIENT carries many sessions at once.
+    let _one = Client::greeted_from(ip("127.0.9.15"), gw.smtp_addr());
+    let _two = Client::greeted_from(ip("127.0.9.15"), gw.smtp_addr());
+    let mut three = Client::greeted_from(ip("127.0.9.15"), gw.smtp_addr());
+    three.expect("EHLO proxy.example", "250");
+}
+
+#[test]
 fn too_many_errors_closes_with_421() {
     let fake = FakeMta::start("m1", Behavior::Normal);
     let gw = Mxgate::start_with(&listener("max_errors = 3"), &one_member(&fake));

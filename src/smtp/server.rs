@@ -189,15 +189,22 @@ async fn handle(
         refuse(&mut stream, Reply::new(421, "4.7.0", &text)).await;
         return;
     }
-    let Some(_slot) = stats.client_slot(client.client.ip(), listener.max_sessions_per_client)
-    else {
-        warn!(listener = %listener.name, client = %client.client, limit = listener.max_sessions_per_client, "session refused: client at max_sessions_per_client");
-        let text = format!(
-            "{} Error: too many sessions from your address, try again later",
-            listener.hostname
-        );
-        refuse(&mut stream, Reply::new(421, "4.7.0", &text)).await;
-        return;
+    // A trusted proxy speaking for many clients (XCLIENT) is not one client;
+    // behind a PROXY header the real client is counted.
+    let _slot = if is_trusted(&listener, client.client) {
+        None
+    } else {
+        let slot = stats.client_slot(client.client.ip(), listener.max_sessions_per_client);
+        if slot.is_none() {
+            warn!(listener = %listener.name, client = %client.client, limit = listener.max_sessions_per_client, "session refused: client at max_sessions_per_client");
+            let text = format!(
+                "{} Error: too many sessions from your address, try again later",
+                listener.hostname
+            );
+            refuse(&mut stream, Reply::new(421, "4.7.0", &text)).await;
+            return;
+        }
+        slot
     };
     if ctx.shutdown.is_draining() {
         // Accepted just as SIGTERM arrived: closed, never greeted.
