@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::SmtpListener;
+use crate::metrics;
 use crate::smtp::proto::{self, ProxyInfo, Reply};
 use crate::smtp::session::{Peer, Session, SessionContext};
 
@@ -81,10 +82,11 @@ pub async fn accept_loop(
         stats.total.fetch_add(1, Ordering::Relaxed);
         stats.active.fetch_add(1, Ordering::Relaxed);
         let guard = ActiveGuard(stats.clone());
+        let metered = metrics::session_opened(&name);
         let span = info_span!("smtp", session = id, client = %peer);
         tasks.spawn(
             async move {
-                let _guard = guard;
+                let _guard = (guard, metered);
                 handle(stream, peer, id, ctx).await;
             }
             .instrument(span),
@@ -119,6 +121,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: SessionCo
             Ok(ProxyInfo::Local) => {}
             Err(reason) => {
                 warn!(peer = %peer, reason, "PROXY header from trusted proxy rejected");
+                metrics::refused(&listener.name, metrics::reason::PROXY_HEADER);
                 refuse(
                     &mut stream,
                     Reply::new(421, "4.7.0", "PROXY header expected"),
@@ -129,6 +132,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: SessionCo
         }
     }
     if let Some(reply) = pregreet_check(&mut stream, &mut rbuf, listener.greet_delay, peer).await {
+        metrics::refused(&listener.name, pregreet_reason(&reply));
         refuse(&mut stream, reply).await;
         return;
     }
@@ -170,6 +174,15 @@ async fn pregreet_check(
         "5.5.1",
         "Error: talking before the greeting",
     ))
+}
+
+/// The refusal reason of a [`pregreet_check`] reply.
+fn pregreet_reason(reply: &Reply) -> &'static str {
+    if reply.code() == 550 {
+        metrics::reason::PROXY_UNTRUSTED
+    } else {
+        metrics::reason::PREGREET
+    }
 }
 
 async fn read_proxy_header(

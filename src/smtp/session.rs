@@ -17,6 +17,7 @@ use tokio::time::timeout;
 use tracing::{info, warn};
 
 use crate::config::{Config, SmtpListener};
+use crate::metrics;
 use crate::routing::{MemberTable, Router};
 use crate::smtp::proto::{self, Command, LineReader, MailFrom, RcptTo, Reply};
 use crate::smtp::server::is_trusted;
@@ -294,6 +295,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Command::Xclient(attrs) => self.xclient(attrs),
             Command::Proxy => {
                 warn!(session = self.peer.id, client = %self.peer.client, "PROXY header refused: not at connection start from a trusted proxy");
+                metrics::refused(&self.ctx.listener.name, metrics::reason::PROXY_UNTRUSTED);
                 reply(550, "5.7.1", "Error: PROXY not accepted here")
             }
             Command::Unknown(_) => reply(500, "5.5.2", "Error: command not recognized"),
@@ -350,6 +352,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .size()
             .is_some_and(|size| size > self.ctx.listener.max_message_size)
         {
+            metrics::refused(&self.ctx.listener.name, metrics::reason::MESSAGE_SIZE);
             return reply(552, "5.3.4", "Error: message size exceeds fixed limit");
         }
         self.mail_open = true;
@@ -374,6 +377,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn xclient(&mut self, attrs: Vec<(String, String)>) -> Pending {
         if !self.trusted {
             warn!(session = self.peer.id, client = %self.peer.client, "XCLIENT refused: client is not in trusted_proxies");
+            metrics::refused(&self.ctx.listener.name, metrics::reason::XCLIENT_UNTRUSTED);
             return reply(550, "5.7.1", "Error: insufficient authorization");
         }
         let mut client = self.peer.client;
