@@ -158,6 +158,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         bound.push((listener.name.clone(), addr));
         sockets.push((listener.name.clone(), socket));
     }
+    let metrics_on = crate::metrics::install(&config)?;
     let listener_stats = config
         .smtp
         .iter()
@@ -176,6 +177,9 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let sessions = TaskTracker::new();
     let admin_path = gateway.snapshot().config.node.admin_socket();
     let admin_socket = admin::bind(&admin_path)?;
+    if metrics_on {
+        crate::metrics::spawn_member_refresh(gateway.clone(), stop.clone());
+    }
     tokio::spawn(admin::serve(admin_socket, gateway.clone(), stop.clone()));
     for (name, socket) in sockets {
         let stats = gateway

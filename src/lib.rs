@@ -15,7 +15,8 @@
 //!
 //! Modules: [`config`] (files -> validated runtime types), [`smtp`] (the data
 //! plane; [`smtp::proto`] is sans-IO), [`routing`] (member order and live
-//! member state), [`admin`] (CLI socket), [`demo`] (self-contained demo).
+//! member state), [`admin`] (CLI socket), [`metrics`] (Prometheus endpoint),
+//! [`demo`] (self-contained demo).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod logging;
+pub mod metrics;
 pub mod routing;
 pub mod shutdown;
 pub mod smtp;

@@ -2,8 +2,8 @@
 //!
 //! Starts two built-in sink MTAs ([`sink`]), writes a configuration for them
 //! into a temporary directory, runs the daemon in this process with SMTP on
-//! 127.0.0.1:2525, and prints commands to try. The GINA web members and the
-//! metrics endpoint join the demo with the issues that build them.
+//! 127.0.0.1:2525 and Prometheus metrics on 127.0.0.1:9325, and prints
+//! commands to try. The GINA web members join the demo with their own issue.
 
 pub mod sink;
 
@@ -18,6 +18,9 @@ use crate::{daemon, logging};
 /// Where the demo's SMTP listener is.
 pub const DEMO_SMTP: &str = "127.0.0.1:2525";
 
+/// Where the demo's metrics endpoint is.
+pub const DEMO_METRICS: &str = "127.0.0.1:9325";
+
 /// Runs the demo until Ctrl-C.
 pub async fn run() -> anyhow::Result<()> {
     logging::init(LogFormat::Text, "info");
@@ -31,7 +34,9 @@ pub async fn run() -> anyhow::Result<()> {
     let daemon = daemon::start(config, Some(config_path.clone()))
         .await
         .with_context(|| {
-            format!("cannot start the demo on {DEMO_SMTP} (is another demo running?)")
+            format!(
+                "cannot start the demo on {DEMO_SMTP} and {DEMO_METRICS} (is another demo running?)"
+            )
         })?;
     let exe = std::env::args().next().unwrap_or_else(|| "mxgate".into());
     let cfg = config_path.display();
@@ -39,10 +44,11 @@ pub async fn run() -> anyhow::Result<()> {
         "\nmxgate demo is running.\n\
          \x20 SMTP     {DEMO_SMTP}  -> members sink1 ({sink1}) and sink2 ({sink2}), built-in sink MTAs\n\
          \x20 GINA     not in the demo yet: the GINA web proxy (127.0.0.1:8080) comes with its own issue\n\
-         \x20 metrics  not in the demo yet: the metrics endpoint (127.0.0.1:9325) comes with the hardening issue\n\n\
+         \x20 metrics  http://{DEMO_METRICS}/metrics  (Prometheus text)\n\n\
          Try, in another terminal:\n\
          \x20 swaks --server {DEMO_SMTP} --from alice@example.org --to bob@example.com\n\
          \x20 swaks --server {DEMO_SMTP} --to bob@example.com --pipeline --data 'Subject: hi\\n\\nhello'\n\
+         \x20 curl -s http://{DEMO_METRICS}/metrics | grep ^mxgate_\n\
          \x20 {exe} status -c {cfg}\n\
          \x20 {exe} route explain -c {cfg} --client 203.0.113.7\n\
          Every routing decision and every message the sinks take is logged below. Ctrl-C stops the demo.\n"
@@ -63,7 +69,8 @@ fn write_config(
     let node = format!(
         "# Written by `mxgate demo`.\n\
          [node]\nname = \"demo\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n\n\
-         [[smtp]]\nname = \"demo\"\nlisten = \"{DEMO_SMTP}\"\nhostname = \"mx.demo.test\"\n"
+         [[smtp]]\nname = \"demo\"\nlisten = \"{DEMO_SMTP}\"\nhostname = \"mx.demo.test\"\n\n\
+         [metrics]\nlisten = \"{DEMO_METRICS}\"\n"
     );
     let policy = format!(
         "# Written by `mxgate demo`: two built-in sink MTAs as members.\n\

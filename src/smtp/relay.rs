@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
+use crate::metrics::{self, MessageResult};
 use crate::routing::Verdict;
 use crate::smtp::proto::{DataReceiver, DataRefusal, DataStep, Reply};
 use crate::smtp::session::{End, Pending, Session, Transaction};
@@ -143,6 +144,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.attempts = 0;
                     if let Err(reply) = self.connect_next().await {
                         self.broken = reply.is_transient();
+                        if self.broken {
+                            let member =
+                                self.tried.last().map_or(metrics::NO_MEMBER, String::as_str);
+                            metrics::message(member, MessageResult::Tempfail);
+                        }
                         return Err(Some(reply));
                     }
                 }
@@ -268,6 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let to = up.member().to_owned();
                     if !stale {
                         warn!(session = self.peer.id, from = %from, to = %to, reason = %err.reason(), "failover");
+                        metrics::failover(&from, &to);
                     }
                     let Some(txn) = self.txn.clone() else {
                         return true;
@@ -288,6 +295,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(reply) => reply,
             };
             warn!(session = self.peer.id, from = %from, reason = %err.reason(), reply = %String::from_utf8_lossy(reply.as_bytes()).trim_end(), "no member left for the transaction");
+            metrics::message(&from, MessageResult::Tempfail);
             self.txn = None;
             self.broken = true;
             return false;
@@ -315,6 +323,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Verdict::InjectionDenied => {
                     let source = route.source_member.as_deref().unwrap_or("?");
                     warn!(session = self.peer.id, client = %self.peer.client, source = %source, "injection denied: member may inject into no member");
+                    metrics::injection_denied(source);
                     return Err(Reply::new(
                         550,
                         "5.7.1",
@@ -353,6 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     up.hold_session(guard);
                     if let Some((from, reason)) = failed.take() {
                         warn!(session = self.peer.id, from = %from, to = %name, reason = %reason, "failover");
+                        metrics::failover(&from, &name);
                     }
                     self.ctx.members.mark_ok(&name);
                     if !self.stats.members.contains(&name) {
@@ -375,6 +385,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Streams the message content after `354`, then queues the final reply.
     pub(crate) async fn stream_data(&mut self) -> Result<(), End> {
         let listener = self.ctx.listener.clone();
+        let member = self
+            .upstream
+            .as_ref()
+            .map_or(metrics::NO_MEMBER, |u| u.member())
+            .to_owned();
         let mut receiver = DataReceiver::new(listener.bare_lf, listener.max_message_size);
         let mut refused = None;
         let mut lost: Option<UpstreamError> = None;
@@ -408,17 +423,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.stats.bytes += receiver.size();
         let rcpts = self.txn.take().map_or(0, |t| t.rcpts.len() as u64);
         let reply = match (refused, lost) {
-            (Some(DataRefusal::BareLineEnding), _) => Reply::new(
-                550,
-                "5.5.2",
-                "Error: bare CR or LF in message content (RFC 5321 2.3.8)",
-            ),
+            (Some(DataRefusal::BareLineEnding), _) => {
+                metrics::refused(&listener.name, metrics::reason::BARE_LINE_ENDING);
+                Reply::new(
+                    550,
+                    "5.5.2",
+                    "Error: bare CR or LF in message content (RFC 5321 2.3.8)",
+                )
+            }
             (Some(DataRefusal::TooBig), _) => {
+                metrics::refused(&listener.name, metrics::reason::MESSAGE_SIZE);
                 Reply::new(552, "5.3.4", "Error: message size exceeds fixed limit")
             }
             (None, Some(err)) => self.lost_during_data(err),
             (None, None) => self.final_reply(rcpts).await,
         };
+        let result = MessageResult::of(&reply);
+        metrics::message(&member, result);
+        if result == MessageResult::Accepted {
+            metrics::bytes_relayed(&member, receiver.size());
+        }
         self.queue(&reply);
         Ok(())
     }

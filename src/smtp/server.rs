@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::SmtpListener;
+use crate::metrics;
 use crate::smtp::proto::{self, ProxyInfo, Reply};
 use crate::smtp::session::{Peer, Session, SessionContext};
 
@@ -125,11 +126,12 @@ pub async fn accept_loop(
         stats.total.fetch_add(1, Ordering::Relaxed);
         let active = stats.active.fetch_add(1, Ordering::Relaxed) + 1;
         let guard = ActiveGuard(stats.clone());
+        let metered = metrics::session_opened(&name);
         let span = info_span!("smtp", session = id, client = %peer);
         let stats = stats.clone();
         tasks.spawn(
             async move {
-                let _guard = guard;
+                let _guard = (guard, metered);
                 handle(stream, peer, id, ctx, stats, active).await;
             }
             .instrument(span),
@@ -171,6 +173,7 @@ async fn handle(
             Ok(ProxyInfo::Local) => {}
             Err(reason) => {
                 warn!(peer = %peer, reason, "PROXY header from trusted proxy rejected");
+                metrics::refused(&listener.name, metrics::reason::PROXY_HEADER);
                 refuse(
                     &mut stream,
                     Reply::new(421, "4.7.0", "PROXY header expected"),
@@ -186,6 +189,7 @@ async fn handle(
             "{} Error: too many sessions, try again later",
             listener.hostname
         );
+        metrics::refused(&listener.name, metrics::reason::MAX_SESSIONS);
         refuse(&mut stream, Reply::new(421, "4.7.0", &text)).await;
         return;
     }
@@ -201,6 +205,7 @@ async fn handle(
                 "{} Error: too many sessions from your address, try again later",
                 listener.hostname
             );
+            metrics::refused(&listener.name, metrics::reason::MAX_SESSIONS_PER_CLIENT);
             refuse(&mut stream, Reply::new(421, "4.7.0", &text)).await;
             return;
         }
@@ -210,20 +215,24 @@ async fn handle(
         // Accepted just as SIGTERM arrived: closed, never greeted.
         return;
     }
-    if let Some(reply) = pregreet_check(&mut stream, &mut rbuf, listener.greet_delay, peer).await {
+    if let Some((reply, reason)) =
+        pregreet_check(&mut stream, &mut rbuf, listener.greet_delay, peer).await
+    {
+        metrics::refused(&listener.name, reason);
         refuse(&mut stream, reply).await;
         return;
     }
     Session::new(stream, ctx, client, rbuf).run().await;
 }
 
-/// Looks for a client talking before the greeting; returns the refusal when it does.
+/// Looks for a client talking before the greeting; returns the refusal and
+/// its metrics reason when it does.
 async fn pregreet_check(
     stream: &mut TcpStream,
     rbuf: &mut BytesMut,
     delay: Duration,
     peer: SocketAddr,
-) -> Option<Reply> {
+) -> Option<(Reply, &'static str)> {
     if rbuf.is_empty() {
         if delay.is_zero() {
             let mut probe = [0u8; 512];
@@ -240,18 +249,12 @@ async fn pregreet_check(
     }
     if rbuf.starts_with(b"PROXY ") || rbuf.starts_with(b"\r\n\r\n\0\r\nQUIT\n") {
         warn!(peer = %peer, "PROXY header from a peer not in trusted_proxies (or on a listener without proxy_protocol) refused");
-        return Some(Reply::new(
-            550,
-            "5.7.1",
-            "Error: PROXY header not accepted from you",
-        ));
+        let reply = Reply::new(550, "5.7.1", "Error: PROXY header not accepted from you");
+        return Some((reply, metrics::reason::PROXY_UNTRUSTED));
     }
     info!(peer = %peer, "client talked before the greeting");
-    Some(Reply::new(
-        554,
-        "5.5.1",
-        "Error: talking before the greeting",
-    ))
+    let reply = Reply::new(554, "5.5.1", "Error: talking before the greeting");
+    Some((reply, metrics::reason::PREGREET))
 }
 
 async fn read_proxy_header(

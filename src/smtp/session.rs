@@ -17,6 +17,7 @@ use tokio::time::timeout;
 use tracing::{info, warn};
 
 use crate::config::{Config, SmtpListener};
+use crate::metrics;
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::Shutdown;
 use crate::smtp::proto::{self, Command, LineReader, MailFrom, RcptTo, Reply};
@@ -230,6 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
             if self.errors >= self.ctx.listener.max_errors {
+                metrics::refused(&self.ctx.listener.name, metrics::reason::MAX_ERRORS);
                 return self
                     .close_with(421, "4.7.0", "Error: too many errors", End::TooManyErrors)
                     .await;
@@ -271,9 +273,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let text = "Service shutting down, closing transmission channel";
                 Err(self.close_with(421, "4.3.2", text, End::Shutdown).await)
             }
-            Some(Err(_)) => Err(self
-                .close_with(421, "4.4.2", "Error: timeout exceeded", End::ClientTimeout)
-                .await),
+            Some(Err(_)) => {
+                metrics::refused(&self.ctx.listener.name, metrics::reason::TIMEOUT);
+                let text = "Error: timeout exceeded";
+                Err(self
+                    .close_with(421, "4.4.2", text, End::ClientTimeout)
+                    .await)
+            }
             Some(Ok(Ok(0))) => Err(End::ClientClosed),
             Some(Ok(Ok(_))) => Ok(()),
             Some(Ok(Err(e))) => Err(End::Io(e)),
@@ -328,6 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Command::Xclient(attrs) => self.xclient(attrs),
             Command::Proxy => {
                 warn!(session = self.peer.id, client = %self.peer.client, "PROXY header refused: not at connection start from a trusted proxy");
+                metrics::refused(&self.ctx.listener.name, metrics::reason::PROXY_UNTRUSTED);
                 reply(550, "5.7.1", "Error: PROXY not accepted here")
             }
             Command::Unknown(_) => reply(500, "5.5.2", "Error: command not recognized"),
@@ -384,6 +391,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .size()
             .is_some_and(|size| size > self.ctx.listener.max_message_size)
         {
+            metrics::refused(&self.ctx.listener.name, metrics::reason::MESSAGE_SIZE);
             return reply(552, "5.3.4", "Error: message size exceeds fixed limit");
         }
         self.mail_open = true;
@@ -408,6 +416,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn xclient(&mut self, attrs: Vec<(String, String)>) -> Pending {
         if !self.trusted {
             warn!(session = self.peer.id, client = %self.peer.client, "XCLIENT refused: client is not in trusted_proxies");
+            metrics::refused(&self.ctx.listener.name, metrics::reason::XCLIENT_UNTRUSTED);
             return reply(550, "5.7.1", "Error: insufficient authorization");
         }
         let mut client = self.peer.client;

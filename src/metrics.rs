@@ -1,0 +1,306 @@
+//! Prometheus metrics: the recorder, its HTTP endpoint and one function per event.
+//!
+//! With `[metrics] listen` configured, [`install`] (called by
+//! [`crate::daemon::start`]) binds the endpoint (Prometheus text format at
+//! `/metrics`), installs the process-wide recorder and describes every series;
+//! [`spawn_member_refresh`] then keeps `mxgate_member_up` current. Without it
+//! no recorder is installed and every function here is a no-op of the
+//! `metrics` facade.
+//!
+//! Call sites are one line: [`session_opened`] (accept loop), [`refused`]
+//! (anything mxgate refuses itself), [`message`] and [`bytes_relayed`] (end
+//! of DATA), [`failover`], [`injection_denied`]. Label values are the only
+//! strings built per event. The series and their meaning are listed in
+//! `docs/metrics.md`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Gauge, Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::daemon::Gateway;
+use crate::smtp::proto::Reply;
+
+/// `mxgate_smtp_sessions_total{listener}`.
+pub const SESSIONS_TOTAL: &str = "mxgate_smtp_sessions_total";
+/// `mxgate_smtp_active_sessions{listener}`.
+pub const ACTIVE_SESSIONS: &str = "mxgate_smtp_active_sessions";
+/// `mxgate_smtp_refused_total{listener,reason}`.
+pub const REFUSED_TOTAL: &str = "mxgate_smtp_refused_total";
+/// `mxgate_smtp_messages_total{member,result}`.
+pub const MESSAGES_TOTAL: &str = "mxgate_smtp_messages_total";
+/// `mxgate_smtp_bytes_total{member}`.
+pub const BYTES_TOTAL: &str = "mxgate_smtp_bytes_total";
+/// `mxgate_member_up{member}`.
+pub const MEMBER_UP: &str = "mxgate_member_up";
+/// `mxgate_route_failovers_total{from,to}`.
+pub const FAILOVERS_TOTAL: &str = "mxgate_route_failovers_total";
+/// `mxgate_injection_denied_total{source}`.
+pub const INJECTION_DENIED_TOTAL: &str = "mxgate_injection_denied_total";
+
+/// The `member` label of a message no member ever took (none was usable).
+/// Member names start with a letter or digit, so it names no member.
+pub const NO_MEMBER: &str = "-";
+
+/// `reason` label values of [`REFUSED_TOTAL`] in use.
+pub mod reason {
+    /// The client talked before the greeting.
+    pub const PREGREET: &str = "pregreet";
+    /// A PROXY header from a peer that may not send one (or mid-session).
+    pub const PROXY_UNTRUSTED: &str = "proxy_untrusted";
+    /// A trusted proxy sent no valid PROXY header in time.
+    pub const PROXY_HEADER: &str = "proxy_header";
+    /// XCLIENT from a client not in `trusted_proxies`.
+    pub const XCLIENT_UNTRUSTED: &str = "xclient_untrusted";
+    /// A bare CR or LF in message content (`bare_lf = "reject"`).
+    pub const BARE_LINE_ENDING: &str = "bare_line_ending";
+    /// `MAIL SIZE=` or message content over `max_message_size`.
+    pub const MESSAGE_SIZE: &str = "message_size";
+    /// The listener was at `max_sessions`.
+    pub const MAX_SESSIONS: &str = "max_sessions";
+    /// The client was at `max_sessions_per_client`.
+    pub const MAX_SESSIONS_PER_CLIENT: &str = "max_sessions_per_client";
+    /// The session reached `max_errors`.
+    pub const MAX_ERRORS: &str = "max_errors";
+    /// The client was silent past `command_timeout` or `data_timeout`.
+    pub const TIMEOUT: &str = "timeout";
+
+    /// Every reason above, for pre-registering the series at zero.
+    pub(super) const ALL: [&str; 10] = [
+        PREGREET,
+        PROXY_UNTRUSTED,
+        PROXY_HEADER,
+        XCLIENT_UNTRUSTED,
+        BARE_LINE_ENDING,
+        MESSAGE_SIZE,
+        MAX_SESSIONS,
+        MAX_SESSIONS_PER_CLIENT,
+        MAX_ERRORS,
+        TIMEOUT,
+    ];
+}
+
+/// How a message ended, the `result` label of [`MESSAGES_TOTAL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageResult {
+    /// The member said `2xx` to the end of data.
+    Accepted,
+    /// `5xx` to the end of data, or refused by mxgate (size, bare line ending).
+    Rejected,
+    /// `4xx`: the member's, or mxgate's `451 4.4.1` / `451 4.4.2`.
+    Tempfail,
+}
+
+impl MessageResult {
+    /// The result the client was told with `reply`.
+    pub fn of(reply: &Reply) -> MessageResult {
+        match reply.code() {
+            200..=299 => MessageResult::Accepted,
+            400..=499 => MessageResult::Tempfail,
+            _ => MessageResult::Rejected,
+        }
+    }
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            MessageResult::Accepted => "accepted",
+            MessageResult::Rejected => "rejected",
+            MessageResult::Tempfail => "tempfail",
+        }
+    }
+
+    const ALL: [MessageResult; 3] = [
+        MessageResult::Accepted,
+        MessageResult::Rejected,
+        MessageResult::Tempfail,
+    ];
+}
+
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The listener could not be bound.
+    #[error("metrics: cannot listen on {addr} ([metrics] listen): {reason}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// What the exporter reported.
+        reason: String,
+    },
+    /// Another recorder is installed in this process (a second daemon in one process).
+    #[error("metrics: a metrics recorder is already installed in this process")]
+    AlreadyInstalled,
+}
+
+/// Binds `[metrics] listen`, installs the Prometheus recorder and describes
+/// every series. Returns false (and does nothing) when metrics are not configured.
+/// Must run inside the tokio runtime.
+pub fn install(config: &Config) -> Result<bool, MetricsError> {
+    let Some(metrics) = &config.metrics else {
+        return Ok(false);
+    };
+    let addr = metrics.listen;
+    let (recorder, exporter) = PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .build()
+        .map_err(|e| MetricsError::Bind {
+            addr,
+            reason: e.to_string(),
+        })?;
+    metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
+    tokio::spawn(async move {
+        if let Err(e) = exporter.await {
+            warn!(error = ?e, "metrics endpoint stopped");
+        }
+    });
+    describe();
+    // Listener series exist from the start, at zero, so rates work at once.
+    for listener in &config.smtp {
+        let name = &listener.name;
+        counter!(SESSIONS_TOTAL, "listener" => name.clone()).absolute(0);
+        gauge!(ACTIVE_SESSIONS, "listener" => name.clone()).set(0.0);
+        for reason in reason::ALL {
+            counter!(REFUSED_TOTAL, "listener" => name.clone(), "reason" => reason).absolute(0);
+        }
+    }
+    info!(addr = %addr, "metrics endpoint listening (/metrics)");
+    Ok(true)
+}
+
+fn describe() {
+    describe_counter!(
+        SESSIONS_TOTAL,
+        Unit::Count,
+        "SMTP connections accepted, per listener."
+    );
+    describe_gauge!(
+        ACTIVE_SESSIONS,
+        Unit::Count,
+        "SMTP sessions open now, per listener."
+    );
+    describe_counter!(
+        REFUSED_TOTAL,
+        Unit::Count,
+        "Sessions or commands mxgate refused itself, per listener and reason (pregreet, proxy_untrusted, proxy_header, xclient_untrusted, bare_line_ending, message_size, ...)."
+    );
+    describe_counter!(
+        MESSAGES_TOTAL,
+        Unit::Count,
+        "Messages by member and result: accepted (2xx to end of data), rejected (5xx to end of data, or refused by mxgate: size, bare line ending), tempfail (4xx, including 451 4.4.1 no member and 451 4.4.2 member lost). member is \"-\" when no member was usable."
+    );
+    describe_counter!(
+        BYTES_TOTAL,
+        Unit::Bytes,
+        "Message bytes relayed to a member that answered 2xx to the end of data."
+    );
+    describe_gauge!(
+        MEMBER_UP,
+        "1 when the member is usable for routing, 0 while it is in back-off after a failure."
+    );
+    describe_counter!(
+        FAILOVERS_TOTAL,
+        Unit::Count,
+        "Sessions moved from a failed member to the next one in their order."
+    );
+    describe_counter!(
+        INJECTION_DENIED_TOTAL,
+        Unit::Count,
+        "Transactions refused because the source member may inject into no member."
+    );
+}
+
+/// Counts an open session on `listener` until the returned guard is dropped.
+/// Call once per accepted connection, and hold the guard in the session task.
+#[must_use = "the session counts as active only while the guard lives"]
+pub fn session_opened(listener: &str) -> ActiveSession {
+    counter!(SESSIONS_TOTAL, "listener" => listener.to_owned()).increment(1);
+    let active = gauge!(ACTIVE_SESSIONS, "listener" => listener.to_owned());
+    active.increment(1.0);
+    ActiveSession(active)
+}
+
+/// Decrements `mxgate_smtp_active_sessions` when the session task ends, however it ends.
+#[derive(Debug)]
+pub struct ActiveSession(Gauge);
+
+impl Drop for ActiveSession {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// mxgate refused a session or a command itself on `listener` (see [`reason`]).
+pub fn refused(listener: &str, reason: &'static str) {
+    counter!(REFUSED_TOTAL, "listener" => listener.to_owned(), "reason" => reason).increment(1);
+}
+
+/// A message ended on `member` with `result` (see [`MessageResult::of`]).
+pub fn message(member: &str, result: MessageResult) {
+    counter!(MESSAGES_TOTAL, "member" => member.to_owned(), "result" => result.label())
+        .increment(1);
+}
+
+/// `bytes` of message content were relayed to `member`, which answered `2xx`.
+pub fn bytes_relayed(member: &str, bytes: u64) {
+    counter!(BYTES_TOTAL, "member" => member.to_owned()).increment(bytes);
+}
+
+/// A session moved from member `from` to member `to`.
+pub fn failover(from: &str, to: &str) {
+    counter!(FAILOVERS_TOTAL, "from" => from.to_owned(), "to" => to.to_owned()).increment(1);
+}
+
+/// A transaction from member `source` was refused: it may inject into no member.
+pub fn injection_denied(source: &str) {
+    counter!(INJECTION_DENIED_TOTAL, "source" => source.to_owned()).increment(1);
+}
+
+/// How often `mxgate_member_up` is refreshed: back-off expires without an event.
+const MEMBER_REFRESH: Duration = Duration::from_secs(1);
+
+/// Keeps `mxgate_member_up` current for every member of the current policy,
+/// once a second, until `stop`. Members seen for the first time also get
+/// their per-member counters registered at zero. Members a reload removed
+/// keep their last value (nothing is removed).
+pub fn spawn_member_refresh(gateway: Arc<Gateway>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut tick = tokio::time::interval(MEMBER_REFRESH);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let snapshot = gateway.snapshot();
+            let policy = snapshot.router.policy();
+            for status in snapshot.router.status(&gateway.members) {
+                let up = if status.health.healthy { 1.0 } else { 0.0 };
+                gauge!(MEMBER_UP, "member" => status.name.clone()).set(up);
+                if seen.contains(&status.name) {
+                    continue;
+                }
+                for result in MessageResult::ALL {
+                    counter!(MESSAGES_TOTAL, "member" => status.name.clone(), "result" => result.label())
+                        .absolute(0);
+                }
+                counter!(BYTES_TOTAL, "member" => status.name.clone()).absolute(0);
+                if policy
+                    .member(&status.name)
+                    .is_some_and(|m| !m.addresses.is_empty())
+                {
+                    counter!(INJECTION_DENIED_TOTAL, "source" => status.name.clone()).absolute(0);
+                }
+                seen.insert(status.name);
+            }
+        }
+    });
+}
