@@ -211,7 +211,20 @@ fn postfix_received(sink: &SmtpSink) -> String {
         1,
         "Postfix did not relay the message to the sink"
     );
-    let message = sink.messages().pop().expect("message");
+    // smtp-sink creates the dump file before it has written all of it: read
+    // until the header is there (bounded).
+    let mut found = None;
+    let mut last = String::new();
+    common::eventually(Duration::from_secs(10), || {
+        last = sink.messages().pop().unwrap_or_default();
+        found = postfix_received_in(&last);
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no Received header by Postfix in:\n{last}"))
+}
+
+/// The `Received:` header Postfix wrote (unfolded), if the message has one.
+fn postfix_received_in(message: &str) -> Option<String> {
     let mut headers: Vec<String> = Vec::new();
     for line in message.lines() {
         if line.is_empty() {
@@ -229,7 +242,6 @@ fn postfix_received(sink: &SmtpSink) -> String {
     headers
         .into_iter()
         .find(|h| h.starts_with("Received:") && h.contains(" by pfx"))
-        .unwrap_or_else(|| panic!("no Received header by Postfix in:\n{message}"))
 }
 
 fn send_from_77(gw: &Mxgate) {
