@@ -358,3 +358,63 @@ impl AsyncWrite for MemberStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("write");
+        std::fs::write(&k, key.serialize_pem()).expect("write");
+        (c, k)
+    }
+
+    #[test]
+    fn server_config_loads_a_pair_and_names_the_broken_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = pem_pair(dir.path(), "a");
+        assert!(server_config(&cert, &key).is_ok());
+
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not PEM\n").expect("write");
+        let err = server_config(&garbage, &key).expect_err("garbage cert");
+        assert!(err.to_string().contains("garbage.pem"), "{err}");
+        let err = server_config(&cert, &garbage).expect_err("garbage key");
+        assert!(err.to_string().contains("garbage.pem"), "{err}");
+
+        // A key that does not belong to the certificate.
+        let (_, other_key) = pem_pair(dir.path(), "b");
+        let err = server_config(&cert, &other_key).expect_err("mismatched pair");
+        assert!(err.to_string().contains("a.pem"), "{err}");
+    }
+
+    #[test]
+    fn server_names_are_ip_addresses_or_dns_names() {
+        let host = |h: &str| HostPort {
+            host: h.to_owned(),
+            port: 25,
+        };
+        assert!(matches!(
+            server_name(&host("127.0.0.1")),
+            Some(ServerName::IpAddress(_))
+        ));
+        assert!(matches!(
+            server_name(&host("::1")),
+            Some(ServerName::IpAddress(_))
+        ));
+        assert!(matches!(
+            server_name(&host("mx.example.com")),
+            Some(ServerName::DnsName(_))
+        ));
+        assert!(server_name(&host("bad name")).is_none());
+    }
+}
