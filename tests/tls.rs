@@ -617,3 +617,26 @@ fn starttls_to_a_real_postfix_member() {
         postfix.maillog()
     );
 }
+
+#[test]
+fn reload_with_a_broken_certificate_keeps_the_old_one() {
+    let pki = Pki::new("reload");
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let gw = Mxgate::start_with(&tls_listener(&pki, ""), &one_member(&fake));
+    std::fs::write(&pki.cert, "broken\n").expect("write");
+    common::signal(gw.pid(), "HUP");
+    let refused = gw
+        .wait_log("reload refused", LOG_WAIT)
+        .unwrap_or_else(|| panic!("reload not refused:\n{}", gw.logs().join("\n")));
+    let mentions_cert = gw.logs().iter().any(|l| l.contains("tls.crt"));
+    assert!(mentions_cert, "{refused}\n{}", gw.logs().join("\n"));
+    let mut c = TlsClient::connect(gw.smtp_addr());
+    c.expect("EHLO client.test", "250");
+    c.expect("STARTTLS", "220 2.0.0");
+    c.handshake(client_config(
+        &pki.ca,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    ));
+    c.expect("EHLO client.test", "250");
+    c.expect("QUIT", "221");
+}
