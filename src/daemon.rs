@@ -25,6 +25,7 @@ use crate::routing::{MemberTable, Router};
 use crate::shutdown::Shutdown;
 use crate::smtp::server::{self, ContextSource, ListenerStats};
 use crate::smtp::session::SessionContext;
+use crate::smtp::tls::TlsSnapshot;
 
 /// One consistent view of configuration for new sessions.
 pub struct Snapshot {
@@ -33,21 +34,26 @@ pub struct Snapshot {
     /// Routing over its policy.
     pub router: Arc<Router>,
     listeners: HashMap<String, Arc<SmtpListener>>,
+    /// Listener certificates and the member-side TLS configuration.
+    tls: TlsSnapshot,
 }
 
 impl Snapshot {
-    fn new(config: Config) -> Snapshot {
+    /// Fails when a certificate, key or CA file cannot be used.
+    fn new(config: Config) -> Result<Snapshot, config::ConfigErrors> {
+        let tls = TlsSnapshot::load(&config)?;
         let listeners = config
             .smtp
             .iter()
             .map(|l| (l.name.clone(), Arc::new(l.clone())))
             .collect();
         let router = Arc::new(Router::new(config.policy.clone()));
-        Snapshot {
+        Ok(Snapshot {
             config: Arc::new(config),
             router,
             listeners,
-        }
+            tls,
+        })
     }
 }
 
@@ -92,7 +98,7 @@ impl Gateway {
                 "listener names or addresses changed: that takes a restart; other changes apply now"
             );
         }
-        self.snapshot.store(Arc::new(Snapshot::new(config)));
+        self.snapshot.store(Arc::new(Snapshot::new(config)?));
         info!("configuration reloaded");
         Ok(())
     }
@@ -125,6 +131,8 @@ impl ContextSource for Gateway {
             router: snapshot.router.clone(),
             members: self.members.clone(),
             shutdown: self.shutdown.clone(),
+            tls: snapshot.tls.listener(listener),
+            upstream_tls: snapshot.tls.upstream(),
         })
     }
 }
@@ -165,7 +173,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         .map(|l| (l.name.clone(), Arc::new(ListenerStats::default())))
         .collect::<HashMap<_, _>>();
     let gateway = Arc::new(Gateway {
-        snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
+        snapshot: ArcSwap::from_pointee(Snapshot::new(config)?),
         members: MemberTable::new(),
         listener_stats,
         bound,

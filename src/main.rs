@@ -111,8 +111,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads both files and checks that every certificate, key and CA file is usable.
+fn load_checked(path: &Path) -> Result<config::Config, config::ConfigErrors> {
+    let config = config::load(path)?;
+    mxgate::smtp::tls::TlsSnapshot::load(&config)?;
+    Ok(config)
+}
+
 fn serve(path: &Path) -> ExitCode {
-    let config = match config::load(path) {
+    let config = match load_checked(path) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!(
@@ -126,7 +133,7 @@ fn serve(path: &Path) -> ExitCode {
 }
 
 fn check_config(path: &Path) -> ExitCode {
-    match config::load(path) {
+    match load_checked(path) {
         Ok(config) => {
             print!("{}", config::render_effective(&config));
             eprintln!(

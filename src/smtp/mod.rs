@@ -3,10 +3,12 @@
 //! [`server`] accepts and handles what comes before the greeting (PROXY,
 //! pre-greet); [`session`] runs the client conversation; [`relay`] moves the
 //! transaction to a member with failover; [`upstream`] is the member-side
-//! SMTP client; [`proto`] is the sans-IO protocol code under all of them.
+//! SMTP client; [`tls`] builds the STARTTLS configurations of a snapshot;
+//! [`proto`] is the sans-IO protocol code under all of them.
 
 pub mod proto;
 mod relay;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod upstream;

@@ -353,6 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 &name,
                 &addr,
                 &policy.upstream,
+                self.ctx.upstream_tls.as_ref(),
                 &self.ctx.listener.hostname,
                 &identity,
             )

@@ -6,6 +6,12 @@
 //! `DATA`) is classified first and then resolved in order by
 //! [`crate::smtp::relay`], which writes the relayed commands to the member in
 //! one go and returns every reply in the client's order.
+//!
+//! STARTTLS (RFC 3207) ends the plain-text part: the `220` is sent, anything
+//! the client pipelined after the command is discarded unread, and the same
+//! session state is moved onto the TLS stream ([`Session::run`] re-wraps `S`
+//! in `tokio_rustls::server::TlsStream<S>`) with HELO/EHLO, any transaction
+//! and the member connection forgotten.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::{ClientConfig, ServerConfig};
 use tracing::{info, warn};
 
 use crate::config::{Config, SmtpListener};
@@ -43,6 +51,10 @@ pub struct SessionContext {
     pub members: Arc<MemberTable>,
     /// Drain and abort signals.
     pub shutdown: Shutdown,
+    /// STARTTLS for clients (`None`: not offered on this listener).
+    pub tls: Option<Arc<ServerConfig>>,
+    /// STARTTLS to members (`None`: `[upstream] tls = "none"`).
+    pub upstream_tls: Option<Arc<ClientConfig>>,
 }
 
 /// Where the client is, as far as the session knows.
@@ -98,9 +110,13 @@ pub(crate) enum End {
     TooManyErrors,
     Shutdown,
     Io(std::io::Error),
+    /// STARTTLS was answered `220`: the TLS handshake comes next.
+    StartTls,
+    /// The client's TLS handshake failed or timed out.
+    TlsHandshake(String),
 }
 
-/// A client session over any stream (plain TCP now, TLS after STARTTLS).
+/// A client session over any stream (plain TCP, then TLS after STARTTLS).
 pub struct Session<S> {
     pub(crate) io: S,
     pub(crate) ctx: SessionContext,
@@ -111,6 +127,10 @@ pub struct Session<S> {
     /// Client trusted for XCLIENT (its address is in `trusted_proxies`).
     trusted: bool,
     helo: Option<(String, &'static str)>,
+    /// The stream is TLS (STARTTLS done).
+    tls: bool,
+    /// STARTTLS was accepted in the batch being read: nothing after it is read.
+    starttls: bool,
     // Classification view: what the client has asked for so far.
     mail_open: bool,
     rcpts_asked: usize,
@@ -139,6 +159,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             lines: LineReader::new(),
             trusted,
             helo: None,
+            tls: false,
+            starttls: false,
             mail_open: false,
             rcpts_asked: 0,
             txn: None,
@@ -158,33 +180,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.wbuf
             .extend_from_slice(Reply::new(220, "", &greeting).as_bytes());
         let end = self.serve().await;
-        if let Some(up) = self.upstream.take() {
-            up.quit().await;
+        if !matches!(end, End::StartTls) {
+            return self.finish(end, started).await;
         }
-        let outcome = match &end {
-            End::Quit => "quit".to_owned(),
-            End::ClientClosed => "client closed".to_owned(),
-            End::ClientTimeout => "client timeout".to_owned(),
-            End::TooManyErrors => "too many errors".to_owned(),
-            End::Shutdown => "shutdown".to_owned(),
-            End::Io(e) => format!("client I/O error: {e}"),
-        };
-        info!(
-            session = self.peer.id,
-            listener = %self.ctx.listener.name,
-            client = %self.peer.client,
-            helo = self.helo.as_ref().map(|h| h.0.as_str()).unwrap_or(""),
-            member = %self.stats.members.join(","),
-            messages = self.stats.messages,
-            recipients = self.stats.recipients,
-            bytes = self.stats.bytes,
-            duration_ms = started.elapsed().as_millis() as u64,
-            outcome = %outcome,
-            "session end"
-        );
+        match self.start_tls().await {
+            Ok(mut tls) => {
+                let end = tls.serve().await;
+                // close_notify, bounded: the client may be gone already.
+                let _ = timeout(Duration::from_secs(1), tls.io.shutdown()).await;
+                tls.finish(end, started).await;
+            }
+            Err((parked, end)) => parked.finish(end, started).await,
+        }
     }
 
-    async fn serve(&mut self) -> End {
+    /// The TLS handshake after `220 2.0.0 Ready to start TLS`. The session
+    /// state moves onto the TLS stream; a failed handshake returns the state
+    /// without a stream, for the session-end log.
+    async fn start_tls(
+        self,
+    ) -> Result<Session<tokio_rustls::server::TlsStream<S>>, (Session<()>, End)> {
+        let config = self.ctx.tls.clone();
+        let limit = self.ctx.listener.command_timeout;
+        let (parked, io) = self.replace_io(());
+        let Some(config) = config else {
+            return Err((parked, End::TlsHandshake("STARTTLS not configured".into())));
+        };
+        match timeout(limit, TlsAcceptor::from(config).accept(io)).await {
+            Ok(Ok(stream)) => {
+                let (mut session, ()) = parked.replace_io(stream);
+                session.tls = true;
+                Ok(session)
+            }
+            Ok(Err(e)) => {
+                warn!(session = parked.peer.id, client = %parked.peer.client, error = %e, "client TLS handshake failed");
+                Err((parked, End::TlsHandshake(e.to_string())))
+            }
+            Err(_) => {
+                warn!(session = parked.peer.id, client = %parked.peer.client, "client TLS handshake timed out");
+                Err((parked, End::TlsHandshake("timeout".into())))
+            }
+        }
+    }
+
+    pub(crate) async fn serve(&mut self) -> End {
         loop {
             let mut batch = Vec::new();
             let mut quit = false;
@@ -198,7 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             quit = true;
                             break;
                         }
-                        if is_data {
+                        if is_data || self.starttls {
                             break;
                         }
                     }
@@ -242,6 +281,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Err(end) => end,
                 };
             }
+            if self.starttls {
+                // RFC 3207 and the STARTTLS injection class (CVE-2011-0411):
+                // what the client sent after STARTTLS, before the handshake,
+                // is thrown away, never executed inside the TLS session.
+                self.rbuf.clear();
+                self.lines = LineReader::new();
+                self.starttls = false;
+                return match self.flush().await {
+                    Ok(()) => End::StartTls,
+                    Err(end) => end,
+                };
+            }
         }
     }
 
@@ -250,7 +301,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let result = self.io.write_all(&self.wbuf).await;
+        let mut result = self.io.write_all(&self.wbuf).await;
+        if result.is_ok() {
+            // A TLS stream may keep records buffered until flushed.
+            result = self.io.flush().await;
+        }
         self.wbuf.clear();
         result.map_err(End::Io)
     }
@@ -328,7 +383,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Command::Help => reply(214, "2.0.0", "See RFC 5321"),
             Command::Vrfy => reply(252, "2.5.0", "Cannot VRFY user, but will accept message"),
             Command::Expn => reply(502, "5.5.1", "Error: EXPN not implemented"),
-            Command::StartTls => reply(502, "5.5.1", "Error: STARTTLS not offered here"),
+            Command::StartTls => self.starttls(),
             Command::Auth => reply(502, "5.5.1", "Error: authentication not offered"),
             Command::Bdat { .. } => reply(502, "5.5.1", "Error: CHUNKING not offered"),
             Command::Xclient(attrs) => self.xclient(attrs),
@@ -355,6 +410,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if self.trusted {
                 lines.push(xclient.as_str());
             }
+            if self.ctx.tls.is_some() && !self.tls {
+                lines.push("STARTTLS");
+            }
             lines.extend(["8BITMIME", "ENHANCEDSTATUSCODES"]);
             Reply::multiline(250, &lines)
         };
@@ -362,9 +420,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Pending::Reset(reply)
     }
 
+    /// STARTTLS: accepted once, when offered. The reply resets the session
+    /// (HELO/EHLO, transaction, member connection), as RFC 3207 requires.
+    fn starttls(&mut self) -> Pending {
+        if self.tls {
+            return reply(503, "5.5.1", "Error: TLS already active");
+        }
+        if self.ctx.tls.is_none() {
+            return reply(502, "5.5.1", "Error: STARTTLS not offered here");
+        }
+        self.starttls = true;
+        self.helo = None;
+        self.mail_open = false;
+        self.rcpts_asked = 0;
+        Pending::Reset(Reply::new(220, "2.0.0", "Ready to start TLS"))
+    }
+
     fn mail(&mut self, mail: MailFrom) -> Pending {
         if self.helo.is_none() {
             return reply(503, "5.5.1", "Error: send HELO/EHLO first");
+        }
+        if self.ctx.listener.require_tls && !self.tls {
+            return reply(530, "5.7.0", "Must issue a STARTTLS command first");
         }
         if self.mail_open {
             return reply(503, "5.5.1", "Error: nested MAIL command");
@@ -472,6 +549,87 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             proto,
             name: None,
         }
+    }
+}
+
+impl<S> Session<S> {
+    /// Moves the session state onto another stream (STARTTLS), or parks it
+    /// without one (`()`); returns the old stream.
+    fn replace_io<T>(self, io: T) -> (Session<T>, S) {
+        let Session {
+            io: old,
+            ctx,
+            peer,
+            rbuf,
+            wbuf,
+            lines,
+            trusted,
+            helo,
+            tls,
+            starttls,
+            mail_open,
+            rcpts_asked,
+            txn,
+            broken,
+            upstream,
+            tried,
+            attempts,
+            errors,
+            stats,
+        } = self;
+        let session = Session {
+            io,
+            ctx,
+            peer,
+            rbuf,
+            wbuf,
+            lines,
+            trusted,
+            helo,
+            tls,
+            starttls,
+            mail_open,
+            rcpts_asked,
+            txn,
+            broken,
+            upstream,
+            tried,
+            attempts,
+            errors,
+            stats,
+        };
+        (session, old)
+    }
+
+    /// Ends the member connection and logs the session-end line.
+    async fn finish(mut self, end: End, started: Instant) {
+        if let Some(up) = self.upstream.take() {
+            up.quit().await;
+        }
+        let outcome = match &end {
+            End::Quit => "quit".to_owned(),
+            End::ClientClosed => "client closed".to_owned(),
+            End::ClientTimeout => "client timeout".to_owned(),
+            End::TooManyErrors => "too many errors".to_owned(),
+            End::Shutdown => "shutdown".to_owned(),
+            End::Io(e) => format!("client I/O error: {e}"),
+            End::StartTls => "STARTTLS".to_owned(),
+            End::TlsHandshake(e) => format!("TLS handshake failed: {e}"),
+        };
+        info!(
+            session = self.peer.id,
+            listener = %self.ctx.listener.name,
+            client = %self.peer.client,
+            helo = self.helo.as_ref().map(|h| h.0.as_str()).unwrap_or(""),
+            tls = self.tls,
+            member = %self.stats.members.join(","),
+            messages = self.stats.messages,
+            recipients = self.stats.recipients,
+            bytes = self.stats.bytes,
+            duration_ms = started.elapsed().as_millis() as u64,
+            outcome = %outcome,
+            "session end"
+        );
     }
 }
 

@@ -4,20 +4,27 @@
 //! the policy asks for one, reads the greeting, sends EHLO and, when the MTA
 //! offers it and the policy allows, XCLIENT with the real client followed by
 //! the re-greeting and a second EHLO carrying the client's own HELO name.
+//! STARTTLS (per `[upstream] tls`, see [`crate::smtp::tls`]) comes after the
+//! first EHLO and is followed by EHLO again, before XCLIENT.
 //! Every failure is an [`UpstreamError`], which the session turns into a
 //! failover (before end of DATA) or a `451 4.4.2` (after).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
+use tracing::{debug, info};
 
-use crate::config::{HostPort, ProxyProtocol, UpstreamPolicy};
+use crate::config::{HostPort, ProxyProtocol, UpstreamPolicy, UpstreamTls};
 use crate::routing::SessionGuard;
 use crate::smtp::proto::{self, Capabilities, Reply, ReplyError};
+use crate::smtp::tls::{self, MemberStream};
 
 /// Who the member should believe it is talking to.
 #[derive(Debug, Clone)]
@@ -57,6 +64,12 @@ pub enum UpstreamError {
     /// The member sent something that is not an SMTP reply.
     #[error("bad reply: {0}")]
     BadReply(#[from] ReplyError),
+    /// `[upstream] tls = "required"` and the member does not offer STARTTLS.
+    #[error("member does not offer STARTTLS (required by [upstream] tls)")]
+    TlsNotOffered,
+    /// The TLS handshake with the member failed (certificate not trusted, ...).
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     /// The member refused during set-up (greeting, EHLO, XCLIENT), or said 421.
     #[error("member refused {phase}: {}", String::from_utf8_lossy(.reply.as_bytes()).trim_end())]
     Refused {
@@ -78,7 +91,7 @@ impl UpstreamError {
 #[derive(Debug)]
 pub struct Upstream {
     member: String,
-    stream: TcpStream,
+    stream: MemberStream,
     rbuf: BytesMut,
     caps: Capabilities,
     transactions: u64,
@@ -88,17 +101,19 @@ pub struct Upstream {
 
 impl Upstream {
     /// Connects to `addr` for `member` and performs the whole set-up.
+    /// `tls` is the snapshot's member-side TLS configuration (`None`: no STARTTLS).
     pub async fn connect(
         member: &str,
         addr: &HostPort,
         policy: &UpstreamPolicy,
+        tls: Option<&Arc<ClientConfig>>,
         our_name: &str,
         client: &ClientIdentity,
     ) -> Result<Upstream, UpstreamError> {
         let stream = connect_tcp(addr, policy.connect_timeout).await?;
-        let mut up = Upstream {
+        let up = Upstream {
             member: member.to_owned(),
-            stream,
+            stream: MemberStream::Plain(stream),
             rbuf: BytesMut::with_capacity(4096),
             caps: Capabilities::default(),
             transactions: 0,
@@ -106,19 +121,20 @@ impl Upstream {
         };
         timeout(
             policy.greeting_timeout,
-            up.handshake(policy, our_name, client),
+            up.handshake(addr, policy, tls, our_name, client),
         )
         .await
-        .map_err(|_| UpstreamError::Timeout("greeting/EHLO"))??;
-        Ok(up)
+        .map_err(|_| UpstreamError::Timeout("greeting/EHLO"))?
     }
 
     async fn handshake(
-        &mut self,
+        mut self,
+        addr: &HostPort,
         policy: &UpstreamPolicy,
+        tls: Option<&Arc<ClientConfig>>,
         our_name: &str,
         client: &ClientIdentity,
-    ) -> Result<(), UpstreamError> {
+    ) -> Result<Upstream, UpstreamError> {
         let proxied = policy.proxy_protocol != ProxyProtocol::Off;
         if proxied {
             let header = proto::encode_proxy_header(
@@ -126,7 +142,7 @@ impl Upstream {
                 client.client,
                 client.destination,
             );
-            self.stream.write_all(&header).await?;
+            self.write(&header).await?;
         }
         expect_positive("greeting", self.read_reply().await?)?;
         // With a PROXY header the MTA already believes it talks to the client,
@@ -137,9 +153,69 @@ impl Upstream {
             our_name
         };
         self.ehlo(first_ehlo).await?;
-        if proxied || !policy.xclient {
-            return Ok(());
+        if let Some(config) = tls.filter(|_| policy.tls != UpstreamTls::None) {
+            self = self.start_tls(addr, policy.tls, config, first_ehlo).await?;
         }
+        if !proxied && policy.xclient {
+            self.xclient(client).await?;
+        }
+        Ok(self)
+    }
+
+    /// STARTTLS after the first EHLO, then EHLO again (RFC 3207: everything
+    /// learnt before the handshake is void). Without STARTTLS offered, or
+    /// refused, `opportunistic` carries on in plain text; `required` fails.
+    async fn start_tls(
+        mut self,
+        addr: &HostPort,
+        mode: UpstreamTls,
+        config: &Arc<ClientConfig>,
+        ehlo_name: &str,
+    ) -> Result<Upstream, UpstreamError> {
+        let required = mode == UpstreamTls::Required;
+        if !self.caps.starttls {
+            return if required {
+                Err(UpstreamError::TlsNotOffered)
+            } else {
+                Ok(self)
+            };
+        }
+        self.write(b"STARTTLS\r\n").await?;
+        let reply = self.read_reply().await?;
+        if reply.code() != 220 {
+            if required || reply.code() == 421 {
+                return Err(UpstreamError::Refused {
+                    phase: "STARTTLS",
+                    reply,
+                });
+            }
+            info!(member = %self.member, reply = %String::from_utf8_lossy(reply.as_bytes()).trim_end(), "member refused STARTTLS; carrying on without TLS");
+            return Ok(self);
+        }
+        // Anything the member sent after its 220 is not part of the TLS
+        // session: never read it as a reply (response injection).
+        self.rbuf.clear();
+        let Some(name) = tls::server_name(addr) else {
+            return Err(UpstreamError::Tls(format!(
+                "{} is not a valid TLS server name",
+                addr.host
+            )));
+        };
+        let MemberStream::Plain(tcp) = self.stream else {
+            return Err(UpstreamError::Tls("STARTTLS twice".into()));
+        };
+        let stream = TlsConnector::from(config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+        debug!(member = %self.member, version = ?stream.get_ref().1.protocol_version(), "STARTTLS to member");
+        self.stream = MemberStream::Tls(Box::new(stream));
+        self.ehlo(ehlo_name).await?;
+        Ok(self)
+    }
+
+    /// XCLIENT with the real client when the member offers it, then EHLO again.
+    async fn xclient(&mut self, client: &ClientIdentity) -> Result<(), UpstreamError> {
         let Some(offered) = self.caps.xclient.clone() else {
             return Ok(());
         };
@@ -161,7 +237,7 @@ impl Upstream {
             return Ok(());
         }
         for line in lines {
-            self.stream.write_all(&line).await?;
+            self.write(&line).await?;
             // Postfix answers XCLIENT with a new 220 greeting; smtp-sink with 250.
             expect_positive("XCLIENT", self.read_reply().await?)?;
         }
@@ -171,12 +247,21 @@ impl Upstream {
     }
 
     async fn ehlo(&mut self, name: &str) -> Result<(), UpstreamError> {
-        self.stream
-            .write_all(format!("EHLO {name}\r\n").as_bytes())
-            .await?;
+        self.write(format!("EHLO {name}\r\n").as_bytes()).await?;
         let reply = expect_positive("EHLO", self.read_reply().await?)?;
         self.caps = Capabilities::from_ehlo(&reply);
         Ok(())
+    }
+
+    /// Writes and flushes (a TLS stream may hold records until flushed).
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    /// True when the connection to the member is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
     }
 
     /// Keeps `guard` (the member's active-session count) until this connection is dropped.
@@ -206,7 +291,7 @@ impl Upstream {
 
     /// Writes bytes to the member.
     pub async fn send(&mut self, bytes: &[u8], limit: Duration) -> Result<(), UpstreamError> {
-        match timeout(limit, self.stream.write_all(bytes)).await {
+        match timeout(limit, self.write(bytes)).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(UpstreamError::Timeout("write")),
         }

@@ -124,7 +124,20 @@ pub struct PostfixInstance {
 impl PostfixInstance {
     /// Starts one on 127.0.0.1 (with `proxy`: expecting a PROXY header).
     pub fn start(relay: SocketAddr, proxy: bool) -> PostfixInstance {
+        Self::start_with_files(relay, proxy, &[])
+    }
+
+    /// Like [`PostfixInstance::start`], with `files` (name, contents) placed in
+    /// its directory first, e.g. `tls.crt` and `tls.key`, which the script keeps.
+    pub fn start_with_files(
+        relay: SocketAddr,
+        proxy: bool,
+        files: &[(&str, &[u8])],
+    ) -> PostfixInstance {
         let dir = super::shared_tempdir();
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).expect("write postfix file");
+        }
         let port = super::free_port("127.0.0.1");
         let mut cmd = Command::new("bash");
         cmd.arg(postfix_script())
