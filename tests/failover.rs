@@ -8,17 +8,13 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Behavior, Client, FakeMta, Mxgate, member};
+use common::{Behavior, Client, FakeMta, Mxgate, ip, member};
 
 const LOG_WAIT: Duration = Duration::from_secs(10);
 const CLIENT: &str = "127.0.0.33";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("ip")
-}
 
 /// `[upstream]` defaults of the shared `policy()` helper, with overrides.
 fn policy_with(routing: &str, upstream: &[(&str, &str)], members: &[String]) -> String {

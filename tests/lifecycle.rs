@@ -4,27 +4,15 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::peers::SmtpSink;
 use common::{
-    Behavior, Client, FakeMta, Mxgate, default_listener, eventually, member, policy, require,
-    run_bounded,
+    Behavior, Client, FakeMta, Mxgate, default_listener, eventually, ip, listener, member,
+    one_member, policy, require, run_bounded,
 };
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("ip")
-}
-
-fn listener(extra: &str) -> String {
-    format!("{}{extra}\n", default_listener())
-}
-
-fn one_member(fake: &FakeMta) -> String {
-    policy("", &[member("m1", fake.addr, "")])
-}
 
 /// A full message in one session proves the daemon still serves.
 fn still_serves(gw: &Mxgate, from: &str) {

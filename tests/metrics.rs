@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::peers::SmtpSink;
-use common::{Behavior, Client, FakeMta, Mxgate, eventually, free_port, member};
+use common::{Behavior, Client, FakeMta, Mxgate, eventually, free_port, ip, member};
 
 const WAIT: Duration = Duration::from_secs(10);
 const CLIENT: &str = "127.0.0.33";
@@ -29,10 +29,6 @@ const SERIES: [(&str, &str); 8] = [
     ("mxgate_route_failovers_total", "counter"),
     ("mxgate_injection_denied_total", "counter"),
 ];
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("ip")
-}
 
 /// A gateway with metrics on a free port and `extra` lines on its listener.
 struct Gw {

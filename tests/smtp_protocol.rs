@@ -8,27 +8,13 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::fake_mta::Options;
-use common::{Behavior, Client, FakeMta, Mxgate, default_listener, member, policy};
+use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member, policy};
 
 const LOG_WAIT: Duration = Duration::from_secs(10);
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("ip")
-}
-
-/// The default listener plus extra `[[smtp]]` keys.
-fn listener(extra: &str) -> String {
-    format!("{}{extra}\n", default_listener())
-}
-
-/// A policy with one member `m1` pointing at `fake`.
-fn one_member(fake: &FakeMta) -> String {
-    policy("", &[member("m1", fake.addr, "")])
-}
 
 /// A policy with one member and extra `[upstream]` keys (the shared helper
 /// fixes `[upstream]`, so this one writes its own).

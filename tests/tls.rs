@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::peers::{PostfixInstance, SmtpSink};
-use common::{Behavior, FakeMta, Mxgate, member, policy, require, require_root, run_bounded};
+use common::{Behavior, FakeMta, Mxgate, member, one_member, require, require_root, run_bounded};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -78,10 +78,6 @@ fn tls_listener(pki: &Pki, extra: &str) -> String {
         pki.cert.display(),
         pki.key.display()
     )
-}
-
-fn one_member(fake: &FakeMta) -> String {
-    policy("", &[member("m1", fake.addr, "")])
 }
 
 /// A client config trusting only `ca`, speaking `versions`.

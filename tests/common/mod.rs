@@ -64,6 +64,21 @@ pub fn shared_tempdir() -> tempfile::TempDir {
     dir
 }
 
+/// Parses an IP address literal (tests only).
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+/// The default listener plus extra `[[smtp]]` keys.
+pub fn listener(extra: &str) -> String {
+    format!("{}{extra}\n", default_listener())
+}
+
+/// A policy with one member `m1` pointing at `fake`.
+pub fn one_member(fake: &FakeMta) -> String {
+    policy("", &[member("m1", fake.addr, "")])
+}
+
 /// The `[[smtp]]` listener most tests use.
 pub fn default_listener() -> String {
     "[[smtp]]\nname = \"inbound\"\nlisten = \"127.0.0.1:0\"\nhostname = \"mx.test\"\n".to_owned()
