@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Behavior, Client, FakeMta, Mxgate, ip, member};
+use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member};
 
 const LOG_WAIT: Duration = Duration::from_secs(10);
 const CLIENT: &str = "127.0.0.33";
@@ -322,9 +322,17 @@ fn no_member_left_mid_envelope_tempfails_the_rest() {
     c.expect("RCPT TO:<r2@y>", "451 4.4.1");
     c.expect("DATA", "451 4.4.1");
     assert!(pair.first.messages().is_empty());
-    // A new transaction starts over (the first member is backed off now).
+    // A connection lost in the middle of one session's envelope moves only
+    // that session: the member is not put into back-off for everyone, so a
+    // new transaction starts over on it (it still answers).
     c.expect("RSET", "250");
-    c.expect("MAIL FROM:<sender@x>", "451 4.4.1");
+    c.expect("MAIL FROM:<sender@x>", "250");
+    let status = pair.gw.status();
+    let first = status["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == pair.first.name.as_str()))
+        .expect("first member in status");
+    assert_eq!(first["healthy"], true, "{status}");
     c.expect("QUIT", "221");
     let end = pair.session_end(c.local_addr());
     assert_end(&end, &pair.first.name, 0, 0, "quit");
@@ -545,4 +553,85 @@ fn member_gone_between_transactions_fails_over() {
     pair.assert_failover(c.local_addr(), first, second);
     let end = pair.session_end(c.local_addr());
     assert_end(&end, &format!("{first},{second}"), 2, 2, "quit");
+}
+
+// Review regressions -------------------------------------------------------------
+
+#[test]
+fn a_421_caused_by_one_client_backs_off_no_member_for_others() {
+    // Postfix says 421 at its error limit: that is about this client, so the
+    // session fails over but the member stays in routing for everyone else.
+    let fake = FakeMta::start("m1", Behavior::Reply421AtRcpt(2));
+    let gw = Mxgate::start(&one_member(&fake));
+    let mut noisy = Client::greeted_from(ip("127.0.11.1"), gw.smtp_addr());
+    noisy.expect("EHLO noisy.example", "250");
+    noisy.expect("MAIL FROM:<a@x>", "250");
+    noisy.expect("RCPT TO:<r1@y>", "250");
+    noisy.expect("RCPT TO:<r2@y>", "451 4.4.1");
+    fake.set_behavior(Behavior::Normal);
+    let mut other = Client::greeted_from(ip("127.0.11.2"), gw.smtp_addr());
+    other.expect("EHLO other.example", "250");
+    assert_eq!(other.send_mail("a@x", &["b@y"], "still routed").code, 250);
+    assert_eq!(fake.messages().len(), 1);
+}
+
+#[test]
+fn pipelined_rset_after_the_kept_connection_died_still_delivers() {
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let gw = Mxgate::start(&one_member(&fake));
+    let mut c = Client::greeted_from(ip("127.0.11.3"), gw.smtp_addr());
+    c.expect("EHLO client.example", "250");
+    assert_eq!(c.send_mail("a@x", &["b@y"], "first").code, 250);
+    fake.drop_connections();
+    c.send(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+    let codes: Vec<u16> = c.replies(4).iter().map(|r| r.code).collect();
+    assert_eq!(codes, vec![250, 250, 250, 354]);
+    c.send(b"second\r\n.\r\n");
+    assert_eq!(c.reply().code, 250);
+    assert_eq!(fake.messages().len(), 2);
+}
+
+#[test]
+fn a_refused_mail_opens_no_transaction() {
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let gw = Mxgate::start(&one_member(&fake));
+    let mut c = Client::greeted_from(ip("127.0.11.4"), gw.smtp_addr());
+    c.expect("EHLO client.example", "250");
+    c.expect("MAIL FROM:<reject@x>", "550 5.7.1");
+    c.expect("RCPT TO:<b@y>", "503 5.5.1");
+    // The next MAIL is a new transaction, not a nested one.
+    assert_eq!(c.send_mail("good@x", &["b@y"], "after a refusal").code, 250);
+}
+
+#[test]
+fn xclient_values_cannot_inject_commands() {
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let node = listener("trusted_proxies = [\"127.0.11.5/32\"]");
+    let gw = Mxgate::start_with(&node, &one_member(&fake));
+    let mut c = Client::greeted_from(ip("127.0.11.5"), gw.smtp_addr());
+    c.expect("EHLO proxy.example", "250");
+    c.expect(
+        "XCLIENT ADDR=192.0.2.7 HELO=evil+0D+0ARCPT+20TO:<injected@victim>",
+        "501 5.5.4",
+    );
+    assert_eq!(c.send_mail("a@x", &["b@y"], "clean").code, 250);
+    assert!(
+        !fake.commands().iter().any(|l| l.contains("injected")),
+        "{:?}",
+        fake.commands()
+    );
+}
+
+#[test]
+fn trusted_proxy_passes_the_client_name_on() {
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let node = listener("trusted_proxies = [\"127.0.11.6/32\"]");
+    let gw = Mxgate::start_with(&node, &one_member(&fake));
+    let mut c = Client::greeted_from(ip("127.0.11.6"), gw.smtp_addr());
+    c.expect("EHLO proxy.example", "250");
+    c.expect("XCLIENT NAME=mail.example.org ADDR=192.0.2.8", "220");
+    c.expect("EHLO mail.example.org", "250");
+    assert_eq!(c.send_mail("a@x", &["b@y"], "named").code, 250);
+    let x = &fake.messages()[0].xclient[0];
+    assert!(x.split(' ').any(|a| a == "NAME=mail.example.org"), "{x}");
 }

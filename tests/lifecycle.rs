@@ -249,3 +249,33 @@ fn still_serves_via(gw: &Mxgate) {
     c.expect("EHLO after.example", "250");
     assert_eq!(c.send_mail("a@x", &["b@y"], "after reloads").code, 250);
 }
+
+#[test]
+fn a_client_that_never_reads_its_replies_does_not_hold_the_session() {
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let gw = Mxgate::start_with(&listener("command_timeout = \"1s\""), &one_member(&fake));
+    let stream = TcpStream::connect(gw.smtp_addr()).expect("connect");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    // Pipeline far more commands than the socket buffers hold, never reading.
+    let batch = "NOOP\r\n".repeat(10_000);
+    let mut writer = &stream;
+    for _ in 0..200 {
+        use std::io::Write;
+        if writer.write_all(batch.as_bytes()).is_err() {
+            break;
+        }
+    }
+    let active = || {
+        gw.status()["listeners"][0]["active_sessions"]
+            .as_u64()
+            .unwrap_or(u64::MAX)
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || active() == 0),
+        "the session should end once its replies cannot be written"
+    );
+    drop(stream);
+    still_serves(&gw, "127.0.9.81");
+}

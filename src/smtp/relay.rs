@@ -69,8 +69,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.queue(&reply);
                 }
                 Pending::Rset => {
-                    if item.sent {
-                        self.collect_rset().await;
+                    if item.sent && !self.collect_rset().await {
+                        // The member connection is gone: later commands of the
+                        // batch go to a new one.
+                        for item in items.iter_mut() {
+                            item.sent = false;
+                        }
                     }
                     self.txn = None;
                     self.broken = false;
@@ -117,6 +121,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Answers a relayed command for which no member could be found or is open.
     fn queue_unplaced(&mut self, pending: &Pending) {
+        if matches!(pending, Pending::Rset) {
+            // RSET always succeeds: it ends whatever transaction there was.
+            self.txn = None;
+            self.broken = false;
+            self.queue(&Reply::new(250, "2.0.0", "Ok"));
+            return;
+        }
         let reply = if self.broken {
             tempfail_no_member()
         } else {
@@ -235,13 +246,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Reads the member's answer to a relayed RSET; a failure just ends the connection.
-    async fn collect_rset(&mut self) {
+    /// Returns false when the connection was dropped.
+    async fn collect_rset(&mut self) -> bool {
         let limit = self.ctx.config.policy.upstream.command_timeout;
-        if let Some(up) = self.upstream.as_mut()
-            && !matches!(up.reply(limit).await, Ok(reply) if reply.is_positive())
-        {
-            self.upstream = None;
+        let Some(up) = self.upstream.as_mut() else {
+            return false;
+        };
+        if matches!(up.reply(limit).await, Ok(reply) if reply.is_positive()) {
+            return true;
         }
+        self.upstream = None;
+        false
     }
 
     /// The member failed before end of DATA: move the transaction to the next
@@ -258,13 +273,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             info!(session = self.peer.id, member = %from, reason = %err.reason(), "kept member connection is gone; reconnecting");
             self.tried.clear();
             self.attempts = 0;
-        } else {
+        } else if matches!(err, UpstreamError::Timeout(_)) {
+            // A member that stops answering is unwell for everyone.
             self.ctx.members.mark_failed(
                 &from,
                 &err.reason(),
                 self.ctx.config.policy.upstream.backoff,
             );
         }
+        // A 421 or a closed connection in the middle of this session's envelope
+        // moves this session only: a member may say 421 because of this
+        // client (too many errors, rate limits), and one client must not put
+        // members into back-off for everyone. A member that is really gone
+        // fails its next connect, which does mark it.
         loop {
             let reply = match self.connect_next().await {
                 Ok(()) => {

@@ -160,6 +160,7 @@ async fn handle(
         id,
         client: peer,
         destination: local,
+        name: None,
     };
     if listener.proxy_protocol && trusted {
         match read_proxy_header(&mut stream, &mut rbuf).await {

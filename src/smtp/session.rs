@@ -66,6 +66,8 @@ pub struct Peer {
     pub client: SocketAddr,
     /// The address the client reached.
     pub destination: SocketAddr,
+    /// The client's verified host name, when a trusted proxy named it (XCLIENT `NAME`).
+    pub name: Option<String>,
 }
 
 /// A client command after classification, in the order its reply is due.
@@ -179,13 +181,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let greeting = format!("{} ESMTP", self.ctx.listener.hostname);
         self.wbuf
             .extend_from_slice(Reply::new(220, "", &greeting).as_bytes());
-        let end = self.serve().await;
+        let end = self.serve_or_abort().await;
         if !matches!(end, End::StartTls) {
             return self.finish(end, started).await;
         }
         match self.start_tls().await {
             Ok(mut tls) => {
-                let end = tls.serve().await;
+                let end = tls.serve_or_abort().await;
                 // close_notify, bounded: the client may be gone already.
                 let _ = timeout(Duration::from_secs(1), tls.io.shutdown()).await;
                 tls.finish(end, started).await;
@@ -261,6 +263,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 continue;
             }
             let start_data = self.resolve(batch).await;
+            if !start_data {
+                // What the member accepted is the truth: a refused MAIL opens
+                // no transaction, a refused DATA leaves it open.
+                self.mail_open = self.txn.is_some();
+                self.rcpts_asked = self.txn.as_ref().map_or(0, |t| t.rcpts.len());
+            }
             if start_data {
                 if let Err(end) = self.flush().await {
                     return end;
@@ -301,13 +309,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let mut result = self.io.write_all(&self.wbuf).await;
-        if result.is_ok() {
+        // A client that stops reading must not hold its session forever.
+        let limit = self.ctx.listener.command_timeout;
+        let write = async {
+            self.io.write_all(&self.wbuf).await?;
             // A TLS stream may keep records buffered until flushed.
-            result = self.io.flush().await;
-        }
+            self.io.flush().await
+        };
+        let result = match timeout(limit, write).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client does not read its replies",
+            )),
+        };
         self.wbuf.clear();
         result.map_err(End::Io)
+    }
+
+    /// Runs the session; when the drain timeout passes (abort), ends it with
+    /// `421 4.3.2` wherever it is, e.g. waiting for a member's reply.
+    async fn serve_or_abort(&mut self) -> End {
+        let shutdown = self.ctx.shutdown.clone();
+        let served = tokio::select! {
+            end = self.serve() => Some(end),
+            _ = shutdown.aborted() => None,
+        };
+        match served {
+            Some(end) => end,
+            None => {
+                // Whatever was half written is abandoned; the member never got
+                // an end of data from this session, so it discards the message.
+                self.wbuf.clear();
+                self.upstream = None;
+                let text = "Service shutting down, closing transmission channel";
+                self.close_with(421, "4.3.2", text, End::Shutdown).await
+            }
+        }
     }
 
     /// Reads more client input into `rbuf`. While draining, a session that is
@@ -365,7 +403,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Command::Mail(mail) => self.mail(mail),
             Command::Rcpt(rcpt) => self.rcpt(rcpt),
             Command::Data => {
-                if self.mail_open {
+                // A transaction no member could take stays answered with 451
+                // (retry later) until RSET or a new MAIL.
+                if self.mail_open || self.broken {
                     self.mail_open = false;
                     self.rcpts_asked = 0;
                     Pending::Data
@@ -477,7 +517,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn rcpt(&mut self, rcpt: RcptTo) -> Pending {
-        if !self.mail_open {
+        if !self.mail_open && !self.broken {
             return reply(503, "5.5.1", "Error: need MAIL command");
         }
         if !rcpt.params.is_empty() {
@@ -499,7 +539,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut client = self.peer.client;
         let mut destination = self.peer.destination;
         let mut helo = None;
+        let mut client_name = None;
         for (name, value) in attrs {
+            // Values go on to the member (EHLO, XCLIENT): nothing that could
+            // end a line or hide a command may pass.
+            if value.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                warn!(session = self.peer.id, attribute = %name, "XCLIENT refused: control character or space in a value");
+                return reply(501, "5.5.4", "Error: bad XCLIENT attribute value");
+            }
             let unavailable = value.starts_with('[');
             match name.as_str() {
                 "ADDR" if !unavailable => match parse_xclient_ip(&value) {
@@ -519,12 +566,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Err(_) => return reply(501, "5.5.4", "Error: bad XCLIENT DESTPORT"),
                 },
                 "HELO" if !unavailable => helo = Some(value),
+                // `[UNAVAILABLE]` and `[TEMPUNAVAIL]` are passed on as given.
+                "NAME" => client_name = Some(value),
                 _ => {}
             }
         }
         info!(session = self.peer.id, from = %self.peer.client, client = %client, "XCLIENT from trusted proxy");
         self.peer.client = client;
         self.peer.destination = destination;
+        if client_name.is_some() {
+            self.peer.name = client_name;
+        }
         // Like Postfix, trust is decided once per connection: a proxy may send
         // several XCLIENT commands, and attributes not named stay as they were.
         if let Some(name) = helo {
@@ -547,7 +599,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             destination: self.peer.destination,
             helo,
             proto,
-            name: None,
+            name: self.peer.name.clone(),
         }
     }
 }

@@ -247,6 +247,13 @@ impl Upstream {
     }
 
     async fn ehlo(&mut self, name: &str) -> Result<(), UpstreamError> {
+        // Second guard: the session already refuses such names, but nothing
+        // that could end the line may ever reach the member.
+        let name = if name.is_empty() || name.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            "[UNAVAILABLE]"
+        } else {
+            name
+        };
         self.write(format!("EHLO {name}\r\n").as_bytes()).await?;
         let reply = expect_positive("EHLO", self.read_reply().await?)?;
         self.caps = Capabilities::from_ehlo(&reply);

@@ -21,6 +21,9 @@ pub enum Behavior {
     DropAtRcpt(usize),
     /// Answers `421` to MAIL.
     Reply421AtMail,
+    /// Answers `421` to the nth RCPT (1-based) and closes, as Postfix does at
+    /// its error limit.
+    Reply421AtRcpt(usize),
     /// Closes the connection instead of answering DATA.
     DropAtData,
     /// Closes the connection once this many message bytes arrived.
@@ -251,14 +254,22 @@ fn serve(
                     out.write_all(b"421 4.3.2 shutting down\r\n")?;
                     return Ok(());
                 }
-                current.mail = line.clone();
-                current.rcpts.clear();
                 rcpt_count = 0;
-                "250 2.1.0 Ok\r\n".to_owned()
+                if line.to_ascii_lowercase().contains("reject") {
+                    "550 5.7.1 <reject@x> Sender rejected\r\n".to_owned()
+                } else {
+                    current.mail = line.clone();
+                    current.rcpts.clear();
+                    "250 2.1.0 Ok\r\n".to_owned()
+                }
             }
             "RCPT" => {
                 rcpt_count += 1;
                 if *behavior == Behavior::DropAtRcpt(rcpt_count) {
+                    return Ok(());
+                }
+                if *behavior == Behavior::Reply421AtRcpt(rcpt_count) {
+                    out.write_all(b"421 4.7.0 Error: too many errors\r\n")?;
                     return Ok(());
                 }
                 if line.to_ascii_lowercase().contains("reject") {
