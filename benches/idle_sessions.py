@@ -97,8 +97,11 @@ def main() -> int:
     before = vm_rss_kib(pid)
     sockets = []
     try:
-        for _ in range(count):
-            sockets.append(open_session(host, port, mode))
+        for i in range(count):
+            try:
+                sockets.append(open_session(host, port, mode))
+            except (OSError, RuntimeError) as e:
+                raise SystemExit(f"session {i + 1} of {count} ({mode}): {e}") from e
         time.sleep(1.0)
         after = vm_rss_kib(pid)
     finally:
