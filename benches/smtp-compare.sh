@@ -23,7 +23,8 @@
 #   b  4 persistent sessions (-d) carrying 20000 messages of 4 KiB
 #   c  1 MiB messages, 4 persistent sessions (-d), 500 messages
 # Each cell is the median of ROUNDS runs; every round runs every contender
-# once per scenario, in an order rotated by one each round.
+# once per scenario, in an order rotated by one each round. "front CPU s" is
+# the user+system CPU the front's processes used during the run (median).
 #
 # Environment (all optional):
 #   ROUNDS (5; smoke 1)  SCALE=full|tiny (--smoke sets tiny)
@@ -323,18 +324,44 @@ scenario_name() {
   esac
 }
 
-# run_one SCENARIO CONTENDER -> seconds on stdout, or FAIL
+# cpu_ticks PID...: user + system clock ticks of these processes so far.
+cpu_ticks() {
+  local pid total=0 stat f
+  for pid in "$@"; do
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    stat=${stat##*) }   # fields after "(comm) ": state is field 3, utime 14, stime 15
+    read -r -a f <<<"$stat"
+    total=$((total + f[11] + f[12]))
+  done
+  echo "$total"
+}
+hz=$(getconf CLK_TCK)
+# front_pids CONTENDER: the processes doing the contender's work (none for direct).
+front_pids() {
+  case $1 in
+    direct) ;;
+    mxgate) echo "$mxgate_pid" ;;
+    haproxy) echo "$haproxy_pid" ;;
+    nginx) echo "$nginx_pid" $(pgrep -P "$nginx_pid" || true) ;;
+  esac
+}
+
+# run_one SCENARIO CONTENDER -> "seconds front_cpu_seconds" on stdout, or "FAIL -"
 run_one() {
-  local args t0 t1
+  local args t0 t1 c0 c1 pids
   read -r -a args <<<"$(scenario_args "$1")"
+  read -r -a pids <<<"$(front_pids "$2")"
+  c0=$(cpu_ticks "${pids[@]}")
   t0=$EPOCHREALTIME
   if timeout "$RUN_TIMEOUT" smtp-source -M bench.example "${args[@]}" "${addr[$2]}" \
     >"$work/source.out" 2>&1; then
     t1=$EPOCHREALTIME
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+    c1=$(cpu_ticks "${pids[@]}")
+    awk -v a="$t0" -v b="$t1" -v c="$((c1 - c0))" -v hz="$hz" -v n="${#pids[@]}" \
+      'BEGIN { printf "%.3f %s\n", b - a, n ? sprintf("%.2f", c / hz) : "-" }'
   else
     log "smtp-source failed: scenario $1, $2: $(tail -n 3 "$work/source.out" | tr '\n' ' ')"
-    echo FAIL
+    echo "FAIL -"
   fi
 }
 
@@ -351,7 +378,7 @@ done
 
 mkdir -p "$BENCH_OUT"
 results=$BENCH_OUT/results.tsv
-printf 'round\tscenario\tcontender\tseconds\n' >"$results"
+printf 'round\tscenario\tcontender\tseconds\tfront_cpu_seconds\n' >"$results"
 {
   echo "# smtp-compare $(date -u +%Y-%m-%dT%H:%M:%SZ) mxgate $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "# $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -365,31 +392,34 @@ for round in $(seq "$ROUNDS"); do
   for s in a b c; do
     for i in $(seq 0 $((n - 1))); do
       c=${contenders[$(((i + round - 1) % n))]}
-      t=$(run_one "$s" "$c")
+      read -r t cpu <<<"$(run_one "$s" "$c")"
       [ "$t" = FAIL ] && failed=$((failed + 1))
-      printf '%s\t%s\t%s\t%s\n' "$round" "$s" "$c" "$t" >>"$results"
-      log "round $round/$ROUNDS $(scenario_name "$s"): $c ${t}s"
+      printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$s" "$c" "$t" "$cpu" >>"$results"
+      log "round $round/$ROUNDS $(scenario_name "$s"): $c ${t}s (front CPU ${cpu}s)"
     done
   done
 done
 
 # ---------------------------------------------------------------- table
+# median SCENARIO CONTENDER COLUMN: of the successful runs, or FAIL / -
+median() {
+  awk -F'\t' -v s="$1" -v c="$2" -v col="$3" '$2 == s && $3 == c && $4 != "FAIL" && $col != "-" { print $col }' "$results" |
+    sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 table() {
-  local s c
-  printf '%-44s %-8s %10s %11s %10s %6s\n' scenario contender "median s" "vs haproxy" "vs direct" runs
+  local s c runs
+  printf '%-40s %-8s %9s %11s %10s %12s %5s\n' scenario contender "median s" "vs haproxy" "vs direct" "front CPU s" runs
   for s in a b c; do
     declare -A med=()
     for c in "${contenders[@]}"; do
-      med[$c]=$(awk -F'\t' -v s="$s" -v c="$c" '$2 == s && $3 == c && $4 != "FAIL" { print $4 }' "$results" |
-        sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "FAIL"; else if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+      med[$c]=$(median "$s" "$c" 4)
     done
     for c in "${contenders[@]}"; do
-      local runs
       runs=$(awk -F'\t' -v s="$s" -v c="$c" '$2 == s && $3 == c && $4 != "FAIL"' "$results" | wc -l)
       awk -v name="$(scenario_name "$s")" -v c="$c" -v m="${med[$c]}" -v h="${med[haproxy]:-}" \
-        -v d="${med[direct]:-}" -v runs="$runs/$ROUNDS" '
-        function ratio(x, y) { return (x == "FAIL" || y == "" || y == "FAIL" || y == 0) ? "-" : sprintf("%.2fx", x / y) }
-        BEGIN { printf "%-44s %-8s %10s %11s %10s %6s\n", name, c, m, ratio(m, h), ratio(m, d), runs }'
+        -v d="${med[direct]:-}" -v cpu="$(median "$s" "$c" 5)" -v runs="$runs/$ROUNDS" '
+        function ratio(x, y) { return (x == "-" || y == "" || y == "-" || y == 0) ? "-" : sprintf("%.2fx", x / y) }
+        BEGIN { printf "%-40s %-8s %9s %11s %10s %12s %5s\n", name, c, m, ratio(m, h), ratio(m, d), cpu, runs }'
     done
     unset med
   done
