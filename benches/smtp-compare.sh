@@ -382,7 +382,7 @@ printf 'round\tscenario\tcontender\tseconds\tfront_cpu_seconds\n' >"$results"
 {
   echo "# smtp-compare $(date -u +%Y-%m-%dT%H:%M:%SZ) mxgate $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "# $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "# $(haproxy -v | head -n1); $(nginx -v 2>&1); postfix $(postconf -h mail_version 2>/dev/null || echo '?')"
+  echo "# $(haproxy -v | head -n1); $(nginx -v 2>&1); postfix $(postconf -d -h mail_version 2>/dev/null || echo '?')"
 } >"$BENCH_OUT/table.txt"
 
 log "SCALE=$SCALE ROUNDS=$ROUNDS contenders: ${contenders[*]}"
