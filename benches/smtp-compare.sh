@@ -110,9 +110,11 @@ if ! have_all; then
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
   fi
+  apt_status=0
   apt-get install -y -qq --no-install-recommends \
-    haproxy nginx-light libnginx-mod-mail postfix python3 iproute2 procps >/dev/null
-  [ "$made_policy" = 1 ] && rm -f "$policy"
+    haproxy nginx-light libnginx-mod-mail postfix python3 iproute2 procps >/dev/null || apt_status=$?
+  if [ "$made_policy" = 1 ]; then rm -f "$policy"; fi
+  [ "$apt_status" = 0 ] || die "apt-get install failed ($apt_status)"
   have_all || die "tools still missing after apt-get install"
 fi
 [ "$(id -u)" = 0 ] || die "run as root (smtp-sink -u nobody, nginx workers)"
