@@ -428,7 +428,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 DataStep::NeedMore => {
                     let limit = self.ctx.listener.data_timeout;
-                    if let Err(end) = self.read_more(limit, false).await {
+                    if let Err(end) = self.read_more(limit, false, true).await {
                         // The member never sees an end of data: it discards the message.
                         self.upstream = None;
                         return Err(end);

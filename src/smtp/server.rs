@@ -155,7 +155,7 @@ async fn handle(
     };
     let listener = ctx.listener.clone();
     let trusted = is_trusted(&listener, peer);
-    let mut rbuf = BytesMut::with_capacity(4096);
+    let mut rbuf = BytesMut::with_capacity(1024);
     let mut client = Peer {
         id,
         client: peer,

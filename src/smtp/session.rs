@@ -33,7 +33,11 @@ use crate::smtp::server::is_trusted;
 use crate::smtp::upstream::{ClientIdentity, Upstream};
 
 /// Room made in the input buffer before each read from the client.
-const READ_CHUNK: usize = 16 * 1024;
+/// Room made before reading commands: a command line is at most 512 octets,
+/// so an idle session holds little.
+const COMMAND_READ: usize = 1024;
+/// Room made before reading message data, for throughput.
+const DATA_READ: usize = 64 * 1024;
 
 /// XCLIENT attributes mxgate accepts from trusted proxies.
 const XCLIENT_ATTRS: &str = "NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT";
@@ -157,7 +161,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ctx,
             peer,
             rbuf,
-            wbuf: BytesMut::with_capacity(1024),
+            wbuf: BytesMut::with_capacity(512),
             lines: LineReader::new(),
             trusted,
             helo: None,
@@ -257,7 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 let idle = self.txn.is_none() && !self.mail_open;
                 let limit = self.ctx.listener.command_timeout;
-                if let Err(end) = self.read_more(limit, idle).await {
+                if let Err(end) = self.read_more(limit, idle, false).await {
                     return end;
                 }
                 continue;
@@ -351,9 +355,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Reads more client input into `rbuf`. While draining, a session that is
     /// `idle` (between transactions) ends here with `421 4.3.2`; on abort any
     /// session does.
-    pub(crate) async fn read_more(&mut self, limit: Duration, idle: bool) -> Result<(), End> {
+    pub(crate) async fn read_more(
+        &mut self,
+        limit: Duration,
+        idle: bool,
+        in_data: bool,
+    ) -> Result<(), End> {
         // BytesMut only grows by 64 bytes when full: make room for a real read.
-        self.rbuf.reserve(READ_CHUNK);
+        self.rbuf
+            .reserve(if in_data { DATA_READ } else { COMMAND_READ });
         let shutdown = self.ctx.shutdown.clone();
         let read = tokio::select! {
             biased;
