@@ -84,8 +84,11 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(usize, ProxyInfo)>, ProxyError> {
     };
     let line = &buf[..=lf];
     let header = v1::Header::try_from(line).map_err(|_| ProxyError::Invalid)?;
-    // ppp stops at the first CR; the whole line must be the header.
-    if header.header.len() != line.len() {
+    // ppp stops at the first CR; the whole line must be the header. ppp is
+    // also laxer than the grammar (a port `+25`): the tokens must be what
+    // `v1_prefix` lets through, or a header split across reads would be
+    // refused while the same header in one read is accepted.
+    if header.header.len() != line.len() || !v1_prefix(&line[..lf]) {
         return Err(ProxyError::Invalid);
     }
     let info = match header.addresses {
