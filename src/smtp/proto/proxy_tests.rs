@@ -40,6 +40,13 @@ fn v1_parse() {
         (b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 25\r", Ok(None)),
         (b"PROXY TCP6 2001:db8::", Ok(None)),
         (b"PROXY UNKNOWN whatever", Ok(None)),
+        // Found by fuzzing: a read ending inside a UTF-8 sequence of the free
+        // text after UNKNOWN was refused, though the whole line is accepted.
+        (b"PROXY UNKNOWN 0\xd0", Ok(None)),
+        (
+            b"PROXY UNKNOWN 0\xd0\xb1OWN 00 L\r\n",
+            Ok(Some((27, ProxyInfo::Local))),
+        ),
         // never valid
         (b"EHLO x\r\n", Err(ProxyError::Invalid)),
         (b"E", Err(ProxyError::Invalid)),
