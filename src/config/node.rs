@@ -110,9 +110,15 @@ pub(super) fn build(ctx: &mut Ctx, text: &str, dir: &Path) -> Option<NodeFile> {
         level: match &log_file.level {
             Some(v) => ctx
                 .parse(v, "log.level", |t| {
+                    // tracing-subscriber 0.3 slices each directive at offsets
+                    // taken from its trimmed copy: leading blanks shift them,
+                    // into the middle of a UTF-8 sequence (a panic, found by
+                    // fuzzing) or off the name. Trimmed, the offsets agree;
+                    // the daemon gets the same trimmed text.
+                    let t = t.split(',').map(str::trim).collect::<Vec<_>>().join(",");
                     tracing_subscriber::EnvFilter::builder()
-                        .parse(t)
-                        .map(|_| t.to_string())
+                        .parse(&t)
+                        .map(|_| t.clone())
                         .map_err(|e| {
                             format!(
                                 "{t:?} is not a log filter ({e}); e.g. \"info\" or \"mxgate=debug\""

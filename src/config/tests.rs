@@ -405,6 +405,25 @@ fn text_entry_points_match_the_file_ones() {
     assert_eq!(load_policy_str(&f.policy(), broken).unwrap_err().0, by_path);
 }
 
+/// Found by fuzzing: tracing-subscriber panicked on a log filter with a blank
+/// before a non-ASCII directive; blanks around directives are now trimmed.
+#[test]
+fn log_level_directives_are_trimmed() {
+    for (level, want) in [
+        ("info, é=debug", Some("info,é=debug")),
+        (" mxgate=debug ,info", Some("mxgate=debug,info")),
+        ("  é", Some("é")),
+        ("info,[x{", None),
+    ] {
+        let f = Files::new(&format!("{NODE}\n[log]\nlevel = {level:?}\n"), POLICY);
+        match (load(&f.node()), want) {
+            (Ok(c), Some(want)) => assert_eq!(c.log.level, want),
+            (Err(e), None) => assert!(e.to_string().contains("log.level"), "{e}"),
+            (got, _) => panic!("{level:?}: {:?}", got.map(|c| c.log.level)),
+        }
+    }
+}
+
 /// Found by fuzzing: errors outside any key had an empty key path.
 #[test]
 fn errors_outside_keys_still_name_a_key() {
