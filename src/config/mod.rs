@@ -121,10 +121,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// running daemon refuses on reload, keeping the old one) must not lock the
 /// operator out of that daemon.
 pub fn load_node(path: &Path) -> Result<NodeConfig, ConfigErrors> {
-    let text = read(path)?;
-    let dir = base_dir(path);
-    let mut ctx = source::Ctx::new(path, &text);
-    let node = node::build(&mut ctx, &text, &dir);
+    load_node_str(path, &read(path)?)
+}
+
+/// [`load_node`] on text already read: `name` is the file the text came
+/// from, used in errors and to resolve relative paths. For tests and fuzzing.
+pub fn load_node_str(name: &Path, text: &str) -> Result<NodeConfig, ConfigErrors> {
+    let dir = base_dir(name);
+    let mut ctx = source::Ctx::new(name, text);
+    let node = node::build(&mut ctx, text, &dir);
     let errors = ctx.into_errors();
     match node {
         Some(node) if errors.is_empty() => Ok(node.node),
@@ -134,9 +139,14 @@ pub fn load_node(path: &Path) -> Result<NodeConfig, ConfigErrors> {
 
 /// Loads and validates a policy file (`cluster.toml`) on its own.
 pub fn load_policy(path: &Path) -> Result<Policy, ConfigErrors> {
-    let text = read(path)?;
-    let mut ctx = source::Ctx::new(path, &text);
-    let policy = policy::build(&mut ctx, &text, &base_dir(path));
+    load_policy_str(path, &read(path)?)
+}
+
+/// [`load_policy`] on text already read: `name` is the file the text came
+/// from, used in errors and to resolve relative paths. For tests and fuzzing.
+pub fn load_policy_str(name: &Path, text: &str) -> Result<Policy, ConfigErrors> {
+    let mut ctx = source::Ctx::new(name, text);
+    let policy = policy::build(&mut ctx, text, &base_dir(name));
     let errors = ctx.into_errors();
     match policy {
         Some(policy) if errors.is_empty() => Ok(policy),

@@ -110,9 +110,10 @@ pub(super) fn build(ctx: &mut Ctx, text: &str, dir: &Path) -> Option<NodeFile> {
         level: match &log_file.level {
             Some(v) => ctx
                 .parse(v, "log.level", |t| {
+                    let t = crate::logging::trim_directives(t);
                     tracing_subscriber::EnvFilter::builder()
-                        .parse(t)
-                        .map(|_| t.to_string())
+                        .parse(&t)
+                        .map(|_| t.clone())
                         .map_err(|e| {
                             format!(
                                 "{t:?} is not a log filter ({e}); e.g. \"info\" or \"mxgate=debug\""

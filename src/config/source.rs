@@ -19,6 +19,9 @@ use super::ConfigError;
 use super::file::{RawSize, Shape};
 use super::units;
 
+/// The key of an error that is not inside any key or table.
+pub(super) const TOP_LEVEL: &str = "(top level)";
+
 /// Errors and line numbers for one file.
 pub(super) struct Ctx {
     pub file: PathBuf,
@@ -49,12 +52,13 @@ impl Ctx {
         self.errors
     }
 
-    /// Records an error at `span` (or without a line).
+    /// Records an error at `span` (or without a line). An error outside any
+    /// key (a syntax error before the first table, say) gets [`TOP_LEVEL`].
     pub fn error(&mut self, span: Option<Range<usize>>, key: &str, message: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.clone(),
             line: span.map(|s| self.line(s.start)),
-            key: key.to_string(),
+            key: if key.is_empty() { TOP_LEVEL } else { key }.to_string(),
             message: message.into(),
         });
     }
@@ -256,7 +260,7 @@ pub(super) fn check_keys(
                     key = key.get_ref()
                 );
             }
-            ctx.at(key, key.get_ref(), message);
+            ctx.at(key, &shown(key.get_ref()), message);
             unknown.push(key.get_ref().to_string());
             continue;
         };
@@ -291,12 +295,21 @@ fn check_table(ctx: &mut Ctx, table: &mut DeTable<'_>, path: &str, fields: &[&st
     for (key, _) in table.iter() {
         if !fields.contains(&key.get_ref().as_ref()) {
             let message = unknown_message(key.get_ref(), fields);
-            ctx.at(key, &format!("{path}.{}", key.get_ref()), message);
+            ctx.at(key, &format!("{path}.{}", shown(key.get_ref())), message);
             unknown.push(key.get_ref().to_string());
         }
     }
     for u in &unknown {
         table.remove(u.as_str());
+    }
+}
+
+/// A key as written in a key path: the empty key quoted, as in TOML.
+fn shown(key: &str) -> String {
+    if key.is_empty() {
+        "\"\"".to_string()
+    } else {
+        key.to_string()
     }
 }
 

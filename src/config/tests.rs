@@ -388,6 +388,146 @@ fn units() {
     }
 }
 
+#[test]
+fn text_entry_points_match_the_file_ones() {
+    let f = Files::new(NODE, POLICY);
+    let node = load_node_str(&f.node(), NODE).unwrap();
+    assert_eq!(node.name, load_node(&f.node()).unwrap().name);
+    assert_eq!(node.policy, f.policy());
+    let policy = load_policy_str(&f.policy(), POLICY).unwrap();
+    assert_eq!(
+        policy.members.len(),
+        load_policy(&f.policy()).unwrap().members.len()
+    );
+    let broken = "[routing]\naffinity = \"sticky\"\n";
+    let f = Files::new(NODE, broken);
+    let by_path = load_policy(&f.policy()).unwrap_err().0;
+    assert_eq!(load_policy_str(&f.policy(), broken).unwrap_err().0, by_path);
+}
+
+/// Found by fuzzing: tracing-subscriber panicked on a log filter with a blank
+/// before a non-ASCII directive; blanks around directives are now trimmed.
+#[test]
+fn log_level_directives_are_trimmed() {
+    for (level, want) in [
+        ("info, é=debug", Some("info,é=debug")),
+        (" mxgate=debug ,info", Some("mxgate=debug,info")),
+        ("  é", Some("é")),
+        ("info,[x{", None),
+    ] {
+        let f = Files::new(&format!("{NODE}\n[log]\nlevel = {level:?}\n"), POLICY);
+        match (load(&f.node()), want) {
+            (Ok(c), Some(want)) => assert_eq!(c.log.level, want),
+            (Err(e), None) => assert!(e.to_string().contains("log.level"), "{e}"),
+            (got, _) => panic!("{level:?}: {:?}", got.map(|c| c.log.level)),
+        }
+    }
+}
+
+/// Found by fuzzing: errors outside any key had an empty key path.
+#[test]
+fn errors_outside_keys_still_name_a_key() {
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        ("syntax error before any table", "# comment \u{0}\n", &[(1, "(top level)", "TOML syntax error")]),
+        ("junk line", "[routing]\n!!!\n", &[(2, "routing", "TOML syntax error")]),
+        ("empty key", "\"\" = 1\n", &[(1, "\"\"", "unknown key")]),
+        ("empty key in a table", "[routing]\n\"\" = 1\n", &[(2, "routing.\"\"", "unknown key")]),
+    ];
+    for (name, text, want) in cases {
+        let errors = load_policy_str(Path::new("cluster.toml"), text)
+            .err()
+            .unwrap_or_else(|| panic!("case {name} loaded"));
+        assert_errors(name, &errors, "cluster.toml", want);
+    }
+}
+
+/// Every error of a failed load names the file, a key and a line inside it.
+fn check_errors(errors: &ConfigErrors, file: &Path, text: &str) -> Result<(), TestCaseError> {
+    prop_assert!(!errors.0.is_empty());
+    let lines = text.split('\n').count();
+    for e in &errors.0 {
+        prop_assert_eq!(&e.file, file);
+        prop_assert!(!e.key.is_empty(), "no key: {:?}", e);
+        prop_assert!(!e.message.trim().is_empty(), "no message: {:?}", e);
+        if let Some(line) = e.line {
+            prop_assert!(
+                (1..=lines).contains(&line),
+                "line {} of {}: {:?}",
+                line,
+                lines,
+                e
+            );
+        }
+    }
+    Ok(())
+}
+
+/// TOML-ish text: headers, keys of both files, values of every kind, junk.
+fn toml_like() -> impl Strategy<Value = String> {
+    let piece = prop::sample::select(vec![
+        "[node]",
+        "[[smtp]]",
+        "[[http]]",
+        "[routing]",
+        "[upstream]",
+        "[members.gw1]",
+        "[members.\"\"]",
+        "[health]",
+        "[lft]",
+        "[dns]",
+        "[log]",
+        "name = \"in\"",
+        "listen = \"127.0.0.1:25\"",
+        "weight = 0",
+        "max_attempts = -1",
+        "threshold = \"10MiB\"",
+        "threshold = 99999999999999999999",
+        "inject_to = [\"gw1\", 1]",
+        "interval = \"0s\"",
+        "smtp = \"[::1]:25\"",
+        "addresses = [\"10.0.0.0/8\", \"10.0.0.1\"]",
+        "a.b.c = {x = 1}",
+        "= 1",
+        "\"\" = 1",
+        "x = [[]]",
+        "tls_key = \"k\"",
+        "bare_lf = \"x\"",
+        "#",
+        "\u{0}",
+        "\"",
+        "[",
+        "]",
+        "'''",
+        "key = '''",
+        "\r",
+        "1979-05-27T07:32:00Z",
+        "inf",
+        "nan",
+    ]);
+    prop::collection::vec(
+        prop_oneof![piece.prop_map(str::to_string), "\\PC{0,8}"],
+        0..16,
+    )
+    .prop_map(|lines| lines.join("\n"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in prop_oneof!["\\PC{0,200}", toml_like()]) {
+        let node = Path::new("/nonexistent/mxgate.toml");
+        let policy = Path::new("/nonexistent/cluster.toml");
+        if let Err(errors) = load_node_str(node, &text) {
+            check_errors(&errors, node, &text)?;
+        }
+        if let Err(errors) = load_policy_str(policy, &text) {
+            check_errors(&errors, policy, &text)?;
+        }
+    }
+}
+
 proptest! {
     #[test]
     fn durations_round_trip(ms in 0u64..1_000_000_000) {

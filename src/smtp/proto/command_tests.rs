@@ -200,6 +200,17 @@ fn bad_commands() {
             |e| matches!(e, BadRecipient(_)),
             b"501 5.1.3 ",
         ),
+        // Found by fuzzing: a route ending in an address literal, no `:` left.
+        (
+            b"RCPT TO:<@s1,@[192.0.2.2]>",
+            |e| matches!(e, BadRecipient(_)),
+            b"501 5.1.3 ",
+        ),
+        (
+            b"MAIL FROM:<@[192.0.2.2]>",
+            |e| matches!(e, BadSender(_)),
+            b"501 5.1.7 ",
+        ),
         (b"RCPT <a@b>", |e| matches!(e, Syntax(_)), b"501 5.5.4 "),
         (b"DATA x", |e| matches!(e, Syntax(_)), b"501 5.5.4 "),
         (b"BDAT", |e| matches!(e, Syntax(_)), b"501 5.5.4 "),
@@ -370,3 +381,161 @@ fn too_long_line_in_one_buffer() {
 }
 
 use bytes::Bytes;
+
+mod props {
+    //! Property tests: no input panics the reader or the parser, every error
+    //! maps to a 500/501 reply, and MAIL/RCPT survive encode -> parse.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines built from the pieces the path and parameter code cares about.
+    fn command_like() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop::sample::select(vec![
+            "MAIL FROM:",
+            "RCPT TO:",
+            "mail from:",
+            "XCLIENT ",
+            "BDAT ",
+            "EHLO ",
+            "<",
+            ">",
+            "@",
+            "[",
+            "]",
+            ",",
+            ":",
+            "\"",
+            "\\",
+            " ",
+            "\t",
+            "=",
+            ".",
+            "a",
+            "x.example",
+            "192.0.2.1",
+            "SIZE=10",
+            "postmaster",
+            "é",
+            "\r",
+            "\0",
+            "+2B",
+            "LAST",
+        ]);
+        prop::collection::vec(piece, 0..24).prop_map(|p| p.concat().into_bytes())
+    }
+
+    /// Re-encodes a parsed MAIL/RCPT and parses it back.
+    fn round_trip(cmd: &Command) -> Option<Result<Command, CommandError>> {
+        let mut out = BytesMut::new();
+        match cmd {
+            Command::Mail(m) => m.encode(&mut out, |_| true),
+            Command::Rcpt(r) => r.encode(&mut out),
+            _ => return None,
+        }
+        let line = out.strip_suffix(b"\r\n")?;
+        assert!(!line.contains(&b'\n') && !line.contains(&b'\r'));
+        Some(parse_command(line))
+    }
+
+    fn check(line: &[u8]) -> Result<(), TestCaseError> {
+        match parse_command(line) {
+            Err(e) => {
+                let reply = Reply::from(&e);
+                prop_assert!(matches!(reply.code(), 500 | 501));
+                prop_assert!(reply.as_bytes().ends_with(b"\r\n"));
+            }
+            Ok(cmd) => {
+                if let Some(again) = round_trip(&cmd) {
+                    prop_assert_eq!(again, Ok(cmd));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn local_part() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9!#$%&'*+/=?^_`{|}~.-]{1,12}",
+            r#""([a-z @<>,:\[\]]|\\[a-z"\\])*""#,
+        ]
+    }
+
+    fn domain() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9_-]{1,10}(\\.[a-z0-9-]{1,10}){0,3}",
+            "\\[(IPv6:)?[0-9a-f.:]{1,20}\\]",
+        ]
+    }
+
+    fn params() -> impl Strategy<Value = Vec<(String, Option<String>)>> {
+        prop::collection::vec(
+            (
+                "[A-Za-z0-9][A-Za-z0-9-]{0,8}",
+                prop::option::of("[!-~]{1,10}"),
+            ),
+            0..4,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_input_never_panics(input in prop::collection::vec(any::<u8>(), 0..1200)) {
+            let mut reader = LineReader::new();
+            let mut buf = BytesMut::from(&input[..]);
+            loop {
+                match reader.next_line(&mut buf) {
+                    Ok(Some(line)) => {
+                        prop_assert!(line.len() < MAX_COMMAND_LINE);
+                        check(&line)?;
+                    }
+                    Ok(None) => break,
+                    Err(LineError::TooLong) => {}
+                }
+            }
+            check(&input)?;
+        }
+
+        #[test]
+        fn command_like_lines_never_panic(line in command_like()) {
+            check(&line)?;
+        }
+
+        #[test]
+        fn mail_and_rcpt_round_trip(
+            rcpt in any::<bool>(),
+            route in prop::collection::vec(domain(), 0..3),
+            local in local_part(),
+            domain in domain(),
+            params in params(),
+            spaces in 0usize..3,
+        ) {
+            let mailbox = format!("{local}@{domain}");
+            let route: Vec<String> = route.iter().map(|d| format!("@{d}")).collect();
+            let route = if route.is_empty() { String::new() } else { format!("{}:", route.join(",")) };
+            let head = if rcpt { "RCPT TO:" } else { "MAIL FROM:" };
+            let mut line = format!("{head}{}<{route}{mailbox}>", " ".repeat(spaces));
+            for (k, v) in &params {
+                line.push(' ');
+                line.push_str(k);
+                if let Some(v) = v {
+                    line.push('=');
+                    line.push_str(v);
+                }
+            }
+            let params: Vec<Param> = params
+                .iter()
+                .map(|(k, v)| Param { keyword: k.to_ascii_uppercase(), value: v.clone() })
+                .collect();
+            let want = if rcpt {
+                Command::Rcpt(RcptTo { path: mailbox, params })
+            } else {
+                Command::Mail(MailFrom { path: mailbox, params })
+            };
+            let got = parse_command(line.as_bytes());
+            prop_assert_eq!(&got, &Ok(want.clone()), "{}", line);
+            prop_assert_eq!(round_trip(&want), Some(Ok(want)));
+        }
+    }
+}

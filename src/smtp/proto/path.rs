@@ -70,8 +70,10 @@ fn strip_route(content: &str) -> Result<&str, PathError> {
         }
         .ok_or(Syntax("bad source route"))?;
         check_domain(&after_at[..end])?;
-        let sep = after_at[end..].chars().next();
-        rest = &after_at[end + 1..];
+        // A literal's `]` may end the content: no separator left.
+        let mut tail = after_at[end..].chars();
+        let sep = tail.next();
+        rest = tail.as_str();
         match sep {
             Some(',') => continue,
             Some(':') => return Ok(rest),

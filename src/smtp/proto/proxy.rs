@@ -84,8 +84,11 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(usize, ProxyInfo)>, ProxyError> {
     };
     let line = &buf[..=lf];
     let header = v1::Header::try_from(line).map_err(|_| ProxyError::Invalid)?;
-    // ppp stops at the first CR; the whole line must be the header.
-    if header.header.len() != line.len() {
+    // ppp stops at the first CR; the whole line must be the header. ppp is
+    // also laxer than the grammar (a port `+25`): the tokens must be what
+    // `v1_prefix` lets through, or a header split across reads would be
+    // refused while the same header in one read is accepted.
+    if header.header.len() != line.len() || !v1_prefix(&line[..lf]) {
         return Err(ProxyError::Invalid);
     }
     let info = match header.addresses {
@@ -108,23 +111,22 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(usize, ProxyInfo)>, ProxyError> {
 /// space, say) as terminal errors and some hopeless ones as incomplete, so
 /// this is a token-by-token check; the complete line is then left to `ppp`.
 fn v1_prefix(buf: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(buf) else {
-        return false;
-    };
+    // Bytes, not text: a read may end inside a UTF-8 sequence of the free
+    // text after `UNKNOWN`, which the complete line may well carry.
     // A final CR can only be followed by the LF: every token is complete.
-    let (text, cr) = match text.strip_suffix('\r') {
+    let (text, cr) = match buf.strip_suffix(b"\r") {
         Some(t) => (t, true),
-        None => (text, false),
+        None => (buf, false),
     };
-    if text.contains('\r') {
+    if text.contains(&b'\r') {
         return false;
     }
-    let tokens: Vec<&str> = text.split(' ').collect();
+    let tokens: Vec<&[u8]> = text.split(|&b| b == b' ').collect();
     let last = tokens.len() - 1;
     // Token `i` matches `full`, or is its beginning when still being received.
     let fits = |i: usize, full: &str| {
         let token = tokens[i];
-        token == full || (i == last && !cr && full.starts_with(token))
+        token == full.as_bytes() || (i == last && !cr && full.as_bytes().starts_with(token))
     };
     if !fits(0, "PROXY") {
         return false;
@@ -132,15 +134,15 @@ fn v1_prefix(buf: &[u8]) -> bool {
     if tokens.len() == 1 {
         return true;
     }
-    if tokens[1] == "UNKNOWN" {
+    if tokens[1] == b"UNKNOWN" {
         return true;
     }
     if tokens.len() == 2 {
         return !cr && ["TCP4", "TCP6", "UNKNOWN"].iter().any(|p| fits(1, p));
     }
     let v6 = match tokens[1] {
-        "TCP4" => false,
-        "TCP6" => true,
+        b"TCP4" => false,
+        b"TCP6" => true,
         _ => return false,
     };
     if tokens.len() > 6 || (cr && tokens.len() != 6) {
@@ -150,10 +152,10 @@ fn v1_prefix(buf: &[u8]) -> bool {
         let partial = i == last && !cr;
         let chars_ok = match i {
             2 | 3 if v6 => t
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
-            2 | 3 => t.bytes().all(|b| b.is_ascii_digit() || b == b'.'),
-            _ => t.len() <= 5 && t.bytes().all(|b| b.is_ascii_digit()),
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+            2 | 3 => t.iter().all(|&b| b.is_ascii_digit() || b == b'.'),
+            _ => t.len() <= 5 && t.iter().all(u8::is_ascii_digit),
         };
         chars_ok && (partial || !t.is_empty())
     })

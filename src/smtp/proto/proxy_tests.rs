@@ -40,6 +40,13 @@ fn v1_parse() {
         (b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 25\r", Ok(None)),
         (b"PROXY TCP6 2001:db8::", Ok(None)),
         (b"PROXY UNKNOWN whatever", Ok(None)),
+        // Found by fuzzing: a read ending inside a UTF-8 sequence of the free
+        // text after UNKNOWN was refused, though the whole line is accepted.
+        (b"PROXY UNKNOWN 0\xd0", Ok(None)),
+        (
+            b"PROXY UNKNOWN 0\xd0\xb1OWN 00 L\r\n",
+            Ok(Some((27, ProxyInfo::Local))),
+        ),
         // never valid
         (b"EHLO x\r\n", Err(ProxyError::Invalid)),
         (b"E", Err(ProxyError::Invalid)),
@@ -68,6 +75,16 @@ fn v1_parse() {
         ),
         (
             b"proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+            Err(ProxyError::Invalid),
+        ),
+        // Found by fuzzing: ppp takes `+4000` as a port, but a prefix of the
+        // same header was refused; the grammar has digits only.
+        (
+            b"PROXY TCP6 2001:db8::1 2001:db8::2 +4000 25\r\n",
+            Err(ProxyError::Invalid),
+        ),
+        (
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 +2\r\n",
             Err(ProxyError::Invalid),
         ),
     ];
@@ -180,4 +197,72 @@ fn round_trips() {
         encode_proxy_header(false, sa("192.0.2.1:56324"), sa("198.51.100.2:25")),
         b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 25\r\n"
     );
+}
+
+mod props {
+    //! Property tests: encode -> parse round trips for v1 and v2, IPv4, IPv6
+    //! and mixed; a header split anywhere asks for more; arbitrary bytes never
+    //! panic and never claim more than they were given.
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<Ipv4Addr>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::new(ip.into(), p)),
+            (any::<Ipv6Addr>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::new(ip.into(), p)),
+        ]
+    }
+
+    /// `a` as carried next to `other`: IPv4-mapped beside an IPv6 address.
+    fn carried(a: SocketAddr, other: SocketAddr) -> SocketAddr {
+        match (a.ip(), other.ip()) {
+            (IpAddr::V4(ip), IpAddr::V6(_)) => {
+                SocketAddr::new(ip.to_ipv6_mapped().into(), a.port())
+            }
+            _ => a,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn encode_parse_round_trip(v2 in any::<bool>(), source in addr(), destination in addr()) {
+            let header = encode_proxy_header(v2, source, destination);
+            let want = ProxyInfo::Tcp {
+                source: carried(source, destination),
+                destination: carried(destination, source),
+            };
+            prop_assert_eq!(parse_proxy_header(&header), Ok(Some((header.len(), want))));
+            let mut followed = header.clone();
+            followed.extend_from_slice(b"EHLO x\r\n");
+            prop_assert_eq!(parse_proxy_header(&followed), Ok(Some((header.len(), want))));
+            for cut in 0..header.len() {
+                prop_assert_eq!(parse_proxy_header(&header[..cut]), Ok(None), "cut {}", cut);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            v2_prefix in any::<bool>(),
+            tail in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut buf = if v2_prefix { v2::PROTOCOL_PREFIX.to_vec() } else { b"PROXY ".to_vec() };
+            buf.extend_from_slice(&tail);
+            for input in [&buf[..], &tail[..]] {
+                if let Ok(Some((len, _))) = parse_proxy_header(input) {
+                    prop_assert!(len > 0 && len <= input.len());
+                    for cut in 0..len {
+                        prop_assert_eq!(parse_proxy_header(&input[..cut]), Ok(None));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn v1_text_never_panics(line in "PROXY (TCP4|TCP6|UNKNOWN|TCP)( [0-9a-f.:+-]{0,16}){0,5}\r?\n?") {
+            let _ = parse_proxy_header(line.as_bytes());
+        }
+    }
 }

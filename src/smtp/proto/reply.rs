@@ -305,6 +305,64 @@ mod tests {
         assert!(parse_reply(&mut BytesMut::from(&ok[..])).unwrap().is_some());
     }
 
+    mod props {
+        //! Property tests: arbitrary bytes never panic and consume all or
+        //! nothing; a built multi-line reply parses back identically.
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..600)) {
+                let mut buf = BytesMut::from(&input[..]);
+                match parse_reply(&mut buf) {
+                    Ok(Some(reply)) => {
+                        let consumed = input.len() - buf.len();
+                        prop_assert!(consumed > 0 && input[consumed - 1] == b'\n');
+                        prop_assert!((100..600).contains(&reply.code()));
+                        prop_assert!(reply.as_bytes().ends_with(b"\r\n"));
+                        prop_assert!(reply.as_bytes().len() >= consumed);
+                    }
+                    Ok(None) | Err(_) => prop_assert_eq!(&buf[..], &input[..]),
+                }
+            }
+
+            #[test]
+            fn reply_like_bytes_never_panic(
+                lines in prop::collection::vec("[1-6][0-9]{2}[ -]?[ -~]{0,10}\r?\n?", 0..6),
+            ) {
+                let input = lines.concat();
+                let mut buf = BytesMut::from(input.as_bytes());
+                if let Ok(None) | Err(_) = parse_reply(&mut buf) {
+                    prop_assert_eq!(&buf[..], input.as_bytes());
+                }
+            }
+
+            #[test]
+            fn multiline_round_trip(
+                code in 100u16..600,
+                lines in prop::collection::vec("[ -~\r\n]{0,40}", 0..12),
+            ) {
+                let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+                let reply = Reply::multiline(code, &refs);
+                let mut buf = BytesMut::from(reply.as_bytes());
+                buf.extend_from_slice(b"220 next\r\n");
+                prop_assert_eq!(parse_reply(&mut buf), Ok(Some(reply.clone())));
+                prop_assert_eq!(&buf[..], b"220 next\r\n");
+                let got: Vec<&[u8]> = reply.lines().collect();
+                let want: Vec<String> = if lines.is_empty() {
+                    vec![String::new()]
+                } else {
+                    lines.iter().map(|l| l.replace(['\r', '\n'], " ")).collect()
+                };
+                let want: Vec<&[u8]> = want.iter().map(String::as_bytes).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+
     #[test]
     fn incremental() {
         let input = b"250-mx\r\n250-SIZE 10\r\n250 8BITMIME\r\n";
