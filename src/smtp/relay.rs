@@ -64,21 +64,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Pending::Reply(reply) => self.queue(&reply),
                 Pending::Reset(reply) => {
                     self.end_member_connection();
-                    self.txn = None;
-                    self.broken = false;
+                    self.end_transaction();
                     self.queue(&reply);
                 }
                 Pending::Rset => {
                     if item.sent && !self.collect_rset().await {
                         // The member connection is gone: later commands of the
                         // batch go to a new one.
-                        for item in items.iter_mut() {
-                            item.sent = false;
-                        }
+                        unsend(&mut items);
                     }
-                    self.txn = None;
-                    self.broken = false;
-                    self.queue(&Reply::new(250, "2.0.0", "Ok"));
+                    self.answer_rset();
                 }
                 pending @ (Pending::Mail(_) | Pending::Rcpt(_) | Pending::Data) => {
                     if !item.sent {
@@ -93,9 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             return true;
                         }
                         Collected::Failed(err) => {
-                            for item in items.iter_mut() {
-                                item.sent = false;
-                            }
+                            unsend(&mut items);
                             if self.fail_over(err).await {
                                 items.push_front(Item {
                                     pending,
@@ -112,6 +105,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         false
     }
 
+    /// Forgets the transaction, whether the member had it or none could take it.
+    fn end_transaction(&mut self) {
+        self.txn = None;
+        self.broken = false;
+    }
+
+    /// RSET always succeeds: it ends whatever transaction there was.
+    fn answer_rset(&mut self) {
+        self.end_transaction();
+        self.queue(&Reply::new(250, "2.0.0", "Ok"));
+    }
+
+    /// A new transaction (or a reconnect from the top) may try every member again.
+    fn restart_attempts(&mut self) {
+        self.tried.clear();
+        self.attempts = 0;
+    }
+
     fn queue(&mut self, reply: &Reply) {
         if reply.code() >= 400 {
             self.errors += 1;
@@ -122,10 +133,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Answers a relayed command for which no member could be found or is open.
     fn queue_unplaced(&mut self, pending: &Pending) {
         if matches!(pending, Pending::Rset) {
-            // RSET always succeeds: it ends whatever transaction there was.
-            self.txn = None;
-            self.broken = false;
-            self.queue(&Reply::new(250, "2.0.0", "Ok"));
+            self.answer_rset();
             return;
         }
         let reply = if self.broken {
@@ -151,8 +159,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             match &front.pending {
                 Pending::Mail(_) => {
                     self.broken = false;
-                    self.tried.clear();
-                    self.attempts = 0;
+                    self.restart_attempts();
                     if let Err(reply) = self.connect_next().await {
                         self.broken = reply.is_transient();
                         if self.broken {
@@ -200,9 +207,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             {
                 Ok(()) => return Ok(()),
                 Err(err) => {
-                    for item in items.iter_mut() {
-                        item.sent = false;
-                    }
+                    unsend(items);
                     if !self.fail_over(err).await {
                         return Err(None);
                     }
@@ -271,8 +276,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let stale = failed.transactions() > 0 && self.txn.is_none();
         if stale {
             info!(session = self.peer.id, member = %from, reason = %err.reason(), "kept member connection is gone; reconnecting");
-            self.tried.clear();
-            self.attempts = 0;
+            self.restart_attempts();
         } else if matches!(err, UpstreamError::Timeout(_)) {
             // A member that stops answering is unwell for everyone.
             self.ctx.members.mark_failed(
@@ -520,6 +524,13 @@ enum Collected {
     Reply(Reply),
     StartData(Reply),
     Failed(UpstreamError),
+}
+
+/// Marks every item as not yet written: they go to the next member connection.
+fn unsend(items: &mut VecDeque<Item>) {
+    for item in items.iter_mut() {
+        item.sent = false;
+    }
 }
 
 impl Item {
