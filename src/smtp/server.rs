@@ -174,12 +174,8 @@ async fn handle(
             Ok(ProxyInfo::Local) => {}
             Err(reason) => {
                 warn!(peer = %peer, reason, "PROXY header from trusted proxy rejected");
-                metrics::refused(&listener.name, metrics::reason::PROXY_HEADER);
-                refuse(
-                    &mut stream,
-                    Reply::new(421, "4.7.0", "PROXY header expected"),
-                )
-                .await;
+                let reply = Reply::new(421, "4.7.0", "PROXY header expected");
+                refuse(&mut stream, &listener, metrics::reason::PROXY_HEADER, reply).await;
                 return;
             }
         }
@@ -190,8 +186,8 @@ async fn handle(
             "{} Error: too many sessions, try again later",
             listener.hostname
         );
-        metrics::refused(&listener.name, metrics::reason::MAX_SESSIONS);
-        refuse(&mut stream, Reply::new(421, "4.7.0", &text)).await;
+        let reply = Reply::new(421, "4.7.0", &text);
+        refuse(&mut stream, &listener, metrics::reason::MAX_SESSIONS, reply).await;
         return;
     }
     // A trusted proxy speaking for many clients (XCLIENT) is not one client;
@@ -206,8 +202,9 @@ async fn handle(
                 "{} Error: too many sessions from your address, try again later",
                 listener.hostname
             );
-            metrics::refused(&listener.name, metrics::reason::MAX_SESSIONS_PER_CLIENT);
-            refuse(&mut stream, Reply::new(421, "4.7.0", &text)).await;
+            let reply = Reply::new(421, "4.7.0", &text);
+            let reason = metrics::reason::MAX_SESSIONS_PER_CLIENT;
+            refuse(&mut stream, &listener, reason, reply).await;
             return;
         }
         slot
@@ -219,8 +216,7 @@ async fn handle(
     if let Some((reply, reason)) =
         pregreet_check(&mut stream, &mut rbuf, listener.greet_delay, peer).await
     {
-        metrics::refused(&listener.name, reason);
-        refuse(&mut stream, reply).await;
+        refuse(&mut stream, &listener, reason, reply).await;
         return;
     }
     Session::new(stream, ctx, client, rbuf).run().await;
@@ -283,7 +279,14 @@ async fn read_proxy_header(
         .unwrap_or(Err("no PROXY header in time"))
 }
 
-async fn refuse(stream: &mut TcpStream, reply: Reply) {
+/// Answers `reply` before the greeting, counts the refusal under `reason`, and closes.
+async fn refuse(
+    stream: &mut TcpStream,
+    listener: &SmtpListener,
+    reason: &'static str,
+    reply: Reply,
+) {
+    metrics::refused(&listener.name, reason);
     let _ = timeout(Duration::from_secs(5), stream.write_all(reply.as_bytes())).await;
     let _ = stream.shutdown().await;
 }

@@ -416,16 +416,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 // A transaction no member could take stays answered with 451
                 // (retry later) until RSET or a new MAIL.
                 if self.mail_open || self.broken {
-                    self.mail_open = false;
-                    self.rcpts_asked = 0;
+                    self.forget_envelope();
                     Pending::Data
                 } else {
                     reply(503, "5.5.1", "Error: need RCPT command")
                 }
             }
             Command::Rset => {
-                self.mail_open = false;
-                self.rcpts_asked = 0;
+                self.forget_envelope();
                 Pending::Rset
             }
             Command::Noop => reply(250, "2.0.0", "Ok"),
@@ -447,9 +445,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         (item, false)
     }
 
-    fn greet(&mut self, name: String, proto: &'static str) -> Pending {
+    /// The client's view: no MAIL is open any more (RSET, EHLO, XCLIENT, DATA).
+    fn forget_envelope(&mut self) {
         self.mail_open = false;
         self.rcpts_asked = 0;
+    }
+
+    fn greet(&mut self, name: String, proto: &'static str) -> Pending {
+        self.forget_envelope();
         let listener = &self.ctx.listener;
         let reply = if proto == "SMTP" {
             Reply::new(250, "", &listener.hostname)
@@ -481,8 +484,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.starttls = true;
         self.helo = None;
-        self.mail_open = false;
-        self.rcpts_asked = 0;
+        self.forget_envelope();
         Pending::Reset(Reply::new(220, "2.0.0", "Ready to start TLS"))
     }
 
@@ -592,8 +594,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(name) = helo {
             self.helo = Some((name, "ESMTP"));
         }
-        self.mail_open = false;
-        self.rcpts_asked = 0;
+        self.forget_envelope();
         let greeting = format!("{} ESMTP", self.ctx.listener.hostname);
         Pending::Reset(Reply::new(220, "", &greeting))
     }
