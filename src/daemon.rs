@@ -70,6 +70,8 @@ pub struct Gateway {
     pub started: Instant,
     /// Drain and abort signals for sessions.
     pub shutdown: Shutdown,
+    /// The latest periodic DNS check (`[dns] domains`).
+    pub dns: Arc<crate::dns::DnsMonitor>,
     config_path: Option<PathBuf>,
 }
 
@@ -179,6 +181,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         bound,
         started: Instant::now(),
         shutdown: Shutdown::new(),
+        dns: Arc::default(),
         config_path,
     });
     let stop = CancellationToken::new();
@@ -189,6 +192,9 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         crate::metrics::spawn_member_refresh(gateway.clone(), stop.clone());
     }
     tokio::spawn(admin::serve(admin_socket, gateway.clone(), stop.clone()));
+    crate::dns::UpstreamResolver::global().configure(&gateway.snapshot().config.policy.dns);
+    let source = gateway.clone();
+    (gateway.dns.clone()).spawn(move || source.snapshot().config.policy.clone(), stop.clone());
     for (name, socket) in sockets {
         let stats = gateway
             .listener_stats

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod dns;
 pub mod logging;
 pub mod metrics;
 pub mod routing;

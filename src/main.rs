@@ -54,6 +54,23 @@ enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
+    /// DNS checks (exit codes of monitoring plugins: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    Dns {
+        #[command(subcommand)]
+        command: DnsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DnsCommand {
+    /// MX / round-robin report of DOMAIN... (default: [dns] domains), run by the daemon.
+    Check {
+        /// Domains to check.
+        domains: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,7 +125,52 @@ fn main() -> ExitCode {
                     .ok_or_else(|| "expected the explanation text".to_owned())
             })
         }
+        Command::Dns {
+            command: DnsCommand::Check { domains, json },
+        } => dns_check(&cli.config, domains, json),
     }
+}
+
+/// `mxgate dns check`: the daemon runs the check; the exit code is the
+/// report's (plugin codes); anything that prevents a report is UNKNOWN (3).
+fn dns_check(path: &Path, domains: Vec<String>, json: bool) -> ExitCode {
+    const UNKNOWN: u8 = 3;
+    let unknown = |short: &str, detail: &str| {
+        println!("DNS UNKNOWN - {short}");
+        eprintln!("mxgate: {detail}");
+        ExitCode::from(UNKNOWN)
+    };
+    let socket = match config::load_node(path) {
+        Ok(node) => node.admin_socket(),
+        Err(errors) => {
+            return unknown(
+                &format!("cannot read {}", path.display()),
+                &format!("{errors}\ncannot read {} to find the daemon; pass the daemon's file with -c", path.display()),
+            );
+        }
+    };
+    let request = Request::DnsCheck { domains };
+    let value = match admin::request_within(&socket, &request, std::time::Duration::from_secs(300)) {
+        Ok(value) => value,
+        Err(e @ admin::ClientError::Unreachable { .. }) => {
+            return unknown(
+                &format!("cannot reach the mxgate daemon at {}", socket.display()),
+                &e.to_string(),
+            );
+        }
+        Err(e) => return unknown(&e.to_string(), &e.to_string()),
+    };
+    let report: mxgate::dns::CheckReport = match serde_json::from_value(value.clone()) {
+        Ok(report) => report,
+        Err(e) => return unknown("bad answer from the daemon", &e.to_string()),
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    } else {
+        mxgate::dns::render_text(&report)
+    };
+    println!("{}", text.trim_end());
+    ExitCode::from(report.exit_code)
 }
 
 /// Loads both files and checks that every certificate, key and CA file is usable.

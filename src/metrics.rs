@@ -45,6 +45,17 @@ pub const FAILOVERS_TOTAL: &str = "mxgate_route_failovers_total";
 /// `mxgate_injection_denied_total{source}`.
 pub const INJECTION_DENIED_TOTAL: &str = "mxgate_injection_denied_total";
 
+/// `mxgate_dns_check_status{domain}`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+pub const DNS_CHECK_STATUS: &str = "mxgate_dns_check_status";
+/// `mxgate_dns_mx_records{domain}`.
+pub const DNS_MX_RECORDS: &str = "mxgate_dns_mx_records";
+/// `mxgate_dns_mx_addresses{domain}`.
+pub const DNS_MX_ADDRESSES: &str = "mxgate_dns_mx_addresses";
+/// `mxgate_dns_mx_answering{domain}`.
+pub const DNS_MX_ANSWERING: &str = "mxgate_dns_mx_answering";
+/// `mxgate_dns_last_check_timestamp_seconds{domain}`.
+pub const DNS_LAST_CHECK: &str = "mxgate_dns_last_check_timestamp_seconds";
+
 /// The `member` label of a message no member ever took (none was usable).
 /// Member names start with a letter or digit, so it names no member.
 pub const NO_MEMBER: &str = "-";
@@ -215,6 +226,47 @@ fn describe() {
         Unit::Count,
         "Transactions refused because the source member may inject into no member."
     );
+    describe_gauge!(
+        DNS_CHECK_STATUS,
+        "Result of the last periodic DNS check of the domain: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
+    );
+    describe_gauge!(
+        DNS_MX_RECORDS,
+        Unit::Count,
+        "MX records of the domain at the last check."
+    );
+    describe_gauge!(
+        DNS_MX_ADDRESSES,
+        Unit::Count,
+        "Addresses (A/AAAA) of the domain's MX hosts at the last check."
+    );
+    describe_gauge!(
+        DNS_MX_ANSWERING,
+        Unit::Count,
+        "MX addresses that greeted with 220 at the last check."
+    );
+    describe_gauge!(
+        DNS_LAST_CHECK,
+        Unit::Seconds,
+        "When the domain was last checked (Unix time)."
+    );
+}
+
+/// Sets the `mxgate_dns_*` gauges from a periodic check.
+pub fn dns_report(report: &crate::dns::CheckReport) {
+    for d in &report.domains {
+        let domain = d.domain.clone();
+        let addresses = d.mx.iter().map(|m| m.addresses.len()).sum::<usize>();
+        let answering = (d.mx.iter().flat_map(|m| &m.addresses))
+            .filter(|a| a.smtp.answers)
+            .count();
+        gauge!(DNS_CHECK_STATUS, "domain" => domain.clone()).set(f64::from(d.status.exit_code()));
+        let records = if d.implicit_mx { 0 } else { d.mx.len() };
+        gauge!(DNS_MX_RECORDS, "domain" => domain.clone()).set(records as f64);
+        gauge!(DNS_MX_ADDRESSES, "domain" => domain.clone()).set(addresses as f64);
+        gauge!(DNS_MX_ANSWERING, "domain" => domain.clone()).set(answering as f64);
+        gauge!(DNS_LAST_CHECK, "domain" => domain).set(report.checked_at as f64);
+    }
 }
 
 /// Counts an open session on `listener` until the returned guard is dropped.

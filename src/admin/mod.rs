@@ -1,7 +1,8 @@
 //! The admin socket (`data_dir/admin.sock`, mode 0600) the CLI talks to.
 //!
 //! One JSON request per line, one JSON response per line:
-//! `{"cmd":"status"}` or `{"cmd":"route_explain","client":IP,"dest":IP|null,"listener":NAME|null,"text":BOOL}`,
+//! `{"cmd":"status"}` or `{"cmd":"route_explain","client":IP,"dest":IP|null,"listener":NAME|null,"text":BOOL}`
+//! or `{"cmd":"dns_check","domains":[NAME...]}` (a fresh check; no domain: `[dns] domains`),
 //! answered `{"ok":true,"result":...}` or `{"ok":false,"error":TEXT}`.
 
 mod server;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use server::{bind, serve};
-pub use status::{ListenerStatus, MemberStatus, Status, render_text};
+pub use status::{DnsDomainStatus, DnsStatus, ListenerStatus, MemberStatus, Status, render_text};
 
 /// A request on the admin socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +36,12 @@ pub enum Request {
         /// Answer with the rendered text instead of the JSON route.
         #[serde(default)]
         text: bool,
+    },
+    /// A fresh DNS check with the daemon's policy; answers a [`crate::dns::CheckReport`].
+    DnsCheck {
+        /// Domains to check (empty: `[dns] domains`).
+        #[serde(default)]
+        domains: Vec<String>,
     },
 }
 
@@ -75,13 +82,22 @@ pub enum ClientError {
 
 /// Sends one request to the daemon at `socket` and returns its result.
 pub fn request(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
+    request_within(socket, req, Duration::from_secs(30))
+}
+
+/// [`request`], waiting up to `limit` for the answer (a DNS check takes longer).
+pub fn request_within(
+    socket: &Path,
+    req: &Request,
+    limit: Duration,
+) -> Result<serde_json::Value, ClientError> {
     let unreachable = |source| ClientError::Unreachable {
         path: socket.display().to_string(),
         source,
     };
     let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
+        .set_read_timeout(Some(limit))
         .map_err(unreachable)?;
     let mut line = serde_json::to_string(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push('\n');

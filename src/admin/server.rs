@@ -61,6 +61,22 @@ async fn answer(stream: UnixStream, gateway: Arc<Gateway>) {
         return;
     }
     let response = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::DnsCheck { domains }) => {
+            let policy = gateway.snapshot().config.policy.clone();
+            let report = crate::dns::check(&policy, &domains).await;
+            match serde_json::to_value(report) {
+                Ok(result) => Response {
+                    ok: true,
+                    result: Some(result),
+                    error: None,
+                },
+                Err(e) => Response {
+                    ok: false,
+                    result: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        }
         Ok(request) => match handle(&gateway, request) {
             Ok(result) => Response {
                 ok: true,
@@ -101,6 +117,7 @@ fn handle(gateway: &Gateway, request: Request) -> Result<serde_json::Value, Stri
                 serde_json::to_value(route)
             }
         }
+        Request::DnsCheck { .. } => return Err("dns_check is answered asynchronously".into()),
     };
     value.map_err(|e| e.to_string())
 }

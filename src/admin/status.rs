@@ -22,6 +22,63 @@ pub struct Status {
     pub listeners: Vec<ListenerStatus>,
     /// Members with health.
     pub members: Vec<MemberStatus>,
+    /// The latest periodic DNS check (`null` before the first or without `[dns] domains`).
+    #[serde(default)]
+    pub dns: Option<DnsStatus>,
+}
+
+/// The DNS section of `status`: the latest periodic check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnsStatus {
+    /// Worst status over the domains.
+    pub status: crate::dns::Status,
+    /// The check's summary line.
+    pub summary: String,
+    /// When it finished (Unix seconds).
+    pub checked_at: u64,
+    /// Seconds between checks (`[dns] interval`).
+    pub interval_s: u64,
+    /// Per domain.
+    pub domains: Vec<DnsDomainStatus>,
+}
+
+/// One domain in the DNS section of `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnsDomainStatus {
+    /// The domain.
+    pub domain: String,
+    /// Its status.
+    pub status: crate::dns::Status,
+    /// `OK` or its worst problem.
+    pub summary: String,
+    /// MX records (0 for an implicit MX).
+    pub mx_records: usize,
+    /// MX addresses that greeted with 220.
+    pub mx_answering: usize,
+}
+
+impl DnsStatus {
+    fn of(report: &crate::dns::CheckReport, interval: std::time::Duration) -> DnsStatus {
+        DnsStatus {
+            status: report.status,
+            summary: report.summary.clone(),
+            checked_at: report.checked_at,
+            interval_s: interval.as_secs(),
+            domains: report
+                .domains
+                .iter()
+                .map(|d| DnsDomainStatus {
+                    domain: d.domain.clone(),
+                    status: d.status,
+                    summary: d.summary.clone(),
+                    mx_records: if d.implicit_mx { 0 } else { d.mx.len() },
+                    mx_answering: (d.mx.iter().flat_map(|m| &m.addresses))
+                        .filter(|a| a.smtp.answers)
+                        .count(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One listener in `status`.
@@ -97,6 +154,7 @@ pub fn collect(gateway: &Gateway) -> Status {
         mode: "standalone".to_owned(),
         listeners,
         members,
+        dns: (gateway.dns.latest()).map(|r| DnsStatus::of(&r, config.policy.dns.interval)),
     }
 }
 
@@ -171,6 +229,25 @@ pub fn render_text(status: &Status) -> String {
             m.active_sessions,
             m.reason.as_deref().unwrap_or("")
         );
+    }
+    if let Some(dns) = &status.dns {
+        let _ = writeln!(
+            out,
+            "\nDNS (checked at {} Unix time, every {}s): {}",
+            dns.checked_at, dns.interval_s, dns.summary
+        );
+        let _ = writeln!(out, "DOMAIN                     STATUS    MX  ANSWERING  SUMMARY");
+        for d in &dns.domains {
+            let _ = writeln!(
+                out,
+                "{:<26} {:<8} {:>3} {:>10}  {}",
+                d.domain,
+                d.status.label(),
+                d.mx_records,
+                d.mx_answering,
+                d.summary
+            );
+        }
     }
     out
 }

@@ -132,6 +132,10 @@ pub(super) struct FileDns {
     pub domains: List,
     pub nameservers: List,
     pub interval: S<String>,
+    pub timeout: S<String>,
+    pub attempts: S<i64>,
+    pub smtp_probe_port: S<i64>,
+    pub probe_timeout: S<String>,
 }
 
 /// `[lft]`.

@@ -138,6 +138,16 @@ pub(super) fn build(ctx: &mut Ctx, text: &str, dir: &Path) -> Option<Policy> {
             .filter_map(|v| ctx.parse(v, "dns.nameservers", units::parse_socket))
             .collect(),
         interval: ctx.positive_duration(&d.interval, "dns.interval", secs(300)),
+        timeout: ctx.positive_duration(&d.timeout, "dns.timeout", secs(5)),
+        attempts: count(ctx.int(&d.attempts, "dns.attempts", 1..=10, 2)),
+        smtp_probe_port: u16::try_from(ctx.int(
+            &d.smtp_probe_port,
+            "dns.smtp_probe_port",
+            1..=65535,
+            25,
+        ))
+        .unwrap_or(25),
+        probe_timeout: ctx.positive_duration(&d.probe_timeout, "dns.probe_timeout", secs(10)),
     };
 
     let l: FileLft = table(ctx, &tree, "lft");

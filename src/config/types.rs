@@ -285,7 +285,7 @@ pub struct HealthPolicy {
 }
 
 /// `[dns]`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DnsPolicy {
     /// Domains whose MX records are watched.
     pub domains: Vec<String>,
@@ -294,6 +294,31 @@ pub struct DnsPolicy {
     /// Check interval.
     #[serde(serialize_with = "ser_duration")]
     pub interval: Duration,
+    /// How long one DNS query waits for an answer (per attempt).
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// Attempts per DNS query before it counts as unanswered.
+    pub attempts: u32,
+    /// TCP port the MX addresses are probed on (SMTP: 25).
+    pub smtp_probe_port: u16,
+    /// How long an MX address may take to connect and send its banner.
+    #[serde(serialize_with = "ser_duration")]
+    pub probe_timeout: Duration,
+}
+
+impl Default for DnsPolicy {
+    /// The defaults of an empty `[dns]` table.
+    fn default() -> Self {
+        DnsPolicy {
+            domains: Vec::new(),
+            nameservers: Vec::new(),
+            interval: Duration::from_secs(300),
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+            smtp_probe_port: 25,
+            probe_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[lft]`.

@@ -65,6 +65,7 @@ pub(super) fn policy_as_given(affinity: Affinity, members: Vec<Member>) -> Arc<P
             domains: Vec::new(),
             nameservers: Vec::new(),
             interval: Duration::from_secs(300),
+            ..DnsPolicy::default()
         },
         lft: LftPolicy {
             threshold: 10 << 20,

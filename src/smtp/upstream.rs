@@ -337,7 +337,7 @@ async fn connect_tcp(addr: &HostPort, limit: Duration) -> Result<TcpStream, Upst
     let connect = async {
         match addr.ip() {
             Some(ip) => TcpStream::connect(SocketAddr::new(ip, addr.port)).await,
-            None => TcpStream::connect((addr.host.as_str(), addr.port)).await,
+            None => crate::dns::connect(addr).await,
         }
     };
     let stream = match timeout(limit, connect).await {
