@@ -194,7 +194,10 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     tokio::spawn(admin::serve(admin_socket, gateway.clone(), stop.clone()));
     crate::dns::UpstreamResolver::global().configure(&gateway.snapshot().config.policy.dns);
     let source = gateway.clone();
-    (gateway.dns.clone()).spawn(move || source.snapshot().config.policy.clone(), stop.clone());
+    (gateway.dns.clone()).spawn(
+        move || source.snapshot().config.policy.clone(),
+        stop.clone(),
+    );
     for (name, socket) in sockets {
         let stats = gateway
             .listener_stats

@@ -145,12 +145,16 @@ fn dns_check(path: &Path, domains: Vec<String>, json: bool) -> ExitCode {
         Err(errors) => {
             return unknown(
                 &format!("cannot read {}", path.display()),
-                &format!("{errors}\ncannot read {} to find the daemon; pass the daemon's file with -c", path.display()),
+                &format!(
+                    "{errors}\ncannot read {} to find the daemon; pass the daemon's file with -c",
+                    path.display()
+                ),
             );
         }
     };
     let request = Request::DnsCheck { domains };
-    let value = match admin::request_within(&socket, &request, std::time::Duration::from_secs(300)) {
+    let value = match admin::request_within(&socket, &request, std::time::Duration::from_secs(300))
+    {
         Ok(value) => value,
         Err(e @ admin::ClientError::Unreachable { .. }) => {
             return unknown(

@@ -41,7 +41,10 @@ fn zone(p: &str) -> Vec<String> {
         format!("--host-record=mx2.mx.test,{p}.3,300"),
         format!("--address=/backup.mx.test/{p}.4"),
         format!("--address=/elsewhere.mx.test/{p}.99"),
-        format!("--ptr-record={},elsewhere.mx.test", reverse(&format!("{p}.4"))),
+        format!(
+            "--ptr-record={},elsewhere.mx.test",
+            reverse(&format!("{p}.4"))
+        ),
         format!("--address=/noptr.mx.test/{p}.5"),
         format!("--host-record=sink.mx.test,{p}.10,60"),
     ]
@@ -120,7 +123,13 @@ fn problems(domain: &Value) -> Vec<String> {
         .as_array()
         .map(|p| {
             p.iter()
-                .map(|p| format!("{} {}", p["status"].as_str().unwrap_or(""), p["message"].as_str().unwrap_or("")))
+                .map(|p| {
+                    format!(
+                        "{} {}",
+                        p["status"].as_str().unwrap_or(""),
+                        p["message"].as_str().unwrap_or("")
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -139,7 +148,11 @@ fn mx_set_round_robin_backup_ptr_smtp_and_nxdomain() {
     // Everything in order: OK, exit 0.
     let (code, v, text) = dns_check(&gw, &["ok.mx.test"]);
     assert_eq!(code, 0, "{text}");
-    assert_eq!(text.lines().next(), Some("DNS OK - ok.mx.test: OK"), "{text}");
+    assert_eq!(
+        text.lines().next(),
+        Some("DNS OK - ok.mx.test: OK"),
+        "{text}"
+    );
     let d = &v["domains"][0];
     assert_eq!(d["status"], "OK");
     let mx1 = mx_of(d, "mx1.mx.test");
@@ -150,7 +163,11 @@ fn mx_set_round_robin_backup_ptr_smtp_and_nxdomain() {
     let a = address_of(mx1, &format!("{p}.1"));
     assert_eq!(a["ttl"], 300, "A TTL from --host-record");
     assert_eq!(a["smtp"]["answers"], true);
-    assert!(a["smtp"]["banner"].as_str().is_some_and(|b| b.starts_with("220 ")));
+    assert!(
+        a["smtp"]["banner"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("220 "))
+    );
     assert_eq!(a["ptr"]["status"], "confirmed");
     assert_eq!(a["ptr"]["names"][0], "mx1.mx.test");
 
@@ -205,17 +222,33 @@ fn mx_set_round_robin_backup_ptr_smtp_and_nxdomain() {
         "WARNING MX host ghost.mx.test does not resolve (NXDOMAIN)".to_owned(),
         format!("WARNING {p}.4 (backup.mx.test) does not answer SMTP"),
         format!("WARNING {p}.5 (noptr.mx.test) has no PTR record"),
-        format!("WARNING {p}.4 (backup.mx.test): PTR elsewhere.mx.test does not resolve back to it"),
+        format!(
+            "WARNING {p}.4 (backup.mx.test): PTR elsewhere.mx.test does not resolve back to it"
+        ),
     ] {
-        assert!(found.iter().any(|f| f.starts_with(&want)), "{want:?} not in {found:#?}");
+        assert!(
+            found.iter().any(|f| f.starts_with(&want)),
+            "{want:?} not in {found:#?}"
+        );
     }
     assert_eq!(found.len(), 4, "{found:#?}");
     assert!(text.starts_with("DNS WARNING - rr.mx.test: "), "{text}");
     assert!(text.contains("MX 10 mx2.mx.test ttl 120s: primary, round robin with 1 other MX of preference 10, round robin over 2 addresses"), "{text}");
-    assert!(text.contains("MX 20 backup.mx.test ttl 120s: backup, round robin with 1 other MX of preference 20"), "{text}");
-    assert!(text.contains(&format!("A    {p}.5 ttl 120s; SMTP ok")), "{text}");
+    assert!(
+        text.contains(
+            "MX 20 backup.mx.test ttl 120s: backup, round robin with 1 other MX of preference 20"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("A    {p}.5 ttl 120s; SMTP ok")),
+        "{text}"
+    );
     assert!(text.contains("PTR missing"), "{text}");
-    assert!(text.contains("PTR elsewhere.mx.test NOT confirmed"), "{text}");
+    assert!(
+        text.contains("PTR elsewhere.mx.test NOT confirmed"),
+        "{text}"
+    );
 
     // No MX host answers SMTP: CRITICAL, exit 2.
     let (code, v, text) = dns_check(&gw, &["down.mx.test"]);
@@ -262,7 +295,11 @@ fn ingress_members_no_record_points_at() {
     let (code, v, text) = dns_check(&gw, &["ok.mx.test"]);
     assert_eq!(code, 1, "{text}");
     let d = &v["domains"][0];
-    assert_eq!(d["ingress_not_pointed_at"], serde_json::json!(["gw3"]), "{d:#}");
+    assert_eq!(
+        d["ingress_not_pointed_at"],
+        serde_json::json!(["gw3"]),
+        "{d:#}"
+    );
     let a = address_of(mx_of(d, "mx1.mx.test"), &format!("{p}.1"));
     assert_eq!(a["members"], serde_json::json!(["gw1", "gw2"]));
     assert_eq!(
@@ -284,7 +321,9 @@ fn silent_nameserver_is_unknown() {
     assert_eq!(d["mx_lookup"], "timeout");
     assert_eq!(
         text.lines().next(),
-        Some("DNS UNKNOWN - example.com: MX lookup failed: no answer from the name server (timeout)")
+        Some(
+            "DNS UNKNOWN - example.com: MX lookup failed: no answer from the name server (timeout)"
+        )
     );
     drop(silent);
 }
@@ -309,14 +348,18 @@ fn unreachable_daemon_is_unknown() {
         .expect("run");
     assert_eq!(out.status.code(), Some(3));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("DNS UNKNOWN - cannot reach the mxgate daemon"), "{stdout}");
+    assert!(
+        stdout.starts_with("DNS UNKNOWN - cannot reach the mxgate daemon"),
+        "{stdout}"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("Is `mxgate serve` running"));
 }
 
 /// GET `path` over plain HTTP/1.0.
 fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .expect("write");
     let mut out = String::new();
@@ -335,7 +378,10 @@ fn periodic_check_feeds_status_and_metrics() {
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
         .parse()
         .expect("addr");
-    let node = format!("{}\n[metrics]\nlisten = \"{metrics}\"\n", default_listener());
+    let node = format!(
+        "{}\n[metrics]\nlisten = \"{metrics}\"\n",
+        default_listener()
+    );
     let policy = dns_policy(
         dns.addr,
         "domains = [\"ok.mx.test\", \"down.mx.test\"]\ninterval = \"1s\"",
@@ -347,7 +393,9 @@ fn periodic_check_feeds_status_and_metrics() {
     assert!(
         eventually(Duration::from_secs(30), || {
             last = gw.status();
-            last["dns"]["domains"].as_array().is_some_and(|d| d.len() == 2)
+            last["dns"]["domains"]
+                .as_array()
+                .is_some_and(|d| d.len() == 2)
         }),
         "no DNS section in status: {last:#}"
     );
@@ -358,11 +406,14 @@ fn periodic_check_feeds_status_and_metrics() {
     assert_eq!(last["dns"]["domains"][0]["status"], "OK");
     assert_eq!(last["dns"]["domains"][0]["mx_answering"], 1);
     assert_eq!(last["dns"]["domains"][1]["status"], "CRITICAL");
-    assert_eq!(last["dns"]["domains"][1]["summary"], "no MX host answers SMTP (+1 more)");
+    assert_eq!(
+        last["dns"]["domains"][1]["summary"],
+        "no MX host answers SMTP (+1 more)"
+    );
 
     let text = gw.cli(&["status"]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("DNS (checked at"), "{text}");
+    assert!(text.contains("DNS (last check "), "{text}");
     assert!(text.contains("down.mx.test"), "{text}");
 
     // Checks go on every interval.
@@ -411,7 +462,10 @@ fn member_upstream_by_host_name_gets_mail() {
     let p = "127.53.4";
     let dns = Dnsmasq::start(&format!("{p}.53"), &zone(p));
     let sink = SmtpSink::start(&format!("{p}.10"));
-    let member = format!("[members.byname]\nsmtp = \"sink.mx.test:{}\"\n", sink.addr.port());
+    let member = format!(
+        "[members.byname]\nsmtp = \"sink.mx.test:{}\"\n",
+        sink.addr.port()
+    );
     let gw = Mxgate::start(&dns_policy(dns.addr, "", &policy("", &[member])));
 
     let mut c = Client::greeted_from(ip("127.0.0.1"), gw.smtp_addr());
@@ -424,6 +478,9 @@ fn member_upstream_by_host_name_gets_mail() {
     // A second session uses the cached answer and reaches the same MTA.
     let mut c = Client::greeted_from(ip("127.0.0.1"), gw.smtp_addr());
     c.cmd("EHLO client.test");
-    assert!(c.send_mail("s@source.test", &["r@example.com"], &tagged_body("again")).ok());
+    assert!(
+        c.send_mail("s@source.test", &["r@example.com"], &tagged_body("again"))
+            .ok()
+    );
     assert_eq!(sink.wait_count(2, Duration::from_secs(10)), 2);
 }

@@ -96,9 +96,7 @@ pub fn request_within(
         source,
     };
     let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
-    stream
-        .set_read_timeout(Some(limit))
-        .map_err(unreachable)?;
+    stream.set_read_timeout(Some(limit)).map_err(unreachable)?;
     let mut line = serde_json::to_string(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(unreachable)?;

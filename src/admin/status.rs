@@ -231,12 +231,20 @@ pub fn render_text(status: &Status) -> String {
         );
     }
     if let Some(dns) = &status.dns {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let _ = writeln!(
             out,
-            "\nDNS (checked at {} Unix time, every {}s): {}",
-            dns.checked_at, dns.interval_s, dns.summary
+            "\nDNS (last check {}s ago, every {}s): {}",
+            now.saturating_sub(dns.checked_at),
+            dns.interval_s,
+            dns.summary
         );
-        let _ = writeln!(out, "DOMAIN                     STATUS    MX  ANSWERING  SUMMARY");
+        let _ = writeln!(
+            out,
+            "DOMAIN                     STATUS    MX  ANSWERING  SUMMARY"
+        );
         for d in &dns.domains {
             let _ = writeln!(
                 out,

@@ -23,7 +23,10 @@ pub async fn check(policy: &Policy, domains: &[String]) -> CheckReport {
     let domains: Vec<String> = if domains.is_empty() {
         policy.dns.domains.clone()
     } else {
-        domains.iter().map(|d| d.trim_end_matches('.').to_owned()).collect()
+        domains
+            .iter()
+            .map(|d| d.trim_end_matches('.').to_owned())
+            .collect()
     };
     let dns = match Dns::new(&policy.dns) {
         Ok(dns) => dns,
@@ -46,16 +49,17 @@ pub async fn check(policy: &Policy, domains: &[String]) -> CheckReport {
         );
         set.spawn(async move {
             let limit = domain_limit(&settings);
-            let report = match tokio::time::timeout(limit, check_domain(&dns, &settings, &domain)).await {
-                Ok(report) => report,
-                Err(_) => DomainReport::mx_failed(
-                    &domain,
-                    &QueryError::Other(format!(
-                        "the check did not finish within {}s",
-                        limit.as_secs()
-                    )),
-                ),
-            };
+            let report =
+                match tokio::time::timeout(limit, check_domain(&dns, &settings, &domain)).await {
+                    Ok(report) => report,
+                    Err(_) => DomainReport::mx_failed(
+                        &domain,
+                        &QueryError::Other(format!(
+                            "the check did not finish within {}s",
+                            limit.as_secs()
+                        )),
+                    ),
+                };
             (i, report.evaluate(&members))
         });
     }
@@ -210,7 +214,11 @@ async fn mx_host(
         let Answer::Addr(ip, ttl) = answer else {
             continue;
         };
-        let (dns, port, limit) = (dns.clone(), settings.smtp_probe_port, settings.probe_timeout);
+        let (dns, port, limit) = (
+            dns.clone(),
+            settings.smtp_probe_port,
+            settings.probe_timeout,
+        );
         set.spawn(async move {
             let (smtp, ptr) = tokio::join!(probe(ip, port, limit), fcrdns(&dns, ip));
             let family = if ip.is_ipv4() { "A" } else { "AAAA" };

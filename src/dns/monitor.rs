@@ -66,7 +66,12 @@ impl DnsMonitor {
                     self.store(Some(report));
                     next = Instant::now() + current.dns.interval;
                 }
-                let wake = next.min(Instant::now() + POLICY_POLL);
+                let poll = Instant::now() + POLICY_POLL;
+                let wake = if current.dns.domains.is_empty() {
+                    poll
+                } else {
+                    next.min(poll)
+                };
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep_until(wake) => {}

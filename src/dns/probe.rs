@@ -71,7 +71,10 @@ pub async fn probe(ip: IpAddr, port: u16, limit: Duration) -> SmtpProbe {
     match timeout(limit, attempt).await {
         Ok(Ok(verdict)) => verdict,
         Ok(Err(e)) => failed(e),
-        Err(_) => failed(format!("no greeting on port {port} within {}s", limit.as_secs_f32())),
+        Err(_) => failed(format!(
+            "no greeting on port {port} within {}s",
+            limit.as_secs_f32()
+        )),
     }
 }
 
@@ -87,8 +90,16 @@ mod tests {
     #[test]
     fn only_220_answers() {
         let cases: &[(&[u8], bool, &str)] = &[
-            (b"220 mx.example.com ESMTP\r\n", true, "220 mx.example.com ESMTP"),
-            (b"220-mx.example.com hello\r\n220 more\r\n", true, "220-mx.example.com hello"),
+            (
+                b"220 mx.example.com ESMTP\r\n",
+                true,
+                "220 mx.example.com ESMTP",
+            ),
+            (
+                b"220-mx.example.com hello\r\n220 more\r\n",
+                true,
+                "220-mx.example.com hello",
+            ),
             (b"554 5.3.2 no service\r\n", false, "554 5.3.2 no service"),
             (b"421 4.3.2 busy\r\n", false, "421 4.3.2 busy"),
         ];
@@ -102,7 +113,9 @@ mod tests {
 
     #[tokio::test]
     async fn probes_a_listener() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         tokio::spawn(async move {
             if let Ok((mut s, _)) = listener.accept().await {
@@ -111,18 +124,35 @@ mod tests {
                 let _ = s.read(&mut sink).await;
             }
         });
-        let v = probe("127.0.0.1".parse().expect("ip"), port, Duration::from_secs(5)).await;
+        let v = probe(
+            "127.0.0.1".parse().expect("ip"),
+            port,
+            Duration::from_secs(5),
+        )
+        .await;
         assert!(v.answers, "{v:?}");
         assert_eq!(v.banner.as_deref(), Some("220 probe.test ESMTP"));
     }
 
     #[tokio::test]
     async fn silent_listener_times_out() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let v = probe("127.0.0.1".parse().expect("ip"), port, Duration::from_millis(200)).await;
+        let v = probe(
+            "127.0.0.1".parse().expect("ip"),
+            port,
+            Duration::from_millis(200),
+        )
+        .await;
         assert!(!v.answers);
-        assert!(v.error.as_deref().is_some_and(|e| e.contains("no greeting")), "{v:?}");
+        assert!(
+            v.error
+                .as_deref()
+                .is_some_and(|e| e.contains("no greeting")),
+            "{v:?}"
+        );
         drop(listener);
     }
 }

@@ -25,7 +25,10 @@ fn domain(out: &mut String, d: &DomainReport) {
         let _ = writeln!(out, "  MX lookup: {e}");
     }
     if d.implicit_mx {
-        let _ = writeln!(out, "  no MX record: implicit MX (the domain's own address)");
+        let _ = writeln!(
+            out,
+            "  no MX record: implicit MX (the domain's own address)"
+        );
     }
     for mx in &d.mx {
         mx_line(out, mx, d);
@@ -81,12 +84,14 @@ fn mx_line(out: &mut String, mx: &MxReport, d: &DomainReport) {
         MxRole::Backup => "backup".to_owned(),
     }];
     if mx.round_robin {
-        let others = d
-            .mx
-            .iter()
-            .filter(|m| m.preference == mx.preference && m.host != mx.host)
-            .count();
-        notes.push(format!("round robin with {others} other MX of preference {}", mx.preference));
+        let others =
+            d.mx.iter()
+                .filter(|m| m.preference == mx.preference && m.host != mx.host)
+                .count();
+        notes.push(format!(
+            "round robin with {others} other MX of preference {}",
+            mx.preference
+        ));
     }
     if mx.address_round_robin {
         notes.push(format!("round robin over {} addresses", mx.addresses.len()));
@@ -94,7 +99,10 @@ fn mx_line(out: &mut String, mx: &MxReport, d: &DomainReport) {
     if let Some(e) = &mx.error {
         notes.push(format!("does not resolve: {e}"));
     }
-    let ttl_text = mx.ttl.map(|t| format!(" ttl {}", ttl(t))).unwrap_or_default();
+    let ttl_text = mx
+        .ttl
+        .map(|t| format!(" ttl {}", ttl(t)))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
         "  MX {} {}{ttl_text}: {}",

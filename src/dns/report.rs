@@ -331,6 +331,7 @@ impl DomainReport {
             };
             mx.round_robin = prefs.iter().filter(|p| **p == mx.preference).count() > 1;
             mx.address_round_robin = mx.addresses.len() > 1;
+            mx.addresses.sort_by_key(|a| a.address);
             for a in &mut mx.addresses {
                 a.members = members
                     .iter()
@@ -392,15 +393,25 @@ impl DomainReport {
             if self.mx.iter().all(|m| m.lookup.answered()) {
                 add(Status::Critical, "no MX host resolves".into());
             } else {
-                let e = self.mx.iter().find_map(|m| m.error.clone()).unwrap_or_default();
-                add(Status::Unknown, format!("MX hosts could not be resolved: {e}"));
+                let e = self
+                    .mx
+                    .iter()
+                    .find_map(|m| m.error.clone())
+                    .unwrap_or_default();
+                add(
+                    Status::Unknown,
+                    format!("MX hosts could not be resolved: {e}"),
+                );
             }
             return out;
         }
         for mx in self.mx.iter().filter(|m| m.addresses.is_empty()) {
             let e = mx.error.as_deref().unwrap_or("no address");
             if mx.lookup.answered() {
-                add(Status::Warning, format!("MX host {} does not resolve ({e})", mx.host));
+                add(
+                    Status::Warning,
+                    format!("MX host {} does not resolve ({e})", mx.host),
+                );
             } else {
                 add(Status::Unknown, format!("MX host {}: {e}", mx.host));
             }

@@ -73,37 +73,151 @@ fn good(a: &str) -> AddressReport {
 fn rules_table() {
     use PtrStatus::*;
     let cases: Vec<(&str, DomainReport, Vec<IngressMember>, Status, &str)> = vec![
-        ("all good", domain(vec![mx(10, "mx1", vec![good("192.0.2.1")])]), vec![], Status::Ok, "OK"),
-        ("nxdomain", DomainReport::mx_failed("example.com", &QueryError::NxDomain), vec![],
-         Status::Critical, "domain does not exist (NXDOMAIN)"),
-        ("timeout", DomainReport::mx_failed("example.com", &QueryError::Timeout), vec![],
-         Status::Unknown, "MX lookup failed: no answer from the name server (timeout)"),
-        ("servfail", DomainReport::mx_failed("example.com", &QueryError::ServerError("Server Failure".into())), vec![],
-         Status::Unknown, "MX lookup failed: name server answered Server Failure"),
-        ("no mx no address", { let mut d = domain(vec![]); d.mx_lookup = Lookup::Nodata; d }, vec![],
-         Status::Critical, "no MX and no address record"),
-        ("implicit mx", { let mut d = domain(vec![mx(0, "example.com", vec![good("192.0.2.1")])]); d.mx_lookup = Lookup::Nodata; d.implicit_mx = true; d }, vec![],
-         Status::Warning, "no MX record; mail goes to the domain's own address (implicit MX)"),
-        ("null mx", domain(vec![mx(0, ".", vec![])]), vec![], Status::Critical, "null MX: the domain accepts no mail (RFC 7505)"),
-        ("no host resolves", domain(vec![unresolved(10, "mx1", QueryError::NxDomain), unresolved(20, "mx2", QueryError::NoData("A/AAAA".into()))]), vec![],
-         Status::Critical, "no MX host resolves"),
-        ("hosts unanswered", domain(vec![unresolved(10, "mx1", QueryError::Timeout)]), vec![],
-         Status::Unknown, "MX hosts could not be resolved: no answer from the name server (timeout)"),
-        ("one host does not resolve", domain(vec![mx(10, "mx1", vec![good("192.0.2.1")]), unresolved(20, "mx2", QueryError::NxDomain)]), vec![],
-         Status::Warning, "MX host mx2 does not resolve (NXDOMAIN)"),
-        ("nobody answers", domain(vec![mx(10, "mx1", vec![addr("192.0.2.1", false, Confirmed)]), mx(20, "mx2", vec![addr("192.0.2.2", false, Confirmed)])]), vec![],
-         Status::Critical, "no MX host answers SMTP"),
-        ("one does not answer", domain(vec![mx(10, "mx1", vec![good("192.0.2.1"), addr("192.0.2.2", false, Confirmed)])]), vec![],
-         Status::Warning, "192.0.2.2 (mx1) does not answer SMTP: connect to port 25: Connection refused"),
-        ("missing ptr", domain(vec![mx(10, "mx1", vec![addr("192.0.2.1", true, Missing)])]), vec![],
-         Status::Warning, "192.0.2.1 (mx1) has no PTR record"),
-        ("unconfirmed ptr", domain(vec![mx(10, "mx1", vec![addr("192.0.2.1", true, Unconfirmed)])]), vec![],
-         Status::Warning, "192.0.2.1 (mx1): PTR host-192.0.2.1.example does not resolve back to it"),
-        ("ptr unknown", domain(vec![mx(10, "mx1", vec![addr("192.0.2.1", true, Unknown)])]), vec![],
-         Status::Unknown, "192.0.2.1 (mx1): PTR lookup failed: unknown"),
-        ("member not pointed at", domain(vec![mx(10, "mx1", vec![good("192.0.2.1")])]),
-         vec![member("gw1", "192.0.2.1", &[]), member("gw2", "192.0.2.9", &[]), member("gw3", "10.0.0.3", &["192.0.2.64/26"])],
-         Status::Warning, "no MX address points at ingress member(s) gw2, gw3"),
+        (
+            "all good",
+            domain(vec![mx(10, "mx1", vec![good("192.0.2.1")])]),
+            vec![],
+            Status::Ok,
+            "OK",
+        ),
+        (
+            "nxdomain",
+            DomainReport::mx_failed("example.com", &QueryError::NxDomain),
+            vec![],
+            Status::Critical,
+            "domain does not exist (NXDOMAIN)",
+        ),
+        (
+            "timeout",
+            DomainReport::mx_failed("example.com", &QueryError::Timeout),
+            vec![],
+            Status::Unknown,
+            "MX lookup failed: no answer from the name server (timeout)",
+        ),
+        (
+            "servfail",
+            DomainReport::mx_failed(
+                "example.com",
+                &QueryError::ServerError("Server Failure".into()),
+            ),
+            vec![],
+            Status::Unknown,
+            "MX lookup failed: name server answered Server Failure",
+        ),
+        (
+            "no mx no address",
+            {
+                let mut d = domain(vec![]);
+                d.mx_lookup = Lookup::Nodata;
+                d
+            },
+            vec![],
+            Status::Critical,
+            "no MX and no address record",
+        ),
+        (
+            "implicit mx",
+            {
+                let mut d = domain(vec![mx(0, "example.com", vec![good("192.0.2.1")])]);
+                d.mx_lookup = Lookup::Nodata;
+                d.implicit_mx = true;
+                d
+            },
+            vec![],
+            Status::Warning,
+            "no MX record; mail goes to the domain's own address (implicit MX)",
+        ),
+        (
+            "null mx",
+            domain(vec![mx(0, ".", vec![])]),
+            vec![],
+            Status::Critical,
+            "null MX: the domain accepts no mail (RFC 7505)",
+        ),
+        (
+            "no host resolves",
+            domain(vec![
+                unresolved(10, "mx1", QueryError::NxDomain),
+                unresolved(20, "mx2", QueryError::NoData("A/AAAA".into())),
+            ]),
+            vec![],
+            Status::Critical,
+            "no MX host resolves",
+        ),
+        (
+            "hosts unanswered",
+            domain(vec![unresolved(10, "mx1", QueryError::Timeout)]),
+            vec![],
+            Status::Unknown,
+            "MX hosts could not be resolved: no answer from the name server (timeout)",
+        ),
+        (
+            "one host does not resolve",
+            domain(vec![
+                mx(10, "mx1", vec![good("192.0.2.1")]),
+                unresolved(20, "mx2", QueryError::NxDomain),
+            ]),
+            vec![],
+            Status::Warning,
+            "MX host mx2 does not resolve (NXDOMAIN)",
+        ),
+        (
+            "nobody answers",
+            domain(vec![
+                mx(10, "mx1", vec![addr("192.0.2.1", false, Confirmed)]),
+                mx(20, "mx2", vec![addr("192.0.2.2", false, Confirmed)]),
+            ]),
+            vec![],
+            Status::Critical,
+            "no MX host answers SMTP",
+        ),
+        (
+            "one does not answer",
+            domain(vec![mx(
+                10,
+                "mx1",
+                vec![good("192.0.2.1"), addr("192.0.2.2", false, Confirmed)],
+            )]),
+            vec![],
+            Status::Warning,
+            "192.0.2.2 (mx1) does not answer SMTP: connect to port 25: Connection refused",
+        ),
+        (
+            "missing ptr",
+            domain(vec![mx(10, "mx1", vec![addr("192.0.2.1", true, Missing)])]),
+            vec![],
+            Status::Warning,
+            "192.0.2.1 (mx1) has no PTR record",
+        ),
+        (
+            "unconfirmed ptr",
+            domain(vec![mx(
+                10,
+                "mx1",
+                vec![addr("192.0.2.1", true, Unconfirmed)],
+            )]),
+            vec![],
+            Status::Warning,
+            "192.0.2.1 (mx1): PTR host-192.0.2.1.example does not resolve back to it",
+        ),
+        (
+            "ptr unknown",
+            domain(vec![mx(10, "mx1", vec![addr("192.0.2.1", true, Unknown)])]),
+            vec![],
+            Status::Unknown,
+            "192.0.2.1 (mx1): PTR lookup failed: unknown",
+        ),
+        (
+            "member not pointed at",
+            domain(vec![mx(10, "mx1", vec![good("192.0.2.1")])]),
+            vec![
+                member("gw1", "192.0.2.1", &[]),
+                member("gw2", "192.0.2.9", &[]),
+                member("gw3", "10.0.0.3", &["192.0.2.64/26"]),
+            ],
+            Status::Warning,
+            "no MX address points at ingress member(s) gw2, gw3",
+        ),
     ];
     for (name, report, members, status, summary) in cases {
         let r = report.evaluate(&members);
@@ -123,11 +237,18 @@ fn roles_round_robin_and_members() {
         member("gw1", "192.0.2.1", &[]),
         member("gw2", "10.9.9.9", &["192.0.2.2/31"]),
     ]);
-    let view: Vec<(u16, &str, MxRole, bool, bool)> = d
-        .mx
-        .iter()
-        .map(|m| (m.preference, m.host.as_str(), m.role, m.round_robin, m.address_round_robin))
-        .collect();
+    let view: Vec<(u16, &str, MxRole, bool, bool)> =
+        d.mx.iter()
+            .map(|m| {
+                (
+                    m.preference,
+                    m.host.as_str(),
+                    m.role,
+                    m.round_robin,
+                    m.address_round_robin,
+                )
+            })
+            .collect();
     assert_eq!(
         view,
         vec![
@@ -147,7 +268,11 @@ fn roles_round_robin_and_members() {
 #[test]
 fn worst_over_domains_and_summary_line() {
     let ok = domain(vec![mx(10, "mx1", vec![good("192.0.2.1")])]).evaluate(&[]);
-    let mut down = domain(vec![mx(10, "mx1", vec![addr("192.0.2.1", false, PtrStatus::Confirmed)])]);
+    let mut down = domain(vec![mx(
+        10,
+        "mx1",
+        vec![addr("192.0.2.1", false, PtrStatus::Confirmed)],
+    )]);
     down.domain = "example.net".into();
     let down = down.evaluate(&[]);
     let mut silent = DomainReport::mx_failed("example.org", &QueryError::Timeout);
@@ -174,8 +299,19 @@ fn worst_over_domains_and_summary_line() {
 #[test]
 fn text_form() {
     let d = domain(vec![
-        mx(10, "mx1.example.com", vec![good("192.0.2.1"), addr("192.0.2.2", true, PtrStatus::Missing)]),
-        mx(20, "mx2.example.com", vec![addr("192.0.2.9", false, PtrStatus::Unconfirmed)]),
+        mx(
+            10,
+            "mx1.example.com",
+            vec![
+                good("192.0.2.1"),
+                addr("192.0.2.2", true, PtrStatus::Missing),
+            ],
+        ),
+        mx(
+            20,
+            "mx2.example.com",
+            vec![addr("192.0.2.9", false, PtrStatus::Unconfirmed)],
+        ),
     ])
     .evaluate(&[member("gw1", "192.0.2.1", &[])]);
     let text = render_text(&CheckReport::new(vec![d], vec!["127.0.0.1:53".into()], 0));
@@ -201,19 +337,54 @@ fn json_shape_is_stable() {
     let d = domain(vec![mx(10, "mx1", vec![good("192.0.2.1")])]).evaluate(&[]);
     let v = serde_json::to_value(CheckReport::new(vec![d], vec![], 7)).expect("json");
     let keys = |v: &serde_json::Value| -> Vec<String> {
-        v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
     };
-    assert_eq!(keys(&v), ["status", "exit_code", "summary", "checked_at", "nameservers", "domains"]);
+    assert_eq!(
+        keys(&v),
+        [
+            "status",
+            "exit_code",
+            "summary",
+            "checked_at",
+            "nameservers",
+            "domains"
+        ]
+    );
     let d = &v["domains"][0];
     assert_eq!(
         keys(d),
-        ["domain", "status", "summary", "mx_lookup", "mx_error", "implicit_mx", "mx", "ingress_not_pointed_at", "problems"]
+        [
+            "domain",
+            "status",
+            "summary",
+            "mx_lookup",
+            "mx_error",
+            "implicit_mx",
+            "mx",
+            "ingress_not_pointed_at",
+            "problems"
+        ]
     );
     assert_eq!(
         keys(&d["mx"][0]),
-        ["preference", "host", "ttl", "role", "round_robin", "lookup", "error", "address_round_robin", "addresses"]
+        [
+            "preference",
+            "host",
+            "ttl",
+            "role",
+            "round_robin",
+            "lookup",
+            "error",
+            "address_round_robin",
+            "addresses"
+        ]
     );
-    assert_eq!(keys(&d["mx"][0]["addresses"][0]), ["address", "family", "ttl", "smtp", "ptr", "members"]);
+    assert_eq!(
+        keys(&d["mx"][0]["addresses"][0]),
+        ["address", "family", "ttl", "smtp", "ptr", "members"]
+    );
     assert_eq!(v["status"], "OK");
     assert_eq!(d["mx"][0]["role"], "primary");
     assert_eq!(d["mx"][0]["addresses"][0]["ptr"]["status"], "confirmed");

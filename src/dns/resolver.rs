@@ -10,7 +10,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverOpts};
+use hickory_resolver::config::{
+    NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverOpts,
+};
 use hickory_resolver::name_server::{NameServerPool, TokioConnectionProvider};
 use hickory_resolver::proto::op::{Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
@@ -69,7 +71,9 @@ pub struct Dns {
 
 impl std::fmt::Debug for Dns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dns").field("servers", &self.servers).finish()
+        f.debug_struct("Dns")
+            .field("servers", &self.servers)
+            .finish()
     }
 }
 
@@ -83,8 +87,11 @@ impl Dns {
                     "no [dns] nameservers and /etc/resolv.conf is unusable: {e}"
                 ))
             })?;
-            let mut servers: Vec<SocketAddr> =
-                config.name_servers().iter().map(|ns| ns.socket_addr).collect();
+            let mut servers: Vec<SocketAddr> = config
+                .name_servers()
+                .iter()
+                .map(|ns| ns.socket_addr)
+                .collect();
             servers.dedup();
             servers
         } else {
@@ -129,7 +136,8 @@ impl Dns {
         } else {
             format!("{name}.")
         };
-        let name = Name::from_ascii(&fqdn).map_err(|e| QueryError::Other(format!("{fqdn}: {e}")))?;
+        let name =
+            Name::from_ascii(&fqdn).map_err(|e| QueryError::Other(format!("{fqdn}: {e}")))?;
         self.query_name(name, rtype).await
     }
 
@@ -165,7 +173,9 @@ impl Dns {
         let mut last = QueryError::Timeout;
         for _ in 0..self.attempts {
             match self.once(name.clone(), rtype).await {
-                Err(e @ (QueryError::Timeout | QueryError::ServerError(_) | QueryError::Other(_))) => {
+                Err(
+                    e @ (QueryError::Timeout | QueryError::ServerError(_) | QueryError::Other(_)),
+                ) => {
                     last = e;
                 }
                 done => return done,
@@ -263,6 +273,9 @@ mod tests {
         let nodata = || QueryError::NoData("A".into());
         assert_eq!(worse(nodata(), QueryError::Timeout), QueryError::Timeout);
         assert_eq!(worse(QueryError::NxDomain, nodata()), QueryError::NxDomain);
-        assert_eq!(worse(nodata(), nodata()), QueryError::NoData("A/AAAA".into()));
+        assert_eq!(
+            worse(nodata(), nodata()),
+            QueryError::NoData("A/AAAA".into())
+        );
     }
 }

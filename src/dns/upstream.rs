@@ -15,8 +15,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use std::time::Instant;
+use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::resolver::{Answer, Dns, QueryError};
@@ -75,12 +75,15 @@ struct Entry {
     expires: Instant,
 }
 
+/// The lookup in use and the `[dns]` settings it was built from.
+type Slot = Option<(DnsPolicy, Arc<dyn HostLookup>)>;
+
 /// Where "now" comes from (the real clock; a hand-moved one in tests).
 pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 /// Resolves member host names with a TTL-honouring cache.
 pub struct UpstreamResolver {
-    lookup: Mutex<Option<(DnsPolicy, Arc<dyn HostLookup>)>>,
+    lookup: Mutex<Slot>,
     cache: Mutex<HashMap<String, Entry>>,
     clock: Clock,
 }
@@ -104,12 +107,11 @@ impl Default for UpstreamResolver {
 impl UpstreamResolver {
     /// A resolver asking `lookup`, with `clock` for expiry (tests).
     pub fn with_lookup(lookup: Arc<dyn HostLookup>, clock: Clock) -> UpstreamResolver {
-        let mut resolver = UpstreamResolver::default();
-        resolver.clock = clock;
-        if let Ok(mut slot) = resolver.lookup.lock() {
-            *slot = Some((DnsPolicy::default(), lookup));
+        UpstreamResolver {
+            lookup: Mutex::new(Some((DnsPolicy::default(), lookup))),
+            cache: Mutex::new(HashMap::new()),
+            clock,
         }
-        resolver
     }
 
     /// The process-wide resolver used for member connections.
@@ -138,9 +140,7 @@ impl UpstreamResolver {
         }
     }
 
-    fn lock_lookup(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, Option<(DnsPolicy, Arc<dyn HostLookup>)>>, ()> {
+    fn lock_lookup(&self) -> Result<std::sync::MutexGuard<'_, Slot>, ()> {
         self.lookup.lock().map_err(|_| ())
     }
 

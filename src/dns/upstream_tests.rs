@@ -57,7 +57,10 @@ impl Manual {
 
 fn resolver(fake: &Arc<Scripted>) -> (UpstreamResolver, Manual) {
     let time = Manual::new();
-    (UpstreamResolver::with_lookup(fake.clone(), time.clock()), time)
+    (
+        UpstreamResolver::with_lookup(fake.clone(), time.clock()),
+        time,
+    )
 }
 
 fn hp(host: &str) -> HostPort {
@@ -130,7 +133,10 @@ async fn failing_servers_keep_the_last_good_answer_for_a_while() {
 
     fake.set(Err(QueryError::ServerError("SERVFAIL".into())));
     time.advance(STALE_FOR - Duration::from_secs(2));
-    assert!(r.resolve(&hp("mta.example")).await.is_ok(), "still within STALE_FOR");
+    assert!(
+        r.resolve(&hp("mta.example")).await.is_ok(),
+        "still within STALE_FOR"
+    );
 
     time.advance(Duration::from_secs(2));
     let err = r.resolve(&hp("mta.example")).await.expect_err("too old");
@@ -155,5 +161,8 @@ async fn empty_answer_is_an_error() {
     let fake = Scripted::new(Ok(Vec::new()));
     let (r, _time) = resolver(&fake);
     let err = r.resolve(&hp("mta.example")).await.expect_err("no address");
-    assert!(err.to_string().contains("cannot resolve mta.example"), "{err}");
+    assert!(
+        err.to_string().contains("cannot resolve mta.example"),
+        "{err}"
+    );
 }
