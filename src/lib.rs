@@ -16,7 +16,8 @@
 //! Modules: [`config`] (files -> validated runtime types), [`smtp`] (the data
 //! plane; [`smtp::proto`] is sans-IO), [`routing`] (member order and live
 //! member state), [`admin`] (CLI socket), [`metrics`] (Prometheus endpoint),
-//! [`demo`] (self-contained demo).
+//! [`demo`] (self-contained demo), [`dns`] (MX / round-robin check, member
+//! host names).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
