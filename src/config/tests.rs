@@ -133,6 +133,7 @@ fn defaults_are_filled_in() {
         (Duration::from_secs(5), 2, 3)
     );
     assert_eq!(p.dns.interval, Duration::from_secs(300));
+    assert_eq!(p.dns, DnsPolicy::default());
     assert_eq!(p.lft.threshold, 10 << 20);
     let gw1 = p.member("gw1").unwrap();
     assert_eq!((gw1.weight, gw1.ingress), (100, true));
@@ -218,6 +219,9 @@ fn broken_policies() {
          &[(2, "members.gw1.smtp", "brackets"), (3, "members.gw1.gina", "https://host:port"), (5, "members.gw2.smtp", "missing port")]),
         ("bad dns", "[dns]\ndomains = [\"exa mple.com\"]\nnameservers = [\"9.9.9.9\"]\n",
          &[(2, "dns.domains", "not a domain"), (3, "dns.nameservers", "IP:PORT")]),
+        ("bad dns probe", "[dns]\ntimeout = \"0s\"\nattempts = 0\nsmtp_probe_port = 70000\nprobe_timeout = \"later\"\n",
+         &[(2, "dns.timeout", "greater than 0"), (3, "dns.attempts", "between 1 and 10"),
+           (4, "dns.smtp_probe_port", "between 1 and 65535"), (5, "dns.probe_timeout", "not a duration")]),
         ("bad member name", "[members.\"gw 1\"]\n", &[(1, "members.gw 1", "not a valid name")]),
         ("syntax error", "[routing]\naffinity = \"none\"\nmax_attempts = \n",
          &[(3, "routing.max_attempts", "TOML syntax error")]),
