@@ -266,6 +266,12 @@ fn mx_set_round_robin_backup_ptr_smtp_and_nxdomain() {
     assert_eq!(d["mx_lookup"], "nxdomain");
     assert_eq!(d["summary"], "domain does not exist (NXDOMAIN)");
 
+    // A name outside dnsmasq's zones, with no upstream server: an error code, UNKNOWN.
+    let (code, v, text) = dns_check(&gw, &["elsewhere.example"]);
+    assert_eq!(code, 3, "{text}");
+    assert_eq!(v["domains"][0]["mx_lookup"], "server_error", "{v:#}");
+    assert!(text.starts_with("DNS UNKNOWN - elsewhere.example: MX lookup failed: name server answered "), "{text}");
+
     // Several domains: the worst status, each domain in the summary line.
     let (code, v, text) = dns_check(&gw, &["ok.mx.test", "nx.mx.test", "rr.mx.test"]);
     assert_eq!(code, 2, "{text}");
