@@ -270,7 +270,12 @@ fn mx_set_round_robin_backup_ptr_smtp_and_nxdomain() {
     let (code, v, text) = dns_check(&gw, &["elsewhere.example"]);
     assert_eq!(code, 3, "{text}");
     assert_eq!(v["domains"][0]["mx_lookup"], "server_error", "{v:#}");
-    assert!(text.starts_with("DNS UNKNOWN - elsewhere.example: MX lookup failed: name server answered "), "{text}");
+    assert!(
+        text.starts_with(
+            "DNS UNKNOWN - elsewhere.example: MX lookup failed: name server answered "
+        ),
+        "{text}"
+    );
 
     // Several domains: the worst status, each domain in the summary line.
     let (code, v, text) = dns_check(&gw, &["ok.mx.test", "nx.mx.test", "rr.mx.test"]);
