@@ -1,0 +1,158 @@
+//! Scheduler tests under a paused tokio clock: check times are exact.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+const INTERVAL: Duration = Duration::from_secs(5);
+
+/// A scheduler run with a scripted check.
+struct Run {
+    table: Arc<MemberTable>,
+    /// Check start times, in whole seconds after `t0`.
+    starts: Arc<Mutex<Vec<u64>>>,
+    stop: CancellationToken,
+    t0: Instant,
+}
+
+impl Run {
+    /// Starts the scheduler: one outcome per check from `script` (true:
+    /// pass), then passes; each check takes `took`.
+    fn start(script: Vec<bool>, took: Duration) -> Run {
+        let table = MemberTable::new();
+        let job = Job {
+            member: "gw1".into(),
+            service: Service::Smtp,
+            check: Check::Unusable("scripted".into()),
+            interval: INTERVAL,
+            timeout: Duration::from_secs(2),
+            thresholds: Thresholds { rise: 2, fall: 3 },
+        };
+        let state = CheckState::new("smtp", job.thresholds);
+        table.set_check(&job.member, job.service, Some(state), true);
+        let stop = CancellationToken::new();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let t0 = Instant::now();
+        let script = Arc::new(Mutex::new(script.into_iter()));
+        let seen = starts.clone();
+        tokio::spawn(schedule(job, table.clone(), stop.clone(), move || {
+            let script = script.clone();
+            let seen = seen.clone();
+            async move {
+                seen.lock().expect("lock").push(t0.elapsed().as_secs());
+                tokio::time::sleep(took).await;
+                match script.lock().expect("lock").next() {
+                    Some(false) => Outcome::Fail("refused".into()),
+                    _ => Outcome::Pass,
+                }
+            }
+        }));
+        Run {
+            table,
+            starts,
+            stop,
+            t0,
+        }
+    }
+
+    /// Lets the paused clock run to `secs` after start (and a hair past it).
+    async fn at(&self, secs: u64) {
+        let when = self.t0 + Duration::from_secs(secs) + Duration::from_millis(1);
+        tokio::time::sleep_until(when).await;
+    }
+
+    fn up(&self) -> bool {
+        self.table.health("gw1").healthy
+    }
+
+    fn starts(&self) -> Vec<u64> {
+        self.starts.lock().expect("lock").clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_check_at_once_then_every_interval_with_exact_fall_and_rise() {
+    let run = Run::start(vec![false, false, false, true, true], Duration::ZERO);
+    run.at(0).await;
+    assert_eq!(run.starts(), [0], "first check at once");
+    assert!(run.up(), "1 of 3 failures: still up");
+    run.at(5).await;
+    assert!(run.up(), "2 of 3 failures: still up");
+    run.at(10).await;
+    let h = run.table.health("gw1");
+    assert!(!h.healthy, "3rd failure, at (fall - 1) x interval: down");
+    assert_eq!(
+        h.reason.as_deref(),
+        Some("smtp check failed: refused (3 of 3 checks); 0 of 2 passing checks to come back")
+    );
+    run.at(15).await;
+    assert!(!run.up(), "1 of 2 passes: still down");
+    run.at(20).await;
+    assert!(run.up(), "2 of 2 passes: up");
+    assert_eq!(run.starts(), [0, 5, 10, 15, 20]);
+    let report = run.table.service_report("gw1", Service::Smtp);
+    assert_eq!(
+        (report.check, report.passes, report.failures),
+        (Some("smtp"), 2, 0)
+    );
+    assert!(report.last_check.is_some_and(|l| l.passed));
+    run.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_checks_never_overlap() {
+    let run = Run::start(vec![], Duration::from_secs(7));
+    run.at(22).await;
+    // Each check takes longer than the interval: the next starts when it ends.
+    assert_eq!(run.starts(), [0, 7, 14, 21]);
+    run.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn passive_failure_needs_rise_checks_started_after_it() {
+    let run = Run::start(vec![], Duration::from_secs(2));
+    run.at(6).await;
+    // During the check that started at 5 s (it will pass at 7 s).
+    run.table
+        .mark_failed("gw1", "connect refused", Duration::from_secs(30));
+    assert!(!run.up(), "suspect: down at once");
+    run.at(7).await;
+    assert!(
+        !run.up(),
+        "the check in flight at the failure does not count"
+    );
+    run.at(12).await;
+    assert!(!run.up(), "1 of 2 passes since");
+    run.at(17).await;
+    assert!(
+        run.up(),
+        "2 of 2 passes since: up, long before the 30 s back-off"
+    );
+    run.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_ends_the_checks() {
+    let run = Run::start(vec![], Duration::ZERO);
+    run.at(5).await;
+    run.stop.cancel();
+    run.at(30).await;
+    assert_eq!(run.starts(), [0, 5]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unchecked_services_keep_the_back_off() {
+    let table = MemberTable::new();
+    table.mark_failed("gw2", "connect refused", Duration::from_secs(10));
+    assert!(!table.health("gw2").healthy);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(table.health("gw2").healthy);
+    // GINA health is separate from SMTP health.
+    table.mark_service_failed("gw2", Service::Gina, "503", Duration::from_secs(10));
+    assert!(table.health("gw2").healthy);
+    assert!(!table.service_health("gw2", Service::Gina).healthy);
+}
