@@ -114,15 +114,20 @@ where
         .body(Empty::new())
         .map_err(|e| format!("bad request: {e}"))?;
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        response = sender.send_request(req) => response
-            .map(|r| r.status())
-            .map_err(|e| format!("HTTP request failed: {e}")),
-        ended = &mut conn => Err(match ended {
-            Ok(()) => "connection closed before the HTTP response".to_owned(),
-            Err(e) => format!("HTTP connection failed: {e}"),
-        }),
-    }
+    let mut response = std::pin::pin!(sender.send_request(req));
+    let response = tokio::select! {
+        biased;
+        response = &mut response => response,
+        // With `Connection: close` the connection may end as soon as the
+        // response is in: the response is then ready (or the request failed).
+        ended = &mut conn => match ended {
+            Ok(()) => response.await,
+            Err(e) => return Err(format!("HTTP connection failed: {e}")),
+        },
+    };
+    response
+        .map(|r| r.status())
+        .map_err(|e| format!("HTTP request failed: {e}"))
 }
 
 #[cfg(test)]
