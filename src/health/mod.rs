@@ -62,8 +62,14 @@ pub enum Check {
     },
     /// `GET` on the GINA portal.
     Http(HttpSpec),
-    /// A check that cannot run as configured (e.g. no TLS configuration); it always fails with this reason.
-    Unusable(String),
+    /// A check that cannot run as configured (e.g. no TLS configuration):
+    /// it always fails with `reason`.
+    Unusable {
+        /// The kind it would have been.
+        kind: &'static str,
+        /// Why it cannot run.
+        reason: String,
+    },
 }
 
 impl Check {
@@ -73,7 +79,7 @@ impl Check {
             Check::Smtp(_) => "smtp",
             Check::Tcp { .. } => "tcp",
             Check::Http(_) => "http",
-            Check::Unusable(_) => "none",
+            Check::Unusable { kind, .. } => kind,
         }
     }
 
@@ -83,7 +89,7 @@ impl Check {
             Check::Smtp(s) => Some(&s.addr),
             Check::Tcp { addr, .. } => Some(addr),
             Check::Http(h) => Some(&h.addr),
-            Check::Unusable(_) => None,
+            Check::Unusable { .. } => None,
         }
     }
 
@@ -96,7 +102,7 @@ impl Check {
                 connect_timeout,
             } => tcp_check::check(addr, (*connect_timeout).min(limit)).await,
             Check::Http(spec) => http_check::check(spec, limit).await,
-            Check::Unusable(reason) => Err(reason.clone()),
+            Check::Unusable { reason, .. } => Err(reason.clone()),
         };
         match result {
             Ok(()) => Outcome::Pass,
@@ -165,9 +171,11 @@ impl Plan {
             if let Some(addr) = &m.smtp {
                 let check = match h.smtp_check {
                     SmtpCheck::Smtp => Some(match (h.starttls, &upstream_tls) {
-                        (true, None) => Check::Unusable(
-                            "[health] starttls needs [upstream] tls other than \"none\"".into(),
-                        ),
+                        (true, None) => Check::Unusable {
+                            kind: "smtp",
+                            reason: "[health] starttls needs [upstream] tls other than \"none\""
+                                .into(),
+                        },
                         (starttls, tls) => Check::Smtp(SmtpSpec {
                             addr: addr.clone(),
                             proxy: up.proxy_protocol,
@@ -197,7 +205,10 @@ impl Plan {
                             path: h.http_path.clone(),
                             connect_timeout: up.connect_timeout,
                         }),
-                        Err(reason) => Check::Unusable(reason.clone()),
+                        Err(reason) => Check::Unusable {
+                            kind: "http",
+                            reason: reason.clone(),
+                        },
                     })
                 }
                 GinaCheck::Http => Some(Check::Http(HttpSpec {

@@ -27,13 +27,15 @@ impl Run {
         let job = Job {
             member: "gw1".into(),
             service: Service::Smtp,
-            check: Check::Unusable("scripted".into()),
+            check: Check::Unusable {
+                kind: "smtp",
+                reason: "scripted".into(),
+            },
             interval: INTERVAL,
             timeout: Duration::from_secs(2),
             thresholds: Thresholds { rise: 2, fall: 3 },
         };
-        let state = CheckState::new("smtp", job.thresholds);
-        table.set_check(&job.member, job.service, Some(state), true);
+        table.set_check(&job.member, job.service, Some(job.fresh_state()), true);
         let stop = CancellationToken::new();
         let starts = Arc::new(Mutex::new(Vec::new()));
         let t0 = Instant::now();
@@ -155,4 +157,57 @@ async fn unchecked_services_keep_the_back_off() {
     table.mark_service_failed("gw2", Service::Gina, "503", Duration::from_secs(10));
     assert!(table.health("gw2").healthy);
     assert!(!table.service_health("gw2", Service::Gina).healthy);
+}
+
+/// Loads a configuration with `policy` as cluster.toml.
+fn config(policy: &str) -> crate::config::Config {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = "[node]\nname = \"n1\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n\
+                [[smtp]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\nhostname = \"mx.test\"\n";
+    std::fs::write(dir.path().join("mxgate.toml"), node).expect("write");
+    std::fs::write(dir.path().join("cluster.toml"), policy).expect("write");
+    crate::config::load(&dir.path().join("mxgate.toml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// (member, service, kind) of every job.
+fn jobs(plan: &Plan) -> Vec<(String, Service, &'static str)> {
+    plan.jobs
+        .iter()
+        .map(|j| (j.member.clone(), j.service, j.check.kind()))
+        .collect()
+}
+
+#[test]
+fn plans_one_job_per_checked_upstream() {
+    let members = "[members.a]\nsmtp = \"127.0.0.1:25\"\ngina = \"127.0.0.1:80\"\n\
+                   [members.b]\ngina = \"https://127.0.0.1:443\"\n\
+                   [members.c]\nsmtp = \"127.0.0.1:2525\"\n";
+    let s = |m: &str, service, kind| (m.to_owned(), service, kind);
+    let plan = Plan::new(&config(members), None);
+    assert_eq!(
+        jobs(&plan),
+        [
+            s("a", Service::Smtp, "smtp"),
+            s("a", Service::Gina, "http"),
+            s("b", Service::Gina, "http"),
+            s("c", Service::Smtp, "smtp")
+        ]
+    );
+    let Some(Check::Smtp(spec)) = plan.jobs.first().map(|j| &j.check) else {
+        panic!("{plan:?}")
+    };
+    assert_eq!(spec.ehlo_name, "mx.test");
+    assert!(matches!(&plan.jobs[2].check, Check::Http(h) if h.tls.is_some() && h.path == "/"));
+    assert_eq!(plan.jobs[0].timeout, plan.jobs[0].interval);
+
+    let other = format!("[health]\nsmtp_check = \"tcp\"\ngina_check = \"none\"\n{members}");
+    assert_eq!(
+        jobs(&Plan::new(&config(&other), None)),
+        [s("a", Service::Smtp, "tcp"), s("c", Service::Smtp, "tcp")]
+    );
+    let off = format!("[health]\nsmtp_check = \"none\"\ngina_check = \"tcp\"\n{members}");
+    assert_eq!(
+        jobs(&Plan::new(&config(&off), None)),
+        [s("a", Service::Gina, "tcp"), s("b", Service::Gina, "tcp")]
+    );
 }
