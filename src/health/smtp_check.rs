@@ -197,3 +197,7 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "smtp_check_tests.rs"]
+mod tests;
