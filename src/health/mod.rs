@@ -326,7 +326,7 @@ fn reconcile(
         };
         table.set_check(&job.member, job.service, Some(job.fresh_state()), reset);
         let child = stop.child_token();
-        info!(member = %job.member, service = %job.service, check = job.check.kind(), interval = %format_duration(&job.interval), "health checks started");
+        info!(member = %job.member, service = %job.service, check = %job.check.kind(), interval = %format_duration(&job.interval), "health checks started");
         let job = job.clone();
         let check = job.check.clone();
         let limit = job.timeout;
@@ -380,17 +380,17 @@ where
         let (member, service, kind) = (&job.member, job.service, job.check.kind());
         match transition {
             Transition::WentDown => {
-                warn!(member = %member, service = %service, check = kind, reason = health.reason.as_deref().unwrap_or(""), "member down: health checks failed")
+                warn!(member = %member, service = %service, check = %kind, reason = health.reason.as_deref().unwrap_or(""), "member down: health checks failed")
             }
             Transition::WentUp => {
-                info!(member = %member, service = %service, check = kind, "member up: health checks pass")
+                info!(member = %member, service = %service, check = %kind, "member up: health checks pass")
             }
             Transition::Unchanged => match reason {
                 Some(reason) => {
-                    debug!(member = %member, service = %service, check = kind, reason = %reason, "health check failed")
+                    debug!(member = %member, service = %service, check = %kind, reason = %reason, "health check failed")
                 }
                 None => {
-                    debug!(member = %member, service = %service, check = kind, "health check passed")
+                    debug!(member = %member, service = %service, check = %kind, "health check passed")
                 }
             },
         }

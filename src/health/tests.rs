@@ -211,3 +211,58 @@ fn plans_one_job_per_checked_upstream() {
         [s("a", Service::Gina, "tcp"), s("b", Service::Gina, "tcp")]
     );
 }
+
+/// A plan with one always-failing SMTP job for `gw1` of `kind`.
+fn failing_plan(kind: &'static str, interval: Duration) -> Plan {
+    Plan {
+        jobs: vec![Job {
+            member: "gw1".into(),
+            service: Service::Smtp,
+            check: Check::Unusable {
+                kind,
+                reason: "scripted".into(),
+            },
+            interval,
+            timeout: Duration::from_secs(1),
+            thresholds: Thresholds { rise: 2, fall: 1 },
+        }],
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reloads_keep_state_unless_the_check_changes() {
+    let table = MemberTable::new();
+    let stop = CancellationToken::new();
+    let hour = Duration::from_secs(3600);
+    let sup = Supervisor::start(table.clone(), failing_plan("smtp", hour), stop.clone());
+    // Registered before start() returns.
+    assert_eq!(
+        table.service_report("gw1", Service::Smtp).check,
+        Some("smtp")
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = table.service_report("gw1", Service::Smtp);
+    assert_eq!((r.healthy, r.failures), (false, 1), "first check at once");
+
+    // Same check, another interval: the task restarts (checking at once), the state stays.
+    sup.update(failing_plan("smtp", hour * 2));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = table.service_report("gw1", Service::Smtp);
+    assert_eq!(
+        (r.healthy, r.failures),
+        (false, 2),
+        "state kept across the reload"
+    );
+
+    // Another kind of check: a fresh state (then its first check).
+    sup.update(failing_plan("tcp", hour));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = table.service_report("gw1", Service::Smtp);
+    assert_eq!((r.check, r.failures), (Some("tcp"), 1), "state reset");
+
+    // Removed from the plan: no longer checked.
+    sup.update(Plan::default());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(table.service_report("gw1", Service::Smtp).check, None);
+    stop.cancel();
+}
