@@ -211,10 +211,14 @@ fn silent_member_is_down() {
 fn member_answering_421_is_down() {
     let busy = FakeMta::start("busy", Behavior::Greet("421 4.3.2 busy".into()));
     let good = FakeMta::start("good", Behavior::Normal);
-    let gw = Mxgate::start(&policy(
-        "",
-        &[member("busy", busy.addr, ""), member("good", good.addr, "")],
-    ));
+    let metrics = metrics_addr();
+    let gw = Mxgate::start_with(
+        &with_metrics(metrics),
+        &policy(
+            "",
+            &[member("busy", busy.addr, ""), member("good", good.addr, "")],
+        ),
+    );
     let bound = INTERVAL * (FALL + 1) + SLACK;
     let mut reason = None;
     let down = eventually(bound, || {
@@ -227,6 +231,13 @@ fn member_answering_421_is_down() {
         reason.contains("smtp check failed: greeting: 421 4.3.2 busy"),
         "{reason}"
     );
+    // The gauge follows SMTP health (refreshed every second).
+    let gauge = eventually(Duration::from_secs(5), || {
+        let scrape = http_get(metrics, "/metrics");
+        scrape.contains("mxgate_member_up{member=\"busy\"} 0")
+            && scrape.contains("mxgate_member_up{member=\"good\"} 1")
+    });
+    assert!(gauge, "{}", http_get(metrics, "/metrics"));
     let status = gw.cli(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
@@ -315,6 +326,19 @@ fn answer(stream: TcpStream, code: u16) -> std::io::Result<()> {
     )
 }
 
+/// A free address for `[metrics] listen`.
+fn metrics_addr() -> SocketAddr {
+    SocketAddr::new(ip("127.0.0.1"), common::free_port("127.0.0.1"))
+}
+
+/// The default listener and `[metrics] listen = addr`.
+fn with_metrics(addr: SocketAddr) -> String {
+    format!(
+        "{}\n[metrics]\nlisten = \"{addr}\"\n",
+        common::default_listener()
+    )
+}
+
 fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
@@ -333,13 +357,8 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
 fn gina_http_health_is_separate_from_smtp_health() {
     let fake = FakeMta::start("m1", Behavior::Normal);
     let web = WebMember::start();
-    let metrics: SocketAddr = format!("127.0.0.1:{}", common::free_port("127.0.0.1"))
-        .parse()
-        .expect("addr");
-    let node = format!(
-        "{}\n[metrics]\nlisten = \"{metrics}\"\n",
-        common::default_listener()
-    );
+    let metrics = metrics_addr();
+    let node = with_metrics(metrics);
     let gina = format!("gina = \"{}\"", web.addr);
     let gw = Mxgate::start_with(
         &node,
