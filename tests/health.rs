@@ -473,3 +473,49 @@ fn checks_follow_reloads() {
         "checks went on after smtp_check = \"none\""
     );
 }
+
+#[test]
+fn failure_seen_by_a_session_makes_the_member_suspect_until_rise_checks_pass() {
+    let flaky = FakeMta::start("flaky", Behavior::Normal);
+    let good = FakeMta::start("good", Behavior::Normal);
+    // A slower interval than elsewhere, so that the session, not a check, sees the failure first.
+    let slow = policy(
+        "",
+        &[
+            member("flaky", flaky.addr, ""),
+            member("good", good.addr, ""),
+        ],
+    )
+    .replace(
+        &format!("interval = \"{}ms\"", INTERVAL.as_millis()),
+        "interval = \"1s\"",
+    );
+    let gw = Mxgate::start(&slow);
+    wait_first_checks(&gw, &["flaky", "good"]);
+    let client = client_preferring(&gw, "flaky");
+
+    flaky.set_behavior(Behavior::Greet("421 4.3.2 going down".into()));
+    let mut c = Client::greeted_from(client, gw.smtp_addr());
+    assert_eq!(c.cmd("EHLO client.test").code, 250);
+    let r = c.send_mail(
+        "s@example.com",
+        &["r@example.com"],
+        "Subject: x\r\n\r\nbody",
+    );
+    assert!(r.ok(), "{r}");
+    c.cmd("QUIT");
+    assert_eq!(good.messages().len(), 1, "the session failed over to good");
+    // At once, without waiting for `fall` checks.
+    let reason = excluded_reason(&gw.explain(client), "flaky").unwrap_or_default();
+    assert!(
+        reason.starts_with("down: suspect: member refused greeting: 421 4.3.2 going down"),
+        "{reason}"
+    );
+
+    // Healthy again: back only after `rise` passing checks (not after the 60 s back-off).
+    flaky.set_behavior(Behavior::Normal);
+    let back = eventually(Duration::from_secs(1) * (RISE + 1) + SLACK, || {
+        gw.first_choice(client).as_deref() == Some("flaky")
+    });
+    assert!(back, "{}", gw.explain(client));
+}
