@@ -158,3 +158,122 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod io_tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio_rustls::TlsAcceptor;
+
+    use super::*;
+    use crate::config::{ProxyProtocol, UpstreamPolicy, UpstreamTls};
+
+    /// Serves one request with `status`; returns the address and the request head.
+    async fn portal(
+        status: &'static str,
+        tls: bool,
+    ) -> (HostPort, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return String::new();
+            };
+            if tls {
+                let acceptor = TlsAcceptor::from(crate::health::tests::server_tls());
+                match acceptor.accept(tcp).await {
+                    Ok(stream) => answer(stream, status).await,
+                    Err(e) => format!("handshake: {e}"),
+                }
+            } else {
+                answer(tcp, status).await
+            }
+        });
+        let addr = HostPort {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        };
+        (addr, task)
+    }
+
+    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, status: &str) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+            match s.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        let response =
+            format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        let _ = s.write_all(response.as_bytes()).await;
+        let _ = s.shutdown().await;
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    fn spec(addr: HostPort, tls: bool) -> HttpSpec {
+        let upstream = UpstreamPolicy {
+            xclient: false,
+            proxy_protocol: ProxyProtocol::Off,
+            tls: UpstreamTls::None,
+            connect_timeout: Duration::from_secs(2),
+            greeting_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+            data_timeout: Duration::from_secs(2),
+            backoff: Duration::from_secs(2),
+            tls_ca_file: None,
+            tls_insecure_skip_verify: false,
+        };
+        HttpSpec {
+            addr,
+            // No tls_ca_file: encrypted, not verified (the GINA check's rule).
+            tls: tls.then(|| crate::health::https_config(&upstream).expect("https config")),
+            path: "/health?deep=1".into(),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn status_below_500_passes_over_http_and_https() {
+        for tls in [false, true] {
+            for (status, want) in [
+                ("200 OK", Ok(())),
+                ("404 Not Found", Ok(())),
+                (
+                    "503 Service Unavailable",
+                    Err("HTTP status 503 Service Unavailable".to_owned()),
+                ),
+            ] {
+                let (addr, head) = portal(status, tls).await;
+                let host = addr.to_string();
+                let got = check(&spec(addr, tls), Duration::from_secs(5)).await;
+                assert_eq!(got, want, "{status} tls={tls}");
+                let head = head.await.expect("portal");
+                assert!(
+                    head.starts_with("GET /health?deep=1 HTTP/1.1\r\n"),
+                    "{head}"
+                );
+                assert!(
+                    head.to_ascii_lowercase()
+                        .contains(&format!("host: {host}\r\n")),
+                    "{head}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn silence_fails_within_the_limit() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hold = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+        let addr = HostPort {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        };
+        let got = check(&spec(addr, false), Duration::from_millis(300)).await;
+        assert_eq!(got, Err("no HTTP answer within 300ms".to_owned()));
+        hold.abort();
+    }
+}

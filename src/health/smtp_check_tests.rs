@@ -44,7 +44,7 @@ async fn member(script: Script) -> (HostPort, Arc<Mutex<Vec<String>>>) {
         let _ = conn.get_mut().write_all(greeting).await;
         let tls = serve(&mut conn, &log, true).await;
         if tls {
-            let acceptor = TlsAcceptor::from(server_tls());
+            let acceptor = TlsAcceptor::from(crate::health::tests::server_tls());
             let Ok(stream) = acceptor.accept(conn.into_inner()).await else {
                 return;
             };
@@ -92,19 +92,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             _ => {}
         }
     }
-}
-
-fn server_tls() -> Arc<tokio_rustls::rustls::ServerConfig> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&c, cert.pem()).expect("write");
-    std::fs::write(&k, key.serialize_pem()).expect("write");
-    crate::smtp::tls::server_config(&c, &k).expect("server config")
 }
 
 fn client_tls() -> Arc<ClientConfig> {

@@ -266,3 +266,17 @@ async fn reloads_keep_state_unless_the_check_changes() {
     assert_eq!(table.service_report("gw1", Service::Smtp).check, None);
     stop.cancel();
 }
+
+/// A rustls server configuration with a fresh self-signed certificate for 127.0.0.1.
+pub(super) fn server_tls() -> Arc<tokio_rustls::rustls::ServerConfig> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&c, cert.pem()).expect("write");
+    std::fs::write(&k, key.serialize_pem()).expect("write");
+    crate::smtp::tls::server_config(&c, &k).expect("server config")
+}
