@@ -201,7 +201,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     });
     let sessions = TaskTracker::new();
     let admin_path = gateway.snapshot().config.node.admin_socket();
-    let admin_socket = admin::bind(&admin_path)?;
+    // A start that fails from here on must not leave the health checks running.
+    let admin_socket = admin::bind(&admin_path).inspect_err(|_| stop.cancel())?;
     if metrics_on {
         crate::metrics::spawn_member_refresh(gateway.clone(), stop.clone());
     }
