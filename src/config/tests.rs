@@ -190,6 +190,14 @@ fn render_is_valid_toml_with_readable_units() {
     assert!(text.contains("threshold = \"10MiB\""), "{text}");
     assert!(text.contains("[members.gw2]"), "{text}");
     assert!(text.contains("command_timeout = \"5m\""), "{text}");
+    for line in [
+        "smtp_check = \"smtp\"",
+        "gina_check = \"http\"",
+        "http_path = \"/\"",
+        "starttls = false",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
 }
 
 #[test]
