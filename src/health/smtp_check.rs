@@ -1,5 +1,5 @@
 //! The SMTP check, the I/O half: connect, PROXY header when the member
-//! expects one, then the [`Probe`] dialogue (greeting 2xx, EHLO 2xx, optional
+//! expects one, then the `probe` dialogue (greeting 2xx, EHLO 2xx, optional
 //! STARTTLS), and QUIT whenever the connection is up, pass or fail.
 //!
 //! The whole check, QUIT aside, is bounded by `[health] timeout`; the connect
