@@ -3,7 +3,9 @@
 //! Everything a new session needs lives in one [`Snapshot`] (configuration,
 //! router, listener settings) behind an `ArcSwap`: a reload swaps it, sessions
 //! in flight keep the one they started with. The [`MemberTable`] outlives
-//! snapshots, so health and back-off survive a reload.
+//! snapshots, so health and back-off survive a reload. The health checks
+//! ([`health::Supervisor`]) start with the daemon, follow every reload and
+//! stop with it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::admin;
 use crate::config::{self, Config, SmtpListener};
+use crate::health;
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::Shutdown;
 use crate::smtp::server::{self, ContextSource, ListenerStats};
@@ -39,6 +42,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The health-check jobs of this snapshot.
+    fn health_plan(&self) -> health::Plan {
+        health::Plan::new(&self.config, self.tls.upstream())
+    }
+
     /// Fails when a certificate, key or CA file cannot be used.
     fn new(config: Config) -> Result<Snapshot, config::ConfigErrors> {
         let tls = TlsSnapshot::load(&config)?;
@@ -72,6 +80,8 @@ pub struct Gateway {
     pub shutdown: Shutdown,
     /// The latest periodic DNS check (`[dns] domains`).
     pub dns: Arc<crate::dns::DnsMonitor>,
+    /// The active health checks (follow reloads).
+    health: health::Supervisor,
     config_path: Option<PathBuf>,
 }
 
@@ -100,7 +110,9 @@ impl Gateway {
                 "listener names or addresses changed: that takes a restart; other changes apply now"
             );
         }
-        self.snapshot.store(Arc::new(Snapshot::new(config)?));
+        let snapshot = Arc::new(Snapshot::new(config)?);
+        self.health.update(snapshot.health_plan());
+        self.snapshot.store(snapshot);
         info!("configuration reloaded");
         Ok(())
     }
@@ -174,20 +186,26 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         .iter()
         .map(|l| (l.name.clone(), Arc::new(ListenerStats::default())))
         .collect::<HashMap<_, _>>();
+    let stop = CancellationToken::new();
+    let snapshot = Snapshot::new(config)?;
+    let members = MemberTable::new();
+    // Registers every checked member before the first session can arrive.
+    let health = health::Supervisor::start(members.clone(), snapshot.health_plan(), stop.clone());
     let gateway = Arc::new(Gateway {
-        snapshot: ArcSwap::from_pointee(Snapshot::new(config)?),
-        members: MemberTable::new(),
+        snapshot: ArcSwap::from_pointee(snapshot),
+        members,
         listener_stats,
         bound,
         started: Instant::now(),
         shutdown: Shutdown::new(),
         dns: Arc::default(),
+        health,
         config_path,
     });
-    let stop = CancellationToken::new();
     let sessions = TaskTracker::new();
     let admin_path = gateway.snapshot().config.node.admin_socket();
-    let admin_socket = admin::bind(&admin_path)?;
+    // A start that fails from here on must not leave the health checks running.
+    let admin_socket = admin::bind(&admin_path).inspect_err(|_| stop.cancel())?;
     if metrics_on {
         crate::metrics::spawn_member_refresh(gateway.clone(), stop.clone());
     }

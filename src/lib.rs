@@ -12,12 +12,15 @@
 //!    DATA ([`smtp::proto::DataReceiver`]) with replies returned verbatim,
 //!    failing over to the next member until end of DATA is sent.
 //! 4. [`admin`] serves `mxgate status` and `route explain` over a Unix socket.
+//! 5. Beside the sessions, [`health`] checks every member's SMTP and GINA
+//!    upstreams every `[health] interval`; the router leaves out members
+//!    whose SMTP service is down.
 //!
 //! Modules: [`config`] (files -> validated runtime types), [`smtp`] (the data
 //! plane; [`smtp::proto`] is sans-IO), [`routing`] (member order and live
-//! member state), [`admin`] (CLI socket), [`metrics`] (Prometheus endpoint),
-//! [`demo`] (self-contained demo), [`dns`] (MX / round-robin check, member
-//! host names).
+//! member state), [`health`] (active checks), [`admin`] (CLI socket),
+//! [`metrics`] (Prometheus endpoint), [`demo`] (self-contained demo),
+//! [`dns`] (MX / round-robin check, member host names).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -26,6 +29,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod dns;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod routing;

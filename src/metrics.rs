@@ -9,7 +9,8 @@
 //!
 //! Call sites are one line: [`session_opened`] (accept loop), [`refused`]
 //! (anything mxgate refuses itself), [`message`] and [`bytes_relayed`] (end
-//! of DATA), [`failover`], [`injection_denied`]. Label values are the only
+//! of DATA), [`failover`], [`injection_denied`], [`health_check`] (each
+//! active check). Label values are the only
 //! strings built per event. The series and their meaning are listed in
 //! `docs/metrics.md`.
 
@@ -44,6 +45,8 @@ pub const MEMBER_UP: &str = "mxgate_member_up";
 pub const FAILOVERS_TOTAL: &str = "mxgate_route_failovers_total";
 /// `mxgate_injection_denied_total{source}`.
 pub const INJECTION_DENIED_TOTAL: &str = "mxgate_injection_denied_total";
+/// `mxgate_health_checks_total{member,service,result}`.
+pub const HEALTH_CHECKS_TOTAL: &str = "mxgate_health_checks_total";
 
 /// `mxgate_dns_check_status{domain}`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 pub const DNS_CHECK_STATUS: &str = "mxgate_dns_check_status";
@@ -214,7 +217,12 @@ fn describe() {
     );
     describe_gauge!(
         MEMBER_UP,
-        "1 when the member is usable for routing, 0 while it is in back-off after a failure."
+        "1 when the member's SMTP service is usable for routing, 0 while its health checks or a failure seen by a session keep it out."
+    );
+    describe_counter!(
+        HEALTH_CHECKS_TOTAL,
+        Unit::Count,
+        "Active health checks by member, service (smtp, gina) and result (pass, fail)."
     );
     describe_counter!(
         FAILOVERS_TOTAL,
@@ -313,6 +321,13 @@ pub fn failover(from: &str, to: &str) {
 /// A transaction from member `source` was refused: it may inject into no member.
 pub fn injection_denied(source: &str) {
     counter!(INJECTION_DENIED_TOTAL, "source" => source.to_owned()).increment(1);
+}
+
+/// An active health check of `member`'s `service` (`smtp`, `gina`) ended.
+pub fn health_check(member: &str, service: &'static str, passed: bool) {
+    let result = if passed { "pass" } else { "fail" };
+    counter!(HEALTH_CHECKS_TOTAL, "member" => member.to_owned(), "service" => service, "result" => result)
+        .increment(1);
 }
 
 /// How often `mxgate_member_up` is refreshed: back-off expires without an event.

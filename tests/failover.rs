@@ -31,7 +31,8 @@ fn policy_with(routing: &str, upstream: &[(&str, &str)], members: &[String]) -> 
     }
     let upstream: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
     format!(
-        "[routing]\n{routing}\n\n[upstream]\n{upstream}\n{}",
+        "[routing]\n{routing}\n\n[upstream]\n{upstream}\n{}\n{}",
+        common::PASSIVE_HEALTH,
         members.join("\n")
     )
 }

@@ -45,7 +45,8 @@ impl Gw {
              [metrics]\nlisten = \"{metrics}\"\n"
         );
         let policy = format!(
-            "[routing]\n\n[upstream]\nbackoff = \"{backoff}\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n\n{}",
+            "[routing]\n\n[upstream]\nbackoff = \"{backoff}\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n\n{}\n{}",
+            common::PASSIVE_HEALTH,
             members.join("\n")
         );
         Gw {

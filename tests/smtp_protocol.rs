@@ -20,7 +20,8 @@ const LOG_WAIT: Duration = Duration::from_secs(10);
 /// fixes `[upstream]`, so this one writes its own).
 fn one_member_upstream(fake: &FakeMta, upstream: &str) -> String {
     format!(
-        "[routing]\n\n[upstream]\nbackoff = \"30s\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n{upstream}\n\n{}",
+        "[routing]\n\n[upstream]\nbackoff = \"30s\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n{upstream}\n\n{}\n{}",
+        common::PASSIVE_HEALTH,
         member("m1", fake.addr, "")
     )
 }

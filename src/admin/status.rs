@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::daemon::Gateway;
-use crate::routing::Route;
+use crate::health::report::ServiceHealth;
+use crate::routing::{Route, Service};
 
 /// `mxgate status --json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,12 +112,22 @@ pub struct MemberStatus {
     pub reason: Option<String>,
     /// Sessions relayed to it now.
     pub active_sessions: u64,
+    /// GINA upstream.
+    #[serde(default)]
+    pub gina: Option<String>,
+    /// Health of its SMTP upstream (what SMTP routing uses), with the last check.
+    #[serde(default)]
+    pub smtp_health: Option<ServiceHealth>,
+    /// Health of its GINA upstream (what the GINA proxy uses); `None` without one.
+    #[serde(default)]
+    pub gina_health: Option<ServiceHealth>,
 }
 
 /// Collects the status of the running daemon.
 pub fn collect(gateway: &Gateway) -> Status {
     let snapshot = gateway.snapshot();
     let config = &snapshot.config;
+    let now = std::time::SystemTime::now();
     let listeners = config
         .smtp
         .iter()
@@ -136,6 +147,10 @@ pub fn collect(gateway: &Gateway) -> Status {
         .iter()
         .map(|m| {
             let health = gateway.members.health(&m.name);
+            let service = |service| {
+                let report = gateway.members.service_report(&m.name, service);
+                ServiceHealth::from_report(report, now)
+            };
             MemberStatus {
                 name: m.name.clone(),
                 smtp: m.smtp.as_ref().map(ToString::to_string),
@@ -144,6 +159,9 @@ pub fn collect(gateway: &Gateway) -> Status {
                 healthy: health.healthy,
                 reason: health.reason,
                 active_sessions: gateway.members.active_sessions(&m.name),
+                gina: m.gina.clone(),
+                smtp_health: m.smtp.as_ref().map(|_| service(Service::Smtp)),
+                gina_health: m.gina.as_ref().map(|_| service(Service::Gina)),
             }
         })
         .collect();
@@ -255,6 +273,17 @@ pub fn render_text(status: &Status) -> String {
                 d.mx_answering,
                 d.summary
             );
+        }
+    }
+    let _ = writeln!(out, "\nHEALTH           SERVICE CHECK STATE LAST CHECK");
+    for m in &status.members {
+        let services = [("smtp", &m.smtp_health), ("gina", &m.gina_health)];
+        for (service, health) in services {
+            let Some(health) = health else { continue };
+            let _ = writeln!(out, "{:<16} {service:<7} {}", m.name, health.summary());
+            if let (false, Some(reason)) = (health.healthy, &health.reason) {
+                let _ = writeln!(out, "{:<16} {:<7} down: {reason}", "", "");
+            }
         }
     }
     out

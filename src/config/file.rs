@@ -123,6 +123,11 @@ pub(super) struct FileHealth {
     pub interval: S<String>,
     pub rise: S<i64>,
     pub fall: S<i64>,
+    pub timeout: S<String>,
+    pub smtp_check: S<String>,
+    pub gina_check: S<String>,
+    pub http_path: S<String>,
+    pub starttls: S<bool>,
 }
 
 /// `[dns]`.

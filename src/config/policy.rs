@@ -119,11 +119,48 @@ pub(super) fn build(ctx: &mut Ctx, text: &str, dir: &Path) -> Option<Policy> {
     };
 
     let h: FileHealth = table(ctx, &tree, "health");
+    let interval = ctx.positive_duration(&h.interval, "health.interval", secs(5));
     let health = HealthPolicy {
-        interval: ctx.positive_duration(&h.interval, "health.interval", secs(5)),
+        interval,
         rise: count(ctx.int(&h.rise, "health.rise", 1..=1000, 2)),
         fall: count(ctx.int(&h.fall, "health.fall", 1..=1000, 3)),
+        timeout: ctx.positive_duration(&h.timeout, "health.timeout", interval),
+        smtp_check: ctx.choice(
+            &h.smtp_check,
+            "health.smtp_check",
+            &[
+                ("smtp", SmtpCheck::Smtp),
+                ("tcp", SmtpCheck::Tcp),
+                ("none", SmtpCheck::None),
+            ],
+            SmtpCheck::Smtp,
+        ),
+        gina_check: ctx.choice(
+            &h.gina_check,
+            "health.gina_check",
+            &[
+                ("http", GinaCheck::Http),
+                ("tcp", GinaCheck::Tcp),
+                ("none", GinaCheck::None),
+            ],
+            GinaCheck::Http,
+        ),
+        http_path: h
+            .http_path
+            .as_ref()
+            .and_then(|v| ctx.parse(v, "health.http_path", units::check_http_path))
+            .unwrap_or_else(|| "/".to_owned()),
+        starttls: h.starttls.as_ref().is_some_and(|v| *v.get_ref()),
     };
+    if let Some(v) = h.starttls.as_ref().filter(|v| *v.get_ref())
+        && upstream.tls == UpstreamTls::None
+    {
+        ctx.at(
+            v,
+            "health.starttls",
+            "needs [upstream] tls = \"opportunistic\" or \"required\" (its TLS settings are used); it is \"none\"",
+        );
+    }
 
     let d: FileDns = table(ctx, &tree, "dns");
     let dns = DnsPolicy {

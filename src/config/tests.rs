@@ -132,6 +132,20 @@ fn defaults_are_filled_in() {
         (p.health.interval, p.health.rise, p.health.fall),
         (Duration::from_secs(5), 2, 3)
     );
+    assert_eq!(
+        p.health.timeout,
+        Duration::from_secs(5),
+        "timeout defaults to the interval"
+    );
+    assert_eq!(
+        (
+            p.health.smtp_check,
+            p.health.gina_check,
+            p.health.http_path.as_str(),
+            p.health.starttls
+        ),
+        (SmtpCheck::Smtp, GinaCheck::Http, "/", false)
+    );
     assert_eq!(p.dns.interval, Duration::from_secs(300));
     assert_eq!(p.dns, DnsPolicy::default());
     assert_eq!(p.lft.threshold, 10 << 20);
@@ -177,6 +191,14 @@ fn render_is_valid_toml_with_readable_units() {
     assert!(text.contains("threshold = \"10MiB\""), "{text}");
     assert!(text.contains("[members.gw2]"), "{text}");
     assert!(text.contains("command_timeout = \"5m\""), "{text}");
+    for line in [
+        "smtp_check = \"smtp\"",
+        "gina_check = \"http\"",
+        "http_path = \"/\"",
+        "starttls = false",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
 }
 
 #[test]
@@ -211,6 +233,13 @@ fn broken_policies() {
            (4, "routing.max_attempts", "between 1 and"), (6, "health.rise", "between 1"), (7, "health.fall", "between 1")]),
         ("bad units", "[lft]\nthreshold = \"10MB\"\n[health]\ninterval = \"5\"\n[dns]\ninterval = \"soon\"\n",
          &[(2, "lft.threshold", "ambiguous unit"), (4, "health.interval", "missing unit"), (6, "dns.interval", "not a duration")]),
+        ("bad health keys",
+         "[upstream]\ntls = \"none\"\n[health]\nsmtp_check = \"ping\"\ngina_check = \"smtp\"\nhttp_path = \"health\"\ntimeout = \"0s\"\nstarttls = true\n",
+         &[(4, "health.smtp_check", "expected one of \"smtp\", \"tcp\", \"none\""),
+           (5, "health.gina_check", "expected one of \"http\", \"tcp\", \"none\""),
+           (6, "health.http_path", "must start with \"/\""), (7, "health.timeout", "greater than 0"),
+           (8, "health.starttls", "needs [upstream] tls")]),
+        ("bad http path", "[health]\nhttp_path = \"/a b\"\n", &[(2, "health.http_path", "not a valid request path")]),
         ("zero timeout", "[upstream]\nconnect_timeout = \"0s\"\n",
          &[(2, "upstream.connect_timeout", "greater than 0")]),
         ("type error", "[members.gw1]\nweight = \"heavy\"\n",

@@ -282,6 +282,41 @@ pub struct HealthPolicy {
     pub rise: u32,
     /// Failures before a member is down.
     pub fall: u32,
+    /// Longest one check may take (default: the interval).
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// How a member's SMTP upstream is checked.
+    pub smtp_check: SmtpCheck,
+    /// How a member's GINA upstream is checked.
+    pub gina_check: GinaCheck,
+    /// Path requested by the GINA HTTP check (default `/`).
+    pub http_path: String,
+    /// The SMTP check also performs STARTTLS (needs `[upstream] tls` other than `none`).
+    pub starttls: bool,
+}
+
+/// `[health] smtp_check`: how a member's MTA is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpCheck {
+    /// Greeting 2xx, EHLO 2xx (optionally STARTTLS), QUIT (default).
+    Smtp,
+    /// A TCP connect only.
+    Tcp,
+    /// No active check: only failures seen by sessions count (back-off).
+    None,
+}
+
+/// `[health] gina_check`: how a member's GINA portal is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GinaCheck {
+    /// `GET http_path`, healthy when the status is below 500 (default).
+    Http,
+    /// A TCP connect only.
+    Tcp,
+    /// No active check.
+    None,
 }
 
 /// `[dns]`.

@@ -197,6 +197,23 @@ pub(super) fn check_gina(text: &str) -> Result<(), String> {
     parse_host_port(rest).map(|_| ())
 }
 
+/// The path of the GINA HTTP health check: absolute, printable ASCII, no spaces.
+pub(super) fn check_http_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!(
+            "{text:?}: must start with \"/\", e.g. \"/\" or \"/health\""
+        ));
+    }
+    if text.bytes().any(|b| !b.is_ascii_graphic())
+        || text.parse::<http::uri::PathAndQuery>().is_err()
+    {
+        return Err(format!(
+            "{text:?}: not a valid request path (printable ASCII without spaces; percent-encode the rest)"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// Member, listener and node names: letters, digits, `.`, `_`, `-`.
 pub(super) fn check_name(text: &str) -> Result<(), String> {
     let ok = !text.is_empty()

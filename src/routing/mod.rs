@@ -8,13 +8,15 @@
 //! confined to that member's `inject_to`.
 //!
 //! Files: [`hash`] (the fixed key encoding, hash and score: a product
-//! guarantee), `table` (live member state), `router` (the decision),
+//! guarantee), `table` (live member state), `service` (one
+//! service's health: passive back-off or active checks), `router` (the decision),
 //! `explain` (the result and its text rendering).
 
 pub mod hash;
 
 mod explain;
 mod router;
+mod service;
 mod table;
 
 #[cfg(test)]
@@ -25,4 +27,5 @@ mod tests;
 pub use explain::{Excluded, Ranked, Route, Verdict};
 pub use hash::{AffinityKey, member_hash, rendezvous_score};
 pub use router::Router;
+pub use service::{Service, ServiceReport};
 pub use table::{MemberHealth, MemberStatus, MemberTable, SessionGuard};

@@ -1,21 +1,29 @@
-//! Live member state shared by every session: passive failures with back-off
-//! and active-session counts.
+//! Live member state shared by every session: health per service (SMTP and
+//! GINA, see [`Service`]) and active-session counts.
 //!
-//! Sessions report failures ([`MemberTable::mark_failed`]) and successes
-//! ([`MemberTable::mark_ok`]); the router reads the table once per decision.
+//! Sessions report failures ([`MemberTable::mark_failed`],
+//! [`MemberTable::mark_service_failed`]) and successes
+//! ([`MemberTable::mark_ok`]); the health checks ([`crate::health`]) register
+//! the services they check ([`MemberTable::set_check`]) and record each
+//! result ([`MemberTable::record_check`]); the router reads the table once per
+//! decision. `health()`, `mark_failed()` and `mark_ok()` mean the SMTP service.
 //! State is keyed by member name, so it survives policy reloads: a member that
 //! keeps its name keeps its state. Entries are never removed (a handful of
 //! bytes per name ever seen). Times are `tokio::time::Instant`, so a paused
 //! tokio clock drives back-off in tests.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
+use tracing::warn;
+
+pub(super) use super::service::Down;
+use super::service::{Service, ServiceReport, ServiceState};
+use crate::health::state::{CheckState, LastCheck, Outcome, Transition};
 
 /// Live state of every member: passive failures (back-off) and active sessions.
 /// Shared by all sessions; survives reloads (members are matched by name).
@@ -30,41 +38,35 @@ pub(super) struct MemberState {
     /// Shared with every [`SessionGuard`] of the member, so dropping a guard
     /// needs no lock.
     active: Arc<AtomicU64>,
-    /// Avoided until then.
-    down_until: Option<Instant>,
-    /// The last failure reported, kept after recovery for `status`.
-    last_failure: Option<String>,
+    /// Its MTA.
+    smtp: ServiceState,
+    /// Its web portal.
+    gina: ServiceState,
 }
 
 impl MemberState {
-    /// Why the member is down at `now`, or `None` when it is usable.
+    /// Why the member's SMTP service is down at `now`, or `None` when it is usable.
     pub(super) fn down_at(&self, now: Instant) -> Option<Down<'_>> {
-        let until = self.down_until?;
-        let left = until.checked_duration_since(now).filter(|d| !d.is_zero())?;
-        Some(Down {
-            reason: self.last_failure.as_deref().unwrap_or("failed"),
-            left,
-        })
+        self.smtp.down_at(now)
     }
 
     /// Sessions running on the member.
     pub(super) fn active(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
     }
-}
 
-/// A member in back-off; displays as `<reason> (back-off Ns left)`.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Down<'a> {
-    reason: &'a str,
-    left: Duration,
-}
+    fn service(&self, service: Service) -> &ServiceState {
+        match service {
+            Service::Smtp => &self.smtp,
+            Service::Gina => &self.gina,
+        }
+    }
 
-impl fmt::Display for Down<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Round up: a member still down never shows "0s left".
-        let secs = self.left.as_secs() + u64::from(self.left.subsec_nanos() > 0);
-        write!(f, "{} (back-off {secs}s left)", self.reason)
+    fn service_mut(&mut self, service: Service) -> &mut ServiceState {
+        match service {
+            Service::Smtp => &mut self.smtp,
+            Service::Gina => &mut self.gina,
+        }
     }
 }
 
@@ -106,48 +108,122 @@ impl MemberTable {
         Arc::new(Self::default())
     }
 
-    /// Marks `member` failed (connect refused, 421, ...): avoided for `backoff`.
-    ///
-    /// A member already in a longer back-off stays in it; the reason is
-    /// always the latest.
+    /// Marks `member`'s SMTP service failed (connect refused, 421, ...); see
+    /// [`MemberTable::mark_service_failed`].
     pub fn mark_failed(&self, member: &str, reason: &str, backoff: Duration) {
-        self.mark_failed_at(member, reason, backoff, Instant::now());
+        self.mark_service_failed(member, Service::Smtp, reason, backoff);
+    }
+
+    /// A session saw `member`'s `service` fail. Actively checked: suspect,
+    /// down at once until `rise` checks pass (`backoff` unused). Not checked:
+    /// avoided for `backoff` (a member already in a longer back-off stays in
+    /// it). The reason is always the latest.
+    pub fn mark_service_failed(
+        &self,
+        member: &str,
+        service: Service,
+        reason: &str,
+        backoff: Duration,
+    ) {
+        self.mark_failed_at(member, service, reason, backoff, Instant::now());
     }
 
     pub(super) fn mark_failed_at(
         &self,
         member: &str,
+        service: Service,
         reason: &str,
         backoff: Duration,
         now: Instant,
     ) {
-        let until = now + backoff;
-        self.update(member, |state| {
-            state.down_until = Some(state.down_until.map_or(until, |u| u.max(until)));
-            state.last_failure = Some(reason.to_owned());
+        let (transition, checked) = self.update(member, |state| {
+            let s = state.service_mut(service);
+            let transition = s.mark_failed(reason, backoff, now);
+            (transition, s.check_mut().is_some())
         });
-    }
-
-    /// Marks `member` working again.
-    pub fn mark_ok(&self, member: &str) {
-        if let Some(state) = self.lock().get_mut(member) {
-            state.down_until = None;
+        if checked && transition == Transition::WentDown {
+            warn!(member, service = %service, reason, "member suspect: out of routing until its health checks pass");
         }
     }
 
-    /// Health of `member` now.
-    pub fn health(&self, member: &str) -> MemberHealth {
-        self.health_at(member, Instant::now())
+    /// Marks `member`'s SMTP service working again (ends a passive back-off).
+    pub fn mark_ok(&self, member: &str) {
+        self.mark_service_ok(member, Service::Smtp);
     }
 
-    pub(super) fn health_at(&self, member: &str, now: Instant) -> MemberHealth {
+    /// A session used `member`'s `service` successfully: ends a passive
+    /// back-off. An actively checked service comes back through its checks only.
+    pub fn mark_service_ok(&self, member: &str, service: Service) {
+        if let Some(state) = self.lock().get_mut(member) {
+            state.service_mut(service).mark_ok();
+        }
+    }
+
+    /// Health of `member`'s SMTP service now (what SMTP routing uses).
+    pub fn health(&self, member: &str) -> MemberHealth {
+        self.service_health(member, Service::Smtp)
+    }
+
+    /// Health of `member`'s `service` now. A member the table has never seen is healthy.
+    pub fn service_health(&self, member: &str, service: Service) -> MemberHealth {
+        self.health_at(member, service, Instant::now())
+    }
+
+    pub(super) fn health_at(&self, member: &str, service: Service, now: Instant) -> MemberHealth {
         self.lock().get(member).map_or(
             MemberHealth {
                 healthy: true,
                 reason: None,
             },
-            |s| health_of(s, now),
+            |s| s.service(service).health(now),
         )
+    }
+
+    /// What `status` shows about `member`'s `service`: health, check kind,
+    /// counts and the last check.
+    pub fn service_report(&self, member: &str, service: Service) -> ServiceReport {
+        let now = Instant::now();
+        match self.lock().get(member) {
+            Some(s) => s.service(service).report(now),
+            None => ServiceState::default().report(now),
+        }
+    }
+
+    /// Starts actively checking `member`'s `service` with `check` (a fresh
+    /// [`CheckState`]), or stops with `None`. When a check of the same kind
+    /// is already registered its state is kept (only the thresholds change)
+    /// unless `reset` (e.g. the upstream address changed).
+    pub fn set_check(
+        &self,
+        member: &str,
+        service: Service,
+        check: Option<CheckState>,
+        reset: bool,
+    ) {
+        self.update(member, |state| {
+            state.service_mut(service).set_check(check, reset);
+        });
+    }
+
+    /// Records one active check of `member`'s `service` that started at
+    /// `started`. Ignored (returns `Unchanged`) when the service is not
+    /// registered as checked (the check raced a reload).
+    pub fn record_check(
+        &self,
+        member: &str,
+        service: Service,
+        outcome: Outcome,
+        started: Instant,
+        last: LastCheck,
+    ) -> Transition {
+        let mut members = self.lock();
+        match members
+            .get_mut(member)
+            .and_then(|s| s.service_mut(service).check_mut())
+        {
+            Some(check) => check.record(outcome, started, last),
+            None => Transition::Unchanged,
+        }
     }
 
     /// Counts a session on `member` until the guard is dropped.
@@ -174,7 +250,7 @@ impl MemberTable {
             .iter()
             .map(|(name, s)| MemberStatus {
                 name: name.clone(),
-                health: health_of(s, now),
+                health: s.smtp.health(now),
                 active_sessions: s.active(),
             })
             .collect();
@@ -201,18 +277,5 @@ impl MemberTable {
         // Every update leaves the map consistent, so a panic elsewhere while
         // the lock was held cannot have left half a change behind.
         self.members.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-fn health_of(state: &MemberState, now: Instant) -> MemberHealth {
-    match state.down_at(now) {
-        Some(down) => MemberHealth {
-            healthy: false,
-            reason: Some(down.to_string()),
-        },
-        None => MemberHealth {
-            healthy: true,
-            reason: state.last_failure.clone(),
-        },
     }
 }

@@ -60,6 +60,11 @@ pub(super) fn policy_as_given(affinity: Affinity, members: Vec<Member>) -> Arc<P
             interval: Duration::from_secs(5),
             rise: 2,
             fall: 3,
+            timeout: Duration::from_secs(5),
+            smtp_check: crate::config::SmtpCheck::Smtp,
+            gina_check: crate::config::GinaCheck::Http,
+            http_path: "/".to_owned(),
+            starttls: false,
         },
         dns: DnsPolicy {
             domains: Vec::new(),
@@ -299,7 +304,13 @@ fn mixed() -> Arc<Policy> {
 fn public_route_excludes_with_reasons() {
     let table = MemberTable::new();
     let now = tokio::time::Instant::now();
-    table.mark_failed_at("gw6", "connect refused", Duration::from_secs(8), now);
+    table.mark_failed_at(
+        "gw6",
+        Service::Smtp,
+        "connect refused",
+        Duration::from_secs(8),
+        now,
+    );
     let route = Router::new(mixed()).route_at(&table, ip("192.0.2.1"), None, now);
     assert_eq!(route.verdict, Verdict::Route);
     assert_eq!(route.source_member, None);
@@ -415,8 +426,14 @@ fn backoff_expires_and_mark_ok_clears() {
     let client = ip("192.0.2.1");
     let before = router.route_at(&table, client, None, t0);
 
-    table.mark_failed_at("a", "connect refused", Duration::from_secs(10), t0);
-    let h = table.health_at("a", t0 + Duration::from_millis(500));
+    table.mark_failed_at(
+        "a",
+        Service::Smtp,
+        "connect refused",
+        Duration::from_secs(10),
+        t0,
+    );
+    let h = table.health_at("a", Service::Smtp, t0 + Duration::from_millis(500));
     assert!(!h.healthy);
     assert_eq!(
         h.reason.as_deref(),
@@ -429,11 +446,15 @@ fn backoff_expires_and_mark_ok_clears() {
         "down: connect refused (back-off 1s left)"
     );
     // A shorter back-off does not cut a longer one short.
-    table.mark_failed_at("a", "421", Duration::from_secs(1), t0);
-    assert!(!table.health_at("a", t0 + Duration::from_secs(5)).healthy);
+    table.mark_failed_at("a", Service::Smtp, "421", Duration::from_secs(1), t0);
+    assert!(
+        !table
+            .health_at("a", Service::Smtp, t0 + Duration::from_secs(5))
+            .healthy
+    );
     assert_eq!(
         table
-            .health_at("a", t0 + Duration::from_secs(5))
+            .health_at("a", Service::Smtp, t0 + Duration::from_secs(5))
             .reason
             .as_deref(),
         Some("421 (back-off 5s left)")
@@ -442,7 +463,7 @@ fn backoff_expires_and_mark_ok_clears() {
     // Expired: healthy again, the last failure kept for status; same order as before.
     let later = t0 + Duration::from_secs(10);
     assert_eq!(
-        table.health_at("a", later),
+        table.health_at("a", Service::Smtp, later),
         MemberHealth {
             healthy: true,
             reason: Some("421".into())
@@ -453,7 +474,13 @@ fn backoff_expires_and_mark_ok_clears() {
         before.order
     );
 
-    table.mark_failed_at("a", "timeout", Duration::from_secs(60), later);
+    table.mark_failed_at(
+        "a",
+        Service::Smtp,
+        "timeout",
+        Duration::from_secs(60),
+        later,
+    );
     table.mark_ok("a");
     assert!(table.health("a").healthy);
     assert_eq!(

@@ -328,10 +328,16 @@ pub fn signal(pid: u32, name: &str) {
         .status();
 }
 
-/// A policy with the given member sections and `[routing]` defaults.
+/// `[health]` with the active checks off, so that a member sees only the
+/// connections sessions make (tests count them) and failures are judged by
+/// the passive back-off alone. `tests/health.rs` covers the active checks.
+pub const PASSIVE_HEALTH: &str = "[health]\nsmtp_check = \"none\"\ngina_check = \"none\"\n";
+
+/// A policy with the given member sections and `[routing]` defaults
+/// (active health checks off: [`PASSIVE_HEALTH`]).
 pub fn policy(routing: &str, members: &[String]) -> String {
     format!(
-        "[routing]\n{routing}\n\n[upstream]\nbackoff = \"30s\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n\n{}",
+        "[routing]\n{routing}\n\n[upstream]\nbackoff = \"30s\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n\n{PASSIVE_HEALTH}\n{}",
         members.join("\n")
     )
 }

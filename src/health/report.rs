@@ -1,0 +1,134 @@
+//! How one service's health looks in `mxgate status` (JSON and text).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::routing::ServiceReport;
+
+/// One service (SMTP or GINA) of one member in `mxgate status --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceHealth {
+    /// Usable now.
+    pub healthy: bool,
+    /// Why not, or the last failure a session saw.
+    pub reason: Option<String>,
+    /// The active check: `smtp`, `tcp`, `http`, or `none` (not checked:
+    /// only failures seen by sessions count, with back-off).
+    pub check: String,
+    /// Consecutive passing checks (towards `rise` while down).
+    pub passes: u32,
+    /// Consecutive failed checks (towards `fall` while up).
+    pub failures: u32,
+    /// The last check that ended, if any.
+    pub last_check: Option<LastCheckStatus>,
+}
+
+/// The last check of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastCheckStatus {
+    /// `pass` or `fail`.
+    pub result: String,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// When it ended, RFC 3339 UTC.
+    pub at: String,
+    /// Seconds since it ended, when `status` was collected.
+    pub age_s: u64,
+    /// How long it took, in milliseconds.
+    pub took_ms: u64,
+}
+
+impl ServiceHealth {
+    /// The status view of `report`, with ages relative to `now`.
+    pub fn from_report(report: ServiceReport, now: SystemTime) -> ServiceHealth {
+        ServiceHealth {
+            healthy: report.healthy,
+            reason: report.reason,
+            check: report.check.unwrap_or("none").to_owned(),
+            passes: report.passes,
+            failures: report.failures,
+            last_check: report.last_check.map(|l| LastCheckStatus {
+                result: if l.passed { "pass" } else { "fail" }.to_owned(),
+                reason: l.reason,
+                at: rfc3339(l.at),
+                age_s: now.duration_since(l.at).unwrap_or(Duration::ZERO).as_secs(),
+                took_ms: u64::try_from(l.took.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    /// One line for `status` text: `smtp  up    pass 2s ago (12 ms)`.
+    pub fn summary(&self) -> String {
+        let state = if self.healthy { "up" } else { "DOWN" };
+        let last = match &self.last_check {
+            None if self.check == "none" => "not checked".to_owned(),
+            None => "no check yet".to_owned(),
+            Some(l) => {
+                let mut s = format!("{} {}s ago ({} ms)", l.result, l.age_s, l.took_ms);
+                if let Some(reason) = &l.reason {
+                    s.push_str(": ");
+                    s.push_str(reason);
+                }
+                s
+            }
+        };
+        format!("{:<5} {state:<5} {last}", self.check)
+    }
+}
+
+/// `time` as RFC 3339 UTC with seconds, e.g. `2026-11-22T06:40:50Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let at = |s: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
+        let cases = [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_700_000_000, "2023-11-14T22:13:20Z"),
+            (1_798_761_599, "2026-12-31T23:59:59Z"),
+            (4_107_542_400, "2100-03-01T00:00:00Z"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(at(secs), want, "{secs}");
+        }
+    }
+}
