@@ -71,9 +71,29 @@ pub struct Gateway {
     /// Drain and abort signals for sessions.
     pub shutdown: Shutdown,
     config_path: Option<PathBuf>,
+    /// The cluster control plane, when `[cluster]` is configured.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterNode>>,
+    /// The replicated policy of a clustered node: reloads keep it instead of the local file.
+    cluster_policy: arc_swap::ArcSwapOption<config::Policy>,
 }
 
 impl Gateway {
+    /// Applies a new policy live (the replicated one of a cluster), like a
+    /// SIGHUP reload: new sessions use it, sessions in flight keep theirs.
+    pub fn apply_policy(&self, policy: config::Policy) {
+        let policy = Arc::new(policy);
+        self.cluster_policy.store(Some(policy.clone()));
+        let mut config = (*self.snapshot().config).clone();
+        config.policy = policy;
+        match Snapshot::new(config) {
+            Ok(snapshot) => {
+                self.snapshot.store(Arc::new(snapshot));
+                info!("replicated policy applied");
+            }
+            Err(errors) => error!("replicated policy not applied:\n{errors}"),
+        }
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
@@ -84,7 +104,10 @@ impl Gateway {
         let Some(path) = &self.config_path else {
             return Ok(());
         };
-        let config = config::load(path)?;
+        let mut config = config::load(path)?;
+        if let Some(policy) = self.cluster_policy.load_full() {
+            config.policy = policy;
+        }
         let old = self.snapshot();
         let old_names: Vec<_> = old
             .config
@@ -180,6 +203,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         started: Instant::now(),
         shutdown: Shutdown::new(),
         config_path,
+        cluster: std::sync::OnceLock::new(),
+        cluster_policy: arc_swap::ArcSwapOption::empty(),
     });
     let stop = CancellationToken::new();
     let sessions = TaskTracker::new();
@@ -188,6 +213,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     if metrics_on {
         crate::metrics::spawn_member_refresh(gateway.clone(), stop.clone());
     }
+    crate::cluster::start(&gateway, stop.clone()).await?;
     tokio::spawn(admin::serve(admin_socket, gateway.clone(), stop.clone()));
     for (name, socket) in sockets {
         let stats = gateway

@@ -16,11 +16,13 @@
 //! Modules: [`config`] (files -> validated runtime types), [`smtp`] (the data
 //! plane; [`smtp::proto`] is sans-IO), [`routing`] (member order and live
 //! member state), [`admin`] (CLI socket), [`metrics`] (Prometheus endpoint),
-//! [`demo`] (self-contained demo).
+//! [`demo`] (self-contained demo), [`cluster`] (control plane: identity,
+//! join, replicated policy over mutual TLS).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
+    /// The cluster control plane (SPEC section 8).
+    Cluster {
+        #[command(subcommand)]
+        command: mxgate::cluster::cli::ClusterCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
                     .ok_or_else(|| "expected the explanation text".to_owned())
             })
         }
+        Command::Cluster { command } => mxgate::cluster::cli::run(&cli.config, command),
     }
 }
 

@@ -36,6 +36,8 @@ pub enum Request {
         #[serde(default)]
         text: bool,
     },
+    /// `mxgate cluster ...` (handled in [`crate::cluster::admin`]).
+    Cluster(crate::cluster::admin::ClusterRequest),
 }
 
 /// A response on the admin socket.

@@ -61,6 +61,20 @@ async fn answer(stream: UnixStream, gateway: Arc<Gateway>) {
         return;
     }
     let response = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Cluster(request)) => {
+            match crate::cluster::admin::handle(&gateway, request).await {
+                Ok(result) => Response {
+                    ok: true,
+                    result: Some(result),
+                    error: None,
+                },
+                Err(error) => Response {
+                    ok: false,
+                    result: None,
+                    error: Some(error),
+                },
+            }
+        }
         Ok(request) => match handle(&gateway, request) {
             Ok(result) => Response {
                 ok: true,
@@ -101,6 +115,7 @@ fn handle(gateway: &Gateway, request: Request) -> Result<serde_json::Value, Stri
                 serde_json::to_value(route)
             }
         }
+        Request::Cluster(_) => Err(serde::ser::Error::custom("cluster requests are async")),
     };
     value.map_err(|e| e.to_string())
 }
