@@ -69,7 +69,11 @@ fn malformed_files_are_refused_with_the_reason() {
     let (id, _) = sample(None);
     let good = id.render();
     let cases: Vec<(String, &str)> = vec![
-        (String::new(), "cluster-id is missing"),
+        (String::new(), "expected 3 PEM blocks"),
+        (
+            good.replace("cluster-id: c1\n", ""),
+            "cluster-id is missing",
+        ),
         (
             good.replace("generation: 3", "generation: x"),
             "not a number",
