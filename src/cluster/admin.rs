@@ -340,7 +340,7 @@ async fn export(
 }
 
 async fn protect(node: &Arc<ClusterNode>, allow_ip: Vec<IpAddr>, clear: bool) -> Result<Done> {
-    if clear == !allow_ip.is_empty() {
+    if clear != allow_ip.is_empty() {
         return Err(ClusterError::Invalid(
             "give either --allow-ip IP... or --clear".into(),
         ));

@@ -186,6 +186,7 @@ enum Output {
     Export(PathBuf),
     Created,
     Joined,
+    Left,
 }
 
 fn build(command: ClusterCommand) -> Result<(ClusterRequest, Output), String> {
@@ -282,7 +283,7 @@ fn build(command: ClusterCommand) -> Result<(ClusterRequest, Output), String> {
             },
         ),
         C::Delete { member } => (ClusterRequest::Delete { member }, Output::Done),
-        C::Leave => (ClusterRequest::Leave, Output::Json),
+        C::Leave => (ClusterRequest::Leave, Output::Left),
         C::Policy { command } => match command {
             PolicyCommand::Apply { file } => {
                 let text = std::fs::read_to_string(&file)
@@ -398,6 +399,11 @@ fn render(value: &serde_json::Value, output: Output) -> Result<String, String> {
             }
             message
         }
+        Output::Left => format!(
+            "{} left the cluster; master {} was told and no longer accepts its certificate; the local database stays as last synchronised",
+            text("left"),
+            text("master")
+        ),
         Output::Created => format!(
             "cluster {} created; {} is its master (CID 1) at {}\nnext: mxgate cluster identifier export --out clusterid.txt",
             text("cluster_id"),

@@ -203,15 +203,13 @@ impl Db {
         txn.open_table(POLICIES)?;
         txn.open_table(LOG)?;
         put(&txn, K_LOCAL, local)?;
-        let mut expected = 1;
-        for entry in entries {
+        for (expected, entry) in (1..).zip(entries) {
             if entry.csn.seq != expected {
                 return Err(ClusterError::Db(format!(
                     "snapshot entry {} out of order (expected {expected})",
                     entry.csn.seq
                 )));
             }
-            expected += 1;
             write_entry(&txn, entry)?;
         }
         txn.commit()?;

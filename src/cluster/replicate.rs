@@ -166,9 +166,10 @@ async fn poll(
     if answer.status == 403 {
         let reason = transport::error_text(&answer.body, answer.status);
         if reason.contains("deleted") {
-            return Err(Ok(Stop::Detached(format!(
-                "deleted from the cluster by the master ({reason})"
-            ))));
+            warn!(%reason, "the master refuses this node's certificate");
+            return Err(Ok(Stop::Detached(
+                "deleted from the cluster by the master".into(),
+            )));
         }
     }
     let changes: Changes = answer.json(&meta.master).map_err(Err)?;

@@ -39,7 +39,7 @@ const MAX_BODY: usize = 256 * 1024;
 #[derive(Debug, Clone)]
 pub enum Caller {
     /// A member that is not deleted.
-    Member(MemberRecord),
+    Member(Box<MemberRecord>),
     /// An identifier's enrolment identity of the current generation.
     Enrolment,
 }
@@ -139,7 +139,7 @@ pub fn authorise(
                 member.name
             )));
         }
-        return Ok(Caller::Member(member.clone()));
+        return Ok(Caller::Member(Box::new(member.clone())));
     }
     let identifier = node.db.identifier().map_err(internal)?;
     if identifier

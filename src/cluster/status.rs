@@ -237,8 +237,8 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
 /// `cluster status` on any node.
 pub async fn collect(node: &Arc<ClusterNode>) -> Result<ClusterStatus> {
     let (meta, local) = node.clustered()?;
-    if let Some(why) = &local.detached {
-        return local_view(node, why);
+    if local.detached.is_some() {
+        return local_view(node, "this node no longer follows the cluster");
     }
     if meta.master == node.name {
         return master_view(node);

@@ -159,9 +159,21 @@ impl Change {
             Change::Member { member } => format!("member {} ({})", member.name, member.cid),
             Change::MemberDeleted { name, reason } => format!("member {name} {reason}"),
             Change::Policy { version, .. } => format!("policy version {version}"),
-            Change::Identifier { state } => {
-                format!("identifier generation {}", state.generation)
-            }
+            Change::Identifier { state } => format!(
+                "identifier generation {}, {} exported, joins from {}",
+                state.generation,
+                state.enrolment_fingerprints.len(),
+                if state.allowed_ips.is_empty() {
+                    "anywhere".to_string()
+                } else {
+                    state
+                        .allowed_ips
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }
+            ),
         }
     }
 }
