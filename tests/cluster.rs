@@ -191,9 +191,15 @@ fn create_join_replicate_catch_up_delete_leave() {
     assert_eq!(before.0, "200", "{before:?}");
     let out = gw1.ok(&["cluster", "delete", "3"]);
     assert!(out.contains("gw3(3) deleted"), "{out}");
+    let entries = rows(&gw1.status())[0].3;
     let after = curl_status(&gw1, &cert_copy, &key_copy, &ca);
     assert_eq!(after.0, "403", "{after:?}");
     assert!(after.1.contains("deleted"), "{after:?}");
+    assert_eq!(
+        rows(&gw1.status())[0].3,
+        entries,
+        "a refused request changed the database"
+    );
     assert!(rows(&gw1.status()).iter().all(|r| r.0 != "gw3"));
     assert!(
         eventually(SYNC, || rows(&gw3.status())
@@ -282,4 +288,66 @@ fn parallel_joins_get_distinct_numbers() {
     assert!(all_in_sync(&gw1, 3, SYNC), "{:?}", rows(&gw1.status()));
     let cids: BTreeSet<u64> = rows(&gw1.status()).iter().map(|r| r.1).collect();
     assert_eq!(cids, [1, 2, 3].into_iter().collect());
+}
+
+#[test]
+fn disaster_recovery_without_the_master() {
+    let fake = FakeMta::start("f", Behavior::Normal);
+    let gw1 = start("gw1", "127.64.0.1", &fake);
+    let gw2 = start("gw2", "127.64.0.2", &fake);
+    let gw3 = start("gw3", "127.64.0.3", &fake);
+    gw1.ok(&["cluster", "create"]);
+    let id = gw1.gw.dir.path().join("id.txt");
+    let out = gw1.ok(&[
+        "cluster",
+        "identifier",
+        "export",
+        "--out",
+        id.to_str().unwrap(),
+        "--insecure-no-password",
+    ]);
+    assert!(out.contains("NOT encrypted"), "{out}");
+    for node in [&gw2, &gw3] {
+        assert!(node.join(&gw1, &id, None).status.success());
+    }
+    let p2 = gw1.file("p2.toml", "[members.gw1]\ningress = false\n");
+    gw1.ok(&["cluster", "policy", "apply", p2.to_str().unwrap()]);
+    assert!(eventually(SYNC, || gw2.policy_version() == Some(2)
+        && gw3.policy_version() == Some(2)));
+
+    // The master is lost for good.
+    let mut gw1 = gw1;
+    gw1.gw.terminate();
+    assert!(gw1.gw.wait_exit(Duration::from_secs(10)).is_some());
+    // The backends keep routing with the last policy.
+    assert_eq!(order(&gw2, "192.0.2.9"), set(&["gw2", "gw3"]));
+    let err = gw2.fails(&["cluster", "leave"]);
+    assert!(err.contains("--force"), "{err}");
+    let out = gw2.ok(&["cluster", "leave", "--force"]);
+    assert!(out.contains("WITHOUT telling"), "{out}");
+    // A new cluster around gw2 keeps the replicated policy.
+    let out = gw2.ok(&["cluster", "create"]);
+    assert!(out.contains("replicated policy version 2"), "{out}");
+    assert!(
+        gw2.ok(&["cluster", "policy", "show"])
+            .contains("ingress = false")
+    );
+    let id2 = gw2.gw.dir.path().join("id2.txt");
+    gw2.ok(&[
+        "cluster",
+        "identifier",
+        "export",
+        "--out",
+        id2.to_str().unwrap(),
+        "--insecure-no-password",
+    ]);
+    gw3.ok(&["cluster", "leave", "--force"]);
+    let out = gw3.join(&gw2, &id2, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all_in_sync(&gw2, 2, SYNC), "{:?}", rows(&gw2.status()));
+    assert!(eventually(SYNC, || order(&gw3, "192.0.2.9") == set(&["gw2", "gw3"])));
 }

@@ -112,6 +112,7 @@ fn refusals_change_nothing() {
     refused(&gw2, &gw1, &new, Some("s3cret"), "not allowed");
 
     // Clients without a certificate or without TLS never reach a route.
+    let before = entries(&gw1);
     let url = format!("https://{}/status", gw1.address());
     let out = Command::new("curl")
         .args(["-sS", "-k", "--max-time", "10", &url])
@@ -155,6 +156,7 @@ fn refusals_change_nothing() {
             )
             .is_some()
     );
+    assert_eq!(entries(&gw1), before);
 
     // The enrolment identity may only join.
     let open = gw1.gw.dir.path().join("open.txt");

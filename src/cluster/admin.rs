@@ -67,7 +67,11 @@ pub enum ClusterRequest {
         member: String,
     },
     /// Leave the cluster.
-    Leave,
+    Leave {
+        /// Leave even when the master cannot be told.
+        #[serde(default)]
+        force: bool,
+    },
     /// Replace the policy.
     PolicyApply {
         /// File name (for errors).
@@ -138,9 +142,7 @@ pub async fn handle(
         ClusterRequest::Status => status::collect(&node).await.map(to_json),
         ClusterRequest::Replication => status::replication(&node).await.map(to_json),
         ClusterRequest::Delete { member } => delete(&node, &member).await.map(to_json),
-        ClusterRequest::Leave => join::leave(&node)
-            .await
-            .map(|master| serde_json::json!({ "left": node.name, "master": master })),
+        ClusterRequest::Leave { force } => join::leave(&node, force).await.map(to_json),
         ClusterRequest::PolicyApply { name, text } => {
             apply_policy(&node, &name, text).await.map(to_json)
         }
@@ -187,12 +189,26 @@ async fn create(node: &Arc<ClusterNode>, policy_path: &Path) -> Result<serde_jso
     {
         return Err(ClusterError::AlreadyClustered(meta.cluster_id));
     }
-    let text = std::fs::read_to_string(policy_path).map_err(|e| {
-        ClusterError::Invalid(format!(
-            "cannot read the policy {}: {e}",
-            policy_path.display()
-        ))
-    })?;
+    // A node that was in a cluster keeps the policy it replicated; a new
+    // one starts from its own file.
+    let (text, policy_from) = match node.db.policy()? {
+        Some(p) => (
+            p.text,
+            format!(
+                "replicated policy version {} of the previous cluster",
+                p.version
+            ),
+        ),
+        None => {
+            let text = std::fs::read_to_string(policy_path).map_err(|e| {
+                ClusterError::Invalid(format!(
+                    "cannot read the policy {}: {e}",
+                    policy_path.display()
+                ))
+            })?;
+            (text, policy_path.display().to_string())
+        }
+    };
     policy::validate(policy_path, &text)?;
     let cluster_id = uuid::Uuid::new_v4().simple().to_string();
     let (ca_cert_pem, ca_key_pem) = identity::new_ca(&cluster_id)?;
@@ -273,6 +289,7 @@ async fn create(node: &Arc<ClusterNode>, policy_path: &Path) -> Result<serde_jso
         "cid": 1,
         "device_id": member.device_id,
         "uuid": member.uuid,
+        "policy_from": policy_from,
     }))
 }
 

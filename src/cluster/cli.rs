@@ -61,7 +61,11 @@ pub enum ClusterCommand {
         member: String,
     },
     /// Remove this node from the cluster; its database stays as last synchronised.
-    Leave,
+    Leave {
+        /// Leave even when the master cannot be told (disaster recovery: the master is lost).
+        #[arg(long)]
+        force: bool,
+    },
     /// The replicated policy (cluster.toml).
     Policy {
         #[command(subcommand)]
@@ -283,7 +287,7 @@ fn build(command: ClusterCommand) -> Result<(ClusterRequest, Output), String> {
             },
         ),
         C::Delete { member } => (ClusterRequest::Delete { member }, Output::Done),
-        C::Leave => (ClusterRequest::Leave, Output::Left),
+        C::Leave { force } => (ClusterRequest::Leave { force }, Output::Left),
         C::Policy { command } => match command {
             PolicyCommand::Apply { file } => {
                 let text = std::fs::read_to_string(&file)
@@ -399,16 +403,24 @@ fn render(value: &serde_json::Value, output: Output) -> Result<String, String> {
             }
             message
         }
+        Output::Left if value["told"] == serde_json::Value::Bool(false) => format!(
+            "{} left the cluster WITHOUT telling master {} (--force); the local database stays as last synchronised; \
+             if that master returns, run `mxgate cluster delete {}` on it",
+            text("left"),
+            text("master"),
+            text("left")
+        ),
         Output::Left => format!(
             "{} left the cluster; master {} was told and no longer accepts its certificate; the local database stays as last synchronised",
             text("left"),
             text("master")
         ),
         Output::Created => format!(
-            "cluster {} created; {} is its master (CID 1) at {}\nnext: mxgate cluster identifier export --out clusterid.txt",
+            "cluster {} created; {} is its master (CID 1) at {}\npolicy: {}\nnext: mxgate cluster identifier export --out clusterid.txt",
             text("cluster_id"),
             text("master"),
-            text("address")
+            text("address"),
+            text("policy_from")
         ),
         Output::Joined => format!(
             "joined cluster {} as CID {} (device {}, uuid {}); master {}; {} change-log entries taken over",

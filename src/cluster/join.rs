@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::identity::{self, Purpose};
 use super::node::ClusterNode;
@@ -336,8 +336,21 @@ fn write_files(node: &ClusterNode, local: &LocalNode, meta: &ClusterMeta) -> Res
     Ok(())
 }
 
-/// Node: `cluster leave`: tells the master, keeps the database, stops following.
-pub async fn leave(node: &Arc<ClusterNode>) -> Result<String> {
+/// What `cluster leave` reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Left {
+    /// This node.
+    pub left: String,
+    /// The master.
+    pub master: String,
+    /// Whether the master was told (not with `--force` and the master unreachable).
+    pub told: bool,
+}
+
+/// Node: `cluster leave`: tells the master, keeps the database, stops
+/// following. With `force`, a master that cannot be reached (or refuses)
+/// is not told: disaster recovery when the master is lost.
+pub async fn leave(node: &Arc<ClusterNode>, force: bool) -> Result<Left> {
     let (meta, mut local) = node.clustered()?;
     if let Some(why) = &local.detached {
         return Err(ClusterError::Invalid(format!(
@@ -349,7 +362,7 @@ pub async fn leave(node: &Arc<ClusterNode>) -> Result<String> {
             "the master cannot leave; `cluster delete` the other members first, or make another node master".into(),
         ));
     }
-    let answer = transport::call(
+    let told = transport::call(
         node.client_config()?,
         node.advertise.ip(),
         &meta.master_address,
@@ -360,15 +373,31 @@ pub async fn leave(node: &Arc<ClusterNode>) -> Result<String> {
         Duration::from_secs(15),
     )
     .await
-    .map_err(|e| {
-        ClusterError::Transport(format!(
-            "{e}\nthe master must be told: try again when it is reachable, or run `mxgate cluster delete {}` on the master",
-            node.name
-        ))
-    })?;
-    let _: serde_json::Value = answer.json(&meta.master)?;
+    .and_then(|answer| answer.json::<serde_json::Value>(&meta.master));
+    let told = match told {
+        Ok(_) => true,
+        Err(e) if force => {
+            warn!(error = %e, "leaving without telling the master (--force)");
+            false
+        }
+        Err(e) => {
+            return Err(ClusterError::Transport(format!(
+                "{e}\nthe master must be told: try again when it is reachable, run `mxgate cluster delete {}` on the master, \
+                 or, if the master is lost, `mxgate cluster leave --force` (docs/cluster.md, disaster recovery)",
+                node.name
+            )));
+        }
+    };
     node.stop_follower();
-    local.detached = Some("left the cluster".into());
+    local.detached = Some(if told {
+        "left the cluster".into()
+    } else {
+        "left the cluster without telling the master (--force)".into()
+    });
     node.db.set_local(&local)?;
-    Ok(meta.master)
+    Ok(Left {
+        left: node.name.clone(),
+        master: meta.master,
+        told,
+    })
 }

@@ -338,6 +338,9 @@ impl Mxgate {
 
 impl Drop for Mxgate {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         signal(self.child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
