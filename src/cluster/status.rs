@@ -102,6 +102,7 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
     let last_change = node.db.last_entry()?.map(|e| e.csn.time);
     let peers = node.peers.lock().map(|p| p.clone()).unwrap_or_default();
     let now = time::now();
+    let texts = Texts::new(node);
     let members = node
         .db
         .members()?
@@ -155,8 +156,8 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
                 remote_entries: remote,
                 frontend_of: Vec::new(),
                 backend_of: Vec::new(),
-                comment: m.comment,
-                location: m.location,
+                comment: texts.comment(&m.name),
+                location: texts.location(&m.name),
             }
         })
         .collect();
@@ -168,11 +169,34 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
     })
 }
 
+/// Comment and location per member: the member record's, else the policy's
+/// `[members.NAME]` ones (the effective policy merges them that way).
+struct Texts(Option<crate::config::Policy>);
+
+impl Texts {
+    fn new(node: &ClusterNode) -> Texts {
+        Texts(
+            super::policy::effective(&node.db, std::path::Path::new("cluster.toml"))
+                .ok()
+                .flatten(),
+        )
+    }
+
+    fn comment(&self, name: &str) -> Option<String> {
+        self.0.as_ref()?.member(name)?.comment.clone()
+    }
+
+    fn location(&self, name: &str) -> Option<String> {
+        self.0.as_ref()?.member(name)?.location.clone()
+    }
+}
+
 /// A backend's own view: its row from what it knows, the others unknown.
 pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
     let (meta, local) = node.clustered()?;
     let head = node.db.log_len()?;
     let follow = node.follow.lock().map(|f| f.clone()).unwrap_or_default();
+    let texts = Texts::new(node);
     let members = node
         .db
         .members()?
@@ -221,8 +245,8 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
                 device_id: m.device_id,
                 uuid: m.uuid,
                 address: m.address,
-                comment: m.comment,
-                location: m.location,
+                comment: texts.comment(&m.name),
+                location: texts.location(&m.name),
             }
         })
         .collect();
