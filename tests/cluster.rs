@@ -50,6 +50,16 @@ fn create_join_replicate_catch_up_delete_leave() {
     let text = std::fs::read_to_string(&id).unwrap();
     assert!(text.contains("BEGIN ENCRYPTED PRIVATE KEY"));
     assert!(!text.contains("BEGIN PRIVATE KEY"));
+    // Key material is readable by the owner only.
+    for path in [
+        id.clone(),
+        gw1.data("cluster.redb"),
+        gw1.data("cluster-node.key"),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
 
     for node in [&gw2, &gw3] {
         let out = node.join(&gw1, &id, Some("correct horse"));

@@ -51,7 +51,13 @@ impl std::fmt::Debug for Db {
 impl Db {
     /// Opens (or creates) the database in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Db> {
-        let db = Database::create(path(data_dir))?;
+        use std::os::unix::fs::PermissionsExt;
+        let file = path(data_dir);
+        let db = Database::create(&file)?;
+        // It holds this node's private key (and the CA key on the master).
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            ClusterError::Db(format!("cannot set mode 0600 on {}: {e}", file.display()))
+        })?;
         let txn = db.begin_write()?;
         txn.open_table(META)?;
         txn.open_table(MEMBERS)?;

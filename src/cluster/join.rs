@@ -251,7 +251,7 @@ pub async fn join(
         "/join",
         &sender,
         Some(&request),
-        Duration::from_secs(30),
+        Duration::from_secs(20),
     )
     .await?
     .json(master)?;

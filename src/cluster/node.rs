@@ -135,6 +135,28 @@ pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::R
 }
 
 impl ClusterNode {
+    /// A node over `db` that is attached to no daemon (unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, db: Db) -> ClusterNode {
+        ClusterNode {
+            name: name.to_string(),
+            data_dir: std::path::PathBuf::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: SocketAddr::from(([127, 0, 0, 1], 7025)),
+            local: None,
+            db,
+            started: Instant::now(),
+            write: tokio::sync::Mutex::new(()),
+            head: watch::channel(0).0,
+            peers: Mutex::new(HashMap::new()),
+            follow: Mutex::new(FollowState::default()),
+            follower: Mutex::new(None),
+            stop: CancellationToken::new(),
+            gateway: Weak::new(),
+            server_tls: ArcSwapOption::empty(),
+        }
+    }
+
     /// The `x-mxgate-*` header values of this node.
     pub fn sender(&self) -> Sender {
         Sender {

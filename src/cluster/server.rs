@@ -289,3 +289,6 @@ pub fn to_reply<T: Serialize>(value: &T) -> Reply {
 pub fn refuse(status: StatusCode) -> impl Fn(super::ClusterError) -> Refusal {
     move |e| Refusal(status, e.to_string())
 }
+
+#[cfg(test)]
+mod tests;

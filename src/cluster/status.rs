@@ -109,6 +109,7 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
         .into_iter()
         .filter(|m| !m.deleted)
         .map(|m| {
+            let (comment, location) = (texts.comment(&m.name), texts.location(&m.name));
             let is_master = m.name == meta.master;
             let peer = peers.get(&m.name);
             let (state, remote, version, uptime, update) = if is_master {
@@ -156,8 +157,8 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
                 remote_entries: remote,
                 frontend_of: Vec::new(),
                 backend_of: Vec::new(),
-                comment: texts.comment(&m.name),
-                location: texts.location(&m.name),
+                comment,
+                location,
             }
         })
         .collect();
@@ -203,6 +204,7 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
         .into_iter()
         .filter(|m| !m.deleted || m.name == node.name)
         .map(|m| {
+            let (comment, location) = (texts.comment(&m.name), texts.location(&m.name));
             let me = m.name == node.name;
             let state = match (&local.detached, me) {
                 (Some(d), true) => format!("ERROR: {d}"),
@@ -245,8 +247,8 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
                 device_id: m.device_id,
                 uuid: m.uuid,
                 address: m.address,
-                comment: texts.comment(&m.name),
-                location: texts.location(&m.name),
+                comment,
+                location,
             }
         })
         .collect();

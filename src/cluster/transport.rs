@@ -78,8 +78,8 @@ pub fn server_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<
 }
 
 /// The client side with this identity (a node's or an enrolment one).
-/// The server must present a certificate of the cluster CA for the name
-/// or address it is called by.
+/// The server must present a certificate of the cluster CA for the
+/// address it is reached at.
 pub fn client_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<ClientConfig>> {
     let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca_pem)?, provider())
         .build()
@@ -213,10 +213,9 @@ async fn call_inner<B: Serialize>(
         .await
         .map_err(|e| net("connect to", &e))?;
     let _ = stream.set_nodelay(true);
-    let name = match host.parse::<IpAddr>() {
-        Ok(ip) => ServerName::IpAddress(ip.into()),
-        Err(_) => ServerName::try_from(host.clone()).map_err(|e| net("name", &e))?,
-    };
+    // Node certificates name the node's advertise address: verify the
+    // address connected to, whether the operator gave a name or an address.
+    let name = ServerName::IpAddress(addr.ip().into());
     let tls = TlsConnector::from(config)
         .connect(name, stream)
         .await
