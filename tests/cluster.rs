@@ -134,6 +134,10 @@ fn create_join_replicate_catch_up_delete_leave() {
         );
     }
 
+    // A clustered node ignores its local cluster.toml, also on SIGHUP.
+    gw2.gw.reload_policy(&policy("", &[]));
+    assert_eq!(order(&gw2, "192.0.2.7"), set(&["gw2"]));
+
     // A node that is down during two changes catches up when it returns.
     gw3.gw.terminate();
     assert!(gw3.gw.wait_exit(Duration::from_secs(10)).is_some());

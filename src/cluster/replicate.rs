@@ -173,6 +173,16 @@ async fn poll(
         }
     }
     let changes: Changes = answer.json(&meta.master).map_err(Err)?;
+    if changes.epoch < meta.epoch {
+        // Fencing (SPEC section 8): never apply changes of an older epoch.
+        return Err(Err(ClusterError::Refused {
+            peer: meta.master_address.clone(),
+            reason: format!(
+                "it serves epoch {} but this node has seen epoch {}; not applying its changes",
+                changes.epoch, meta.epoch
+            ),
+        }));
+    }
     let mut deleted = None;
     if changes.reset {
         info!(
