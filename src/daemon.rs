@@ -83,9 +83,36 @@ pub struct Gateway {
     /// The active health checks (follow reloads).
     health: health::Supervisor,
     config_path: Option<PathBuf>,
+    /// The cluster control plane, when `[cluster]` is configured.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterNode>>,
+    /// The replicated policy of a clustered node: reloads keep it instead of the local file.
+    cluster_policy: arc_swap::ArcSwapOption<config::Policy>,
 }
 
 impl Gateway {
+    /// Applies a new policy live (the replicated one of a cluster), like a
+    /// SIGHUP reload: new sessions use it, sessions in flight keep theirs.
+    pub fn apply_policy(&self, policy: config::Policy) {
+        let policy = Arc::new(policy);
+        self.cluster_policy.store(Some(policy.clone()));
+        let mut config = (*self.snapshot().config).clone();
+        config.policy = policy;
+        match Snapshot::new(config) {
+            Ok(snapshot) => {
+                self.install(snapshot);
+                info!("replicated policy applied");
+            }
+            Err(errors) => error!("replicated policy not applied:\n{errors}"),
+        }
+    }
+
+    /// Makes `snapshot` the one new sessions see; health checks follow its members.
+    fn install(&self, snapshot: Snapshot) {
+        let snapshot = Arc::new(snapshot);
+        self.health.update(snapshot.health_plan());
+        self.snapshot.store(snapshot);
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
@@ -96,7 +123,10 @@ impl Gateway {
         let Some(path) = &self.config_path else {
             return Ok(());
         };
-        let config = config::load(path)?;
+        let mut config = config::load(path)?;
+        if let Some(policy) = self.cluster_policy.load_full() {
+            config.policy = policy;
+        }
         let old = self.snapshot();
         let old_names: Vec<_> = old
             .config
@@ -110,9 +140,7 @@ impl Gateway {
                 "listener names or addresses changed: that takes a restart; other changes apply now"
             );
         }
-        let snapshot = Arc::new(Snapshot::new(config)?);
-        self.health.update(snapshot.health_plan());
-        self.snapshot.store(snapshot);
+        self.install(Snapshot::new(config)?);
         info!("configuration reloaded");
         Ok(())
     }
@@ -201,6 +229,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         dns: Arc::default(),
         health,
         config_path,
+        cluster: std::sync::OnceLock::new(),
+        cluster_policy: arc_swap::ArcSwapOption::empty(),
     });
     let sessions = TaskTracker::new();
     let admin_path = gateway.snapshot().config.node.admin_socket();
@@ -209,6 +239,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     if metrics_on {
         crate::metrics::spawn_member_refresh(gateway.clone(), stop.clone());
     }
+    crate::cluster::start(&gateway, stop.clone()).await?;
     tokio::spawn(admin::serve(admin_socket, gateway.clone(), stop.clone()));
     crate::dns::UpstreamResolver::global().configure(&gateway.snapshot().config.policy.dns);
     let source = gateway.clone();

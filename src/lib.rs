@@ -20,11 +20,13 @@
 //! plane; [`smtp::proto`] is sans-IO), [`routing`] (member order and live
 //! member state), [`health`] (active checks), [`admin`] (CLI socket),
 //! [`metrics`] (Prometheus endpoint), [`demo`] (self-contained demo),
-//! [`dns`] (MX / round-robin check, member host names).
+//! [`dns`] (MX / round-robin check, member host names), [`cluster`]
+//! (control plane: identity, join, replicated policy over mutual TLS).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: DnsCommand,
     },
+    /// The cluster control plane (SPEC section 8).
+    Cluster {
+        #[command(subcommand)]
+        command: mxgate::cluster::cli::ClusterCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
         Command::Dns {
             command: DnsCommand::Check { domains, json },
         } => dns_check(&cli.config, domains, json),
+        Command::Cluster { command } => mxgate::cluster::cli::run(&cli.config, command),
     }
 }
 

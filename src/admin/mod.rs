@@ -43,6 +43,8 @@ pub enum Request {
         #[serde(default)]
         domains: Vec<String>,
     },
+    /// `mxgate cluster ...` (handled in [`crate::cluster::admin`]).
+    Cluster(crate::cluster::admin::ClusterRequest),
 }
 
 /// A response on the admin socket.

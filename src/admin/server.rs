@@ -77,6 +77,20 @@ async fn answer(stream: UnixStream, gateway: Arc<Gateway>) {
                 },
             }
         }
+        Ok(Request::Cluster(request)) => {
+            match crate::cluster::admin::handle(&gateway, request).await {
+                Ok(result) => Response {
+                    ok: true,
+                    result: Some(result),
+                    error: None,
+                },
+                Err(error) => Response {
+                    ok: false,
+                    result: None,
+                    error: Some(error),
+                },
+            }
+        }
         Ok(request) => match handle(&gateway, request) {
             Ok(result) => Response {
                 ok: true,
@@ -117,7 +131,9 @@ fn handle(gateway: &Gateway, request: Request) -> Result<serde_json::Value, Stri
                 serde_json::to_value(route)
             }
         }
-        Request::DnsCheck { .. } => return Err("dns_check is answered asynchronously".into()),
+        Request::DnsCheck { .. } | Request::Cluster(_) => {
+            return Err("this request is answered asynchronously".into());
+        }
     };
     value.map_err(|e| e.to_string())
 }

@@ -187,3 +187,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     units::parse_duration(text)
 }
+
+/// Parses an upstream `host:port` (as in `[local] smtp_upstream`); for the
+/// cluster, which carries upstreams as text between nodes.
+pub fn parse_host_port(text: &str) -> Result<HostPort, String> {
+    units::parse_host_port(text)
+}

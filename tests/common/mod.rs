@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod dnsmasq;
+pub mod cluster;
 // fake_mta.rs is owned elsewhere; its `.max(0)` on a usize trips clippy.
 #[allow(clippy::unnecessary_min_or_max)]
 pub mod fake_mta;
@@ -107,37 +108,23 @@ impl Mxgate {
 
     /// Like [`Mxgate::start_with`], with extra `[node]` keys (e.g. `drain_timeout`).
     pub fn start_full(node_keys: &str, node: &str, policy: &str) -> Mxgate {
+        Self::start_named("test", node_keys, node, policy)
+    }
+
+    /// Like [`Mxgate::start_full`] with `[node] name = NAME` (cluster tests
+    /// run several nodes, each with its own name).
+    pub fn start_named(name: &str, node_keys: &str, node: &str, policy: &str) -> Mxgate {
         let dir = shared_tempdir();
         let config = dir.path().join("mxgate.toml");
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"test\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n{node_keys}\n\n{node}"
+                "[node]\nname = \"{name}\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n{node_keys}\n\n{node}"
             ),
         )
         .expect("write mxgate.toml");
         std::fs::write(dir.path().join("cluster.toml"), policy).expect("write cluster.toml");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mxgate"))
-            .args(["serve", "-c"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mxgate");
-        let logs = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("MXGATE_TEST_LOG").is_some() {
-                    eprintln!("mxgate| {line}");
-                }
-                let (lines, cv) = &*sink;
-                lines.lock().expect("log lock").push(line);
-                cv.notify_all();
-            }
-        });
+        let (child, logs) = spawn_serve(&config);
         let mut gw = Mxgate {
             child,
             dir,
@@ -145,12 +132,26 @@ impl Mxgate {
             logs,
             listeners: Vec::new(),
         };
-        if gw.wait_log("ready", Duration::from_secs(20)).is_none() {
-            let logs = gw.logs().join("\n");
+        gw.await_ready();
+        gw
+    }
+
+    /// Starts the daemon again in the same directory after it exited
+    /// (SIGTERM and [`Mxgate::wait_exit`] first). Log lines start afresh.
+    pub fn restart(&mut self) {
+        let (child, logs) = spawn_serve(&self.config);
+        self.child = child;
+        self.logs = logs;
+        self.await_ready();
+    }
+
+    fn await_ready(&mut self) {
+        if self.wait_log("ready", Duration::from_secs(20)).is_none() {
+            let logs = self.logs().join("\n");
             panic!("mxgate did not become ready:\n{logs}");
         }
-        let status = gw.status();
-        gw.listeners = status["listeners"]
+        let status = self.status();
+        self.listeners = status["listeners"]
             .as_array()
             .expect("listeners")
             .iter()
@@ -160,9 +161,39 @@ impl Mxgate {
                 (name, addr)
             })
             .collect();
-        gw
     }
+}
 
+/// Logs of a child, collected by a thread.
+type Logs = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+/// Spawns `mxgate serve -c CONFIG` with its stderr collected.
+fn spawn_serve(config: &Path) -> (Child, Logs) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mxgate"))
+        .args(["serve", "-c"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mxgate");
+    let logs: Logs = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("MXGATE_TEST_LOG").is_some() {
+                eprintln!("mxgate| {line}");
+            }
+            let (lines, cv) = &*sink;
+            lines.lock().expect("log lock").push(line);
+            cv.notify_all();
+        }
+    });
+    (child, logs)
+}
+
+impl Mxgate {
     /// Address of the first SMTP listener.
     pub fn smtp_addr(&self) -> SocketAddr {
         self.listeners[0].1
@@ -308,6 +339,9 @@ impl Mxgate {
 
 impl Drop for Mxgate {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         signal(self.child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {

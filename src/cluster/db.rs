@@ -1,0 +1,272 @@
+//! The embedded cluster database (`data_dir/cluster.redb`).
+//!
+//! Tables: `meta` (cluster record, this node, identifier state, current
+//! policy; JSON values), `members` (name -> record), `policies` (version ->
+//! text) and `log` (sequence -> CSN and change). Every write is one redb
+//! write transaction, committed durably before the caller returns: the
+//! master appends a change and applies it in the same transaction, a
+//! follower applies a received entry the same way, and a join replaces
+//! everything at once.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    Change, ClusterError, ClusterMeta, Csn, IdentifierState, LocalNode, LogEntry, MemberRecord,
+    PolicyVersion, Result,
+};
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const MEMBERS: TableDefinition<&str, &str> = TableDefinition::new("members");
+const POLICIES: TableDefinition<u64, &str> = TableDefinition::new("policies");
+const LOG: TableDefinition<u64, &str> = TableDefinition::new("log");
+
+const K_CLUSTER: &str = "cluster";
+const K_LOCAL: &str = "local";
+const K_IDENTIFIER: &str = "identifier";
+const K_POLICY: &str = "policy";
+
+/// File name of the database inside `data_dir`.
+pub const FILE_NAME: &str = "cluster.redb";
+
+/// The path of the database in `data_dir`.
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join(FILE_NAME)
+}
+
+/// The cluster database.
+pub struct Db {
+    db: Database,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+impl Db {
+    /// Opens (or creates) the database in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Db> {
+        use std::os::unix::fs::PermissionsExt;
+        let file = path(data_dir);
+        let db = Database::create(&file)?;
+        // It holds this node's private key (and the CA key on the master).
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            ClusterError::Db(format!("cannot set mode 0600 on {}: {e}", file.display()))
+        })?;
+        let txn = db.begin_write()?;
+        txn.open_table(META)?;
+        txn.open_table(MEMBERS)?;
+        txn.open_table(POLICIES)?;
+        txn.open_table(LOG)?;
+        txn.commit()?;
+        Ok(Db { db })
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        match table.get(key)? {
+            Some(v) => Ok(Some(serde_json::from_str(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The cluster record; `None` when this node is in no cluster.
+    pub fn meta(&self) -> Result<Option<ClusterMeta>> {
+        self.get(K_CLUSTER)
+    }
+
+    /// This node's identity.
+    pub fn local(&self) -> Result<Option<LocalNode>> {
+        self.get(K_LOCAL)
+    }
+
+    /// Identifier generation and join restrictions.
+    pub fn identifier(&self) -> Result<IdentifierState> {
+        Ok(self.get(K_IDENTIFIER)?.unwrap_or_default())
+    }
+
+    /// The current replicated policy.
+    pub fn policy(&self) -> Result<Option<PolicyVersion>> {
+        self.get(K_POLICY)
+    }
+
+    /// Every member record, deleted ones included, by cluster number.
+    pub fn members(&self) -> Result<Vec<MemberRecord>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MEMBERS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(serde_json::from_str::<MemberRecord>(v.value())?);
+        }
+        out.sort_by_key(|m| m.cid);
+        Ok(out)
+    }
+
+    /// Sequence number of the last log entry (0: empty).
+    pub fn head(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LOG)?;
+        Ok(table.last()?.map_or(0, |(k, _)| k.value()))
+    }
+
+    /// Number of log entries.
+    pub fn log_len(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(LOG)?.len()?)
+    }
+
+    /// The last log entry.
+    pub fn last_entry(&self) -> Result<Option<LogEntry>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LOG)?;
+        match table.last()? {
+            Some((_, v)) => Ok(Some(serde_json::from_str(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` entries after sequence `after`.
+    pub fn entries_after(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LOG)?;
+        let mut out = Vec::new();
+        for row in table.range(after.saturating_add(1)..)?.take(limit) {
+            let (_, v) = row?;
+            out.push(serde_json::from_str(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Sets this node's identity (e.g. marks it detached).
+    pub fn set_local(&self, local: &LocalNode) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        put(&txn, K_LOCAL, local)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Master: appends `change` with the next sequence number and applies
+    /// it, in one durable transaction.
+    pub fn append(&self, epoch: u64, origin: &str, time: u64, change: Change) -> Result<LogEntry> {
+        let txn = self.db.begin_write()?;
+        let seq = {
+            let table = txn.open_table(LOG)?;
+            table.last()?.map_or(0, |(k, _)| k.value()) + 1
+        };
+        let entry = LogEntry {
+            csn: Csn {
+                epoch,
+                seq,
+                origin: origin.to_string(),
+                time,
+            },
+            change,
+        };
+        write_entry(&txn, &entry)?;
+        txn.commit()?;
+        Ok(entry)
+    }
+
+    /// Follower: applies one received entry, which must come right after
+    /// the local head. Each entry is its own durable transaction.
+    pub fn apply(&self, entry: &LogEntry) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let head = {
+            let table = txn.open_table(LOG)?;
+            table.last()?.map_or(0, |(k, _)| k.value())
+        };
+        if entry.csn.seq != head + 1 {
+            return Err(ClusterError::Db(format!(
+                "change {} does not follow the local head {head}; the node resynchronises",
+                entry.csn.seq
+            )));
+        }
+        write_entry(&txn, &entry.clone())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Join and create: wipes every table, stores `local`, and applies
+    /// `entries` (the master's full log), all in one transaction.
+    pub fn reset(&self, local: &LocalNode, entries: &[LogEntry]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.delete_table(META)
+            .map_err(|e| ClusterError::Db(e.to_string()))?;
+        txn.delete_table(MEMBERS)
+            .map_err(|e| ClusterError::Db(e.to_string()))?;
+        txn.delete_table(POLICIES)
+            .map_err(|e| ClusterError::Db(e.to_string()))?;
+        txn.delete_table(LOG)
+            .map_err(|e| ClusterError::Db(e.to_string()))?;
+        txn.open_table(MEMBERS)?;
+        txn.open_table(POLICIES)?;
+        txn.open_table(LOG)?;
+        put(&txn, K_LOCAL, local)?;
+        for (expected, entry) in (1..).zip(entries) {
+            if entry.csn.seq != expected {
+                return Err(ClusterError::Db(format!(
+                    "snapshot entry {} out of order (expected {expected})",
+                    entry.csn.seq
+                )));
+            }
+            write_entry(&txn, entry)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn put<T: Serialize>(txn: &WriteTransaction, key: &str, value: &T) -> Result<()> {
+    let text = serde_json::to_string(value)?;
+    txn.open_table(META)?.insert(key, text.as_str())?;
+    Ok(())
+}
+
+/// Inserts the entry in the log and applies its change to the state tables.
+fn write_entry(txn: &WriteTransaction, entry: &LogEntry) -> Result<()> {
+    let text = serde_json::to_string(entry)?;
+    txn.open_table(LOG)?.insert(entry.csn.seq, text.as_str())?;
+    match &entry.change {
+        Change::Created { meta } => put(txn, K_CLUSTER, meta)?,
+        Change::Member { member } => {
+            let text = serde_json::to_string(member)?;
+            txn.open_table(MEMBERS)?
+                .insert(member.name.as_str(), text.as_str())?;
+        }
+        Change::MemberDeleted { name, .. } => {
+            let mut table = txn.open_table(MEMBERS)?;
+            let record = match table.get(name.as_str())? {
+                Some(v) => Some(serde_json::from_str::<MemberRecord>(v.value())?),
+                None => None,
+            };
+            if let Some(mut record) = record {
+                record.deleted = true;
+                let text = serde_json::to_string(&record)?;
+                table.insert(name.as_str(), text.as_str())?;
+            }
+        }
+        Change::Policy { version, text } => {
+            txn.open_table(POLICIES)?.insert(*version, text.as_str())?;
+            put(
+                txn,
+                K_POLICY,
+                &PolicyVersion {
+                    version: *version,
+                    text: text.clone(),
+                },
+            )?;
+        }
+        Change::Identifier { state } => put(txn, K_IDENTIFIER, state)?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

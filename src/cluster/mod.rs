@@ -1,0 +1,110 @@
+//! The cluster control plane: identity, membership, the replicated change
+//! log and the mutual-TLS API between nodes (SPEC section 8).
+//!
+//! Data flow: the master makes every change in one durable write transaction
+//! of the embedded database ([`db`]): the change is appended to the log with
+//! its CSN and applied to the state tables together. Backends follow the log
+//! over a long-poll ([`replicate`]) and apply each change the same way; after
+//! a change to policy or membership, every node rebuilds its effective routing
+//! policy ([`policy`]) and swaps it in like a SIGHUP reload.
+//!
+//! Files: [`db`] (tables), [`identity`] (CA, node keys, signing),
+//! [`identifier`] (`clusterid.txt`), [`transport`] (TLS configs and the
+//! client), [`server`] (control-plane routes and authorisation), [`join`],
+//! [`replicate`], [`policy`], [`status`], [`admin`] (admin-socket handlers),
+//! [`cli`] (the `mxgate cluster` subcommands), [`node`] (the running state).
+
+pub mod admin;
+pub mod cli;
+pub mod db;
+pub mod identifier;
+pub mod identity;
+pub mod join;
+pub mod node;
+pub mod policy;
+pub mod replicate;
+pub mod server;
+pub mod status;
+pub mod time;
+pub mod transport;
+mod types;
+
+pub use node::{ClusterNode, start};
+pub use types::*;
+
+/// Everything that can go wrong in the control plane; every message says
+/// what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The embedded database failed.
+    #[error("cluster database: {0}; check data_dir (disk full? permissions?)")]
+    Db(String),
+    /// The node is not in a cluster.
+    #[error(
+        "this node is not in a cluster; run `mxgate cluster create` or `mxgate cluster join` first"
+    )]
+    NotClustered,
+    /// `[cluster]` is missing from mxgate.toml.
+    #[error(
+        "mxgate.toml has no [cluster] section; add one with listen and advertise, then restart the daemon"
+    )]
+    NoClusterSection,
+    /// Already in a cluster.
+    #[error("this node is already in cluster {0}; run `mxgate cluster leave` first")]
+    AlreadyClustered(String),
+    /// A change was attempted on a backend.
+    #[error("this node is not the master; run the command on the master {0}")]
+    NotMaster(String),
+    /// Certificates, keys, CSRs.
+    #[error("certificate: {0}")]
+    Crypto(String),
+    /// The identifier file.
+    #[error("identifier: {0}")]
+    Identifier(String),
+    /// Wrong password for the identifier.
+    #[error(
+        "wrong password for the identifier (or the file is damaged); check the password and try again"
+    )]
+    Password,
+    /// A request or an answer between nodes failed.
+    #[error("{0}")]
+    Transport(String),
+    /// The peer refused the request.
+    #[error("refused by {peer}: {reason}")]
+    Refused {
+        /// Who refused.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// Bad operator input.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<redb::Error> for ClusterError {
+    fn from(e: redb::Error) -> Self {
+        ClusterError::Db(e.to_string())
+    }
+}
+
+macro_rules! db_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ClusterError {
+            fn from(e: $t) -> Self {
+                ClusterError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    serde_json::Error
+);
+
+/// Result of the control plane.
+pub type Result<T> = std::result::Result<T, ClusterError>;

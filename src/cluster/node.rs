@@ -1,0 +1,263 @@
+//! The running control plane of one node: its database, identity, the
+//! master's write lock and change notification, what the master knows of
+//! its followers, and what a follower knows of its master.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::db::Db;
+use super::transport::{self, Sender};
+use super::{Change, ClusterError, ClusterMeta, LocalNode, LogEntry, Result, time};
+use crate::config::LocalConfig;
+use crate::daemon::Gateway;
+
+/// What the master last heard from a follower.
+#[derive(Debug, Clone)]
+pub struct PeerState {
+    /// Sequence the follower had applied when it last asked.
+    pub acked: u64,
+    /// Unix time of the last request.
+    pub contact: u64,
+    /// Its version.
+    pub version: String,
+    /// Its uptime then.
+    pub uptime: u64,
+}
+
+/// What a follower knows of its master.
+#[derive(Debug, Clone, Default)]
+pub struct FollowState {
+    /// Master's head at the last answer.
+    pub remote_head: u64,
+    /// Unix time of the last answer.
+    pub contact: Option<u64>,
+    /// The last failure, cleared by the next success.
+    pub error: Option<String>,
+}
+
+/// The control plane of this node.
+pub struct ClusterNode {
+    /// `[node] name`.
+    pub name: String,
+    /// `[node] data_dir`.
+    pub data_dir: std::path::PathBuf,
+    /// `[cluster] listen` as bound.
+    pub listen: SocketAddr,
+    /// `[cluster] advertise`.
+    pub advertise: SocketAddr,
+    /// `[local]`: the upstreams this node offers as a member.
+    pub local: Option<LocalConfig>,
+    /// The database.
+    pub db: Db,
+    /// When the daemon started.
+    pub started: Instant,
+    /// Serialises every change on the master (joins included).
+    pub write: tokio::sync::Mutex<()>,
+    head: watch::Sender<u64>,
+    /// Master: followers by name.
+    pub peers: Mutex<HashMap<String, PeerState>>,
+    /// Follower: the master.
+    pub follow: Mutex<FollowState>,
+    follower: Mutex<Option<CancellationToken>>,
+    /// Daemon shutdown.
+    pub stop: CancellationToken,
+    gateway: Weak<Gateway>,
+    /// The server side of the control plane (None: not in a cluster).
+    pub server_tls: ArcSwapOption<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Opens the database and starts the control plane when `[cluster]` is
+/// configured: the mutual-TLS listener, and the follower on a backend.
+/// Applies the replicated policy at once when the node is clustered.
+pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::Result<()> {
+    let snapshot = gateway.snapshot();
+    let config = &snapshot.config;
+    let Some(cluster) = &config.cluster else {
+        if super::db::path(&config.node.data_dir).exists() {
+            warn!(
+                "data_dir holds a cluster database but mxgate.toml has no [cluster]: the node does not take part in the cluster"
+            );
+        }
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(cluster.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("[cluster] listen: cannot bind {}: {e}", cluster.listen))?;
+    let listen = listener.local_addr()?;
+    let db = Db::open(&config.node.data_dir)?;
+    let head = db.head()?;
+    let node = Arc::new(ClusterNode {
+        name: config.node.name.clone(),
+        data_dir: config.node.data_dir.clone(),
+        listen,
+        advertise: cluster.advertise,
+        local: config.local.clone(),
+        db,
+        started: Instant::now(),
+        write: tokio::sync::Mutex::new(()),
+        head: watch::channel(head).0,
+        peers: Mutex::new(HashMap::new()),
+        follow: Mutex::new(FollowState::default()),
+        follower: Mutex::new(None),
+        stop: stop.clone(),
+        gateway: Arc::downgrade(gateway),
+        server_tls: ArcSwapOption::empty(),
+    });
+    let _ = gateway.cluster.set(node.clone());
+    info!(addr = %listen, "cluster control plane listening");
+    tokio::spawn(super::server::serve(listener, node.clone(), stop));
+    if let (Some(meta), Some(local)) = (node.db.meta()?, node.db.local()?) {
+        node.load_identity(&local, &meta)?;
+        node.refresh_policy();
+        if let Some(why) = &local.detached {
+            warn!(reason = %why, "this node is no longer in the cluster; its database stays as last synchronised");
+        } else if meta.master != node.name {
+            node.start_follower();
+        }
+        info!(cluster = %meta.cluster_id, master = %meta.master, cid = local.cid, "cluster member");
+    }
+    Ok(())
+}
+
+impl ClusterNode {
+    /// A node over `db` that is attached to no daemon (unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, db: Db) -> ClusterNode {
+        ClusterNode {
+            name: name.to_string(),
+            data_dir: std::path::PathBuf::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: SocketAddr::from(([127, 0, 0, 1], 7025)),
+            local: None,
+            db,
+            started: Instant::now(),
+            write: tokio::sync::Mutex::new(()),
+            head: watch::channel(0).0,
+            peers: Mutex::new(HashMap::new()),
+            follow: Mutex::new(FollowState::default()),
+            follower: Mutex::new(None),
+            stop: CancellationToken::new(),
+            gateway: Weak::new(),
+            server_tls: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The `x-mxgate-*` header values of this node.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            epoch: self.db.meta().ok().flatten().map_or(0, |m| m.epoch),
+            node: self.name.clone(),
+            uptime: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// The cluster record and this node's identity; an error when not clustered.
+    pub fn clustered(&self) -> Result<(ClusterMeta, LocalNode)> {
+        match (self.db.meta()?, self.db.local()?) {
+            (Some(meta), Some(local)) => Ok((meta, local)),
+            _ => Err(ClusterError::NotClustered),
+        }
+    }
+
+    /// Like [`Self::clustered`], and this node must be the master.
+    pub fn master(&self) -> Result<(ClusterMeta, LocalNode)> {
+        let (meta, local) = self.clustered()?;
+        if let Some(why) = &local.detached {
+            return Err(ClusterError::Invalid(format!(
+                "this node is no longer in the cluster ({why}); join again to take part"
+            )));
+        }
+        if meta.master != self.name {
+            return Err(ClusterError::NotMaster(format!(
+                "{} ({})",
+                meta.master, meta.master_address
+            )));
+        }
+        Ok((meta, local))
+    }
+
+    /// Master: appends and applies a change (the caller holds [`Self::write`]),
+    /// wakes the long-polls and applies the policy here.
+    pub fn commit(&self, meta: &ClusterMeta, change: Change) -> Result<LogEntry> {
+        let summary = change.summary();
+        let entry = self
+            .db
+            .append(meta.epoch, &self.name, time::now(), change)?;
+        info!(seq = entry.csn.seq, epoch = entry.csn.epoch, change = %summary, "cluster change committed");
+        self.notify(entry.csn.seq);
+        self.refresh_policy();
+        Ok(entry)
+    }
+
+    /// Wakes every long-poll waiting for changes after `head`.
+    pub fn notify(&self, head: u64) {
+        self.head.send_replace(head);
+    }
+
+    /// A receiver of the log head.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    /// Installs the TLS identity of `local` for the server side.
+    pub fn load_identity(&self, local: &LocalNode, meta: &ClusterMeta) -> Result<()> {
+        let config = transport::server_config(&meta.ca_cert_pem, &local.cert_pem, &local.key_pem)?;
+        self.server_tls.store(Some(config));
+        Ok(())
+    }
+
+    /// The client side with this node's identity.
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
+        let (meta, local) = self.clustered()?;
+        transport::client_config(&meta.ca_cert_pem, &local.cert_pem, &local.key_pem)
+    }
+
+    /// Rebuilds the effective routing policy from the database and applies it.
+    pub fn refresh_policy(&self) {
+        let Some(gateway) = self.gateway.upgrade() else {
+            return;
+        };
+        match super::policy::effective(&self.db, &gateway.snapshot().config.node.policy) {
+            Ok(Some(policy)) => gateway.apply_policy(policy),
+            Ok(None) => {}
+            Err(e) => {
+                error!(error = %e, "cannot build the replicated policy; the running one stays")
+            }
+        }
+    }
+
+    /// Starts following the master (replacing a running follower).
+    pub fn start_follower(self: &Arc<Self>) {
+        let token = self.stop.child_token();
+        if let Ok(mut slot) = self.follower.lock()
+            && let Some(old) = slot.replace(token.clone())
+        {
+            old.cancel();
+        }
+        tokio::spawn(super::replicate::follow(self.clone(), token));
+    }
+
+    /// Stops following.
+    pub fn stop_follower(&self) {
+        if let Ok(mut slot) = self.follower.lock()
+            && let Some(old) = slot.take()
+        {
+            old.cancel();
+        }
+    }
+}

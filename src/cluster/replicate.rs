@@ -1,0 +1,247 @@
+//! Replication: the master's long-poll (`GET /changes?after=SEQ`) and the
+//! follower loop of a backend.
+//!
+//! The master answers at once when it has entries after `SEQ` (up to
+//! [`BATCH`]), otherwise holds the request until a change is committed or
+//! [`HOLD`] passes. A follower whose `SEQ` is beyond the master's head (it
+//! holds changes the master does not) gets the whole log with `reset` and
+//! replaces its state. The follower applies each entry in its own durable
+//! transaction, so after a crash it resumes from the last applied CSN.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::node::ClusterNode;
+use super::server::{Refusal, Reply, refuse, to_reply};
+use super::{Change, ClusterError, LogEntry, Result, time, transport};
+
+/// Longest time the master holds a long-poll.
+pub const HOLD: Duration = Duration::from_secs(25);
+/// Most entries in one answer.
+pub const BATCH: usize = 500;
+
+/// `GET /changes` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Changes {
+    /// The master's epoch.
+    pub epoch: u64,
+    /// The master's head.
+    pub head: u64,
+    /// The entries are the whole log: replace the local one.
+    pub reset: bool,
+    /// Entries after the requested sequence.
+    pub entries: Vec<LogEntry>,
+}
+
+/// `after=N` of a query string.
+pub fn after_param(query: &str) -> Option<u64> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("after="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Master: `GET /changes?after=SEQ`.
+pub async fn serve_changes(
+    node: &Arc<ClusterNode>,
+    _member: &super::MemberRecord,
+    query: &str,
+) -> Reply {
+    let (meta, _) = node.master().map_err(refuse(StatusCode::CONFLICT))?;
+    let after = after_param(query)
+        .ok_or_else(|| Refusal(StatusCode::BAD_REQUEST, "missing after=SEQ".into()))?;
+    let internal = refuse(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut watch = node.watch_head();
+    let head = node.db.head().map_err(&internal)?;
+    if after > head {
+        let entries = node.db.entries_after(0, usize::MAX).map_err(&internal)?;
+        return to_reply(&Changes {
+            epoch: meta.epoch,
+            head,
+            reset: true,
+            entries,
+        });
+    }
+    if after == head {
+        let deadline = tokio::time::sleep(HOLD);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                _ = node.stop.cancelled() => break,
+                changed = watch.changed() => {
+                    if changed.is_err() || *watch.borrow() > after {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let entries = node.db.entries_after(after, BATCH).map_err(&internal)?;
+    let head = node.db.head().map_err(&internal)?;
+    to_reply(&Changes {
+        epoch: meta.epoch,
+        head,
+        reset: false,
+        entries,
+    })
+}
+
+/// Why a follower stopped for good.
+enum Stop {
+    /// Deleted, left, or told to stop.
+    Detached(String),
+    /// Cancelled.
+    Cancelled,
+}
+
+/// Follows the master until `token` is cancelled or the node is detached.
+pub async fn follow(node: Arc<ClusterNode>, token: CancellationToken) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match poll(&node, &token).await {
+            Ok(()) => delay = Duration::from_millis(500),
+            Err(Ok(Stop::Cancelled)) => return,
+            Err(Ok(Stop::Detached(why))) => {
+                warn!(reason = %why, "no longer following the master");
+                if let Ok(Some(mut local)) = node.db.local() {
+                    local.detached = Some(why);
+                    let _ = node.db.set_local(&local);
+                }
+                return;
+            }
+            Err(Err(e)) => {
+                let message = e.to_string();
+                let repeated = node
+                    .follow
+                    .lock()
+                    .map(|f| f.error.as_deref() == Some(message.as_str()))
+                    .unwrap_or(false);
+                if !repeated {
+                    warn!(error = %message, "cannot follow the master; retrying");
+                }
+                if let Ok(mut f) = node.follow.lock() {
+                    f.error = Some(message);
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(4));
+            }
+        }
+    }
+}
+
+async fn poll(
+    node: &Arc<ClusterNode>,
+    token: &CancellationToken,
+) -> std::result::Result<(), Result<Stop>> {
+    let (meta, local) = node.clustered().map_err(Err)?;
+    if let Some(why) = local.detached {
+        return Err(Ok(Stop::Detached(why)));
+    }
+    let head = node.db.head().map_err(Err)?;
+    let path = format!("/changes?after={head}");
+    let sender = node.sender();
+    let call = transport::call(
+        node.client_config().map_err(Err)?,
+        node.advertise.ip(),
+        &meta.master_address,
+        "GET",
+        &path,
+        &sender,
+        None::<&()>,
+        HOLD + Duration::from_secs(15),
+    );
+    let answer = tokio::select! {
+        _ = token.cancelled() => return Err(Ok(Stop::Cancelled)),
+        answer = call => answer.map_err(Err)?,
+    };
+    if answer.status == 403 {
+        let reason = transport::error_text(&answer.body, answer.status);
+        if reason.contains("deleted") {
+            warn!(%reason, "the master refuses this node's certificate");
+            return Err(Ok(Stop::Detached(
+                "deleted from the cluster by the master".into(),
+            )));
+        }
+    }
+    let changes: Changes = answer.json(&meta.master).map_err(Err)?;
+    if changes.epoch < meta.epoch {
+        // Fencing (SPEC section 8): never apply changes of an older epoch.
+        return Err(Err(ClusterError::Refused {
+            peer: meta.master_address.clone(),
+            reason: format!(
+                "it serves epoch {} but this node has seen epoch {}; not applying its changes",
+                changes.epoch, meta.epoch
+            ),
+        }));
+    }
+    let mut deleted = None;
+    if changes.reset {
+        info!(
+            entries = changes.entries.len(),
+            "the master sent its whole log; replacing the local state"
+        );
+        node.db.reset(&local, &changes.entries).map_err(Err)?;
+    } else {
+        for entry in &changes.entries {
+            node.db
+                .apply(entry)
+                .map_err(|e| Err(ClusterError::Db(format!("{e}; will ask again"))))?;
+        }
+    }
+    for entry in &changes.entries {
+        if let Change::MemberDeleted { name, reason } = &entry.change
+            && *name == node.name
+        {
+            deleted = Some(format!("{reason} (change {})", entry.csn.seq));
+        }
+    }
+    if let Ok(mut f) = node.follow.lock() {
+        f.remote_head = changes.head;
+        f.contact = Some(time::now());
+        f.error = None;
+    }
+    if !changes.entries.is_empty() {
+        let new_head = node.db.head().map_err(Err)?;
+        node.notify(new_head);
+        info!(
+            head = new_head,
+            applied = changes.entries.len(),
+            "replicated changes applied"
+        );
+        node.refresh_policy();
+    }
+    if let Some(why) = deleted {
+        if why.starts_with("left") {
+            return Err(Ok(Stop::Detached("left the cluster".into())));
+        }
+        return Err(Ok(Stop::Detached(format!(
+            "deleted from the cluster by the master: {why}"
+        ))));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn after_param_is_read_from_the_query() {
+        for (q, want) in [
+            ("after=5", Some(5)),
+            ("x=1&after=12", Some(12)),
+            ("after=", None),
+            ("", None),
+            ("after=-1", None),
+        ] {
+            assert_eq!(super::after_param(q), want, "{q}");
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The control-plane server: mutual TLS on `[cluster] listen`, HTTP/1.1
+//! routes, and authorisation by the client certificate on every request.
+//!
+//! The TLS handshake admits only certificates of the cluster CA. Each
+//! request is then checked against the database: the enrolment identity
+//! (an identifier's certificate of the current generation) may only call
+//! `POST /join`, from an allowed address when the identifier is protected;
+//! member certificates must belong to a member that is not deleted. Every
+//! refusal is logged with the peer's address.
+//!
+//! Routes: `POST /join`, `GET /changes?after=SEQ` (long-poll),
+//! `GET /status`, `GET /replication`, `POST /leave`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::node::{ClusterNode, PeerState};
+use super::transport::{H_UPTIME, H_VERSION};
+use super::{MemberRecord, identity, time};
+
+/// Largest request body accepted (a join carries a CSR).
+const MAX_BODY: usize = 256 * 1024;
+
+/// Who a verified client certificate belongs to.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A member that is not deleted.
+    Member(Box<MemberRecord>),
+    /// An identifier's enrolment identity of the current generation.
+    Enrolment,
+}
+
+/// A refusal: status and reason (also logged).
+#[derive(Debug)]
+pub struct Refusal(pub StatusCode, pub String);
+
+/// A route's answer.
+pub type Reply = Result<serde_json::Value, Refusal>;
+
+/// Accepts control-plane connections until `stop`.
+pub async fn serve(listener: TcpListener, node: Arc<ClusterNode>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tokio::spawn(connection(stream, peer, node.clone(), stop.clone()));
+            }
+            Err(e) => warn!(error = %e, "cluster listener accept failed"),
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    node: Arc<ClusterNode>,
+    stop: CancellationToken,
+) {
+    let Some(config) = node.server_tls.load_full() else {
+        warn!(%peer, "cluster connection refused: this node is in no cluster yet");
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let handshake = TlsAcceptor::from(config).accept(stream);
+    let tls = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            warn!(%peer, error = %e, "cluster connection refused: TLS handshake failed (a client needs a certificate of this cluster)");
+            return;
+        }
+        Err(_) => {
+            warn!(%peer, "cluster connection refused: no TLS handshake within 10s");
+            return;
+        }
+    };
+    let Some(fingerprint) = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| identity::fingerprint(c))
+    else {
+        warn!(%peer, "cluster connection refused: no client certificate");
+        return;
+    };
+    let service = service_fn(move |req: Request<Incoming>| {
+        let node = node.clone();
+        let fingerprint = fingerprint.clone();
+        async move {
+            let response = route(&node, peer, &fingerprint, req).await;
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "cluster connection ended");
+            }
+        }
+        _ = stop.cancelled() => {}
+    }
+}
+
+/// Who holds the certificate with `fingerprint`, or why they are refused.
+pub fn authorise(
+    node: &ClusterNode,
+    peer: SocketAddr,
+    fingerprint: &str,
+    path: &str,
+) -> Result<Caller, Refusal> {
+    let forbidden = |m: String| Refusal(StatusCode::FORBIDDEN, m);
+    let internal =
+        |e: super::ClusterError| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let members = node.db.members().map_err(internal)?;
+    if let Some(member) = members.iter().find(|m| m.cert_fingerprint == fingerprint) {
+        if member.deleted {
+            return Err(forbidden(format!(
+                "the certificate of {} belongs to a member that was deleted from the cluster; join again with a new identifier",
+                member.name
+            )));
+        }
+        return Ok(Caller::Member(Box::new(member.clone())));
+    }
+    let identifier = node.db.identifier().map_err(internal)?;
+    if identifier
+        .enrolment_fingerprints
+        .iter()
+        .any(|f| f == fingerprint)
+    {
+        if path != "/join" {
+            return Err(forbidden(
+                "the enrolment identity of an identifier may only join".into(),
+            ));
+        }
+        if !identifier.allowed_ips.is_empty() && !identifier.allowed_ips.contains(&peer.ip()) {
+            return Err(forbidden(format!(
+                "joins from {} are not allowed (identifier protect --allow-ip {}); join from an allowed address or change the protection on the master",
+                peer.ip(),
+                identifier
+                    .allowed_ips
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )));
+        }
+        return Ok(Caller::Enrolment);
+    }
+    if identifier
+        .retired_fingerprints
+        .iter()
+        .any(|f| f == fingerprint)
+    {
+        return Err(forbidden(
+            "this identifier was invalidated by `cluster identifier rotate`; export a new one on the master".into(),
+        ));
+    }
+    Err(forbidden(
+        "the certificate is not that of a member of this cluster".into(),
+    ))
+}
+
+async fn route(
+    node: &Arc<ClusterNode>,
+    peer: SocketAddr,
+    fingerprint: &str,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let answer = match authorise(node, peer, fingerprint, &path) {
+        Err(refusal) => Err(refusal),
+        Ok(caller) => {
+            if let Caller::Member(member) = &caller {
+                record_contact(node, member, &req);
+            }
+            let query = req.uri().query().unwrap_or("").to_string();
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return respond(Err(Refusal(
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot read the body: {e}"),
+                    )));
+                }
+            };
+            match (method.as_str(), path.as_str(), &caller) {
+                ("POST", "/join", Caller::Enrolment) => {
+                    super::join::serve_join(node, peer, &body).await
+                }
+                ("POST", "/join", Caller::Member(m)) => Err(Refusal(
+                    StatusCode::CONFLICT,
+                    format!("{} is already a member; `cluster leave` it first", m.name),
+                )),
+                ("GET", "/changes", Caller::Member(m)) => {
+                    super::replicate::serve_changes(node, m, &query).await
+                }
+                ("GET", "/status", Caller::Member(_)) => super::status::serve_status(node),
+                ("GET", "/replication", Caller::Member(_)) => {
+                    super::status::serve_replication(node)
+                }
+                ("POST", "/leave", Caller::Member(m)) => super::join::serve_leave(node, m).await,
+                _ => Err(Refusal(
+                    StatusCode::NOT_FOUND,
+                    format!("no route {method} {path}"),
+                )),
+            }
+        }
+    };
+    if let Err(Refusal(status, reason)) = &answer {
+        warn!(%peer, %path, status = status.as_u16(), %reason, "cluster request refused");
+    }
+    respond(answer)
+}
+
+/// The master remembers every follower's last request (for status).
+fn record_contact(node: &ClusterNode, member: &MemberRecord, req: &Request<Incoming>) {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let acked = req.uri().query().and_then(super::replicate::after_param);
+    if let Ok(mut peers) = node.peers.lock() {
+        let entry = peers
+            .entry(member.name.clone())
+            .or_insert_with(|| PeerState {
+                acked: 0,
+                contact: 0,
+                version: member.version.clone(),
+                uptime: 0,
+            });
+        entry.contact = time::now();
+        if let Some(acked) = acked {
+            entry.acked = acked;
+        }
+        if let Some(v) = header(H_VERSION) {
+            entry.version = v;
+        }
+        if let Some(u) = header(H_UPTIME).and_then(|u| u.parse().ok()) {
+            entry.uptime = u;
+        }
+    }
+}
+
+fn respond(answer: Reply) -> Response<Full<Bytes>> {
+    let (status, body) = match answer {
+        Ok(value) => (StatusCode::OK, value),
+        Err(Refusal(status, reason)) => (status, serde_json::json!({ "error": reason })),
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Serialises a route's result.
+pub fn to_reply<T: Serialize>(value: &T) -> Reply {
+    serde_json::to_value(value)
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Maps a control-plane error to a refusal.
+pub fn refuse(status: StatusCode) -> impl Fn(super::ClusterError) -> Refusal {
+    move |e| Refusal(status, e.to_string())
+}
+
+#[cfg(test)]
+mod tests;

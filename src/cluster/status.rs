@@ -1,0 +1,463 @@
+//! `cluster status` and `cluster replication`: the members table of SPEC
+//! section 8 and the last CSN each backend has applied.
+//!
+//! The master knows every follower's position (each long-poll names the
+//! sequence it has applied), so its view is the authoritative one; a
+//! backend asks the master (`GET /status`) and falls back to its own view
+//! when the master cannot be reached. `local_entries` and `remote_entries`
+//! count change-log entries: on the master, `local_entries` is its log and
+//! `remote_entries` what the member has applied; on a backend's own row,
+//! the reverse.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::node::ClusterNode;
+use super::server::{Reply, refuse, to_reply};
+use super::{Csn, Result, time, transport};
+
+/// A member is shown in error when the master has not heard from it for this long.
+pub const STALE_SECS: u64 = 60;
+
+/// `cluster status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// Current epoch.
+    pub epoch: u64,
+    /// Master's name.
+    pub master: String,
+    /// One row per member, by cluster number.
+    pub members: Vec<MemberStatus>,
+    /// Changes discarded after a promote (issue 7; empty for now).
+    pub discarded: Vec<serde_json::Value>,
+}
+
+/// One row of `cluster status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Node name.
+    pub name: String,
+    /// Cluster number.
+    pub cid: u32,
+    /// Device id.
+    pub device_id: String,
+    /// UUID.
+    pub uuid: String,
+    /// Control-plane address.
+    pub address: String,
+    /// `master`, `backend` or `frontend`.
+    pub role: String,
+    /// `A` in sync, `S` syncing, `ERROR: reason`.
+    pub state: String,
+    /// mxgate version.
+    pub version: String,
+    /// Uptime in seconds (as last reported).
+    pub uptime_s: u64,
+    /// Last contact or change, RFC 3339 UTC.
+    pub last_update: Option<String>,
+    /// Change-log entries in the local database.
+    pub local_entries: u64,
+    /// Change-log entries in the remote database.
+    pub remote_entries: u64,
+    /// Frontends: the backends they use (issue 7).
+    pub frontend_of: Vec<String>,
+    /// Backends: the frontends that use them (issue 7).
+    pub backend_of: Vec<String>,
+    /// Free text.
+    pub comment: Option<String>,
+    /// Free text.
+    pub location: Option<String>,
+}
+
+/// `cluster replication --json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replication {
+    /// The master's last CSN.
+    pub head: Option<Csn>,
+    /// Per backend: the last CSN it applied.
+    pub backends: Vec<BackendPosition>,
+}
+
+/// One backend's position.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendPosition {
+    /// Node name.
+    pub name: String,
+    /// Cluster number.
+    pub cid: u32,
+    /// Last applied CSN (origin node and time included).
+    pub last_csn: Option<Csn>,
+    /// Last contact, RFC 3339 UTC.
+    pub last_contact: Option<String>,
+}
+
+/// The master's view.
+pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
+    let (meta, _) = node.master()?;
+    let head = node.db.log_len()?;
+    let last_change = node.db.last_entry()?.map(|e| e.csn.time);
+    let peers = node.peers.lock().map(|p| p.clone()).unwrap_or_default();
+    let now = time::now();
+    let texts = Texts::new(node);
+    let members = node
+        .db
+        .members()?
+        .into_iter()
+        .filter(|m| !m.deleted)
+        .map(|m| {
+            let (comment, location) = (texts.comment(&m.name), texts.location(&m.name));
+            let is_master = m.name == meta.master;
+            let peer = peers.get(&m.name);
+            let (state, remote, version, uptime, update) = if is_master {
+                (
+                    "A".to_string(),
+                    head,
+                    env!("CARGO_PKG_VERSION").to_string(),
+                    node.started.elapsed().as_secs(),
+                    last_change,
+                )
+            } else {
+                match peer {
+                    None => (
+                        "ERROR: no contact since the master started".to_string(),
+                        0,
+                        m.version.clone(),
+                        0,
+                        None,
+                    ),
+                    Some(p) => {
+                        let age = now.saturating_sub(p.contact);
+                        let state = if age > STALE_SECS {
+                            format!("ERROR: no contact for {age}s")
+                        } else if p.acked >= head {
+                            "A".into()
+                        } else {
+                            "S".into()
+                        };
+                        (state, p.acked, p.version.clone(), p.uptime, Some(p.contact))
+                    }
+                }
+            };
+            MemberStatus {
+                name: m.name,
+                cid: m.cid,
+                device_id: m.device_id,
+                uuid: m.uuid,
+                address: m.address,
+                role: if is_master { "master" } else { "backend" }.into(),
+                state,
+                version,
+                uptime_s: uptime,
+                last_update: update.map(time::rfc3339),
+                local_entries: head,
+                remote_entries: remote,
+                frontend_of: Vec::new(),
+                backend_of: Vec::new(),
+                comment,
+                location,
+            }
+        })
+        .collect();
+    Ok(ClusterStatus {
+        epoch: meta.epoch,
+        master: meta.master,
+        members,
+        discarded: Vec::new(),
+    })
+}
+
+/// Comment and location per member: the member record's, else the policy's
+/// `[members.NAME]` ones (the effective policy merges them that way).
+struct Texts(Option<crate::config::Policy>);
+
+impl Texts {
+    fn new(node: &ClusterNode) -> Texts {
+        Texts(
+            super::policy::effective(&node.db, std::path::Path::new("cluster.toml"))
+                .ok()
+                .flatten(),
+        )
+    }
+
+    fn comment(&self, name: &str) -> Option<String> {
+        self.0.as_ref()?.member(name)?.comment.clone()
+    }
+
+    fn location(&self, name: &str) -> Option<String> {
+        self.0.as_ref()?.member(name)?.location.clone()
+    }
+}
+
+/// A backend's own view: its row from what it knows, the others unknown.
+pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
+    let (meta, local) = node.clustered()?;
+    let head = node.db.log_len()?;
+    let follow = node.follow.lock().map(|f| f.clone()).unwrap_or_default();
+    let texts = Texts::new(node);
+    let members = node
+        .db
+        .members()?
+        .into_iter()
+        .filter(|m| !m.deleted || m.name == node.name)
+        .map(|m| {
+            let (comment, location) = (texts.comment(&m.name), texts.location(&m.name));
+            let me = m.name == node.name;
+            let state = match (&local.detached, me) {
+                (Some(d), true) => format!("ERROR: {d}"),
+                (None, true) => match &follow.error {
+                    Some(e) => format!("ERROR: {e}"),
+                    None if follow.contact.is_some() && head >= follow.remote_head => "A".into(),
+                    None => "S".into(),
+                },
+                (_, false) => format!("ERROR: unknown ({why})"),
+            };
+            MemberStatus {
+                role: if m.name == meta.master {
+                    "master"
+                } else {
+                    "backend"
+                }
+                .into(),
+                state,
+                version: if me {
+                    env!("CARGO_PKG_VERSION").into()
+                } else {
+                    m.version.clone()
+                },
+                uptime_s: if me {
+                    node.started.elapsed().as_secs()
+                } else {
+                    0
+                },
+                last_update: if me {
+                    follow.contact.map(time::rfc3339)
+                } else {
+                    None
+                },
+                local_entries: head,
+                remote_entries: if me { follow.remote_head } else { 0 },
+                frontend_of: Vec::new(),
+                backend_of: Vec::new(),
+                name: m.name,
+                cid: m.cid,
+                device_id: m.device_id,
+                uuid: m.uuid,
+                address: m.address,
+                comment,
+                location,
+            }
+        })
+        .collect();
+    Ok(ClusterStatus {
+        epoch: meta.epoch,
+        master: meta.master,
+        members,
+        discarded: Vec::new(),
+    })
+}
+
+/// `cluster status` on any node.
+pub async fn collect(node: &Arc<ClusterNode>) -> Result<ClusterStatus> {
+    let (meta, local) = node.clustered()?;
+    if local.detached.is_some() {
+        return local_view(node, "this node no longer follows the cluster");
+    }
+    if meta.master == node.name {
+        return master_view(node);
+    }
+    match ask_master(node, "/status").await {
+        Ok(status) => Ok(status),
+        Err(e) => local_view(node, &format!("master unreachable: {e}")),
+    }
+}
+
+/// `cluster replication` on any node.
+pub async fn replication(node: &Arc<ClusterNode>) -> Result<Replication> {
+    let (meta, _) = node.clustered()?;
+    if meta.master == node.name {
+        return replication_view(node);
+    }
+    ask_master(node, "/replication").await
+}
+
+async fn ask_master<T: serde::de::DeserializeOwned>(
+    node: &Arc<ClusterNode>,
+    path: &str,
+) -> Result<T> {
+    let (meta, _) = node.clustered()?;
+    transport::call(
+        node.client_config()?,
+        node.advertise.ip(),
+        &meta.master_address,
+        "GET",
+        path,
+        &node.sender(),
+        None::<&()>,
+        Duration::from_secs(5),
+    )
+    .await?
+    .json(&meta.master)
+}
+
+/// The master's replication view.
+pub fn replication_view(node: &ClusterNode) -> Result<Replication> {
+    let (meta, _) = node.master()?;
+    let peers = node.peers.lock().map(|p| p.clone()).unwrap_or_default();
+    let head = node.db.last_entry()?.map(|e| e.csn);
+    let mut backends = Vec::new();
+    for m in node.db.members()?.into_iter().filter(|m| !m.deleted) {
+        let (seq, contact) = if m.name == meta.master {
+            (head.as_ref().map_or(0, |c| c.seq), Some(time::now()))
+        } else {
+            peers
+                .get(&m.name)
+                .map_or((0, None), |p| (p.acked, Some(p.contact)))
+        };
+        let last_csn = match seq {
+            0 => None,
+            s => node.db.entries_after(s - 1, 1)?.pop().map(|e| e.csn),
+        };
+        backends.push(BackendPosition {
+            name: m.name,
+            cid: m.cid,
+            last_csn,
+            last_contact: contact.map(time::rfc3339),
+        });
+    }
+    Ok(Replication { head, backends })
+}
+
+/// `GET /status`.
+pub fn serve_status(node: &Arc<ClusterNode>) -> Reply {
+    to_reply(&master_view(node).map_err(refuse(StatusCode::CONFLICT))?)
+}
+
+/// `GET /replication`.
+pub fn serve_replication(node: &Arc<ClusterNode>) -> Reply {
+    to_reply(&replication_view(node).map_err(refuse(StatusCode::CONFLICT))?)
+}
+
+/// Uptime as `3d 4h`, `2h 5m`, `42s`.
+pub fn uptime(secs: u64) -> String {
+    match secs {
+        s if s >= 86_400 => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+        s if s >= 3600 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// The table of `cluster status` (`wide`: COMMENT and LOCATION too).
+pub fn render_text(status: &ClusterStatus, wide: bool) -> String {
+    let mut header = vec![
+        "NAME(CID)",
+        "DEVICE-ID/UUID",
+        "ADDRESS",
+        "ROLE",
+        "STATE",
+        "FRONTEND-OF/BACKEND-OF",
+        "VERSION",
+        "UPTIME",
+        "LAST-UPDATE",
+        "ENTRIES",
+    ];
+    if wide {
+        header.extend(["COMMENT", "LOCATION"]);
+    }
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for m in &status.members {
+        let links: Vec<String> = m.frontend_of.iter().chain(&m.backend_of).cloned().collect();
+        let mut row = vec![
+            format!("{}({})", m.name, m.cid),
+            format!("{}/{}", m.device_id, m.uuid),
+            m.address.clone(),
+            m.role.clone(),
+            m.state.clone(),
+            if links.is_empty() {
+                "-".into()
+            } else {
+                links.join(",")
+            },
+            m.version.clone(),
+            uptime(m.uptime_s),
+            m.last_update.clone().unwrap_or_else(|| "-".into()),
+            format!(
+                "OK ({} entries in remote database, {} entries in local database)",
+                m.remote_entries, m.local_entries
+            ),
+        ];
+        if wide {
+            row.push(m.comment.clone().unwrap_or_default());
+            row.push(m.location.clone().unwrap_or_default());
+        }
+        rows.push(row);
+    }
+    let mut out = format!("cluster epoch {}, master {}\n", status.epoch, status.master);
+    out.push_str(&table(&rows));
+    out
+}
+
+/// `cluster replication` as text.
+pub fn render_replication(r: &Replication) -> String {
+    let mut rows = vec![vec![
+        "NAME(CID)".to_string(),
+        "LAST-CSN(EPOCH.SEQ)".into(),
+        "ORIGIN".into(),
+        "TIME".into(),
+        "LAST-CONTACT".into(),
+    ]];
+    for b in &r.backends {
+        rows.push(vec![
+            format!("{}({})", b.name, b.cid),
+            b.last_csn
+                .as_ref()
+                .map_or("-".into(), |c| format!("{}.{}", c.epoch, c.seq)),
+            b.last_csn.as_ref().map_or("-".into(), |c| c.origin.clone()),
+            b.last_csn
+                .as_ref()
+                .map_or("-".into(), |c| time::rfc3339(c.time)),
+            b.last_contact.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let head = r.head.as_ref().map_or("empty".into(), |c| {
+        format!(
+            "{}.{} by {} at {}",
+            c.epoch,
+            c.seq,
+            c.origin,
+            time::rfc3339(c.time)
+        )
+    });
+    format!("master log head: {head}\n{}", table(&rows))
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,153 @@
+//! Cluster nodes for tests: each a `mxgate serve` process with its own
+//! name, 127.x address, `[local]` upstream and `[cluster]` control plane.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use super::{Mxgate, eventually, free_port};
+
+/// One node of a test cluster.
+pub struct Node {
+    /// The daemon.
+    pub gw: Mxgate,
+    /// Its name.
+    pub name: String,
+    /// Its address (listeners and control plane).
+    pub ip: String,
+    /// `[cluster] listen` port.
+    pub port: u16,
+}
+
+impl Node {
+    /// Starts node `name` on `ip` offering `smtp_upstream` as its `[local]` MTA.
+    pub fn start(name: &str, ip: &str, smtp_upstream: &str, policy: &str) -> Node {
+        let port = free_port(ip);
+        let config = format!(
+            "[[smtp]]\nname = \"inbound\"\nlisten = \"{ip}:0\"\nhostname = \"mx.test\"\n\n\
+             [local]\nsmtp_upstream = \"{smtp_upstream}\"\n\n\
+             [cluster]\nlisten = \"{ip}:{port}\"\nadvertise = \"{ip}:{port}\"\n"
+        );
+        Node {
+            gw: Mxgate::start_named(name, "", &config, policy),
+            name: name.to_owned(),
+            ip: ip.to_owned(),
+            port,
+        }
+    }
+
+    /// `HOST:PORT` of the control plane.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+
+    /// Runs `mxgate ARGS -c ...`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.gw.cli(args)
+    }
+
+    /// Runs the CLI and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{}: mxgate {args:?} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the CLI and expects failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "{}: mxgate {args:?} should fail but printed {}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `cluster status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let text = self.ok(&["cluster", "status", "--json"]);
+        serde_json::from_str(&text).expect("cluster status json")
+    }
+
+    /// A file in the node's directory.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.gw.dir.path().join(name);
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+
+    /// Path of a file in data_dir.
+    pub fn data(&self, name: &str) -> PathBuf {
+        self.gw.data_dir().join(name)
+    }
+
+    /// Joins the cluster of `master` with `identifier` (and `password`).
+    pub fn join(
+        &self,
+        master: &Node,
+        identifier: &std::path::Path,
+        password: Option<&str>,
+    ) -> Output {
+        let id = identifier.display().to_string();
+        let mut args = vec![
+            "cluster".to_owned(),
+            "join".into(),
+            "--identifier".into(),
+            id,
+            "--master".into(),
+            master.address(),
+        ];
+        if let Some(p) = password {
+            let file = self.file("password", &format!("{p}\n"));
+            args.extend(["--password-file".into(), file.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.cli(&args)
+    }
+
+    /// The version of the replicated policy this node holds.
+    pub fn policy_version(&self) -> Option<u64> {
+        let out = self.cli(&["cluster", "policy", "show"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .next()?
+            .strip_prefix("# policy version ")?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// The members of `cluster status --json` as (name, cid, state, local, remote).
+pub fn rows(status: &serde_json::Value) -> Vec<(String, u64, String, u64, u64)> {
+    status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_owned(),
+                m["cid"].as_u64().unwrap_or_default(),
+                m["state"].as_str().unwrap_or_default().to_owned(),
+                m["local_entries"].as_u64().unwrap_or_default(),
+                m["remote_entries"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Waits (bounded) until every member of `node`'s status is in state A with
+/// matching entry counts and there are `count` of them.
+pub fn all_in_sync(node: &Node, count: usize, limit: Duration) -> bool {
+    eventually(limit, || {
+        let rows = rows(&node.status());
+        rows.len() == count && rows.iter().all(|r| r.2 == "A" && r.3 == r.4)
+    })
+}
