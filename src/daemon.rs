@@ -87,6 +87,8 @@ pub struct Gateway {
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterNode>>,
     /// The replicated policy of a clustered node: reloads keep it instead of the local file.
     cluster_policy: arc_swap::ArcSwapOption<config::Policy>,
+    /// The LFT attachment store and its uploader.
+    pub lft: std::sync::OnceLock<Arc<crate::lft::Lft>>,
 }
 
 impl Gateway {
@@ -175,6 +177,7 @@ impl ContextSource for Gateway {
             shutdown: self.shutdown.clone(),
             tls: snapshot.tls.listener(listener),
             upstream_tls: snapshot.tls.upstream(),
+            lft: self.lft.get().cloned(),
         })
     }
 }
@@ -231,6 +234,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         config_path,
         cluster: std::sync::OnceLock::new(),
         cluster_policy: arc_swap::ArcSwapOption::empty(),
+        lft: std::sync::OnceLock::new(),
     });
     let sessions = TaskTracker::new();
     let admin_path = gateway.snapshot().config.node.admin_socket();
@@ -240,6 +244,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         crate::metrics::spawn_member_refresh(gateway.clone(), stop.clone());
     }
     crate::cluster::start(&gateway, stop.clone()).await?;
+    crate::lft::start(&gateway, stop.clone())?;
     tokio::spawn(admin::serve(admin_socket, gateway.clone(), stop.clone()));
     crate::dns::UpstreamResolver::global().configure(&gateway.snapshot().config.policy.dns);
     let source = gateway.clone();

@@ -21,7 +21,8 @@
 //! member state), [`health`] (active checks), [`admin`] (CLI socket),
 //! [`metrics`] (Prometheus endpoint), [`demo`] (self-contained demo),
 //! [`dns`] (MX / round-robin check, member host names), [`cluster`]
-//! (control plane: identity, join, replicated policy over mutual TLS).
+//! (control plane: identity, join, replicated policy over mutual TLS), [`lft`]
+//! (attachment store of injected mail and its synchronisation).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -32,6 +33,7 @@ pub mod daemon;
 pub mod demo;
 pub mod dns;
 pub mod health;
+pub mod lft;
 pub mod logging;
 pub mod metrics;
 pub mod routing;

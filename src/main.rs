@@ -59,10 +59,25 @@ enum Command {
         #[command(subcommand)]
         command: DnsCommand,
     },
+    /// The LFT attachment store (SPEC section 9).
+    Lft {
+        #[command(subcommand)]
+        command: LftCommand,
+    },
     /// The cluster control plane (SPEC section 8).
     Cluster {
         #[command(subcommand)]
         command: mxgate::cluster::cli::ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LftCommand {
+    /// Per target: pending, synced, failed, oldest pending.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -134,6 +149,13 @@ fn main() -> ExitCode {
             command: DnsCommand::Check { domains, json },
         } => dns_check(&cli.config, domains, json),
         Command::Cluster { command } => mxgate::cluster::cli::run(&cli.config, command),
+        Command::Lft {
+            command: LftCommand::Status { json },
+        } => admin_call(&cli.config, &Request::LftStatus, json, |value| {
+            serde_json::from_value::<mxgate::lft::status::LftStatus>(value.clone())
+                .map(|status| mxgate::lft::status::render_text(&status))
+                .map_err(|e| e.to_string())
+        }),
     }
 }
 

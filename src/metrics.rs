@@ -45,6 +45,8 @@ pub const MEMBER_UP: &str = "mxgate_member_up";
 pub const FAILOVERS_TOTAL: &str = "mxgate_route_failovers_total";
 /// `mxgate_injection_denied_total{source}`.
 pub const INJECTION_DENIED_TOTAL: &str = "mxgate_injection_denied_total";
+/// Gauge: LFT attachments waiting to be uploaded to a target.
+pub const LFT_PENDING: &str = "mxgate_lft_pending";
 /// `mxgate_health_checks_total{member,service,result}`.
 pub const HEALTH_CHECKS_TOTAL: &str = "mxgate_health_checks_total";
 
@@ -254,6 +256,11 @@ fn describe() {
         "MX addresses that greeted with 220 at the last check."
     );
     describe_gauge!(
+        LFT_PENDING,
+        Unit::Count,
+        "LFT attachments queued for upload to the target member."
+    );
+    describe_gauge!(
         DNS_LAST_CHECK,
         Unit::Seconds,
         "When the domain was last checked (Unix time)."
@@ -321,6 +328,11 @@ pub fn failover(from: &str, to: &str) {
 /// A transaction from member `source` was refused: it may inject into no member.
 pub fn injection_denied(source: &str) {
     counter!(INJECTION_DENIED_TOTAL, "source" => source.to_owned()).increment(1);
+}
+
+/// `n` LFT attachments are pending for `target`.
+pub fn lft_pending(target: &str, n: u64) {
+    gauge!(LFT_PENDING, "target" => target.to_owned()).set(n as f64);
 }
 
 /// An active health check of `member`'s `service` (`smtp`, `gina`) ended.

@@ -43,6 +43,8 @@ pub enum Request {
         #[serde(default)]
         domains: Vec<String>,
     },
+    /// `mxgate lft status`: the LFT upload queue per target.
+    LftStatus,
     /// `mxgate cluster ...` (handled in [`crate::cluster::admin`]).
     Cluster(crate::cluster::admin::ClusterRequest),
 }

@@ -131,6 +131,7 @@ fn handle(gateway: &Gateway, request: Request) -> Result<serde_json::Value, Stri
                 serde_json::to_value(route)
             }
         }
+        Request::LftStatus => serde_json::to_value(crate::lft::status::collect(gateway)),
         Request::DnsCheck { .. } | Request::Cluster(_) => {
             return Err("this request is answered asynchronously".into());
         }

@@ -157,6 +157,11 @@ impl ClusterNode {
         }
     }
 
+    /// The daemon this node belongs to, while it runs.
+    pub fn gateway(&self) -> Option<Arc<Gateway>> {
+        self.gateway.upgrade()
+    }
+
     /// The `x-mxgate-*` header values of this node.
     pub fn sender(&self) -> Sender {
         Sender {

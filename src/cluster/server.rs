@@ -193,6 +193,9 @@ async fn route(
         Ok(caller) => {
             if let Caller::Member(member) = &caller {
                 record_contact(node, member, &req);
+                if path.starts_with("/lft/") {
+                    return crate::lft::sync::serve_upload(node, peer, member, req).await;
+                }
             }
             let query = req.uri().query().unwrap_or("").to_string();
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {

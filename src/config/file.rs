@@ -148,6 +148,7 @@ pub(super) struct FileDns {
 #[serde(deny_unknown_fields, expecting = "a table [lft]")]
 pub(super) struct FileLft {
     pub threshold: S<RawSize>,
+    pub max_message_size: S<RawSize>,
 }
 
 /// One `[members.NAME]`.

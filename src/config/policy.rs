@@ -190,6 +190,7 @@ pub(super) fn build(ctx: &mut Ctx, text: &str, dir: &Path) -> Option<Policy> {
     let l: FileLft = table(ctx, &tree, "lft");
     let lft = LftPolicy {
         threshold: ctx.size(&l.threshold, "lft.threshold", 10 << 20),
+        max_message_size: ctx.size(&l.max_message_size, "lft.max_message_size", 64 << 20),
     };
 
     let members = members(ctx, &tree);

@@ -362,6 +362,9 @@ pub struct LftPolicy {
     /// Attachments at least this large are stored (bytes).
     #[serde(serialize_with = "super::units::ser_size")]
     pub threshold: u64,
+    /// Injected messages larger than this are relayed but not searched (bytes).
+    #[serde(serialize_with = "super::units::ser_size")]
+    pub max_message_size: u64,
 }
 
 /// `host:port` of an upstream; the host may be a name or an IP literal.

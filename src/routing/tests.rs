@@ -74,6 +74,7 @@ pub(super) fn policy_as_given(affinity: Affinity, members: Vec<Member>) -> Arc<P
         },
         lft: LftPolicy {
             threshold: 10 << 20,
+            max_message_size: 64 << 20,
         },
         members,
     })

@@ -419,9 +419,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut receiver = DataReceiver::new(listener.bare_lf, listener.max_message_size);
         let mut refused = None;
         let mut lost: Option<UpstreamError> = None;
+        let mut tap = self.ctx.lft.as_ref().and_then(|lft| {
+            lft.tap(
+                &self.ctx.config.policy,
+                &self.ctx.router,
+                self.peer.client.ip(),
+                self.peer.id,
+            )
+        });
         loop {
             match receiver.feed(&mut self.rbuf) {
                 DataStep::Forward(bytes) => {
+                    if let Some(tap) = tap.as_mut() {
+                        tap.feed(&bytes);
+                    }
                     if let Some(up) = self.upstream.as_mut()
                         && lost.is_none()
                         && let Err(err) = up.send(&bytes, DATA_BLOCK_TIMEOUT).await
@@ -465,6 +476,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             (None, None) => self.final_reply(rcpts).await,
         };
         let result = MessageResult::of(&reply);
+        if let Some(tap) = tap {
+            tap.finish(result == MessageResult::Accepted);
+        }
         metrics::message(&member, result);
         if result == MessageResult::Accepted {
             metrics::bytes_relayed(&member, receiver.size());

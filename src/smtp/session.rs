@@ -59,6 +59,8 @@ pub struct SessionContext {
     pub tls: Option<Arc<ServerConfig>>,
     /// STARTTLS to members (`None`: `[upstream] tls = "none"`).
     pub upstream_tls: Option<Arc<ClientConfig>>,
+    /// The LFT store: injected messages are tapped for attachments.
+    pub lft: Option<Arc<crate::lft::Lft>>,
 }
 
 /// Where the client is, as far as the session knows.

@@ -1,0 +1,354 @@
+//! Synchronisation over the cluster's mutual TLS: the uploader works the
+//! durable queue (`PUT /lft/SHA256` to each target's control-plane address,
+//! back-off on failure) and the receiver stores what an allowed member sends
+//! after checking the hash.
+//!
+//! The uploader connects from this node's `[cluster] advertise` address with
+//! its node certificate, like every control-plane request. The receiver
+//! accepts an upload only when the effective policy's `lft_sync_to` of the
+//! calling member (identified by its certificate) names the receiving node.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpSocket;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Lft;
+use super::queue::Entry;
+use super::store::{Meta, hex, is_sha256, sha256_hex, unhex};
+use crate::cluster::transport::{H_EPOCH, H_NODE, H_UPTIME, H_VERSION, host_port};
+use crate::cluster::{ClusterNode, MemberRecord, time};
+
+/// Header carrying the attachment's [`Meta`] as hex-encoded JSON.
+pub const H_META: &str = "x-mxgate-lft-meta";
+/// Longest time one upload may take.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Works the queue until `stop`: due entries are uploaded; the task sleeps
+/// until the next one is due or new entries arrive.
+pub async fn run(lft: Arc<Lft>, stop: CancellationToken) {
+    loop {
+        let now = time::now();
+        for entry in lft.queue.due(now) {
+            if stop.is_cancelled() {
+                return;
+            }
+            let outcome = tokio::select! {
+                _ = stop.cancelled() => return,
+                outcome = upload(&lft, &entry) => outcome,
+            };
+            match &outcome {
+                Ok(()) => {
+                    info!(sha256 = %entry.sha256, target = %entry.target, "LFT attachment synchronised")
+                }
+                Err((reason, fatal)) => {
+                    warn!(sha256 = %entry.sha256, target = %entry.target, attempt = entry.attempts + 1, reason = %reason, gave_up = fatal, "LFT upload failed")
+                }
+            }
+            if let Err(e) = lft.queue.record(&entry, outcome, time::now()) {
+                warn!(error = %e, "LFT queue entry not updated");
+            }
+        }
+        lft.refresh_metrics();
+        let wait = lft
+            .queue
+            .next_due()
+            .map_or(60, |t| t.saturating_sub(time::now()))
+            .clamp(1, 60);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = lft.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+        }
+    }
+}
+
+/// One attempt: `Err((reason, final))`.
+async fn upload(lft: &Lft, entry: &Entry) -> Result<(), (String, bool)> {
+    let retry = |r: String| (r, false);
+    let fatal = |r: String| (r, true);
+    let meta = match lft.store.meta(&entry.sha256) {
+        Ok(Some(meta)) => meta,
+        Ok(None) => {
+            return Err(fatal(
+                "the attachment is no longer in the local store".into(),
+            ));
+        }
+        Err(e) => return Err(retry(e.to_string())),
+    };
+    let gateway = lft
+        .gateway()
+        .ok_or_else(|| retry("the daemon is stopping".into()))?;
+    let policy = gateway.snapshot().config.policy.clone();
+    let allowed = policy
+        .member(&meta.source_member)
+        .is_some_and(|m| m.lft_sync_to.contains(&entry.target));
+    if !allowed {
+        return Err(fatal(format!(
+            "{} is no longer in the lft_sync_to of {}",
+            entry.target, meta.source_member
+        )));
+    }
+    let node = gateway
+        .cluster
+        .get()
+        .ok_or_else(|| retry("this node has no [cluster]; uploads wait".into()))?;
+    let record = node
+        .db
+        .members()
+        .map_err(|e| retry(e.to_string()))?
+        .into_iter()
+        .find(|m| m.name == entry.target && !m.deleted)
+        .ok_or_else(|| {
+            retry(format!(
+                "{} is not a node of the cluster (yet)",
+                entry.target
+            ))
+        })?;
+    let data = tokio::fs::read(lft.store.object_path(&entry.sha256))
+        .await
+        .map_err(|e| retry(format!("cannot read the object: {e}")))?;
+    let (status, body) = put(node, &record.address, &meta, Bytes::from(data))
+        .await
+        .map_err(retry)?;
+    let reason = || {
+        format!(
+            "{} answered {status}: {}",
+            record.address,
+            crate::cluster::transport::error_text(&body, status)
+        )
+    };
+    match status {
+        200 => Ok(()),
+        // 403: the target may not have the policy that allows it yet.
+        403 | 408 | 429 => Err(retry(reason())),
+        400..=499 => Err(fatal(reason())),
+        _ => Err(retry(reason())),
+    }
+}
+
+/// `PUT /lft/SHA256` with the content to the control plane at `target`.
+pub async fn put(
+    node: &ClusterNode,
+    target: &str,
+    meta: &Meta,
+    data: Bytes,
+) -> Result<(u16, Bytes), String> {
+    let attempt = async {
+        let config = node.client_config().map_err(|e| e.to_string())?;
+        let (host, port) = host_port(target).map_err(|e| e.to_string())?;
+        let bind = node.advertise.ip();
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot resolve {target}: {e}"))?
+            .find(|a| a.is_ipv4() == bind.is_ipv4())
+            .ok_or_else(|| format!("{target} has no address of the advertise address's family"))?;
+        let socket = if bind.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| e.to_string())?;
+        socket
+            .bind(SocketAddr::new(bind, 0))
+            .map_err(|e| format!("cannot bind {bind}: {e}"))?;
+        let stream = socket
+            .connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+        let tls = TlsConnector::from(config)
+            .connect(ServerName::IpAddress(addr.ip().into()), stream)
+            .await
+            .map_err(|e| format!("TLS with {target}: {e}"))?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP with {target}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let sender = node.sender();
+        let meta_json = serde_json::to_vec(meta).map_err(|e| e.to_string())?;
+        let request = Request::builder()
+            .method("PUT")
+            .uri(format!("/lft/{}", meta.sha256))
+            .header("host", target)
+            .header("content-type", "application/octet-stream")
+            .header(H_EPOCH, sender.epoch)
+            .header(H_NODE, &sender.node)
+            .header(H_VERSION, env!("CARGO_PKG_VERSION"))
+            .header(H_UPTIME, sender.uptime)
+            .header(H_META, hex(&meta_json))
+            .body(Full::new(data))
+            .map_err(|e| e.to_string())?;
+        let response = send
+            .send_request(request)
+            .await
+            .map_err(|e| format!("no answer from {target}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("cannot read the answer of {target}: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(UPLOAD_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{target} did not answer within {}s",
+                UPLOAD_TIMEOUT.as_secs()
+            ))
+        })
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(&value).unwrap_or_default(),
+    )));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn refuse(
+    peer: SocketAddr,
+    path: &str,
+    status: StatusCode,
+    reason: String,
+) -> Response<Full<Bytes>> {
+    warn!(%peer, %path, status = status.as_u16(), %reason, "LFT upload refused");
+    json(status, serde_json::json!({ "error": reason }))
+}
+
+/// The control plane's `/lft/...` routes for an authenticated member:
+/// `PUT /lft/SHA256` stores an upload when `caller` may sync to this node.
+pub async fn serve_upload(
+    node: &ClusterNode,
+    peer: SocketAddr,
+    caller: &MemberRecord,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let sha = path.strip_prefix("/lft/").unwrap_or_default().to_owned();
+    if req.method() != hyper::Method::PUT {
+        return refuse(
+            peer,
+            &path,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only PUT /lft/SHA256 is served here".into(),
+        );
+    }
+    if !is_sha256(&sha) {
+        return refuse(
+            peer,
+            &path,
+            StatusCode::NOT_FOUND,
+            "expected /lft/ and a SHA-256 in lowercase hex".into(),
+        );
+    }
+    let Some((gateway, lft)) = node
+        .gateway()
+        .and_then(|g| g.lft.get().cloned().map(|l| (g, l)))
+    else {
+        return refuse(
+            peer,
+            &path,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the LFT store is not running".into(),
+        );
+    };
+    let policy = gateway.snapshot().config.policy.clone();
+    let allowed = policy
+        .member(&caller.name)
+        .is_some_and(|m| m.lft_sync_to.contains(&node.name));
+    if !allowed {
+        return refuse(
+            peer,
+            &path,
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} may not synchronise LFT attachments to {} (not in its lft_sync_to)",
+                caller.name, node.name
+            ),
+        );
+    }
+    if lft.store.contains(&sha) {
+        return json(
+            StatusCode::OK,
+            serde_json::json!({ "stored": false, "present": true }),
+        );
+    }
+    let header_meta = req
+        .headers()
+        .get(H_META)
+        .and_then(|v| v.to_str().ok())
+        .and_then(unhex)
+        .and_then(|b| serde_json::from_slice::<Meta>(&b).ok());
+    let limit = usize::try_from(policy.lft.max_message_size).unwrap_or(usize::MAX);
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return refuse(
+                peer,
+                &path,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the body (limit [lft] max_message_size): {e}"),
+            );
+        }
+    };
+    let actual = sha256_hex(&body);
+    if actual != sha {
+        return refuse(
+            peer,
+            &path,
+            StatusCode::BAD_REQUEST,
+            format!("content does not match its SHA-256: got {actual}, expected {sha}"),
+        );
+    }
+    let meta = header_meta.unwrap_or_else(|| Meta {
+        sha256: sha.clone(),
+        file_name: None,
+        content_type: "application/octet-stream".into(),
+        size: 0,
+        message_id: None,
+        source_member: caller.name.clone(),
+        time: time::now(),
+    });
+    let store = lft.store.clone();
+    match tokio::task::spawn_blocking(move || store.put(&body, meta)).await {
+        Ok(Ok((_, meta))) => {
+            info!(%peer, from = %caller.name, sha256 = %meta.sha256, size = meta.size, "LFT attachment received");
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "stored": true, "present": true }),
+            )
+        }
+        Ok(Err(e)) => refuse(
+            peer,
+            &path,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        ),
+        Err(e) => refuse(
+            peer,
+            &path,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        ),
+    }
+}
