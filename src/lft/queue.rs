@@ -288,8 +288,8 @@ mod tests {
         let retried = q
             .record(&retried, Err(("down".into(), false)), 201)
             .unwrap();
-        assert_eq!(retried.next_attempt, 202);
-        assert_eq!(q.next_due(), Some(150));
+        assert_eq!(retried.next_attempt, 203);
+        assert_eq!(q.next_due(), Some(120));
         q.record(&retried, Ok(()), 202).unwrap();
         let b = q
             .due(300)
