@@ -5,7 +5,11 @@ fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -37,7 +41,9 @@ fn message(parts: &str, boundary: &str) -> Vec<u8> {
 }
 
 fn data(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[test]
@@ -53,7 +59,13 @@ fn base64_attachments_at_or_above_the_threshold() {
     let view: Vec<_> = found
         .attachments
         .iter()
-        .map(|a| (a.file_name.as_deref(), a.content_type.as_str(), a.data.len()))
+        .map(|a| {
+            (
+                a.file_name.as_deref(),
+                a.content_type.as_str(),
+                a.data.len(),
+            )
+        })
         .collect();
     assert_eq!(
         view,
@@ -101,7 +113,11 @@ fn nested_multiparts_and_attached_messages() {
 
 #[test]
 fn no_attachments_and_garbage() {
-    assert!(extract(b"Subject: x\r\n\r\nbody\r\n", 1).attachments.is_empty());
+    assert!(
+        extract(b"Subject: x\r\n\r\nbody\r\n", 1)
+            .attachments
+            .is_empty()
+    );
     assert!(extract(b"", 1).attachments.is_empty());
     let found = extract(&message("", "b"), 0);
     assert!(found.attachments.is_empty(), "{found:?}");
@@ -119,7 +135,11 @@ fn unstuffing_is_independent_of_chunking() {
             u.push(&wire[..cut], &mut out);
             u.push(&wire[cut..cut2], &mut out);
             u.push(&wire[cut2..], &mut out);
-            assert_eq!(Unstuffer::strip_terminator(&out), expected, "cuts {cut} {cut2}");
+            assert_eq!(
+                Unstuffer::strip_terminator(&out),
+                expected,
+                "cuts {cut} {cut2}"
+            );
         }
     }
     let mut out = Vec::new();

@@ -25,15 +25,25 @@ fn stored() -> (tempfile::TempDir, Store, String) {
 }
 
 fn request(method: &str, path: &str) -> Request<()> {
-    Request::builder().method(method).uri(path).body(()).unwrap()
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .body(())
+        .unwrap()
 }
 
 #[tokio::test]
 async fn get_head_404_and_other_paths() {
     let (_dir, store, sha) = stored();
-    assert!(serve(&store, &request("GET", "/portal/login")).await.is_none());
+    assert!(
+        serve(&store, &request("GET", "/portal/login"))
+            .await
+            .is_none()
+    );
 
-    let r = serve(&store, &request("GET", &format!("/lft/{sha}"))).await.unwrap();
+    let r = serve(&store, &request("GET", &format!("/lft/{sha}")))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()[header::CONTENT_TYPE], "application/pdf");
     assert_eq!(r.headers()[header::CONTENT_LENGTH], "16");
@@ -44,16 +54,24 @@ async fn get_head_404_and_other_paths() {
     let body = r.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"%PDF-1.7 content");
 
-    let r = serve(&store, &request("HEAD", &format!("/lft/{sha}"))).await.unwrap();
+    let r = serve(&store, &request("HEAD", &format!("/lft/{sha}")))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()[header::CONTENT_LENGTH], "16");
     assert!(r.into_body().collect().await.unwrap().to_bytes().is_empty());
 
-    for path in [format!("/lft/{}", "0".repeat(64)), "/lft/../x".into(), "/lft/".into()] {
+    for path in [
+        format!("/lft/{}", "0".repeat(64)),
+        "/lft/../x".into(),
+        "/lft/".into(),
+    ] {
         let r = serve(&store, &request("GET", &path)).await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
     }
-    let r = serve(&store, &request("POST", &format!("/lft/{sha}"))).await.unwrap();
+    let r = serve(&store, &request("POST", &format!("/lft/{sha}")))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
 }
@@ -78,7 +96,9 @@ async fn over_a_hyper_server() {
     let server_store = store.clone();
     tokio::spawn(async move {
         for _ in 0..3 {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let store = server_store.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -100,7 +120,11 @@ async fn over_a_hyper_server() {
     });
     for (path, status, body) in [
         (format!("/lft/{sha}"), 200, &b"%PDF-1.7 content"[..]),
-        (format!("/lft/{}", "a".repeat(64)), 404, &b"no such attachment\n"[..]),
+        (
+            format!("/lft/{}", "a".repeat(64)),
+            404,
+            &b"no such attachment\n"[..],
+        ),
         ("/other".to_string(), 502, &b"proxied"[..]),
     ] {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -115,6 +139,10 @@ async fn over_a_hyper_server() {
             .unwrap();
         let r = send.send_request(req).await.unwrap();
         assert_eq!(r.status().as_u16(), status, "{path}");
-        assert_eq!(&r.into_body().collect().await.unwrap().to_bytes()[..], body, "{path}");
+        assert_eq!(
+            &r.into_body().collect().await.unwrap().to_bytes()[..],
+            body,
+            "{path}"
+        );
     }
 }
