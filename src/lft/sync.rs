@@ -287,12 +287,6 @@ pub async fn serve_upload(
             ),
         );
     }
-    if lft.store.contains(&sha) {
-        return json(
-            StatusCode::OK,
-            serde_json::json!({ "stored": false, "present": true }),
-        );
-    }
     let header_meta = req
         .headers()
         .get(H_META)
@@ -311,13 +305,36 @@ pub async fn serve_upload(
             );
         }
     };
-    let actual = sha256_hex(&body);
+    // Hashing megabytes is CPU work: off the runtime.
+    let (body, actual) = match tokio::task::spawn_blocking(move || {
+        let actual = sha256_hex(&body);
+        (body, actual)
+    })
+    .await
+    {
+        Ok(hashed) => hashed,
+        Err(e) => {
+            return refuse(
+                peer,
+                &path,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            );
+        }
+    };
     if actual != sha {
         return refuse(
             peer,
             &path,
             StatusCode::BAD_REQUEST,
             format!("content does not match its SHA-256: got {actual}, expected {sha}"),
+        );
+    }
+    // Already here (idempotent): success (the body was read so the sender sees the answer).
+    if lft.store.contains(&sha) {
+        return json(
+            StatusCode::OK,
+            serde_json::json!({ "stored": false, "present": true }),
         );
     }
     let meta = header_meta.unwrap_or_else(|| Meta {
