@@ -5,8 +5,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
-pub mod dnsmasq;
 pub mod cluster;
+pub mod dnsmasq;
 // fake_mta.rs is owned elsewhere; its `.max(0)` on a usize trips clippy.
 #[allow(clippy::unnecessary_min_or_max)]
 pub mod fake_mta;
