@@ -11,7 +11,9 @@
 //!    real client (XCLIENT or PROXY), and the session relays the envelope and
 //!    DATA ([`smtp::proto::DataReceiver`]) with replies returned verbatim,
 //!    failing over to the next member until end of DATA is sent.
-//! 4. [`admin`] serves `mxgate status` and `route explain` over a Unix socket.
+//! 4. [`http`] proxies GINA web-portal requests on `[[http]]` listeners to the
+//!    members' `gina` upstreams, routed like public SMTP sessions.
+//! 5. [`admin`] serves `mxgate status` and `route explain` over a Unix socket.
 //!
 //! Modules: [`config`] (files -> validated runtime types), [`smtp`] (the data
 //! plane; [`smtp::proto`] is sans-IO), [`routing`] (member order and live
@@ -24,6 +26,7 @@ pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod routing;

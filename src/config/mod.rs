@@ -187,3 +187,13 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     units::parse_duration(text)
 }
+
+/// Parses a GINA upstream as validated by the config: `host:port` (plain
+/// HTTP, `false`) or `https://host:port` (TLS, `true`).
+pub fn parse_gina(text: &str) -> Result<(bool, HostPort), String> {
+    units::check_gina(text)?;
+    match text.strip_prefix("https://") {
+        Some(rest) => units::parse_host_port(rest).map(|hp| (true, hp)),
+        None => units::parse_host_port(text).map(|hp| (false, hp)),
+    }
+}

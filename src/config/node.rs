@@ -392,6 +392,10 @@ fn http(
             }
         })
     });
+    let max_body_size = ctx.size(&f.max_body_size, &k("max_body_size"), 100 << 20);
+    if let Some(v) = f.max_body_size.as_ref().filter(|_| max_body_size == 0) {
+        ctx.at(v, &k("max_body_size"), "must be greater than 0");
+    }
     Some(HttpListener {
         name: name?,
         listen: listen?,
@@ -399,6 +403,7 @@ fn http(
         tls_key,
         upstream_timeout,
         sticky_cookie,
+        max_body_size,
     })
 }
 

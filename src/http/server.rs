@@ -1,0 +1,136 @@
+//! Accepting connections on a `[[http]]` listener and serving them.
+//!
+//! Each connection gets TCP_NODELAY, a TLS handshake when the listener has a
+//! certificate (ALPN `h2`, `http/1.1`), then hyper's auto server (HTTP/1.1
+//! with keep-alive and upgrades, or HTTP/2) with [`proxy::handle`] as the
+//! service. The context (snapshot) is taken per connection. On drain a
+//! connection shuts down gracefully: requests in flight finish, idle
+//! keep-alive connections close; on abort it is dropped.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use super::HttpContext;
+use super::proxy::{self, ConnInfo};
+use crate::smtp::server::ListenerStats;
+
+/// How long a client has for the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Source of a fresh [`HttpContext`] per connection (the current snapshot).
+pub trait HttpContextSource: Send + Sync + 'static {
+    /// The context for a connection starting now on `listener`.
+    fn http_context(&self, listener: &str) -> Option<HttpContext>;
+}
+
+/// Decrements the active count when a connection task ends.
+struct ActiveGuard(Arc<ListenerStats>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts connections until `stop` is cancelled; connections are tracked by `tasks`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    name: String,
+    source: Arc<dyn HttpContextSource>,
+    stats: Arc<ListenerStats>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(ctx) = source.http_context(&name) else {
+            continue;
+        };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        stats.total.fetch_add(1, Ordering::Relaxed);
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        let guard = ActiveGuard(stats.clone());
+        let conn = ConnInfo {
+            client: peer,
+            local,
+            secure: ctx.tls.is_some(),
+            tasks: tasks.clone(),
+        };
+        tasks.spawn(async move {
+            let _guard = guard;
+            serve(stream, Arc::new(ctx), Arc::new(conn)).await;
+        });
+    }
+}
+
+async fn serve(stream: TcpStream, ctx: Arc<HttpContext>, conn: Arc<ConnInfo>) {
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    match ctx.tls.clone() {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(tls)) => run(TokioIo::new(tls), ctx, conn).await,
+                Ok(Err(e)) => debug!(client = %conn.client, error = %e, "TLS handshake failed"),
+                Err(_) => debug!(client = %conn.client, "TLS handshake timed out"),
+            }
+        }
+        None => run(TokioIo::new(stream), ctx, conn).await,
+    }
+}
+
+async fn run<I>(io: TokioIo<I>, ctx: Arc<HttpContext>, conn: Arc<ConnInfo>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let shutdown = ctx.shutdown.clone();
+    let server = ctx.server.clone();
+    let service = {
+        let ctx = ctx.clone();
+        let conn = conn.clone();
+        service_fn(move |req| {
+            let ctx = ctx.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(proxy::handle(&ctx, &conn, req).await) }
+        })
+    };
+    let connection = server.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        done = connection.as_mut() => {
+            if let Err(e) = done {
+                debug!(client = %conn.client, error = %e, "HTTP connection ended with an error");
+            }
+            return;
+        }
+        _ = shutdown.drained() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = shutdown.aborted() => {}
+    }
+}
