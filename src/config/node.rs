@@ -229,7 +229,12 @@ fn required_socket(
     };
     let addr = ctx.parse(v, key, units::parse_socket)?;
     let line = ctx.line(v.span().start);
-    if let Some((_, other, other_line)) = seen.addresses.iter().find(|(a, _, _)| *a == addr) {
+    // Port 0 (the system picks a free port) never collides.
+    if let Some((_, other, other_line)) = seen
+        .addresses
+        .iter()
+        .find(|(a, _, _)| *a == addr && addr.port() != 0)
+    {
         let message = format!("{addr} is already used by {other} (line {other_line})");
         ctx.at(v, key, message);
     } else {
