@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
@@ -24,10 +24,10 @@ use super::HttpContext;
 use super::body::{PendingBody, ResponseBody};
 use super::headers::{self, ForwardInfo};
 use super::log::Access;
+use super::upstream::{LocalPool, SendError};
 use super::{sticky, upgrade};
 
 /// The client side of one connection.
-#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client.
     pub client: SocketAddr,
@@ -37,6 +37,8 @@ pub struct ConnInfo {
     pub secure: bool,
     /// Where upgraded connections are tracked for the drain.
     pub tasks: TaskTracker,
+    /// This connection's member connections.
+    pub pool: LocalPool,
 }
 
 /// Member health as the GINA proxy sees it: the one place to switch to
@@ -131,24 +133,25 @@ pub async fn handle(
         let Some(up) = ctx.upstreams.member(&member) else {
             continue;
         };
-        let Some(uri) = up.uri(parts.uri.path_and_query()) else {
-            return local(access, StatusCode::BAD_REQUEST, "bad request target");
-        };
         let Some(body) = pending.attempt() else {
             break;
         };
         let mut out = Request::new(body);
         *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = uri;
-        *out.version_mut() = Version::HTTP_11;
+        *out.uri_mut() = origin_form(&parts.uri);
         *out.headers_mut() = if i + 1 < attempts {
             parts.headers.clone()
         } else {
             std::mem::take(&mut parts.headers)
         };
+        if !out.headers().contains_key(header::HOST) {
+            if let Ok(h) = HeaderValue::from_str(up.authority.as_str()) {
+                out.headers_mut().insert(header::HOST, h);
+            }
+        }
         let sent = timeout(
             ctx.listener.upstream_timeout,
-            ctx.upstreams.client.request(out),
+            ctx.upstreams.send(&conn.pool, up, out, is_upgrade),
         )
         .await;
         match sent {
@@ -173,13 +176,13 @@ pub async fn handle(
                     &format!("request body larger than {limit} bytes"),
                 );
             }
-            Ok(Err(e)) if e.is_connect() => {
-                let reason = format!("gina connect failed: {}", error_chain(&e));
+            Ok(Err(SendError::Connect(e))) => {
+                let reason = format!("gina connect failed: {}", error_chain(e.as_ref()));
                 warn!(listener = %ctx.name, member = %member, client = %client, reason = %reason, "GINA member unreachable; trying the next one");
                 health::mark_failed(&ctx.members, &member, &reason, ctx.backoff);
                 failures.push(member);
             }
-            Ok(Err(e)) => {
+            Ok(Err(SendError::Request(e))) => {
                 warn!(listener = %ctx.name, member = %member, client = %client, error = %error_chain(&e), "GINA request failed");
                 access.member = Some(member);
                 return local(
@@ -257,6 +260,14 @@ fn local(mut access: Access, status: StatusCode, reason: &str) -> Response<Respo
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// The request target as sent to a member: `/path?query`.
+fn origin_form(uri: &http::Uri) -> http::Uri {
+    match uri.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => http::Uri::from(pq.clone()),
+        _ => http::Uri::from_static("/"),
+    }
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use super::HttpContext;
 use super::proxy::{self, ConnInfo};
+use super::upstream::{Drivers, LocalPool};
 use crate::smtp::server::ListenerStats;
 
 /// How long a client has for the TLS handshake.
@@ -72,20 +73,22 @@ pub async fn accept_loop(
         stats.total.fetch_add(1, Ordering::Relaxed);
         stats.active.fetch_add(1, Ordering::Relaxed);
         let guard = ActiveGuard(stats.clone());
+        let (pool, drivers) = LocalPool::new();
         let conn = ConnInfo {
             client: peer,
             local,
             secure: ctx.tls.is_some(),
             tasks: tasks.clone(),
+            pool,
         };
         tasks.spawn(async move {
             let _guard = guard;
-            serve(stream, Arc::new(ctx), Arc::new(conn)).await;
+            serve(stream, Arc::new(ctx), Arc::new(conn), drivers).await;
         });
     }
 }
 
-async fn serve(stream: TcpStream, ctx: Arc<HttpContext>, conn: Arc<ConnInfo>) {
+async fn serve(stream: TcpStream, ctx: Arc<HttpContext>, conn: Arc<ConnInfo>, drivers: Drivers) {
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "cannot set TCP_NODELAY");
     }
@@ -93,16 +96,18 @@ async fn serve(stream: TcpStream, ctx: Arc<HttpContext>, conn: Arc<ConnInfo>) {
         Some(acceptor) => {
             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
             match handshake.await {
-                Ok(Ok(tls)) => run(TokioIo::new(tls), ctx, conn).await,
+                Ok(Ok(tls)) => run(TokioIo::new(tls), ctx, conn, drivers).await,
                 Ok(Err(e)) => debug!(client = %conn.client, error = %e, "TLS handshake failed"),
                 Err(_) => debug!(client = %conn.client, "TLS handshake timed out"),
             }
         }
-        None => run(TokioIo::new(stream), ctx, conn).await,
+        None => run(TokioIo::new(stream), ctx, conn, drivers).await,
     }
 }
 
-async fn run<I>(io: TokioIo<I>, ctx: Arc<HttpContext>, conn: Arc<ConnInfo>)
+/// Serves the connection; its member connections are driven alongside, in
+/// this task, and closed with it.
+async fn run<I>(io: TokioIo<I>, ctx: Arc<HttpContext>, conn: Arc<ConnInfo>, drivers: Drivers)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -119,7 +124,9 @@ where
     };
     let connection = server.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
+    tokio::pin!(drivers);
     tokio::select! {
+        () = drivers.as_mut() => {}
         done = connection.as_mut() => {
             if let Err(e) = done {
                 debug!(client = %conn.client, error = %e, "HTTP connection ended with an error");
@@ -130,6 +137,7 @@ where
     }
     connection.as_mut().graceful_shutdown();
     tokio::select! {
+        () = drivers.as_mut() => {}
         _ = connection.as_mut() => {}
         _ = shutdown.aborted() => {}
     }

@@ -1,6 +1,14 @@
-//! The connection to members' GINA portals: one pooled hyper client per
-//! snapshot (its pool keeps HTTP/1.1 keep-alive connections per member),
-//! plain TCP for `host:port`, TLS (rustls) for `https://host:port`.
+//! The connections to members' GINA portals: HTTP/1.1 over plain TCP for
+//! `host:port`, over TLS (rustls) for `https://host:port`.
+//!
+//! Each client connection keeps its own member connections ([`LocalPool`]):
+//! a keep-alive client reuses one member connection for all its requests,
+//! and the member connections are driven inside the client connection's
+//! task ([`Drivers`]), so a request crosses no task or thread boundary; they
+//! close with the client connection. A request that needs a connection
+//! while the others are busy (HTTP/2 streams in parallel) opens another.
+//! An upgrade (WebSocket) always gets a fresh connection of its own, driven
+//! by its own task, since it outlives the request.
 //!
 //! Member certificates are verified against `[upstream] tls_ca_file` or the
 //! system roots, with the member's host as the server name
@@ -11,61 +19,45 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use http::uri::{Authority, Scheme};
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
-use crate::config::{Policy, UpstreamTls};
+use crate::config::{HostPort, Policy, UpstreamTls};
 use crate::smtp::tls::{self as smtp_tls, TlsError};
 
-/// How long an idle pooled connection to a member is kept.
-const POOL_IDLE: Duration = Duration::from_secs(60);
-/// Idle pooled connections kept per member.
-const POOL_MAX_IDLE: usize = 256;
+/// Idle connections kept per member and client connection.
+const MAX_IDLE: usize = 8;
 
 /// Where one member's portal is.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MemberUpstream {
-    /// `http` or `https`.
-    pub scheme: Scheme,
-    /// `host:port`.
+    /// `host:port`, also the `Host` of a request that had none.
     pub authority: Authority,
+    addr: HostPort,
+    tls: bool,
 }
 
-impl MemberUpstream {
-    /// The member URI for a request path (`/path?query`).
-    pub fn uri(&self, path_and_query: Option<&http::uri::PathAndQuery>) -> Option<Uri> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(
-            path_and_query
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
-        Uri::from_parts(parts).ok()
-    }
-}
-
-/// The members' portals of one snapshot and the client that reaches them.
+/// The members' portals of one snapshot and how to reach them.
 pub struct Upstreams {
-    members: HashMap<String, MemberUpstream>,
-    /// The pooled client.
-    pub client: Client<Connector, RequestBody>,
+    members: HashMap<String, Arc<MemberUpstream>>,
+    tls: Option<TlsConnector>,
+    connect_timeout: Duration,
 }
 
 impl Upstreams {
-    /// Parses every member's `gina` and builds the client (TLS only when a
-    /// member needs it).
+    /// Parses every member's `gina` (TLS set up only when a member needs it).
     pub fn new(policy: &Policy) -> Result<Upstreams, TlsError> {
         let mut members = HashMap::new();
         let mut any_tls = false;
@@ -80,75 +72,190 @@ impl Upstreams {
                 continue;
             };
             any_tls |= tls;
-            let scheme = if tls { Scheme::HTTPS } else { Scheme::HTTP };
-            members.insert(m.name.clone(), MemberUpstream { scheme, authority });
+            members.insert(
+                m.name.clone(),
+                Arc::new(MemberUpstream {
+                    authority,
+                    addr,
+                    tls,
+                }),
+            );
         }
         let tls = if any_tls {
             let mut upstream = policy.upstream.clone();
             upstream.tls = UpstreamTls::Required;
-            smtp_tls::client_config(&upstream)?
+            smtp_tls::client_config(&upstream)?.map(TlsConnector::from)
         } else {
             None
         };
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(policy.upstream.connect_timeout));
-        let connector = Connector {
-            http,
-            tls: tls.map(TlsConnector::from),
-        };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        Ok(Upstreams { members, client })
+        Ok(Upstreams {
+            members,
+            tls,
+            connect_timeout: policy.upstream.connect_timeout,
+        })
     }
 
     /// The portal of `member`, if it has one.
-    pub fn member(&self, member: &str) -> Option<&MemberUpstream> {
+    pub fn member(&self, member: &str) -> Option<&Arc<MemberUpstream>> {
         self.members.get(member)
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) to `member`: on an idle
+    /// connection of `pool` when there is one, else on a new one.
+    pub async fn send(
+        &self,
+        pool: &LocalPool,
+        member: &Arc<MemberUpstream>,
+        mut req: Request<RequestBody>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, SendError> {
+        if !upgrade {
+            while let Some(mut sender) = pool.take(member) {
+                match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        pool.put(member, sender);
+                        return Ok(resp);
+                    }
+                    // Not written: the idle connection was closed meanwhile.
+                    Err(mut e) => match e.take_message() {
+                        Some(back) => req = back,
+                        None => return Err(SendError::Request(e.into_error())),
+                    },
+                }
+            }
+        }
+        let io = self.connect(member).await.map_err(SendError::Connect)?;
+        let (mut sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(e.into()))?;
+        if upgrade {
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+            });
+        } else {
+            pool.drive(Box::pin(async move {
+                let _ = conn.await;
+            }));
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                if !upgrade {
+                    pool.put(member, sender);
+                }
+                Ok(resp)
+            }
+            Err(e) => Err(SendError::Request(e.into_error())),
+        }
+    }
+
+    async fn connect(&self, member: &MemberUpstream) -> Result<Io, BoxError> {
+        let connecting = async {
+            let tcp = TcpStream::connect((member.addr.host.as_str(), member.addr.port)).await?;
+            tcp.set_nodelay(true)?;
+            if !member.tls {
+                return Ok(Io::Plain(TokioIo::new(tcp)));
+            }
+            let tls = self
+                .tls
+                .clone()
+                .ok_or("no TLS configuration for an https member")?;
+            let name = smtp_tls::server_name(&member.addr)
+                .ok_or("member host is not a valid TLS server name")?;
+            let stream = tls.connect(name, tcp).await?;
+            Ok(Io::Tls(Box::new(TokioIo::new(stream))))
+        };
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("connect timeout ({:?})", self.connect_timeout).into()),
+        }
     }
 }
 
-/// Connects to a member: TCP, then TLS for `https` URIs.
-#[derive(Clone)]
-pub struct Connector {
-    http: HttpConnector,
-    tls: Option<TlsConnector>,
+/// Why a request got no response from a member.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection (refused, unreachable, timeout, TLS): the request never
+    /// reached the member, so it may go to another one.
+    #[error("connect: {0}")]
+    Connect(BoxError),
+    /// The member had the request and failed (closed, malformed answer, the
+    /// request body failed).
+    #[error("{0}")]
+    Request(hyper::Error),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = Io;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Io, BoxError>> + Send>>;
+/// A member connection's driving future.
+pub type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.http.poll_ready(cx).map_err(Into::into)
+/// One client connection's member connections (see the module docs).
+pub struct LocalPool {
+    idle: Mutex<Vec<(Arc<MemberUpstream>, SendRequest<RequestBody>)>>,
+    drivers: mpsc::UnboundedSender<Driver>,
+}
+
+impl LocalPool {
+    /// A pool and the future that drives its connections (poll it in the
+    /// client connection's task; it never completes).
+    pub fn new() -> (LocalPool, Drivers) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            LocalPool {
+                idle: Mutex::new(Vec::new()),
+                drivers: tx,
+            },
+            Drivers {
+                rx,
+                running: Vec::new(),
+            },
+        )
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = (uri.scheme() == Some(&Scheme::HTTPS)).then(|| self.tls.clone());
-        let connecting = self.http.call(uri.clone());
-        Box::pin(async move {
-            let tcp = connecting.await?.into_inner();
-            let Some(tls) = tls else {
-                return Ok(Io::Plain(TokioIo::new(tcp)));
-            };
-            let tls = tls.ok_or("no TLS configuration for an https member")?;
-            let host = uri.host().unwrap_or_default();
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let name = match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
-                Err(_) => rustls::pki_types::ServerName::try_from(host.to_owned())?,
-            };
-            let stream = tls.connect(name, tcp).await?;
-            Ok(Io::Tls(Box::new(TokioIo::new(stream))))
-        })
+    /// An idle, usable connection to `member`; closed ones are dropped.
+    fn take(&self, member: &Arc<MemberUpstream>) -> Option<SendRequest<RequestBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|(_, s)| !s.is_closed());
+        let pos = idle
+            .iter()
+            .position(|(m, s)| Arc::ptr_eq(m, member) && s.is_ready())?;
+        Some(idle.swap_remove(pos).1)
+    }
+
+    /// Keeps `sender` for the next request (it is ready again once the
+    /// response body has been read).
+    fn put(&self, member: &Arc<MemberUpstream>, sender: SendRequest<RequestBody>) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.iter().filter(|(m, _)| Arc::ptr_eq(m, member)).count() < MAX_IDLE {
+            idle.push((member.clone(), sender));
+        }
+    }
+
+    fn drive(&self, driver: Driver) {
+        // The receiver lives as long as the client connection: if it is
+        // gone, so is everyone who could use this connection.
+        let _ = self.drivers.send(driver);
+    }
+}
+
+/// Drives the member connections of one client connection.
+pub struct Drivers {
+    rx: mpsc::UnboundedReceiver<Driver>,
+    running: Vec<Driver>,
+}
+
+impl Future for Drivers {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        while let Poll::Ready(Some(d)) = this.rx.poll_recv(cx) {
+            this.running.push(d);
+        }
+        this.running
+            .retain_mut(|d| d.as_mut().poll(cx).is_pending());
+        Poll::Pending
     }
 }
 
@@ -158,12 +265,6 @@ pub enum Io {
     Plain(TokioIo<TcpStream>),
     /// `https://host:port`.
     Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
-}
-
-impl Connection for Io {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
 }
 
 macro_rules! both {
