@@ -190,6 +190,7 @@ pub fn install(config: &Config) -> Result<bool, MetricsError> {
             counter!(REFUSED_TOTAL, "listener" => name.clone(), "reason" => reason).absolute(0);
         }
     }
+    HTTP_RECORDING.store(true, std::sync::atomic::Ordering::Relaxed);
     for listener in &config.http {
         counter!(HTTP_REQUESTS_TOTAL, "listener" => listener.name.clone(), "member" => NO_MEMBER, "code" => "503")
             .absolute(0);
@@ -299,11 +300,18 @@ pub fn injection_denied(source: &str) {
 /// A GINA request on `listener` was answered with `code`, by `member`
 /// ([`NO_MEMBER`] when mxgate answered itself), taking `elapsed` in all.
 pub fn http_request(listener: &str, member: &str, code: u16, elapsed: Duration) {
+    // Per request on the hot path: build no labels when nothing records them.
+    if !HTTP_RECORDING.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     counter!(HTTP_REQUESTS_TOTAL, "listener" => listener.to_owned(), "member" => member.to_owned(), "code" => code.to_string())
         .increment(1);
     histogram!(HTTP_REQUEST_DURATION, "listener" => listener.to_owned())
         .record(elapsed.as_secs_f64());
 }
+
+/// Set by [`install`]: a recorder takes the HTTP request series.
+static HTTP_RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// How often `mxgate_member_up` is refreshed: back-off expires without an event.
 const MEMBER_REFRESH: Duration = Duration::from_secs(1);
