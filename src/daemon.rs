@@ -243,14 +243,16 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             .cloned()
             .unwrap_or_default();
         let source: Arc<dyn crate::http::server::HttpContextSource> = gateway.clone();
-        tokio::spawn(crate::http::server::accept_loop(
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        crate::http::server::spawn_workers(
             socket,
             name,
             source,
             stats,
             stop.clone(),
             sessions.clone(),
-        ));
+            workers,
+        )?;
     }
     info!(node = %gateway.snapshot().config.node.name, admin = %admin_path.display(), "ready");
     Ok(Daemon {

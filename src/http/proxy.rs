@@ -17,7 +17,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::time::timeout;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::HttpContext;
@@ -36,7 +35,7 @@ pub struct ConnInfo {
     /// The listener speaks TLS.
     pub secure: bool,
     /// Where upgraded connections are tracked for the drain.
-    pub tasks: TaskTracker,
+    pub tasks: super::server::Trackers,
     /// This connection's member connections.
     pub pool: LocalPool,
 }

@@ -7,15 +7,15 @@
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
+use super::server::Trackers;
 use crate::shutdown::Shutdown;
 
 /// Copies between the client's and the member's upgraded connections in a
 /// task tracked for the drain.
 pub fn splice(
-    tasks: &TaskTracker,
+    tasks: &Trackers,
     shutdown: Shutdown,
     client: OnUpgrade,
     member: OnUpgrade,
