@@ -143,10 +143,10 @@ pub async fn handle(
         } else {
             std::mem::take(&mut parts.headers)
         };
-        if !out.headers().contains_key(header::HOST) {
-            if let Ok(h) = HeaderValue::from_str(up.authority.as_str()) {
-                out.headers_mut().insert(header::HOST, h);
-            }
+        if !out.headers().contains_key(header::HOST)
+            && let Ok(h) = HeaderValue::from_str(up.authority.as_str())
+        {
+            out.headers_mut().insert(header::HOST, h);
         }
         let sent = timeout(
             ctx.listener.upstream_timeout,
