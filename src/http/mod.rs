@@ -42,7 +42,7 @@ use crate::routing::{MemberTable, Router};
 use crate::shutdown::Shutdown;
 use upstream::Upstreams;
 
-/// How long a client has to send a request head (also the idle keep-alive limit).
+/// How long a client has to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP side of one configuration snapshot: listener settings and
