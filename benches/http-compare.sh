@@ -11,12 +11,12 @@
 # it needs on 127.0.0.0/8 and stops all of them on exit.
 #
 # Backend: one nginx (1 worker) answering GET / with a fixed 612-byte page
-# from memory (`return 200`), on 127.0.0.211. Contenders, each on its own
+# from memory (`return 200`), on 127.0.8.11. Contenders, each on its own
 # address, same port (BENCH_PORT):
-#   direct   127.0.0.211  the backend itself
-#   mxgate   127.0.0.212  release build, [[http]] listener, one member = the backend
-#   haproxy  127.0.0.213  mode http, nbthread 2, option forwardfor, keep-alive to the backend
-#   nginx    127.0.0.214  2 workers, proxy_pass to an upstream with keepalive 64,
+#   direct   127.0.8.11  the backend itself
+#   mxgate   127.0.8.12  release build, [[http]] listener, one member = the backend
+#   haproxy  127.0.8.13  mode http, nbthread 2, option forwardfor, keep-alive to the backend
+#   nginx    127.0.8.14  2 workers, proxy_pass to an upstream with keepalive 64,
 #                         HTTP/1.1 to the backend, X-Forwarded-For/-Proto set
 # All proxies keep connections to the backend alive and add forwarding
 # headers (mxgate adds Forwarded, X-Forwarded-For/-Proto/-Host and Via); none
@@ -30,7 +30,7 @@
 # Environment (all optional):
 #   ROUNDS (5; smoke 1)  DURATION (10s; smoke 2s)  CONNECTIONS (64; smoke 8)
 #   THREADS (2)  CONTENDERS ("direct mxgate haproxy nginx")
-#   BENCH_PORT (2700; smoke: by PID)  BENCH_OUT (target/http-compare):
+#   BENCH_PORT (2800; smoke: by PID)  BENCH_OUT (target/http-compare):
 #   results.tsv and table.txt are kept there.  BENCH_NO_INSTALL=1: never call apt-get
 set -euo pipefail
 export LC_ALL=C
@@ -57,7 +57,7 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
-BENCH_PORT=${BENCH_PORT:-2700}
+BENCH_PORT=${BENCH_PORT:-2800}
 CONTENDERS=${CONTENDERS:-"direct mxgate haproxy nginx"}
 BENCH_OUT=${BENCH_OUT:-$root/target/http-compare}
 
@@ -115,8 +115,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ip_backend=127.0.0.211 ip_mxgate=127.0.0.212 ip_haproxy=127.0.0.213 ip_nginx=127.0.0.214
+ip_backend=127.0.8.11 ip_mxgate=127.0.8.12 ip_haproxy=127.0.8.13 ip_nginx=127.0.8.14
 port=$BENCH_PORT
+for a in $ip_backend $ip_mxgate $ip_haproxy $ip_nginx; do
+  if ss -Hltn "src $a:$port" 2>/dev/null | grep -q .; then
+    die "$a:$port is already in use (another benchmark?); set BENCH_PORT"
+  fi
+done
 declare -A addr=(
   [direct]=$ip_backend:$port [mxgate]=$ip_mxgate:$port
   [haproxy]=$ip_haproxy:$port [nginx]=$ip_nginx:$port
