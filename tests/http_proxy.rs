@@ -522,3 +522,38 @@ fn a_large_upload_streams_without_growing_the_proxy_and_the_limit_gives_413() {
     assert_eq!(code, "200", "{body}");
     assert!(body.contains("bytes=1000"), "{body}");
 }
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_and_refuses_new_connections() {
+    if !require_curl() {
+        return;
+    }
+    let web = WebMember::start("m1", "127.0.0.1");
+    let mut gw = Mxgate::start_full(
+        "drain_timeout = \"10s\"",
+        &node(""),
+        &policy(&[("m1", web.gina())]),
+    );
+    let target = url(&gw, "/slow");
+    let addr = gw.listener_addr("gina");
+    let before = web.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let slow = std::thread::spawn(move || status_of(&[&target]));
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            web.requests.load(std::sync::atomic::Ordering::Relaxed) > before
+        }),
+        "the slow request never reached the member"
+    );
+    gw.terminate();
+    let (code, body) = slow.join().expect("curl thread");
+    assert_eq!(code, "200", "request in flight during the drain: {body}");
+    assert_eq!(member_of(&body), "m1");
+    assert!(
+        gw.wait_exit(Duration::from_secs(15)).is_some(),
+        "mxgate did not stop"
+    );
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "listener still accepting after the drain"
+    );
+}

@@ -1,5 +1,5 @@
 //! Web members for GINA proxy tests: a small hyper server on 127.x that names
-//! itself in every answer, echoes the request headers, counts (and discards)
+//! itself in every answer, echoes the request headers, answers `/slow` after 1.5 s, counts (and discards)
 //! request bodies, and echoes bytes after a WebSocket-style upgrade on `/ws`;
 //! and a member that accepts connections and never answers.
 
@@ -130,6 +130,10 @@ async fn answer(
             .body(Full::new(Bytes::new()))
             .expect("101");
         return Ok(resp);
+    }
+    if req.uri().path() == "/slow" {
+        // A page that takes a while: requests in flight during a drain.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
     }
     let mut text = format!(
         "member={member}\nmethod={}\npath={}\n",
