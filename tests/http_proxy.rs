@@ -557,3 +557,50 @@ fn sigterm_lets_requests_in_flight_finish_and_refuses_new_connections() {
         "listener still accepting after the drain"
     );
 }
+
+#[test]
+fn https_member_is_reached_over_verified_tls() {
+    if !require_curl() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress(ip("127.0.0.1"))];
+    let cert = params.self_signed(&key).expect("cert");
+    let ca = dir.path().join("member.pem");
+    std::fs::write(&ca, cert.pem()).expect("write");
+    let server = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .expect("server config");
+    let web = WebMember::start_tls("secure", "127.0.0.1", std::sync::Arc::new(server));
+    let policy = format!(
+        "[upstream]\ntls_ca_file = \"{}\"\n\n[members.secure]\ngina = \"https://{}\"\n",
+        ca.display(),
+        web.addr
+    );
+    let gw = Mxgate::start_with(&node(""), &policy);
+    let (out, err) = curl(&[&url(&gw, "/over-tls")]);
+    assert_eq!(member_of(&out), "secure", "{out} {err}");
+    assert!(out.contains("path=/over-tls"), "{out}");
+    drop(gw);
+
+    // Without the CA the member's certificate is not trusted: no connection, 502.
+    let untrusted = format!("[members.secure]\ngina = \"https://{}\"\n", web.addr);
+    let gw = Mxgate::start_with(&node(""), &untrusted);
+    let (code, body) = status_of(&[&url(&gw, "/")]);
+    assert_eq!(code, "502", "{body}");
+    assert!(
+        gw.wait_log("gina connect failed", Duration::from_secs(5))
+            .is_some(),
+        "the TLS failure is a connect failure"
+    );
+}

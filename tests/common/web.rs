@@ -41,7 +41,25 @@ impl WebMember {
         Self::serve(name, std_listener)
     }
 
+    /// Starts a member speaking HTTPS with `tls` on `ip`.
+    pub fn start_tls(name: &str, ip: &str, tls: Arc<rustls::ServerConfig>) -> WebMember {
+        let std_listener = StdListener::bind((ip, 0)).expect("bind web member");
+        Self::serve_with(
+            name,
+            std_listener,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+        )
+    }
+
     fn serve(name: &str, std_listener: StdListener) -> WebMember {
+        Self::serve_with(name, std_listener, None)
+    }
+
+    fn serve_with(
+        name: &str,
+        std_listener: StdListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> WebMember {
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("addr");
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -64,15 +82,30 @@ impl WebMember {
                     let Ok((stream, _)) = accepted else { continue };
                     let member = member.clone();
                     let count = count.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
                             count.fetch_add(1, Ordering::Relaxed);
                             answer(member.clone(), req)
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .with_upgrades()
-                            .await;
+                        let http = hyper::server::conn::http1::Builder::new();
+                        match tls {
+                            Some(acceptor) => {
+                                let Ok(stream) = acceptor.accept(stream).await else {
+                                    return;
+                                };
+                                let _ = http
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .with_upgrades()
+                                    .await;
+                            }
+                            None => {
+                                let _ = http
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .with_upgrades()
+                                    .await;
+                            }
+                        }
                     });
                 }
             });
