@@ -22,13 +22,14 @@
 # headers (mxgate adds Forwarded, X-Forwarded-For/-Proto/-Host and Via); none
 # writes an access log (mxgate: [log] level = "warn").
 #
-# Load: wrk -t THREADS -c CONNECTIONS -d DURATION, keep-alive. Each cell is
-# the median of ROUNDS runs; every round runs every contender once, in an
-# order rotated by one each round. "front CPU s" is the user+system CPU the
+# Load: wrk -t THREADS -c C -d DURATION, keep-alive, for each C in
+# CONNECTIONS (two load levels: few and many clients). Each cell is the
+# median of ROUNDS runs; every round runs every contender once per level, in
+# an order rotated by one each round. "front CPU s" is the user+system CPU the
 # front's processes used during the run (median).
 #
 # Environment (all optional):
-#   ROUNDS (5; smoke 1)  DURATION (10s; smoke 2s)  CONNECTIONS (64; smoke 8)
+#   ROUNDS (5; smoke 1)  DURATION (10s; smoke 2s)  CONNECTIONS ("8 64"; smoke 8)
 #   THREADS (2)  CONTENDERS ("direct mxgate haproxy nginx")
 #   BENCH_PORT (2800; smoke: by PID)  BENCH_OUT (target/http-compare):
 #   results.tsv and table.txt are kept there.  BENCH_NO_INSTALL=1: never call apt-get
@@ -55,7 +56,7 @@ if [ "$smoke" = 1 ]; then
 fi
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-64}
+CONNECTIONS=${CONNECTIONS:-"8 64"}
 THREADS=${THREADS:-2}
 BENCH_PORT=${BENCH_PORT:-2800}
 CONTENDERS=${CONTENDERS:-"direct mxgate haproxy nginx"}
@@ -282,12 +283,12 @@ front_pids() {
   esac
 }
 
-# run_one CONTENDER -> "requests_per_s latency_avg front_cpu_seconds" or "FAIL - -"
+# run_one CONTENDER CONNECTIONS -> "requests_per_s latency_avg front_cpu_seconds" or "FAIL - -"
 run_one() {
   local c0 c1 pids out rps lat errors
   read -r -a pids <<<"$(front_pids "$1")"
   c0=$(cpu_ticks "${pids[@]}")
-  if out=$(timeout 300 wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" "http://${addr[$1]}/" 2>&1); then
+  if out=$(timeout 300 wrk -t "$THREADS" -c "$2" -d "$DURATION" "http://${addr[$1]}/" 2>&1); then
     c1=$(cpu_ticks "${pids[@]}")
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     # wrk prints 280.22us, 1.51ms or 1.02s: in ms.
@@ -321,47 +322,53 @@ done
 
 mkdir -p "$BENCH_OUT"
 results=$BENCH_OUT/results.tsv
-printf 'round\tcontender\trequests_per_s\tlatency_avg\tfront_cpu_seconds\n' >"$results"
+printf 'round\tcontender\trequests_per_s\tlatency_avg\tfront_cpu_seconds\tconnections\n' >"$results"
 {
   echo "# http-compare $(date -u +%Y-%m-%dT%H:%M:%SZ) mxgate $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "# $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "# $(haproxy -v | head -n1); $(nginx -v 2>&1); $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)"
-  echo "# wrk -t $THREADS -c $CONNECTIONS -d $DURATION, $ROUNDS round(s)"
+  echo "# wrk -t $THREADS -c ($CONNECTIONS) -d $DURATION, $ROUNDS round(s)"
 } >"$BENCH_OUT/table.txt"
 
 log "ROUNDS=$ROUNDS DURATION=$DURATION CONNECTIONS=$CONNECTIONS contenders: ${contenders[*]}"
 n=${#contenders[@]}
 failed=0
+read -r -a levels <<<"$CONNECTIONS"
 for round in $(seq "$ROUNDS"); do
-  for i in $(seq 0 $((n - 1))); do
-    c=${contenders[$(((i + round - 1) % n))]}
-    read -r rps lat cpu <<<"$(run_one "$c")"
-    [ "$rps" = FAIL ] && failed=$((failed + 1))
-    printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$c" "$rps" "$lat" "$cpu" >>"$results"
-    log "round $round/$ROUNDS: $c $rps req/s (latency avg ${lat} ms, front CPU ${cpu}s)"
+  for conns in "${levels[@]}"; do
+    for i in $(seq 0 $((n - 1))); do
+      c=${contenders[$(((i + round - 1) % n))]}
+      read -r rps lat cpu <<<"$(run_one "$c" "$conns")"
+      [ "$rps" = FAIL ] && failed=$((failed + 1))
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$c" "$rps" "$lat" "$cpu" "$conns" >>"$results"
+      log "round $round/$ROUNDS, $conns connections: $c $rps req/s (latency avg ${lat} ms, front CPU ${cpu}s)"
+    done
   done
 done
 
 # ---------------------------------------------------------------- table
-# median CONTENDER COLUMN: of the successful runs, or -
+# median CONTENDER COLUMN CONNECTIONS: of the successful runs, or -
 median() {
-  awk -F'\t' -v c="$1" -v col="$2" '$2 == c && $3 != "FAIL" && $col != "-" { print $col }' "$results" |
+  awk -F'\t' -v c="$1" -v col="$2" -v k="$3" '$2 == c && $6 == k && $3 != "FAIL" && $col != "-" { print $col }' "$results" |
     sort -n |
     awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) printf "%.2f", v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 table() {
-  local c runs
-  declare -A med=()
-  for c in "${contenders[@]}"; do
-    med[$c]=$(median "$c" 3)
-  done
-  printf '%-8s %14s %11s %10s %16s %12s %5s\n' contender "median req/s" "vs haproxy" "vs direct" "latency avg ms" "front CPU s" runs
-  for c in "${contenders[@]}"; do
-    runs=$(awk -F'\t' -v c="$c" '$2 == c && $3 != "FAIL"' "$results" | wc -l)
-    awk -v c="$c" -v m="${med[$c]}" -v h="${med[haproxy]:-}" -v d="${med[direct]:-}" \
-      -v lat="$(median "$c" 4)" -v cpu="$(median "$c" 5)" -v runs="$runs/$ROUNDS" '
-      function ratio(x, y) { return (x == "-" || y == "" || y == "-" || y == 0) ? "-" : sprintf("%.2fx", x / y) }
-      BEGIN { printf "%-8s %14s %11s %10s %16s %12s %5s\n", c, m == "-" ? "-" : sprintf("%.0f", m), ratio(m, h), ratio(m, d), lat, cpu, runs }'
+  local c runs conns
+  printf '%-6s %-8s %14s %11s %10s %16s %12s %5s\n' conns contender "median req/s" "vs haproxy" "vs direct" "latency avg ms" "front CPU s" runs
+  for conns in "${levels[@]}"; do
+    declare -A med=()
+    for c in "${contenders[@]}"; do
+      med[$c]=$(median "$c" 3 "$conns")
+    done
+    for c in "${contenders[@]}"; do
+      runs=$(awk -F'\t' -v c="$c" -v k="$conns" '$2 == c && $6 == k && $3 != "FAIL"' "$results" | wc -l)
+      awk -v k="$conns" -v c="$c" -v m="${med[$c]}" -v h="${med[haproxy]:-}" -v d="${med[direct]:-}" \
+        -v lat="$(median "$c" 4 "$conns")" -v cpu="$(median "$c" 5 "$conns")" -v runs="$runs/$ROUNDS" '
+        function ratio(x, y) { return (x == "-" || y == "" || y == "-" || y == 0) ? "-" : sprintf("%.2fx", x / y) }
+        BEGIN { printf "%-6s %-8s %14s %11s %10s %16s %12s %5s\n", k, c, m == "-" ? "-" : sprintf("%.0f", m), ratio(m, h), ratio(m, d), lat, cpu, runs }'
+    done
+    unset med
   done
 }
 table | tee -a "$BENCH_OUT/table.txt"
