@@ -57,6 +57,7 @@ pub(super) struct FileHttp {
     pub tls_key: S<String>,
     pub upstream_timeout: S<String>,
     pub sticky_cookie: S<String>,
+    pub max_body_size: S<RawSize>,
 }
 
 /// `[local]`.

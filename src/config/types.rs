@@ -122,6 +122,10 @@ pub struct HttpListener {
     pub upstream_timeout: Duration,
     /// Cookie carrying the chosen member, for cookie affinity; `None`: address affinity only.
     pub sticky_cookie: Option<String>,
+    /// Largest request body passed to a member (bytes, default 100MiB): a
+    /// larger `Content-Length` gets `413`, a longer streamed body is cut off.
+    #[serde(serialize_with = "super::units::ser_size")]
+    pub max_body_size: u64,
 }
 
 /// `[cluster]`: the control-plane endpoint (mutual TLS).
