@@ -160,7 +160,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Pending::Mail(_) => {
                     self.broken = false;
                     self.restart_attempts();
-                    if let Err(reply) = self.connect_next().await {
+                    if let Err(reply) = Box::pin(self.connect_next()).await {
                         self.broken = reply.is_transient();
                         if self.broken {
                             let member =
@@ -291,7 +291,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // members into back-off for everyone. A member that is really gone
         // fails its next connect, which does mark it.
         loop {
-            let reply = match self.connect_next().await {
+            let reply = match Box::pin(self.connect_next()).await {
                 Ok(()) => {
                     let Some(up) = self.upstream.as_mut() else {
                         return false;
@@ -329,6 +329,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Connects to the next untried member of the session's order.
     /// `Err` carries the reply the client gets when there is none.
+    /// Callers box this future: it holds the whole member set-up (several
+    /// KiB), needed once per member connection, and an idle session task
+    /// would otherwise carry that size all its life.
     pub(crate) async fn connect_next(&mut self) -> Result<(), Reply> {
         let policy = &self.ctx.config.policy;
         // The member that just failed to set up in this call, and why: when a

@@ -189,6 +189,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !matches!(end, End::StartTls) {
             return self.finish(end, started).await;
         }
+        // Boxed: the TLS part of the session is large (the TLS stream and a
+        // second copy of every session future) and rarely taken, and a
+        // session task holds its future's full size from the start, idle or not.
+        Box::pin(self.continue_in_tls(started)).await;
+    }
+
+    /// STARTTLS accepted: the handshake, then the rest of the session in TLS.
+    async fn continue_in_tls(self, started: Instant) {
         match self.start_tls().await {
             Ok(mut tls) => {
                 let end = tls.serve_or_abort().await;
