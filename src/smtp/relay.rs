@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::metrics::{self, MessageResult};
 use crate::routing::Verdict;
 use crate::smtp::proto::{DataReceiver, DataRefusal, DataStep, Reply};
-use crate::smtp::session::{End, Pending, Session, Transaction};
+use crate::smtp::session::{End, Joined, Pending, Session, Transaction};
 use crate::smtp::upstream::{Upstream, UpstreamError};
 
 /// RFC 5321 4.5.3.2.6: a data block may take 3 minutes.
@@ -370,8 +370,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 continue;
             };
             if self.attempts == 1 {
-                let order: Vec<&str> = route.order.iter().map(|r| r.member.as_str()).collect();
-                info!(session = self.peer.id, client = %self.peer.client, source_member = route.source_member.as_deref().unwrap_or("-"), member = %name, order = %order.join(","), "route");
+                let order = route.order.iter().map(|r| r.member.as_str());
+                info!(session = self.peer.id, client = %self.peer.client, source_member = route.source_member.as_deref().unwrap_or("-"), member = %name, order = %Joined(&order.collect::<Vec<_>>()), "route");
             }
             let identity = self.identity();
             // Count the session on the member from the moment it is chosen, so

@@ -118,6 +118,7 @@ pub async fn accept_loop(
     // per session and 1 per message. A timer that always expires within a
     // second makes every session timeout "later": one wake-up per second
     // instead (see docs/performance.md).
+    let listener_metrics = metrics::ListenerMetrics::new(&name);
     let mut keep_timers_early = tokio::time::interval(Duration::from_secs(1));
     keep_timers_early.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -142,7 +143,7 @@ pub async fn accept_loop(
         stats.total.fetch_add(1, Ordering::Relaxed);
         let active = stats.active.fetch_add(1, Ordering::Relaxed) + 1;
         let guard = ActiveGuard(stats.clone());
-        let metered = metrics::session_opened(&name);
+        let metered = listener_metrics.session_opened();
         let span = info_span!("smtp", session = id, client = %peer);
         let stats = stats.clone();
         tasks.spawn(

@@ -677,30 +677,51 @@ impl<S> Session<S> {
         if let Some(up) = self.upstream.take() {
             up.quit().await;
         }
-        let outcome = match &end {
-            End::Quit => "quit".to_owned(),
-            End::ClientClosed => "client closed".to_owned(),
-            End::ClientTimeout => "client timeout".to_owned(),
-            End::TooManyErrors => "too many errors".to_owned(),
-            End::Shutdown => "shutdown".to_owned(),
-            End::Io(e) => format!("client I/O error: {e}"),
-            End::StartTls => "STARTTLS".to_owned(),
-            End::TlsHandshake(e) => format!("TLS handshake failed: {e}"),
-        };
         info!(
             session = self.peer.id,
             listener = %self.ctx.listener.name,
             client = %self.peer.client,
             helo = self.helo.as_ref().map(|h| h.0.as_str()).unwrap_or(""),
             tls = self.tls,
-            member = %self.stats.members.join(","),
+            member = %Joined(&self.stats.members),
             messages = self.stats.messages,
             recipients = self.stats.recipients,
             bytes = self.stats.bytes,
             duration_ms = started.elapsed().as_millis() as u64,
-            outcome = %outcome,
+            outcome = %end,
             "session end"
         );
+    }
+}
+
+/// The session-end outcome, formatted only when the line is written.
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Quit => f.write_str("quit"),
+            End::ClientClosed => f.write_str("client closed"),
+            End::ClientTimeout => f.write_str("client timeout"),
+            End::TooManyErrors => f.write_str("too many errors"),
+            End::Shutdown => f.write_str("shutdown"),
+            End::Io(e) => write!(f, "client I/O error: {e}"),
+            End::StartTls => f.write_str("STARTTLS"),
+            End::TlsHandshake(e) => write!(f, "TLS handshake failed: {e}"),
+        }
+    }
+}
+
+/// Names joined by commas for a log field, without building the string first.
+pub(crate) struct Joined<'a, T>(pub &'a [T]);
+
+impl<T: AsRef<str>> std::fmt::Display for Joined<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(name.as_ref())?;
+        }
+        Ok(())
     }
 }
 
