@@ -361,8 +361,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Reads more client input into `rbuf`. While draining, a session that is
-    /// `idle` (between transactions) ends here with `421 4.3.2`; on abort any
-    /// session does.
+    /// `idle` (between transactions) ends here with `421 4.3.2` (on abort any
+    /// session does, in [`Session::serve_or_abort`]).
     pub(crate) async fn read_more(
         &mut self,
         limit: Duration,
@@ -372,10 +372,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // BytesMut only grows by 64 bytes when full: make room for a real read.
         self.rbuf
             .reserve(if in_data { DATA_READ } else { COMMAND_READ });
+        // Abort is not watched here: every read runs inside serve_or_abort,
+        // which ends the session with the same 421 4.3.2 (one waiter less
+        // to register and remove per read).
         let shutdown = self.ctx.shutdown.clone();
         let read = tokio::select! {
             biased;
-            _ = shutdown.aborted() => None,
             _ = shutdown.drained(), if idle => None,
             read = timeout(limit, self.io.read_buf(&mut self.rbuf)) => Some(read),
         };
