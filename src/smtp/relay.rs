@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::metrics::{self, MessageResult};
 use crate::routing::Verdict;
@@ -370,8 +370,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 continue;
             };
             if self.attempts == 1 {
+                // debug: at info every session would write two lines; the
+                // session-end line names the member, `route explain` the order.
                 let order = route.order.iter().map(|r| r.member.as_str());
-                info!(session = self.peer.id, client = %self.peer.client, source_member = route.source_member.as_deref().unwrap_or("-"), member = %name, order = %Joined(&order.collect::<Vec<_>>()), "route");
+                debug!(session = self.peer.id, client = %self.peer.client, source_member = route.source_member.as_deref().unwrap_or("-"), member = %name, order = %Joined(&order.collect::<Vec<_>>()), "route");
             }
             let identity = self.identity();
             // Count the session on the member from the moment it is chosen, so
