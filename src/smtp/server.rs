@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug_span, info, warn};
 
 use crate::config::SmtpListener;
 use crate::metrics;
@@ -144,7 +144,10 @@ pub async fn accept_loop(
         let active = stats.active.fetch_add(1, Ordering::Relaxed) + 1;
         let guard = ActiveGuard(stats.clone());
         let metered = listener_metrics.session_opened();
-        let span = info_span!("smtp", session = id, client = %peer);
+        // A debug span: at info every poll of the session would enter and
+        // leave it (about 2k instructions per message, 10k per session). The
+        // session's own lines carry `session` themselves.
+        let span = debug_span!("smtp", session = id, client = %peer);
         let stats = stats.clone();
         tasks.spawn(
             async move {
