@@ -106,10 +106,14 @@ fn put_line(out: &mut BytesMut, code: u16, sep: u8, parts: &[&str]) {
     for part in parts.iter().filter(|p| !p.is_empty()) {
         out.put_u8(if first { sep } else { b' ' });
         first = false;
-        out.extend(
-            part.bytes()
-                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-        );
+        if memchr::memchr2(b'\r', b'\n', part.as_bytes()).is_none() {
+            out.put_slice(part.as_bytes());
+        } else {
+            out.extend(
+                part.bytes()
+                    .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+            );
+        }
     }
     if first && sep == b'-' {
         out.put_u8(b'-');
