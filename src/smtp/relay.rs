@@ -298,7 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     };
                     let to = up.member().to_owned();
                     if !stale {
-                        warn!(session = self.peer.id, from = %from, to = %to, reason = %err.reason(), "failover");
+                        warn!(session = self.peer.id, client = %self.peer.client, from = %from, to = %to, reason = %err.reason(), "failover");
                         metrics::failover(&from, &to);
                     }
                     let Some(txn) = self.txn.clone() else {
@@ -319,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Err(reply) => reply,
             };
-            warn!(session = self.peer.id, from = %from, reason = %err.reason(), reply = %String::from_utf8_lossy(reply.as_bytes()).trim_end(), "no member left for the transaction");
+            warn!(session = self.peer.id, client = %self.peer.client, from = %from, reason = %err.reason(), reply = %String::from_utf8_lossy(reply.as_bytes()).trim_end(), "no member left for the transaction");
             metrics::message(&from, MessageResult::Tempfail);
             self.txn = None;
             self.broken = true;
@@ -392,7 +392,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(mut up) => {
                     up.hold_session(guard);
                     if let Some((from, reason)) = failed.take() {
-                        warn!(session = self.peer.id, from = %from, to = %name, reason = %reason, "failover");
+                        warn!(session = self.peer.id, client = %self.peer.client, from = %from, to = %name, reason = %reason, "failover");
                         metrics::failover(&from, &name);
                     }
                     self.ctx.members.mark_ok(&name);
@@ -403,7 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return Ok(());
                 }
                 Err(err) => {
-                    warn!(session = self.peer.id, member = %name, reason = %err.reason(), "member unusable");
+                    warn!(session = self.peer.id, client = %self.peer.client, member = %name, reason = %err.reason(), "member unusable");
                     self.ctx
                         .members
                         .mark_failed(&name, &err.reason(), policy.upstream.backoff);
@@ -507,7 +507,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map(|up| up.member().to_owned())
             .or_else(|| self.stats.members.last().cloned())
             .unwrap_or_default();
-        warn!(session = self.peer.id, member = %member, reason = %err.reason(), "member lost during DATA; client told to retry");
+        warn!(session = self.peer.id, client = %self.peer.client, member = %member, reason = %err.reason(), "member lost during DATA; client told to retry");
         Reply::new(
             451,
             "4.4.2",

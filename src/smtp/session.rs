@@ -566,7 +566,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // Values go on to the member (EHLO, XCLIENT): nothing that could
             // end a line or hide a command may pass.
             if value.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-                warn!(session = self.peer.id, attribute = %name, "XCLIENT refused: control character or space in a value");
+                warn!(session = self.peer.id, client = %self.peer.client, attribute = %name, "XCLIENT refused: control character or space in a value");
                 return reply(501, "5.5.4", "Error: bad XCLIENT attribute value");
             }
             let unavailable = value.starts_with('[');
