@@ -321,6 +321,33 @@ pub fn session_opened(listener: &str) -> ActiveSession {
     ActiveSession(active)
 }
 
+/// A listener's session series, looked up once (the accept loop holds it):
+/// per connection only the increments remain, no label strings or registry
+/// lookups. Create it after [`install`], or it stays a no-op.
+#[derive(Debug)]
+pub struct ListenerMetrics {
+    sessions: metrics::Counter,
+    active: Gauge,
+}
+
+impl ListenerMetrics {
+    /// The series of `listener`.
+    pub fn new(listener: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            sessions: counter!(SESSIONS_TOTAL, "listener" => listener.to_owned()),
+            active: gauge!(ACTIVE_SESSIONS, "listener" => listener.to_owned()),
+        }
+    }
+
+    /// Like [`session_opened`], with the handles already at hand.
+    #[must_use = "the session counts as active only while the guard lives"]
+    pub fn session_opened(&self) -> ActiveSession {
+        self.sessions.increment(1);
+        self.active.increment(1.0);
+        ActiveSession(self.active.clone())
+    }
+}
+
 /// Decrements `mxgate_smtp_active_sessions` when the session task ends, however it ends.
 #[derive(Debug)]
 pub struct ActiveSession(Gauge);

@@ -22,6 +22,7 @@ pub(super) struct FileNode {
     pub data_dir: S<String>,
     pub policy: S<String>,
     pub drain_timeout: S<String>,
+    pub worker_threads: S<i64>,
 }
 
 /// One `[[smtp]]`.

@@ -62,6 +62,13 @@ pub(super) fn build(ctx: &mut Ctx, text: &str, dir: &Path) -> Option<NodeFile> {
             "node.drain_timeout",
             Duration::from_secs(30),
         ),
+        worker_threads: usize::try_from(ctx.int(
+            &node.worker_threads,
+            "node.worker_threads",
+            0..=1024,
+            0,
+        ))
+        .unwrap_or(0),
     };
 
     let mut listeners = Listeners::default();

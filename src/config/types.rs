@@ -44,6 +44,9 @@ pub struct NodeConfig {
     /// On SIGTERM, how long sessions in flight may take to finish before `421 4.3.2`.
     #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
+    /// Threads running sessions and everything else: 0 (default) is one
+    /// per CPU; 1 is one event loop on one thread; N is N workers.
+    pub worker_threads: usize,
 }
 
 impl NodeConfig {
