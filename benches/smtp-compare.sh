@@ -12,8 +12,8 @@
 #
 # Contenders, each on its own address, same port (BENCH_PORT):
 #   direct   127.0.0.201  smtp-sink itself (the backend of all others)
-#   mxgate   127.0.0.202  release build, one member = the sink, XCLIENT on
-#   haproxy  127.0.0.203  mode tcp, balance source, nbthread 2
+#   mxgate   127.0.0.202  release build, one member = the sink, XCLIENT on, worker_threads MXGATE_THREADS (0 = one per CPU)
+#   haproxy  127.0.0.203  mode tcp, balance source, nbthread HAPROXY_THREADS (nproc)
 #   nginx    127.0.0.204  mail proxy, smtp_auth none, xclient on, auth_http
 #                         answered by the same nginx (http server on BENCH_PORT+1)
 #   (127.0.0.205: a fresh mxgate for the idle-session memory step)
@@ -34,6 +34,11 @@
 #   CONTENDERS ("direct mxgate haproxy nginx") BENCH_PORT (2600; smoke: by PID)
 #   BENCH_OUT (target/smtp-compare): results.tsv, table.txt, rss.txt are kept there
 #   BENCH_NO_INSTALL=1: never call apt-get
+#   MXGATE_THREADS (0, mxgate's default [node] worker_threads: one per CPU)
+#   HAPROXY_THREADS (nproc, HAProxy's own default nbthread)
+#   NGINX_WORKERS (nproc)
+#   The defaults run each front as it ships; MXGATE_THREADS=2 or
+#   HAPROXY_THREADS=1 NGINX_WORKERS=1 compare them at equal thread counts.
 #
 # Loopback port pressure: scenario (a) costs up to 4 connections per session
 # (client, member, nginx's auth_http); a full run opens about 35000 per round.
@@ -83,6 +88,9 @@ case $SCALE in
     ;;
   *) echo "smtp-compare: SCALE must be full or tiny" >&2; exit 2 ;;
 esac
+MXGATE_THREADS=${MXGATE_THREADS:-0}
+HAPROXY_THREADS=${HAPROXY_THREADS:-$(nproc)}
+NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}   # seconds; one smtp-source run never takes longer
 
 log() { printf '[smtp-compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -189,6 +197,7 @@ name = "bench"
 data_dir = "data"
 policy = "cluster.toml"
 drain_timeout = "1s"
+worker_threads = $MXGATE_THREADS   # 0 is the default: one worker per CPU
 
 [[smtp]]
 name = "bench"
@@ -221,7 +230,7 @@ pids+=("$mxgate_pid")
 
 cat >"$work/haproxy.cfg" <<EOF
 global
-    nbthread 2
+    nbthread $HAPROXY_THREADS
     # about 2 fds per connection must fit under the hard RLIMIT_NOFILE (20000 here)
     maxconn 8000
     # no logging: the others do not log per session either
@@ -252,7 +261,7 @@ pids+=("$haproxy_pid")
 mkdir -p "$work/nginx/tmp" "$work/nginx/logs"
 cat >"$work/nginx/nginx.conf" <<EOF
 load_module /usr/lib/nginx/modules/ngx_mail_module.so;
-worker_processes 2;
+worker_processes $NGINX_WORKERS;
 worker_rlimit_nofile 16384;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/logs/error.log warn;
@@ -385,6 +394,7 @@ printf 'round\tscenario\tcontender\tseconds\tfront_cpu_seconds\n' >"$results"
   echo "# smtp-compare $(date -u +%Y-%m-%dT%H:%M:%SZ) mxgate $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "# $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "# $(haproxy -v | head -n1); $(nginx -v 2>&1); postfix $(postconf -d -h mail_version 2>/dev/null || echo '?')"
+  echo "# threads: mxgate worker_threads=$MXGATE_THREADS, haproxy nbthread=$HAPROXY_THREADS, nginx worker_processes=$NGINX_WORKERS"
 } >"$BENCH_OUT/table.txt"
 
 log "SCALE=$SCALE ROUNDS=$ROUNDS contenders: ${contenders[*]}"

@@ -39,6 +39,8 @@ pub struct Snapshot {
     listeners: HashMap<String, Arc<SmtpListener>>,
     /// Listener certificates and the member-side TLS configuration.
     tls: TlsSnapshot,
+    /// GINA listeners and the client towards members' portals.
+    http: crate::http::HttpSnapshot,
 }
 
 impl Snapshot {
@@ -50,6 +52,7 @@ impl Snapshot {
     /// Fails when a certificate, key or CA file cannot be used.
     fn new(config: Config) -> Result<Snapshot, config::ConfigErrors> {
         let tls = TlsSnapshot::load(&config)?;
+        let http = crate::http::HttpSnapshot::load(&config)?;
         let listeners = config
             .smtp
             .iter()
@@ -61,6 +64,7 @@ impl Snapshot {
             router,
             listeners,
             tls,
+            http,
         })
     }
 }
@@ -182,6 +186,19 @@ impl ContextSource for Gateway {
     }
 }
 
+impl crate::http::server::HttpContextSource for Gateway {
+    fn http_context(&self, listener: &str) -> Option<crate::http::HttpContext> {
+        let snapshot = self.snapshot.load();
+        snapshot.http.context(
+            listener,
+            snapshot.router.clone(),
+            self.members.clone(),
+            self.shutdown.clone(),
+            self.lft.get().cloned(),
+        )
+    }
+}
+
 /// A started daemon.
 pub struct Daemon {
     /// Shared state.
@@ -211,11 +228,26 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         bound.push((listener.name.clone(), addr));
         sockets.push((listener.name.clone(), socket));
     }
+    let mut http_sockets = Vec::new();
+    for listener in &config.http {
+        let socket = TcpListener::bind(listener.listen).await.with_context(|| {
+            format!(
+                "listener {}: cannot bind {}",
+                listener.name, listener.listen
+            )
+        })?;
+        let addr = socket.local_addr()?;
+        info!(listener = %listener.name, addr = %addr, "listening (GINA HTTP)");
+        bound.push((listener.name.clone(), addr));
+        http_sockets.push((listener.name.clone(), socket));
+    }
     let metrics_on = crate::metrics::install(&config)?;
     let listener_stats = config
         .smtp
         .iter()
-        .map(|l| (l.name.clone(), Arc::new(ListenerStats::default())))
+        .map(|l| &l.name)
+        .chain(config.http.iter().map(|l| &l.name))
+        .map(|name| (name.clone(), Arc::new(ListenerStats::default())))
         .collect::<HashMap<_, _>>();
     let stop = CancellationToken::new();
     let snapshot = Snapshot::new(config)?;
@@ -267,6 +299,24 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             stop.clone(),
             sessions.clone(),
         ));
+    }
+    for (name, socket) in http_sockets {
+        let stats = gateway
+            .listener_stats
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
+        let source: Arc<dyn crate::http::server::HttpContextSource> = gateway.clone();
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        crate::http::server::spawn_workers(
+            socket,
+            name,
+            source,
+            stats,
+            stop.clone(),
+            sessions.clone(),
+            workers,
+        )?;
     }
     info!(node = %gateway.snapshot().config.node.name, admin = %admin_path.display(), "ready");
     Ok(Daemon {

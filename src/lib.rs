@@ -11,10 +11,12 @@
 //!    real client (XCLIENT or PROXY), and the session relays the envelope and
 //!    DATA ([`smtp::proto::DataReceiver`]) with replies returned verbatim,
 //!    failing over to the next member until end of DATA is sent.
-//! 4. [`admin`] serves `mxgate status` and `route explain` over a Unix socket.
-//! 5. Beside the sessions, [`health`] checks every member's SMTP and GINA
+//! 4. [`http`] proxies GINA web-portal requests on `[[http]]` listeners to the
+//!    members' `gina` upstreams, routed like public SMTP sessions.
+//! 5. [`admin`] serves `mxgate status` and `route explain` over a Unix socket.
+//! 6. Beside the sessions, [`health`] checks every member's SMTP and GINA
 //!    upstreams every `[health] interval`; the router leaves out members
-//!    whose SMTP service is down.
+//!    whose service is down.
 //!
 //! Modules: [`config`] (files -> validated runtime types), [`smtp`] (the data
 //! plane; [`smtp::proto`] is sans-IO), [`routing`] (member order and live
@@ -33,6 +35,7 @@ pub mod daemon;
 pub mod demo;
 pub mod dns;
 pub mod health;
+pub mod http;
 pub mod lft;
 pub mod logging;
 pub mod metrics;

@@ -223,7 +223,7 @@ fn serve(path: &Path) -> ExitCode {
         }
     };
     logging::init(config.log.format, &config.log.level);
-    run_async(daemon::serve(path))
+    run_async_on(daemon::serve(path), config.node.worker_threads)
 }
 
 fn check_config(path: &Path) -> ExitCode {
@@ -294,7 +294,28 @@ fn admin_call(
 }
 
 fn run_async(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    run_async_on(fut, 0)
+}
+
+/// The runtime for `[node] worker_threads`: 1 is tokio's current-thread
+/// runtime (one event loop: no cross-thread wake-ups or work stealing, the
+/// cheapest per session and message; see docs/performance.md), N > 1 a
+/// multi-thread runtime with N workers, 0 one worker per CPU.
+fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Runtime::new(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+}
+
+fn run_async_on(fut: impl Future<Output = anyhow::Result<()>>, worker_threads: usize) -> ExitCode {
+    let runtime = match runtime(worker_threads) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("mxgate: cannot start the async runtime: {e}");

@@ -19,7 +19,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Gauge, Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics::{
+    Gauge, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +62,15 @@ pub const DNS_MX_ADDRESSES: &str = "mxgate_dns_mx_addresses";
 pub const DNS_MX_ANSWERING: &str = "mxgate_dns_mx_answering";
 /// `mxgate_dns_last_check_timestamp_seconds{domain}`.
 pub const DNS_LAST_CHECK: &str = "mxgate_dns_last_check_timestamp_seconds";
+
+/// `mxgate_http_requests_total{listener,member,code}`.
+pub const HTTP_REQUESTS_TOTAL: &str = "mxgate_http_requests_total";
+/// `mxgate_http_request_duration_seconds{listener}` (histogram).
+pub const HTTP_REQUEST_DURATION: &str = "mxgate_http_request_duration_seconds";
+/// Buckets of [`HTTP_REQUEST_DURATION`], in seconds.
+const HTTP_DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
 
 /// The `member` label of a message no member ever took (none was usable).
 /// Member names start with a letter or digit, so it names no member.
@@ -166,6 +177,14 @@ pub fn install(config: &Config) -> Result<bool, MetricsError> {
     let addr = metrics.listen;
     let (recorder, exporter) = PrometheusBuilder::new()
         .with_http_listener(addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(HTTP_REQUEST_DURATION.to_owned()),
+            &HTTP_DURATION_BUCKETS,
+        )
+        .map_err(|e| MetricsError::Bind {
+            addr,
+            reason: e.to_string(),
+        })?
         .build()
         .map_err(|e| MetricsError::Bind {
             addr,
@@ -186,6 +205,11 @@ pub fn install(config: &Config) -> Result<bool, MetricsError> {
         for reason in reason::ALL {
             counter!(REFUSED_TOTAL, "listener" => name.clone(), "reason" => reason).absolute(0);
         }
+    }
+    HTTP_RECORDING.store(true, std::sync::atomic::Ordering::Relaxed);
+    for listener in &config.http {
+        counter!(HTTP_REQUESTS_TOTAL, "listener" => listener.name.clone(), "member" => NO_MEMBER, "code" => "503")
+            .absolute(0);
     }
     info!(addr = %addr, "metrics endpoint listening (/metrics)");
     Ok(true)
@@ -235,6 +259,16 @@ fn describe() {
         INJECTION_DENIED_TOTAL,
         Unit::Count,
         "Transactions refused because the source member may inject into no member."
+    );
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        Unit::Count,
+        "GINA HTTP requests answered, per listener, member (\"-\" when mxgate answered itself: 413, 502, 503, 504) and status code."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "GINA HTTP request duration, from the request head to the end of the response body, per listener."
     );
     describe_gauge!(
         DNS_CHECK_STATUS,
@@ -294,6 +328,33 @@ pub fn session_opened(listener: &str) -> ActiveSession {
     ActiveSession(active)
 }
 
+/// A listener's session series, looked up once (the accept loop holds it):
+/// per connection only the increments remain, no label strings or registry
+/// lookups. Create it after [`install`], or it stays a no-op.
+#[derive(Debug)]
+pub struct ListenerMetrics {
+    sessions: metrics::Counter,
+    active: Gauge,
+}
+
+impl ListenerMetrics {
+    /// The series of `listener`.
+    pub fn new(listener: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            sessions: counter!(SESSIONS_TOTAL, "listener" => listener.to_owned()),
+            active: gauge!(ACTIVE_SESSIONS, "listener" => listener.to_owned()),
+        }
+    }
+
+    /// Like [`session_opened`], with the handles already at hand.
+    #[must_use = "the session counts as active only while the guard lives"]
+    pub fn session_opened(&self) -> ActiveSession {
+        self.sessions.increment(1);
+        self.active.increment(1.0);
+        ActiveSession(self.active.clone())
+    }
+}
+
 /// Decrements `mxgate_smtp_active_sessions` when the session task ends, however it ends.
 #[derive(Debug)]
 pub struct ActiveSession(Gauge);
@@ -341,6 +402,22 @@ pub fn health_check(member: &str, service: &'static str, passed: bool) {
     counter!(HEALTH_CHECKS_TOTAL, "member" => member.to_owned(), "service" => service, "result" => result)
         .increment(1);
 }
+
+/// A GINA request on `listener` was answered with `code`, by `member`
+/// ([`NO_MEMBER`] when mxgate answered itself), taking `elapsed` in all.
+pub fn http_request(listener: &str, member: &str, code: u16, elapsed: Duration) {
+    // Per request on the hot path: build no labels when nothing records them.
+    if !HTTP_RECORDING.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    counter!(HTTP_REQUESTS_TOTAL, "listener" => listener.to_owned(), "member" => member.to_owned(), "code" => code.to_string())
+        .increment(1);
+    histogram!(HTTP_REQUEST_DURATION, "listener" => listener.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// Set by [`install`]: a recorder takes the HTTP request series.
+static HTTP_RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// How often `mxgate_member_up` is refreshed: back-off expires without an event.
 const MEMBER_REFRESH: Duration = Duration::from_secs(1);

@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use common::client::Client;
@@ -93,6 +94,25 @@ fn inject(gw1: &Node, body: &str) -> common::client::Reply {
     let mut c = Client::greeted_from(ip(INJECTOR), gw1.gw.smtp_addr());
     c.expect("EHLO gw1.example.com", "250");
     c.send_mail("a@example.com", &["b@example.com"], &stuffed(body))
+}
+
+/// `GET /lft/<sha>` on `node`'s GINA listener: (lower-cased head, body).
+fn curl_get(node: &Node, sha: &str) -> (String, Vec<u8>) {
+    let gina = node.gw.listener_addr("gina");
+    let dir = tempfile::tempdir().unwrap();
+    let (head, body) = (dir.path().join("head"), dir.path().join("body"));
+    let (out, killed) = common::run_bounded(
+        Command::new("curl")
+            .args(["-s", "-o"])
+            .arg(&body)
+            .arg("-D")
+            .arg(&head)
+            .arg(format!("http://{gina}/lft/{sha}")),
+        Duration::from_secs(60),
+    );
+    assert!(!killed && out.status.success(), "curl GET /lft: {out:?}");
+    let head = std::fs::read_to_string(&head).unwrap().to_ascii_lowercase();
+    (head, std::fs::read(&body).unwrap_or_default())
 }
 
 fn lft_status(node: &Node) -> serde_json::Value {
@@ -213,6 +233,14 @@ fn attachments_sync_to_lft_sync_to_only_with_retries_and_checks() {
     assert_eq!(meta["source_member"], "gw1");
     assert_eq!(meta["message_id"], "m1@example.com");
     assert!(!object(&gw3, &big_sha).exists(), "gw3 is no sync target");
+    // gw2 serves it over its GINA listener, byte-identical; gw3 has nothing.
+    let (head, served) = curl_get(&gw2, &big_sha);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: application/pdf"), "{head}");
+    assert!(head.contains("big.pdf"), "{head}");
+    assert_eq!(sha(&served), big_sha, "GET /lft/<sha256> on gw2");
+    let (head, _) = curl_get(&gw3, &big_sha);
+    assert!(head.starts_with("http/1.1 404"), "{head}");
     assert!(eventually(
         SYNC,
         || target(&lft_status(&gw1), "gw2")["synced"] == 1

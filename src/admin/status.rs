@@ -19,7 +19,7 @@ pub struct Status {
     pub uptime_s: u64,
     /// `standalone` (clustering comes with the cluster control plane).
     pub mode: String,
-    /// SMTP listeners.
+    /// Listeners: SMTP first, then GINA HTTP (`kind`).
     pub listeners: Vec<ListenerStatus>,
     /// Members with health.
     pub members: Vec<MemberStatus>,
@@ -93,6 +93,13 @@ pub struct ListenerStatus {
     pub active_sessions: u64,
     /// Sessions since start.
     pub sessions_total: u64,
+    /// `smtp`, or `http` for a GINA listener (sessions are its connections).
+    #[serde(default = "smtp_kind")]
+    pub kind: String,
+}
+
+fn smtp_kind() -> String {
+    "smtp".to_owned()
 }
 
 /// One member in `status`.
@@ -131,13 +138,16 @@ pub fn collect(gateway: &Gateway) -> Status {
     let listeners = config
         .smtp
         .iter()
-        .map(|l| {
-            let (active, total) = gateway.active_sessions(&l.name);
+        .map(|l| (&l.name, l.listen, "smtp"))
+        .chain(config.http.iter().map(|l| (&l.name, l.listen, "http")))
+        .map(|(name, listen, kind)| {
+            let (active, total) = gateway.active_sessions(name);
             ListenerStatus {
-                name: l.name.clone(),
-                listen: gateway.bound_addr(&l.name).unwrap_or(l.listen).to_string(),
+                name: name.clone(),
+                listen: gateway.bound_addr(name).unwrap_or(listen).to_string(),
                 active_sessions: active,
                 sessions_total: total,
+                kind: kind.to_owned(),
             }
         })
         .collect();
@@ -176,7 +186,8 @@ pub fn collect(gateway: &Gateway) -> Status {
     }
 }
 
-/// Routes `client` as a session on `listener` (default: the first) would be routed.
+/// Routes `client` as a session on `listener` (default: the first SMTP
+/// listener) would be routed; on a GINA listener, as its HTTP requests are.
 pub fn explain(
     gateway: &Gateway,
     client: IpAddr,
@@ -198,7 +209,7 @@ pub fn explain(
             };
             let addr = gateway
                 .bound_addr(&name)
-                .ok_or_else(|| format!("no SMTP listener named {name:?}"))?;
+                .ok_or_else(|| format!("no listener named {name:?}"))?;
             if addr.ip().is_unspecified() {
                 return Err(format!(
                     "listener {name} listens on {}, so the destination depends on the address a client reaches; give --dest",
@@ -208,6 +219,13 @@ pub fn explain(
             addr.ip()
         }
     };
+    // A GINA listener routes like a public session over members with a `gina` upstream.
+    let is_http = listener.is_some_and(|name| snapshot.config.http.iter().any(|l| l.name == name));
+    if is_http {
+        return Ok(snapshot
+            .router
+            .route_http(&gateway.members, client, Some(dest)));
+    }
     Ok(snapshot.router.route(&gateway.members, client, Some(dest)))
 }
 
@@ -222,13 +240,13 @@ pub fn render_text(status: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "\nLISTENER         ADDRESS                  ACTIVE    TOTAL"
+        "\nLISTENER         ADDRESS                  ACTIVE    TOTAL  KIND"
     );
     for l in &status.listeners {
         let _ = writeln!(
             out,
-            "{:<16} {:<24} {:>6} {:>8}",
-            l.name, l.listen, l.active_sessions, l.sessions_total
+            "{:<16} {:<24} {:>6} {:>8}  {}",
+            l.name, l.listen, l.active_sessions, l.sessions_total, l.kind
         );
     }
     let _ = writeln!(

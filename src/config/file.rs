@@ -22,6 +22,7 @@ pub(super) struct FileNode {
     pub data_dir: S<String>,
     pub policy: S<String>,
     pub drain_timeout: S<String>,
+    pub worker_threads: S<i64>,
 }
 
 /// One `[[smtp]]`.
@@ -57,6 +58,7 @@ pub(super) struct FileHttp {
     pub tls_key: S<String>,
     pub upstream_timeout: S<String>,
     pub sticky_cookie: S<String>,
+    pub max_body_size: S<RawSize>,
 }
 
 /// `[local]`.

@@ -193,3 +193,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn parse_host_port(text: &str) -> Result<HostPort, String> {
     units::parse_host_port(text)
 }
+
+/// Parses a GINA upstream as validated by the config: `host:port` (plain
+/// HTTP, `false`) or `https://host:port` (TLS, `true`).
+pub fn parse_gina(text: &str) -> Result<(bool, HostPort), String> {
+    units::check_gina(text)?;
+    match text.strip_prefix("https://") {
+        Some(rest) => units::parse_host_port(rest).map(|hp| (true, hp)),
+        None => units::parse_host_port(text).map(|hp| (false, hp)),
+    }
+}

@@ -62,6 +62,13 @@ pub(super) fn build(ctx: &mut Ctx, text: &str, dir: &Path) -> Option<NodeFile> {
             "node.drain_timeout",
             Duration::from_secs(30),
         ),
+        worker_threads: usize::try_from(ctx.int(
+            &node.worker_threads,
+            "node.worker_threads",
+            0..=1024,
+            0,
+        ))
+        .unwrap_or(0),
     };
 
     let mut listeners = Listeners::default();
@@ -229,7 +236,12 @@ fn required_socket(
     };
     let addr = ctx.parse(v, key, units::parse_socket)?;
     let line = ctx.line(v.span().start);
-    if let Some((_, other, other_line)) = seen.addresses.iter().find(|(a, _, _)| *a == addr) {
+    // Port 0 (the system picks a free port) never collides.
+    if let Some((_, other, other_line)) = seen
+        .addresses
+        .iter()
+        .find(|(a, _, _)| *a == addr && addr.port() != 0)
+    {
         let message = format!("{addr} is already used by {other} (line {other_line})");
         ctx.at(v, key, message);
     } else {
@@ -392,6 +404,10 @@ fn http(
             }
         })
     });
+    let max_body_size = ctx.size(&f.max_body_size, &k("max_body_size"), 100 << 20);
+    if let Some(v) = f.max_body_size.as_ref().filter(|_| max_body_size == 0) {
+        ctx.at(v, &k("max_body_size"), "must be greater than 0");
+    }
     Some(HttpListener {
         name: name?,
         listen: listen?,
@@ -399,6 +415,7 @@ fn http(
         tls_key,
         upstream_timeout,
         sticky_cookie,
+        max_body_size,
     })
 }
 

@@ -44,6 +44,9 @@ pub struct NodeConfig {
     /// On SIGTERM, how long sessions in flight may take to finish before `421 4.3.2`.
     #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
+    /// Threads running sessions and everything else: 0 (default) is one
+    /// per CPU; 1 is one event loop on one thread; N is N workers.
+    pub worker_threads: usize,
 }
 
 impl NodeConfig {
@@ -122,6 +125,10 @@ pub struct HttpListener {
     pub upstream_timeout: Duration,
     /// Cookie carrying the chosen member, for cookie affinity; `None`: address affinity only.
     pub sticky_cookie: Option<String>,
+    /// Largest request body passed to a member (bytes, default 100MiB): a
+    /// larger `Content-Length` gets `413`, a longer streamed body is cut off.
+    #[serde(serialize_with = "super::units::ser_size")]
+    pub max_body_size: u64,
 }
 
 /// `[cluster]`: the control-plane endpoint (mutual TLS).

@@ -1,12 +1,15 @@
 //! `mxgate demo`: the product working on 127.0.0.1 with nothing installed.
 //!
-//! Starts two built-in sink MTAs ([`sink`]), writes a configuration for them
-//! into a temporary directory, runs the daemon in this process with SMTP on
-//! 127.0.0.1:2525 and Prometheus metrics on 127.0.0.1:9325, and prints
-//! commands to try. The GINA web members join the demo with their own issue.
+//! Starts two built-in sink MTAs ([`sink`]) and two GINA web members
+//! ([`web`]), writes a configuration for them into a temporary directory,
+//! runs the daemon in this process with SMTP on 127.0.0.1:2525, the GINA
+//! proxy on 127.0.0.1:8080 and Prometheus metrics on 127.0.0.1:9325, and
+//! prints commands to try.
 
 pub mod sink;
+pub mod web;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,6 +21,9 @@ use crate::{daemon, logging};
 /// Where the demo's SMTP listener is.
 pub const DEMO_SMTP: &str = "127.0.0.1:2525";
 
+/// Where the demo's GINA (HTTP) listener is.
+pub const DEMO_HTTP: &str = "127.0.0.1:8080";
+
 /// Where the demo's metrics endpoint is.
 pub const DEMO_METRICS: &str = "127.0.0.1:9325";
 
@@ -28,14 +34,16 @@ pub async fn run() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let sink1 = sink::start("sink1").await?;
     let sink2 = sink::start("sink2").await?;
-    let config_path = write_config(&dir, sink1, sink2)?;
+    let web1 = web::start("sink1").await?;
+    let web2 = web::start("sink2").await?;
+    let config_path = write_config(&dir, [sink1, sink2], [web1, web2])?;
     let config =
         config::load(&config_path).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
     let daemon = daemon::start(config, Some(config_path.clone()))
         .await
         .with_context(|| {
             format!(
-                "cannot start the demo on {DEMO_SMTP} and {DEMO_METRICS} (is another demo running?)"
+                "cannot start the demo on {DEMO_SMTP}, {DEMO_HTTP} and {DEMO_METRICS} (is another demo running?)"
             )
         })?;
     let exe = std::env::args().next().unwrap_or_else(|| "mxgate".into());
@@ -43,15 +51,17 @@ pub async fn run() -> anyhow::Result<()> {
     println!(
         "\nmxgate demo is running.\n\
          \x20 SMTP     {DEMO_SMTP}  -> members sink1 ({sink1}) and sink2 ({sink2}), built-in sink MTAs\n\
-         \x20 GINA     not in the demo yet: the GINA web proxy (127.0.0.1:8080) comes with its own issue\n\
+         \x20 GINA     http://{DEMO_HTTP}/  -> the same members' web portals sink1 ({web1}) and sink2 ({web2})\n\
          \x20 metrics  http://{DEMO_METRICS}/metrics  (Prometheus text)\n\n\
          Try, in another terminal:\n\
          \x20 swaks --server {DEMO_SMTP} --from alice@example.org --to bob@example.com\n\
          \x20 swaks --server {DEMO_SMTP} --to bob@example.com --pipeline --data 'Subject: hi\\n\\nhello'\n\
+         \x20 curl -si http://{DEMO_HTTP}/portal\n\
+         \x20 curl -s --interface 127.0.0.2 http://{DEMO_HTTP}/portal   (another client address, maybe another member)\n\
          \x20 curl -s http://{DEMO_METRICS}/metrics | grep ^mxgate_\n\
          \x20 {exe} status -c {cfg}\n\
          \x20 {exe} route explain -c {cfg} --client 203.0.113.7\n\
-         Every routing decision and every message the sinks take is logged below. Ctrl-C stops the demo.\n"
+         Every routing decision, every message the sinks take and every web request is logged below. Ctrl-C stops the demo.\n"
     );
     tokio::signal::ctrl_c()
         .await
@@ -63,20 +73,21 @@ pub async fn run() -> anyhow::Result<()> {
 
 fn write_config(
     dir: &std::path::Path,
-    sink1: std::net::SocketAddr,
-    sink2: std::net::SocketAddr,
+    [sink1, sink2]: [SocketAddr; 2],
+    [web1, web2]: [SocketAddr; 2],
 ) -> anyhow::Result<PathBuf> {
     let node = format!(
         "# Written by `mxgate demo`.\n\
          [node]\nname = \"demo\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n\n\
          [[smtp]]\nname = \"demo\"\nlisten = \"{DEMO_SMTP}\"\nhostname = \"mx.demo.test\"\n\n\
+         [[http]]\nname = \"gina\"\nlisten = \"{DEMO_HTTP}\"\nsticky_cookie = \"MXGATE_MEMBER\"\n\n\
          [metrics]\nlisten = \"{DEMO_METRICS}\"\n"
     );
     let policy = format!(
-        "# Written by `mxgate demo`: two built-in sink MTAs as members.\n\
+        "# Written by `mxgate demo`: two built-in sink MTAs with web portals as members.\n\
          [routing]\naffinity = \"source-destination\"\n\n\
-         [members.sink1]\nsmtp = \"{sink1}\"\ncomment = \"built-in sink MTA\"\n\n\
-         [members.sink2]\nsmtp = \"{sink2}\"\ncomment = \"built-in sink MTA\"\n"
+         [members.sink1]\nsmtp = \"{sink1}\"\ngina = \"{web1}\"\ncomment = \"built-in sink MTA and web member\"\n\n\
+         [members.sink2]\nsmtp = \"{sink2}\"\ngina = \"{web2}\"\ncomment = \"built-in sink MTA and web member\"\n"
     );
     let node_path = dir.join("mxgate.toml");
     std::fs::write(&node_path, node)

@@ -1,5 +1,6 @@
 //! Member upstreams given as host names: resolved with the `[dns]` name
-//! servers, cached per name for the records' TTL.
+//! servers, cached per name for the records' TTL. Without `[dns]
+//! nameservers` the hosts file is asked first, as the system resolver does.
 //!
 //! An expired entry is resolved again on the next connect. When the name
 //! servers cannot be asked (timeout, SERVFAIL), the last good answer is used
@@ -16,6 +17,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use std::time::Instant;
+
+use hickory_resolver::Hosts;
+use hickory_resolver::proto::op::Query;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -50,6 +55,70 @@ impl HostLookup for Dns {
                 })
                 .collect())
         })
+    }
+}
+
+/// How long an address from the hosts file is cached (the file has no TTL).
+const HOSTS_TTL: u32 = 60;
+
+/// Member names without `[dns] nameservers`, as the system resolves them:
+/// the hosts file first (so `localhost` and local aliases keep working), then
+/// the servers of `/etc/resolv.conf`. The DNS check never uses this.
+struct SystemLookup {
+    hosts: Hosts,
+    dns: Option<Dns>,
+}
+
+impl SystemLookup {
+    fn new(policy: &DnsPolicy) -> Result<SystemLookup, QueryError> {
+        let hosts = Hosts::from_system().unwrap_or_default();
+        match Dns::new(policy) {
+            Ok(dns) => Ok(SystemLookup {
+                hosts,
+                dns: Some(dns),
+            }),
+            // No name server: names in the hosts file still resolve.
+            Err(e) if hosts_is_usable(&hosts) => {
+                debug!(error = %e, "member host names: hosts file only");
+                Ok(SystemLookup { hosts, dns: None })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn hosts_is_usable(hosts: &Hosts) -> bool {
+    !hosts_addresses(hosts, "localhost").is_empty()
+}
+
+/// The addresses `host` has in the hosts file, with [`HOSTS_TTL`].
+fn hosts_addresses(hosts: &Hosts, host: &str) -> Vec<(IpAddr, u32)> {
+    let Ok(name) = Name::from_ascii(host) else {
+        return Vec::new();
+    };
+    [RecordType::A, RecordType::AAAA]
+        .into_iter()
+        .filter_map(|kind| hosts.lookup_static_host(&Query::query(name.clone(), kind)))
+        .flat_map(|lookup| lookup.iter().filter_map(RData::ip_addr).collect::<Vec<_>>())
+        .map(|ip| (ip, HOSTS_TTL))
+        .collect()
+}
+
+impl HostLookup for SystemLookup {
+    fn lookup<'a>(&'a self, host: &'a str) -> LookupFuture<'a> {
+        let found = hosts_addresses(&self.hosts, host);
+        match &self.dns {
+            Some(dns) if found.is_empty() => dns.lookup(host),
+            _ => Box::pin(async move {
+                if found.is_empty() {
+                    Err(QueryError::Other(format!(
+                        "{host} is not in the hosts file and there is no name server"
+                    )))
+                } else {
+                    Ok(found)
+                }
+            }),
+        }
     }
 }
 
@@ -129,9 +198,14 @@ impl UpstreamResolver {
         if slot.as_ref().is_some_and(|(p, _)| same_servers(p, policy)) {
             return;
         }
-        match Dns::new(policy) {
-            Ok(dns) => {
-                *slot = Some((policy.clone(), Arc::new(dns)));
+        let lookup = if policy.nameservers.is_empty() {
+            SystemLookup::new(policy).map(|l| Arc::new(l) as Arc<dyn HostLookup>)
+        } else {
+            Dns::new(policy).map(|d| Arc::new(d) as Arc<dyn HostLookup>)
+        };
+        match lookup {
+            Ok(lookup) => {
+                *slot = Some((policy.clone(), lookup));
                 if let Ok(mut cache) = self.cache.lock() {
                     cache.clear();
                 }

@@ -166,3 +166,23 @@ async fn empty_answer_is_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn hosts_file_names_resolve_without_name_servers() {
+    let mut hosts = hickory_resolver::Hosts::default();
+    let file = "127.0.0.1 localhost\n10.9.8.7 mta.example mta\n::1 localhost ip6-localhost\n";
+    hosts
+        .read_hosts_conf(file.as_bytes())
+        .unwrap_or_else(|e| panic!("hosts text: {e}"));
+    let ips = |name| {
+        super::hosts_addresses(&hosts, name)
+            .into_iter()
+            .map(|(ip, _)| ip.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ips("mta.example"), ["10.9.8.7"]);
+    assert_eq!(ips("MTA"), ["10.9.8.7"]);
+    assert_eq!(ips("localhost"), ["127.0.0.1", "::1"]);
+    assert!(ips("other.example").is_empty());
+    assert!(super::hosts_is_usable(&hosts));
+}

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::explain::{Excluded, Ranked, Route, Verdict};
 use super::hash::{AffinityKey, client_prefix, member_hash, rank_cmp, rendezvous_score};
+use super::service::Service;
 use super::table::{Down, MemberState, MemberStatus, MemberTable};
 use crate::config::{Affinity, Member, Policy};
 
@@ -35,6 +36,7 @@ enum Exclusion<'a> {
     NotIngress,
     NotInInjectTo(&'a str),
     NoSmtp,
+    NoGina,
     Drained,
     Down(Down<'a>),
 }
@@ -45,6 +47,7 @@ impl fmt::Display for Exclusion<'_> {
             Exclusion::NotIngress => f.write_str("not ingress"),
             Exclusion::NotInInjectTo(source) => write!(f, "not in {source}'s inject_to"),
             Exclusion::NoSmtp => f.write_str("no smtp upstream"),
+            Exclusion::NoGina => f.write_str("no gina upstream"),
             Exclusion::Drained => f.write_str("weight 0 (drained)"),
             Exclusion::Down(down) => write!(f, "down: {down}"),
         }
@@ -85,6 +88,14 @@ impl Router {
         self.route_at(table, client, dest, Instant::now())
     }
 
+    /// Orders the candidates for a GINA (HTTP) request from `client` to
+    /// `dest`: the same rendezvous order and health as a public SMTP session
+    /// (a client that is a member is still routed as public: there is no
+    /// injection over HTTP), over the `ingress` members with a `gina` upstream.
+    pub fn route_http(&self, table: &MemberTable, client: IpAddr, dest: Option<IpAddr>) -> Route {
+        self.decide(table, client, dest, None, Service::Gina, Instant::now())
+    }
+
     /// Health and sessions of every policy member, in policy order, for
     /// `mxgate status` (unlike [`MemberTable::snapshot`], members the table has
     /// never seen are listed too).
@@ -108,17 +119,32 @@ impl Router {
         dest: Option<IpAddr>,
         now: Instant,
     ) -> Route {
+        let source = self.source_index(client).map(|i| &self.policy.members[i]);
+        self.decide(table, client, dest, source, Service::Smtp, now)
+    }
+
+    /// The decision shared by SMTP and HTTP: eligibility for `source` and
+    /// the `service` needed (SMTP sessions need `smtp`, GINA requests `gina`),
+    /// that service's health, then rendezvous order (or load for `none`).
+    fn decide(
+        &self,
+        table: &MemberTable,
+        client: IpAddr,
+        dest: Option<IpAddr>,
+        source: Option<&Member>,
+        service: Service,
+        now: Instant,
+    ) -> Route {
         let routing = &self.policy.routing;
         let members = &self.policy.members;
         let key = AffinityKey::new(routing, client, dest);
-        let source = self.source_index(client).map(|i| &members[i]);
 
         let mut order = Vec::with_capacity(members.len());
         let mut excluded = Vec::new();
         table.with_states(|states| {
             for m in members {
                 let state = states.get(m.name.as_str());
-                match exclusion(m, source, state, now) {
+                match exclusion(m, source, service, state, now) {
                     Some(why) => excluded.push(Excluded {
                         member: m.name.clone(),
                         reason: why.to_string(),
@@ -190,6 +216,7 @@ impl Router {
 fn exclusion<'a>(
     m: &Member,
     source: Option<&'a Member>,
+    service: Service,
     state: Option<&'a MemberState>,
     now: Instant,
 ) -> Option<Exclusion<'a>> {
@@ -200,13 +227,17 @@ fn exclusion<'a>(
         }
         _ => {}
     }
-    if m.smtp.is_none() {
-        return Some(Exclusion::NoSmtp);
+    match service {
+        Service::Smtp if m.smtp.is_none() => return Some(Exclusion::NoSmtp),
+        Service::Gina if m.gina.is_none() => return Some(Exclusion::NoGina),
+        _ => {}
     }
     if m.weight == 0 {
         return Some(Exclusion::Drained);
     }
-    state.and_then(|s| s.down_at(now)).map(Exclusion::Down)
+    state
+        .and_then(|s| s.service_down_at(service, now))
+        .map(Exclusion::Down)
 }
 
 /// An `addresses` entry with IPv4-mapped IPv6 networks written as IPv4, to

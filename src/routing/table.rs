@@ -45,9 +45,9 @@ pub(super) struct MemberState {
 }
 
 impl MemberState {
-    /// Why the member's SMTP service is down at `now`, or `None` when it is usable.
-    pub(super) fn down_at(&self, now: Instant) -> Option<Down<'_>> {
-        self.smtp.down_at(now)
+    /// Why the member's `service` is down at `now`, or `None` when it is usable.
+    pub(super) fn service_down_at(&self, service: Service, now: Instant) -> Option<Down<'_>> {
+        self.service(service).down_at(now)
     }
 
     /// Sessions running on the member.

@@ -588,3 +588,54 @@ fn render_text_and_json() {
     assert_eq!(json["verdict"], "route");
     assert_eq!(json["key"], route.key.to_string());
 }
+
+#[test]
+fn http_routes_in_the_smtp_order_over_members_with_a_gina_upstream() {
+    let gina = |mut m: Member| {
+        m.gina = Some("127.0.0.1:8443".into());
+        m
+    };
+    let mut injector = gina(member("inj", 100));
+    injector.addresses = vec!["192.0.2.0/24".parse().expect("net")];
+    injector.inject_to = vec!["a".into()];
+    let mut not_ingress = gina(member("d", 100));
+    not_ingress.ingress = false;
+    let router = Router::new(policy(
+        Affinity::SourceDestination,
+        vec![
+            gina(member("a", 100)),
+            gina(member("b", 100)),
+            member("c", 100),
+            not_ingress,
+            injector,
+        ],
+    ));
+    let table = MemberTable::new();
+    let dest = Some("198.51.100.1".parse().expect("ip"));
+    for n in 1..=50u8 {
+        let client: IpAddr = format!("203.0.113.{n}").parse().expect("ip");
+        let smtp = router.route(&table, client, dest);
+        let http = router.route_http(&table, client, dest);
+        let names = |r: &Route| r.order.iter().map(|m| m.member.clone()).collect::<Vec<_>>();
+        let smtp_gina: Vec<String> = names(&smtp).into_iter().filter(|m| m != "c").collect();
+        assert_eq!(names(&http), smtp_gina, "client {client}");
+        let reason = |r: &Route, m: &str| {
+            r.excluded
+                .iter()
+                .find(|e| e.member == m)
+                .map(|e| e.reason.clone())
+        };
+        assert_eq!(reason(&http, "c").as_deref(), Some("no gina upstream"));
+        assert_eq!(reason(&http, "d").as_deref(), Some("not ingress"));
+    }
+    // A member's own address is routed as public over HTTP (no injection).
+    let from_member: IpAddr = "192.0.2.5".parse().expect("ip");
+    let http = router.route_http(&table, from_member, dest);
+    assert_eq!(http.source_member, None);
+    assert_eq!(http.verdict, Verdict::Route);
+    assert_eq!(http.order.len(), 3);
+    // Health is shared: a failed member leaves both orders.
+    table.mark_failed("a", "connect refused", Duration::from_secs(30));
+    let http = router.route_http(&table, from_member, dest);
+    assert!(http.order.iter().all(|r| r.member != "a"));
+}

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::metrics::{self, MessageResult};
 use crate::routing::Verdict;
 use crate::smtp::proto::{DataReceiver, DataRefusal, DataStep, Reply};
-use crate::smtp::session::{End, Pending, Session, Transaction};
+use crate::smtp::session::{End, Joined, Pending, Session, Transaction};
 use crate::smtp::upstream::{Upstream, UpstreamError};
 
 /// RFC 5321 4.5.3.2.6: a data block may take 3 minutes.
@@ -160,7 +160,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Pending::Mail(_) => {
                     self.broken = false;
                     self.restart_attempts();
-                    if let Err(reply) = self.connect_next().await {
+                    if let Err(reply) = Box::pin(self.connect_next()).await {
                         self.broken = reply.is_transient();
                         if self.broken {
                             let member =
@@ -291,14 +291,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // members into back-off for everyone. A member that is really gone
         // fails its next connect, which does mark it.
         loop {
-            let reply = match self.connect_next().await {
+            let reply = match Box::pin(self.connect_next()).await {
                 Ok(()) => {
                     let Some(up) = self.upstream.as_mut() else {
                         return false;
                     };
                     let to = up.member().to_owned();
                     if !stale {
-                        warn!(session = self.peer.id, from = %from, to = %to, reason = %err.reason(), "failover");
+                        warn!(session = self.peer.id, client = %self.peer.client, from = %from, to = %to, reason = %err.reason(), "failover");
                         metrics::failover(&from, &to);
                     }
                     let Some(txn) = self.txn.clone() else {
@@ -319,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Err(reply) => reply,
             };
-            warn!(session = self.peer.id, from = %from, reason = %err.reason(), reply = %String::from_utf8_lossy(reply.as_bytes()).trim_end(), "no member left for the transaction");
+            warn!(session = self.peer.id, client = %self.peer.client, from = %from, reason = %err.reason(), reply = %String::from_utf8_lossy(reply.as_bytes()).trim_end(), "no member left for the transaction");
             metrics::message(&from, MessageResult::Tempfail);
             self.txn = None;
             self.broken = true;
@@ -329,6 +329,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Connects to the next untried member of the session's order.
     /// `Err` carries the reply the client gets when there is none.
+    /// Callers box this future: it holds the whole member set-up (several
+    /// KiB), needed once per member connection, and an idle session task
+    /// would otherwise carry that size all its life.
     pub(crate) async fn connect_next(&mut self) -> Result<(), Reply> {
         let policy = &self.ctx.config.policy;
         // The member that just failed to set up in this call, and why: when a
@@ -367,8 +370,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 continue;
             };
             if self.attempts == 1 {
-                let order: Vec<&str> = route.order.iter().map(|r| r.member.as_str()).collect();
-                info!(session = self.peer.id, client = %self.peer.client, source_member = route.source_member.as_deref().unwrap_or("-"), member = %name, order = %order.join(","), "route");
+                // debug: at info every session would write two lines; the
+                // session-end line names the member, `route explain` the order.
+                let order = route.order.iter().map(|r| r.member.as_str());
+                debug!(session = self.peer.id, client = %self.peer.client, source_member = route.source_member.as_deref().unwrap_or("-"), member = %name, order = %Joined(&order.collect::<Vec<_>>()), "route");
             }
             let identity = self.identity();
             // Count the session on the member from the moment it is chosen, so
@@ -387,7 +392,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(mut up) => {
                     up.hold_session(guard);
                     if let Some((from, reason)) = failed.take() {
-                        warn!(session = self.peer.id, from = %from, to = %name, reason = %reason, "failover");
+                        warn!(session = self.peer.id, client = %self.peer.client, from = %from, to = %name, reason = %reason, "failover");
                         metrics::failover(&from, &name);
                     }
                     self.ctx.members.mark_ok(&name);
@@ -398,7 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return Ok(());
                 }
                 Err(err) => {
-                    warn!(session = self.peer.id, member = %name, reason = %err.reason(), "member unusable");
+                    warn!(session = self.peer.id, client = %self.peer.client, member = %name, reason = %err.reason(), "member unusable");
                     self.ctx
                         .members
                         .mark_failed(&name, &err.reason(), policy.upstream.backoff);
@@ -516,7 +521,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map(|up| up.member().to_owned())
             .or_else(|| self.stats.members.last().cloned())
             .unwrap_or_default();
-        warn!(session = self.peer.id, member = %member, reason = %err.reason(), "member lost during DATA; client told to retry");
+        warn!(session = self.peer.id, client = %self.peer.client, member = %member, reason = %err.reason(), "member lost during DATA; client told to retry");
         Reply::new(
             451,
             "4.4.2",

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug_span, info, warn};
 
 use crate::config::SmtpListener;
 use crate::metrics;
@@ -105,9 +105,26 @@ pub async fn accept_loop(
     tasks: TaskTracker,
 ) {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    // The address every session on this listener reached, when the listener
+    // is bound to one (not 0.0.0.0 / [::]): no getsockname per connection.
+    let fixed_local = listener
+        .local_addr()
+        .ok()
+        .filter(|addr| !addr.ip().is_unspecified());
+    // tokio's timer driver writes to its event loop's eventfd (a syscall,
+    // and a spurious epoll wake-up after it) whenever a new timer expires
+    // before every registered one: sessions register 5 s connect and 30 s
+    // greeting timeouts next to 5 min command timeouts, about 2 such writes
+    // per session and 1 per message. A timer that always expires within a
+    // second makes every session timeout "later": one wake-up per second
+    // instead (see docs/performance.md).
+    let listener_metrics = metrics::ListenerMetrics::new(&name);
+    let mut keep_timers_early = tokio::time::interval(Duration::from_secs(1));
+    keep_timers_early.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
+            _ = keep_timers_early.tick() => continue,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -126,13 +143,16 @@ pub async fn accept_loop(
         stats.total.fetch_add(1, Ordering::Relaxed);
         let active = stats.active.fetch_add(1, Ordering::Relaxed) + 1;
         let guard = ActiveGuard(stats.clone());
-        let metered = metrics::session_opened(&name);
-        let span = info_span!("smtp", session = id, client = %peer);
+        let metered = listener_metrics.session_opened();
+        // A debug span: at info every poll of the session would enter and
+        // leave it (about 2k instructions per message, 10k per session). The
+        // session's own lines carry `session` themselves.
+        let span = debug_span!("smtp", session = id, client = %peer);
         let stats = stats.clone();
         tasks.spawn(
             async move {
                 let _guard = (guard, metered);
-                handle(stream, peer, id, ctx, stats, active).await;
+                handle(stream, peer, fixed_local, id, ctx, stats, active).await;
             }
             .instrument(span),
         );
@@ -142,6 +162,7 @@ pub async fn accept_loop(
 async fn handle(
     mut stream: TcpStream,
     peer: SocketAddr,
+    fixed_local: Option<SocketAddr>,
     id: u64,
     ctx: SessionContext,
     stats: Arc<ListenerStats>,
@@ -150,7 +171,7 @@ async fn handle(
     if let Err(e) = stream.set_nodelay(true) {
         warn!(error = %e, "cannot set TCP_NODELAY");
     }
-    let Ok(local) = stream.local_addr() else {
+    let Some(local) = fixed_local.or_else(|| stream.local_addr().ok()) else {
         return;
     };
     let listener = ctx.listener.clone();

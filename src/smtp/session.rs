@@ -191,6 +191,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !matches!(end, End::StartTls) {
             return self.finish(end, started).await;
         }
+        // Boxed: the TLS part of the session is large (the TLS stream and a
+        // second copy of every session future) and rarely taken, and a
+        // session task holds its future's full size from the start, idle or not.
+        Box::pin(self.continue_in_tls(started)).await;
+    }
+
+    /// STARTTLS accepted: the handshake, then the rest of the session in TLS.
+    async fn continue_in_tls(self, started: Instant) {
         match self.start_tls().await {
             Ok(mut tls) => {
                 let end = tls.serve_or_abort().await;
@@ -355,8 +363,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Reads more client input into `rbuf`. While draining, a session that is
-    /// `idle` (between transactions) ends here with `421 4.3.2`; on abort any
-    /// session does.
+    /// `idle` (between transactions) ends here with `421 4.3.2` (on abort any
+    /// session does, in [`Session::serve_or_abort`]).
     pub(crate) async fn read_more(
         &mut self,
         limit: Duration,
@@ -366,10 +374,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // BytesMut only grows by 64 bytes when full: make room for a real read.
         self.rbuf
             .reserve(if in_data { DATA_READ } else { COMMAND_READ });
+        // Abort is not watched here: every read runs inside serve_or_abort,
+        // which ends the session with the same 421 4.3.2 (one waiter less
+        // to register and remove per read).
         let shutdown = self.ctx.shutdown.clone();
         let read = tokio::select! {
             biased;
-            _ = shutdown.aborted() => None,
             _ = shutdown.drained(), if idle => None,
             read = timeout(limit, self.io.read_buf(&mut self.rbuf)) => Some(read),
         };
@@ -558,7 +568,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // Values go on to the member (EHLO, XCLIENT): nothing that could
             // end a line or hide a command may pass.
             if value.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-                warn!(session = self.peer.id, attribute = %name, "XCLIENT refused: control character or space in a value");
+                warn!(session = self.peer.id, client = %self.peer.client, attribute = %name, "XCLIENT refused: control character or space in a value");
                 return reply(501, "5.5.4", "Error: bad XCLIENT attribute value");
             }
             let unavailable = value.starts_with('[');
@@ -671,30 +681,51 @@ impl<S> Session<S> {
         if let Some(up) = self.upstream.take() {
             up.quit().await;
         }
-        let outcome = match &end {
-            End::Quit => "quit".to_owned(),
-            End::ClientClosed => "client closed".to_owned(),
-            End::ClientTimeout => "client timeout".to_owned(),
-            End::TooManyErrors => "too many errors".to_owned(),
-            End::Shutdown => "shutdown".to_owned(),
-            End::Io(e) => format!("client I/O error: {e}"),
-            End::StartTls => "STARTTLS".to_owned(),
-            End::TlsHandshake(e) => format!("TLS handshake failed: {e}"),
-        };
         info!(
             session = self.peer.id,
             listener = %self.ctx.listener.name,
             client = %self.peer.client,
             helo = self.helo.as_ref().map(|h| h.0.as_str()).unwrap_or(""),
             tls = self.tls,
-            member = %self.stats.members.join(","),
+            member = %Joined(&self.stats.members),
             messages = self.stats.messages,
             recipients = self.stats.recipients,
             bytes = self.stats.bytes,
             duration_ms = started.elapsed().as_millis() as u64,
-            outcome = %outcome,
+            outcome = %end,
             "session end"
         );
+    }
+}
+
+/// The session-end outcome, formatted only when the line is written.
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Quit => f.write_str("quit"),
+            End::ClientClosed => f.write_str("client closed"),
+            End::ClientTimeout => f.write_str("client timeout"),
+            End::TooManyErrors => f.write_str("too many errors"),
+            End::Shutdown => f.write_str("shutdown"),
+            End::Io(e) => write!(f, "client I/O error: {e}"),
+            End::StartTls => f.write_str("STARTTLS"),
+            End::TlsHandshake(e) => write!(f, "TLS handshake failed: {e}"),
+        }
+    }
+}
+
+/// Names joined by commas for a log field, without building the string first.
+pub(crate) struct Joined<'a, T>(pub &'a [T]);
+
+impl<T: AsRef<str>> std::fmt::Display for Joined<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(name.as_ref())?;
+        }
+        Ok(())
     }
 }
 

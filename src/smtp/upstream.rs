@@ -216,7 +216,8 @@ impl Upstream {
 
     /// XCLIENT with the real client when the member offers it, then EHLO again.
     async fn xclient(&mut self, client: &ClientIdentity) -> Result<(), UpstreamError> {
-        let Some(offered) = self.caps.xclient.clone() else {
+        // Taken, not cloned: the EHLO after XCLIENT replaces the capabilities.
+        let Some(offered) = self.caps.xclient.take() else {
             return Ok(());
         };
         let port = client.client.port().to_string();
@@ -234,6 +235,7 @@ impl Upstream {
         ];
         let lines = proto::encode_xclient(&attrs, &offered);
         if lines.is_empty() {
+            self.caps.xclient = Some(offered);
             return Ok(());
         }
         for line in lines {
@@ -254,7 +256,11 @@ impl Upstream {
         } else {
             name
         };
-        self.write(format!("EHLO {name}\r\n").as_bytes()).await?;
+        let mut command = Vec::with_capacity(name.len() + 7);
+        command.extend_from_slice(b"EHLO ");
+        command.extend_from_slice(name.as_bytes());
+        command.extend_from_slice(b"\r\n");
+        self.write(&command).await?;
         let reply = expect_positive("EHLO", self.read_reply().await?)?;
         self.caps = Capabilities::from_ehlo(&reply);
         Ok(())
@@ -333,7 +339,6 @@ impl Upstream {
 
 /// Connects with TCP_NODELAY set, resolving a host name when needed.
 async fn connect_tcp(addr: &HostPort, limit: Duration) -> Result<TcpStream, UpstreamError> {
-    let target = addr.to_string();
     let connect = async {
         match addr.ip() {
             Some(ip) => TcpStream::connect(SocketAddr::new(ip, addr.port)).await,
@@ -344,7 +349,7 @@ async fn connect_tcp(addr: &HostPort, limit: Duration) -> Result<TcpStream, Upst
         Ok(Ok(stream)) => stream,
         Ok(Err(source)) => {
             return Err(UpstreamError::Connect {
-                addr: target,
+                addr: addr.to_string(),
                 source,
             });
         }

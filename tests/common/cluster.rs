@@ -25,6 +25,7 @@ impl Node {
         let port = free_port(ip);
         let config = format!(
             "[[smtp]]\nname = \"inbound\"\nlisten = \"{ip}:0\"\nhostname = \"mx.test\"\n\n\
+             [[http]]\nname = \"gina\"\nlisten = \"{ip}:0\"\n\n\
              [local]\nsmtp_upstream = \"{smtp_upstream}\"\n\n\
              [cluster]\nlisten = \"{ip}:{port}\"\nadvertise = \"{ip}:{port}\"\n"
         );

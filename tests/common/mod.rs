@@ -5,12 +5,13 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
-pub mod dnsmasq;
 pub mod cluster;
+pub mod dnsmasq;
 // fake_mta.rs is owned elsewhere; its `.max(0)` on a usize trips clippy.
 #[allow(clippy::unnecessary_min_or_max)]
 pub mod fake_mta;
 pub mod peers;
+pub mod web;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -206,6 +207,11 @@ impl Mxgate {
             .find(|(n, _)| n == name)
             .map(|(_, a)| *a)
             .expect("listener")
+    }
+
+    /// Address of the listener called `name` (SMTP or HTTP).
+    pub fn listener_addr(&self, name: &str) -> SocketAddr {
+        self.smtp_addr_of(name)
     }
 
     /// Every log line so far.

@@ -32,21 +32,40 @@ impl Capabilities {
     pub fn from_ehlo(reply: &Reply) -> Capabilities {
         let mut caps = Capabilities::default();
         for line in reply.lines().skip(1) {
-            let line = String::from_utf8_lossy(line);
-            let mut words = line.split_ascii_whitespace();
+            // Words are ASCII; compared in place, nothing is allocated per line.
+            let mut words = line
+                .split(u8::is_ascii_whitespace)
+                .filter(|word| !word.is_empty());
             let Some(keyword) = words.next() else {
                 continue;
             };
-            match keyword.to_ascii_uppercase().as_str() {
-                "PIPELINING" => caps.pipelining = true,
-                "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
-                "8BITMIME" => caps.eightbitmime = true,
-                "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
-                "STARTTLS" => caps.starttls = true,
-                "SMTPUTF8" => caps.smtputf8 = true,
-                "CHUNKING" => caps.chunking = true,
-                "XCLIENT" => caps.xclient = Some(words.map(str::to_ascii_uppercase).collect()),
-                _ => {}
+            let is = |name: &str| keyword.eq_ignore_ascii_case(name.as_bytes());
+            if is("PIPELINING") {
+                caps.pipelining = true;
+            } else if is("SIZE") {
+                caps.size = Some(
+                    words
+                        .next()
+                        .and_then(|n| std::str::from_utf8(n).ok())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0),
+                );
+            } else if is("8BITMIME") {
+                caps.eightbitmime = true;
+            } else if is("ENHANCEDSTATUSCODES") {
+                caps.enhanced_status_codes = true;
+            } else if is("STARTTLS") {
+                caps.starttls = true;
+            } else if is("SMTPUTF8") {
+                caps.smtputf8 = true;
+            } else if is("CHUNKING") {
+                caps.chunking = true;
+            } else if is("XCLIENT") {
+                caps.xclient = Some(
+                    words
+                        .map(|w| String::from_utf8_lossy(w).to_ascii_uppercase())
+                        .collect(),
+                );
             }
         }
         caps
@@ -62,16 +81,17 @@ impl Capabilities {
 pub fn encode_xclient(attrs: &[(&str, &str)], offered: &[String]) -> Vec<Bytes> {
     const HEAD: &str = "XCLIENT";
     let mut lines = Vec::new();
-    let mut line = String::from(HEAD);
+    let mut line = String::with_capacity(128);
+    line.push_str(HEAD);
+    let mut attr = String::with_capacity(64);
     for (name, value) in attrs {
         if !offered.iter().any(|o| o.eq_ignore_ascii_case(name)) {
             continue;
         }
-        let attr = format!(
-            "{}={}",
-            name.to_ascii_uppercase(),
-            xtext_encode(value.as_bytes())
-        );
+        attr.clear();
+        attr.extend(name.chars().map(|c| c.to_ascii_uppercase()));
+        attr.push('=');
+        xtext_encode_into(value.as_bytes(), &mut attr);
         if HEAD.len() + 1 + attr.len() + 2 > MAX_COMMAND_LINE {
             continue;
         }
@@ -94,8 +114,14 @@ pub fn encode_xclient(attrs: &[(&str, &str)], offered: &[String]) -> Vec<Bytes> 
 
 /// RFC 3461 xtext: bytes outside 33..=126, `+` and `=` become `+HH`.
 pub fn xtext_encode(value: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(value.len());
+    xtext_encode_into(value, &mut out);
+    out
+}
+
+/// [`xtext_encode`], appending to `out`.
+fn xtext_encode_into(value: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in value {
         if (33..=126).contains(&b) && b != b'+' && b != b'=' {
             out.push(char::from(b));
@@ -105,7 +131,6 @@ pub fn xtext_encode(value: &[u8]) -> String {
             out.push(char::from(HEX[usize::from(b & 0x0f)]));
         }
     }
-    out
 }
 
 /// Decodes RFC 3461 xtext (`+HH`, hex digits of either case); `None` when

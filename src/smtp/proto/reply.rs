@@ -95,15 +95,25 @@ impl Reply {
 /// Appends `CODE<sep>part part...\r\n`, skipping empty parts; CR and LF in the
 /// text become spaces so a built reply is always well formed.
 fn put_line(out: &mut BytesMut, code: u16, sep: u8, parts: &[&str]) {
-    out.put_slice(format!("{:03}", code.min(999)).as_bytes());
+    let code = code.min(999);
+    // Three digits, zero-padded, without a formatter.
+    out.put_slice(&[
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+    ]);
     let mut first = true;
     for part in parts.iter().filter(|p| !p.is_empty()) {
         out.put_u8(if first { sep } else { b' ' });
         first = false;
-        out.extend(
-            part.bytes()
-                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-        );
+        if memchr::memchr2(b'\r', b'\n', part.as_bytes()).is_none() {
+            out.put_slice(part.as_bytes());
+        } else {
+            out.extend(
+                part.bytes()
+                    .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+            );
+        }
     }
     if first && sep == b'-' {
         out.put_u8(b'-');
