@@ -634,8 +634,37 @@ fn http_routes_in_the_smtp_order_over_members_with_a_gina_upstream() {
     assert_eq!(http.source_member, None);
     assert_eq!(http.verdict, Verdict::Route);
     assert_eq!(http.order.len(), 3);
-    // Health is shared: a failed member leaves both orders.
+    // Health is per service: a failed MTA leaves the SMTP order only, a
+    // failed portal the HTTP order only.
     table.mark_failed("a", "connect refused", Duration::from_secs(30));
+    let client: IpAddr = "203.0.113.1".parse().expect("ip");
+    assert!(
+        router
+            .route(&table, client, dest)
+            .order
+            .iter()
+            .all(|r| r.member != "a")
+    );
+    assert!(
+        router
+            .route_http(&table, from_member, dest)
+            .order
+            .iter()
+            .any(|r| r.member == "a")
+    );
+    table.mark_service_failed(
+        "b",
+        Service::Gina,
+        "connect refused",
+        Duration::from_secs(30),
+    );
     let http = router.route_http(&table, from_member, dest);
-    assert!(http.order.iter().all(|r| r.member != "a"));
+    assert!(http.order.iter().all(|r| r.member != "b"));
+    assert!(
+        router
+            .route(&table, client, dest)
+            .order
+            .iter()
+            .any(|r| r.member == "b")
+    );
 }
