@@ -87,14 +87,21 @@ fn promote_follow_step_down_handover_and_heal() {
     let id = export(&gw1);
     for node in [&gw2, &gw3] {
         let out = node.join(&gw1, &id, Some("pw"));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert!(all_in_sync(&gw1, 3, SYNC), "{:?}", rows(&gw1.status()));
     one_master_per_epoch(&[&gw1, &gw2, &gw3]);
 
     // A backend refuses to promote while the master is reachable.
     let err = gw2.fails(&["cluster", "promote"]);
-    assert!(err.contains("reachable") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("reachable") && err.contains("--force"),
+        "{err}"
+    );
 
     // The master makes a change nobody replicates, then dies.
     stop(&mut gw2);
@@ -122,7 +129,10 @@ fn promote_follow_step_down_handover_and_heal() {
     // A policy change on the new master reaches it.
     let p2 = gw2.file("p2.toml", "[routing]\nmax_attempts = 3\n");
     let out = gw2.ok(&["cluster", "policy", "apply", p2.to_str().unwrap()]);
-    assert!(out.contains("policy version 2") && out.contains("change 2."), "{out}");
+    assert!(
+        out.contains("policy version 2") && out.contains("change 2."),
+        "{out}"
+    );
     assert!(
         eventually(SYNC, || policy_text(&gw3).contains("max_attempts = 3")),
         "{}",
@@ -153,7 +163,10 @@ fn promote_follow_step_down_handover_and_heal() {
     assert!(policy_text(&gw1).contains("max_attempts = 3"));
     assert!(!policy_text(&gw1).contains("max_attempts = 7"));
     let err = gw1.fails(&["cluster", "policy", "apply", lost.to_str().unwrap()]);
-    assert!(err.contains("not the master") && err.contains("gw2"), "{err}");
+    assert!(
+        err.contains("not the master") && err.contains("gw2"),
+        "{err}"
+    );
     assert!(all_in_sync(&gw2, 3, SYNC), "{:?}", rows(&gw2.status()));
     // Status shows lag and last contact per member.
     let s = gw2.status();
@@ -199,7 +212,10 @@ fn promote_follow_step_down_handover_and_heal() {
     // Cut gw1 off (SIGSTOP) while changes are made; it converges by itself.
     signal(gw1.gw.pid(), "STOP");
     for (i, max) in [5, 6].iter().enumerate() {
-        let p = gw3.file(&format!("q{i}.toml"), &format!("[routing]\nmax_attempts = {max}\n"));
+        let p = gw3.file(
+            &format!("q{i}.toml"),
+            &format!("[routing]\nmax_attempts = {max}\n"),
+        );
         gw3.ok(&["cluster", "policy", "apply", p.to_str().unwrap()]);
     }
     std::thread::sleep(Duration::from_secs(3));

@@ -114,7 +114,10 @@ async fn probe(node: Arc<ClusterNode>, token: CancellationToken) {
             continue;
         };
         let mut calls = tokio::task::JoinSet::new();
-        for m in members.into_iter().filter(|m| !m.deleted && m.name != node.name) {
+        for m in members
+            .into_iter()
+            .filter(|m| !m.deleted && m.name != node.name)
+        {
             let node = node.clone();
             calls.spawn(async move {
                 let answer = node
@@ -165,7 +168,13 @@ fn export_metrics(node: &ClusterNode) {
         let lag = match follow.contact {
             Some(_) if head >= follow.remote_head => 0,
             Some(at) => now.saturating_sub(at),
-            None => now.saturating_sub(node.db.last_entry().ok().flatten().map_or(now, |e| e.csn.time)),
+            None => now.saturating_sub(
+                node.db
+                    .last_entry()
+                    .ok()
+                    .flatten()
+                    .map_or(now, |e| e.csn.time),
+            ),
         };
         crate::metrics::cluster_replication_lag(&node.name, lag);
     }
@@ -392,9 +401,7 @@ impl ClusterNode {
     /// the master still serves its log to followers then.
     pub fn serving_master(&self) -> Result<(ClusterMeta, LocalNode)> {
         match self.master() {
-            Err(ClusterError::NotMaster(m)) if m.contains("being handed over") => {
-                self.clustered()
-            }
+            Err(ClusterError::NotMaster(m)) if m.contains("being handed over") => self.clustered(),
             other => other,
         }
     }

@@ -142,8 +142,12 @@ pub async fn serve_promise(node: &Arc<ClusterNode>, member: &MemberRecord, body:
 /// `POST /handover` on the master: promises epoch + 1 to `member`, stops
 /// accepting changes, answers with what the candidate lacks and follows it.
 pub async fn serve_handover(node: &Arc<ClusterNode>, member: &MemberRecord, body: &[u8]) -> Reply {
-    let request: Candidacy = serde_json::from_slice(body)
-        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("bad handover request: {e}")))?;
+    let request: Candidacy = serde_json::from_slice(body).map_err(|e| {
+        Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("bad handover request: {e}"),
+        )
+    })?;
     if member.role != Role::Backend {
         return Err(Refusal(
             StatusCode::CONFLICT,

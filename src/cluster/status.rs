@@ -171,13 +171,21 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
                     }
                 }
             };
-            let acked = if is_master { head } else { peer.map_or(0, |p| p.acked) };
+            let acked = if is_master {
+                head
+            } else {
+                peer.map_or(0, |p| p.acked)
+            };
             let contact = [contact_of(node, &m.name), peer.map(|p| p.contact)]
                 .into_iter()
                 .flatten()
                 .max();
             MemberStatus {
-                last_contact: if is_master { None } else { contact.map(time::rfc3339) },
+                last_contact: if is_master {
+                    None
+                } else {
+                    contact.map(time::rfc3339)
+                },
                 replication_lag_s: if is_master || peer.is_some() {
                     lag(node, acked, now)
                 } else {
@@ -351,7 +359,9 @@ async fn ask_master<T: serde::de::DeserializeOwned>(
     node: &Arc<ClusterNode>,
     path: &str,
 ) -> Result<T> {
-    let known = node.known_master().ok_or(super::ClusterError::NotClustered)?;
+    let known = node
+        .known_master()
+        .ok_or(super::ClusterError::NotClustered)?;
     node.call(
         &known.master_address,
         "GET",
@@ -447,8 +457,7 @@ pub fn render_text(status: &ClusterStatus, wide: bool) -> String {
             m.version.clone(),
             uptime(m.uptime_s),
             m.last_update.clone().unwrap_or_else(|| "-".into()),
-            m.replication_lag_s
-                .map_or("-".into(), |l| format!("{l}s")),
+            m.replication_lag_s.map_or("-".into(), |l| format!("{l}s")),
             m.last_contact.clone().unwrap_or_else(|| "-".into()),
             format!(
                 "OK ({} entries in remote database, {} entries in local database)",

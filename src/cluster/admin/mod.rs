@@ -170,9 +170,7 @@ pub async fn handle(
         ClusterRequest::Promote { force } => {
             super::promote::promote(&node, force).await.map(to_json)
         }
-        ClusterRequest::Sync { master } => {
-            super::promote::sync(&node, &master).await.map(to_json)
-        }
+        ClusterRequest::Sync { master } => super::promote::sync(&node, &master).await.map(to_json),
         ClusterRequest::MemberSet {
             member,
             comment,
