@@ -62,6 +62,10 @@ pub const DNS_MX_ADDRESSES: &str = "mxgate_dns_mx_addresses";
 pub const DNS_MX_ANSWERING: &str = "mxgate_dns_mx_answering";
 /// `mxgate_dns_last_check_timestamp_seconds{domain}`.
 pub const DNS_LAST_CHECK: &str = "mxgate_dns_last_check_timestamp_seconds";
+/// Gauge: the cluster epoch of this node's database.
+pub const CLUSTER_EPOCH: &str = "mxgate_cluster_epoch";
+/// Gauge: age of the oldest change a member has not applied, by member.
+pub const CLUSTER_REPLICATION_LAG: &str = "mxgate_cluster_replication_lag_seconds";
 
 /// `mxgate_http_requests_total{listener,member,code}`.
 pub const HTTP_REQUESTS_TOTAL: &str = "mxgate_http_requests_total";
@@ -299,6 +303,25 @@ fn describe() {
         Unit::Seconds,
         "When the domain was last checked (Unix time)."
     );
+    describe_gauge!(
+        CLUSTER_EPOCH,
+        "The cluster epoch of this node's database (raised by every promote)."
+    );
+    describe_gauge!(
+        CLUSTER_REPLICATION_LAG,
+        Unit::Seconds,
+        "Per member: age of the oldest change it has not applied (0 in sync); the master reports every member, a backend itself."
+    );
+}
+
+/// The cluster epoch of this node's database.
+pub fn cluster_epoch(epoch: u64) {
+    gauge!(CLUSTER_EPOCH).set(epoch as f64);
+}
+
+/// `member`'s replication lag in seconds.
+pub fn cluster_replication_lag(member: &str, seconds: u64) {
+    gauge!(CLUSTER_REPLICATION_LAG, "member" => member.to_owned()).set(seconds as f64);
 }
 
 /// Sets the `mxgate_dns_*` gauges from a periodic check.

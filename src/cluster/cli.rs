@@ -86,6 +86,19 @@ pub enum ClusterCommand {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Make this backend the master (epoch + 1); refuses while the master is reachable.
+    Promote {
+        /// Master reachable: hand over without losing anything. Master lost:
+        /// promote even without a majority of the backends.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Follow the master that HOST[:PORT] names (only needed when no member is reachable).
+    Sync {
+        /// A node's control-plane address, HOST[:PORT] (port 7025 by default).
+        #[arg(long)]
+        master: String,
+    },
 }
 
 /// `cluster identifier ...`.
@@ -191,6 +204,8 @@ enum Output {
     Created,
     Joined,
     Left,
+    Promoted,
+    Synced,
 }
 
 fn build(command: ClusterCommand) -> Result<(ClusterRequest, Output), String> {
@@ -308,6 +323,8 @@ fn build(command: ClusterCommand) -> Result<(ClusterRequest, Output), String> {
         C::Lft {
             command: ListCommand::Set { member, to },
         } => (ClusterRequest::LftSet { member, to }, Output::Done),
+        C::Promote { force } => (ClusterRequest::Promote { force }, Output::Promoted),
+        C::Sync { master } => (ClusterRequest::Sync { master }, Output::Synced),
         C::Member {
             command:
                 MemberCommand::Set {
@@ -421,6 +438,29 @@ fn render(value: &serde_json::Value, output: Output) -> Result<String, String> {
             text("master"),
             text("address"),
             text("policy_from")
+        ),
+        Output::Promoted => format!(
+            "{} is now the master at epoch {} (change {}.{} committed); previous master {}; {}",
+            text("master"),
+            value["epoch"],
+            value["epoch"],
+            value["seq"],
+            text("previous"),
+            if value["handover"] == serde_json::Value::Bool(true) {
+                "it handed over: nothing was lost".to_string()
+            } else {
+                format!(
+                    "promised by {} of {} backends",
+                    value["promises"].as_array().map_or(0, Vec::len),
+                    value["backends"]
+                )
+            }
+        ),
+        Output::Synced => format!(
+            "following master {} ({}) of epoch {}",
+            text("master"),
+            text("master_address"),
+            value["epoch"]
         ),
         Output::Joined => format!(
             "joined cluster {} as CID {} (device {}, uuid {}); master {}; {} change-log entries taken over",

@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    Change, ClusterError, ClusterMeta, Csn, IdentifierState, LocalNode, LogEntry, MemberRecord,
-    PolicyVersion, Result,
+    Change, ClusterError, ClusterMeta, Csn, Discarded, IdentifierState, LocalNode, LogEntry,
+    MemberRecord, PolicyVersion, Promise, Result,
 };
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -28,6 +28,8 @@ const K_CLUSTER: &str = "cluster";
 const K_LOCAL: &str = "local";
 const K_IDENTIFIER: &str = "identifier";
 const K_POLICY: &str = "policy";
+const K_PROMISE: &str = "promise";
+const K_DISCARDED: &str = "discarded";
 
 /// File name of the database inside `data_dir`.
 pub const FILE_NAME: &str = "cluster.redb";
@@ -144,6 +146,70 @@ impl Db {
         Ok(out)
     }
 
+    /// The promise this node gave to a candidate master, if any.
+    pub fn promise(&self) -> Result<Option<Promise>> {
+        self.get(K_PROMISE)
+    }
+
+    /// Records a promise durably.
+    pub fn set_promise(&self, promise: &Promise) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        put(&txn, K_PROMISE, promise)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The changes this node discarded at resynchronisations (oldest first).
+    pub fn discarded(&self) -> Result<Vec<Discarded>> {
+        Ok(self.get(K_DISCARDED)?.unwrap_or_default())
+    }
+
+    /// The entry at sequence `seq`.
+    pub fn entry(&self, seq: u64) -> Result<Option<LogEntry>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LOG)?;
+        match table.get(seq)? {
+            Some(v) => Ok(Some(serde_json::from_str(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Resynchronisation with the master of a later epoch: replaces the log
+    /// and state with `entries` (its whole log), keeping this node's identity
+    /// and promise, and records every local entry the new log does not hold
+    /// (same sequence, different CSN, or beyond its head) as discarded. One
+    /// transaction; returns the newly discarded entries.
+    pub fn resync(&self, local: &LocalNode, entries: &[LogEntry]) -> Result<Vec<Discarded>> {
+        let mine = self.entries_after(0, usize::MAX)?;
+        let by_epoch = entries.iter().map(|e| e.csn.epoch).max().unwrap_or(0);
+        let now = super::time::now();
+        let mut discarded = self.discarded()?;
+        let fresh: Vec<Discarded> = mine
+            .into_iter()
+            .filter(|e| {
+                entries
+                    .get(e.csn.seq.saturating_sub(1) as usize)
+                    .is_none_or(|theirs| theirs.csn != e.csn)
+            })
+            .map(|e| Discarded {
+                summary: e.change.summary(),
+                csn: e.csn,
+                discarded_at: now,
+                by_epoch,
+            })
+            .collect();
+        discarded.extend(fresh.iter().cloned());
+        let promise = self.promise()?;
+        self.reset_with(local, entries, |txn| {
+            put(txn, K_DISCARDED, &discarded)?;
+            if let Some(p) = &promise {
+                put(txn, K_PROMISE, p)?;
+            }
+            Ok(())
+        })?;
+        Ok(fresh)
+    }
+
     /// Sets this node's identity (e.g. marks it detached).
     pub fn set_local(&self, local: &LocalNode) -> Result<()> {
         let txn = self.db.begin_write()?;
@@ -196,6 +262,15 @@ impl Db {
     /// Join and create: wipes every table, stores `local`, and applies
     /// `entries` (the master's full log), all in one transaction.
     pub fn reset(&self, local: &LocalNode, entries: &[LogEntry]) -> Result<()> {
+        self.reset_with(local, entries, |_| Ok(()))
+    }
+
+    fn reset_with(
+        &self,
+        local: &LocalNode,
+        entries: &[LogEntry],
+        extra: impl FnOnce(&WriteTransaction) -> Result<()>,
+    ) -> Result<()> {
         let txn = self.db.begin_write()?;
         txn.delete_table(META)
             .map_err(|e| ClusterError::Db(e.to_string()))?;
@@ -218,6 +293,7 @@ impl Db {
             }
             write_entry(&txn, entry)?;
         }
+        extra(&txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -264,6 +340,27 @@ fn write_entry(txn: &WriteTransaction, entry: &LogEntry) -> Result<()> {
             )?;
         }
         Change::Identifier { state } => put(txn, K_IDENTIFIER, state)?,
+        Change::Promoted {
+            epoch,
+            master,
+            master_address,
+        } => {
+            let current = txn
+                .open_table(META)?
+                .get(K_CLUSTER)?
+                .map(|v| v.value().to_string());
+            let Some(current) = current else {
+                return Err(ClusterError::Db(format!(
+                    "change {}: a promotion before the cluster record",
+                    entry.csn.seq
+                )));
+            };
+            let mut meta: ClusterMeta = serde_json::from_str(&current)?;
+            meta.epoch = *epoch;
+            meta.master = master.clone();
+            meta.master_address = master_address.clone();
+            put(txn, K_CLUSTER, &meta)?;
+        }
     }
     Ok(())
 }

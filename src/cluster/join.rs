@@ -52,6 +52,10 @@ pub struct JoinReply {
     pub cert_pem: String,
     /// The master's whole log (the snapshot).
     pub entries: Vec<LogEntry>,
+    /// The cluster CA key, for backends only (sent over mutual TLS), so
+    /// that any backend can be promoted and sign joins.
+    #[serde(default)]
+    pub ca_key_pem: Option<String>,
 }
 
 /// What `cluster join` reports.
@@ -181,6 +185,7 @@ pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) 
         .entries_after(0, usize::MAX)
         .map_err(refuse(StatusCode::INTERNAL_SERVER_ERROR))?;
     to_reply(&JoinReply {
+        ca_key_pem: (member.role == Role::Backend).then(|| ca_key.to_string()),
         member,
         cert_pem: issued.cert_pem,
         entries,
@@ -242,6 +247,7 @@ pub async fn join(
         epoch: 0,
         node: node.name.clone(),
         uptime: node.started.elapsed().as_secs(),
+        master: None,
     };
     let reply: JoinReply = transport::call(
         config,
@@ -281,7 +287,7 @@ pub async fn join(
         role,
         cert_pem: reply.cert_pem.clone(),
         key_pem,
-        ca_key_pem: None,
+        ca_key_pem: reply.ca_key_pem.clone(),
         detached: None,
     };
     node.stop_follower();
@@ -289,6 +295,7 @@ pub async fn join(
     node.notify(node.db.head()?);
     install(node, &local, &meta)?;
     node.start_follower();
+    node.start_probe();
     info!(cluster = %meta.cluster_id, cid = local.cid, master = %meta.master, "joined the cluster");
     Ok(Joined {
         cluster_id: meta.cluster_id,

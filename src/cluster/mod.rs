@@ -11,7 +11,7 @@
 //! Files: [`db`] (tables), [`identity`] (CA, node keys, signing),
 //! [`identifier`] (`clusterid.txt`), [`transport`] (TLS configs and the
 //! client), [`server`] (control-plane routes and authorisation), [`join`],
-//! [`replicate`], [`policy`], [`status`], [`admin`] (admin-socket handlers),
+//! [`replicate`], [`promote`] (failover), [`policy`], [`status`], [`admin`] (admin-socket handlers),
 //! [`cli`] (the `mxgate cluster` subcommands), [`node`] (the running state).
 
 pub mod admin;
@@ -22,6 +22,7 @@ pub mod identity;
 pub mod join;
 pub mod node;
 pub mod policy;
+pub mod promote;
 pub mod replicate;
 pub mod server;
 pub mod status;

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::db::Db;
-use super::transport::{self, Sender};
+use super::transport::{self, Answer, MasterHint, Sender};
 use super::{Change, ClusterError, ClusterMeta, LocalNode, LogEntry, Result, time};
 use crate::config::LocalConfig;
 use crate::daemon::Gateway;
@@ -42,6 +42,15 @@ pub struct FollowState {
     pub error: Option<String>,
 }
 
+/// What this node last heard from another member (any control-plane answer).
+#[derive(Debug, Clone, Default)]
+pub struct Contact {
+    /// Unix time of the last answer.
+    pub at: Option<u64>,
+    /// The last failure, cleared by the next answer.
+    pub error: Option<String>,
+}
+
 /// The control plane of this node.
 pub struct ClusterNode {
     /// `[node] name`.
@@ -66,6 +75,11 @@ pub struct ClusterNode {
     /// Follower: the master.
     pub follow: Mutex<FollowState>,
     follower: Mutex<Option<CancellationToken>>,
+    /// A master of a higher epoch than the database's, as a peer told it.
+    pub hint: Mutex<Option<MasterHint>>,
+    /// Last contact with every other member, by name (the probe loop).
+    pub contacts: Mutex<HashMap<String, Contact>>,
+    probe: Mutex<Option<CancellationToken>>,
     /// Daemon shutdown.
     pub stop: CancellationToken,
     gateway: Weak<Gateway>,
@@ -78,6 +92,91 @@ impl std::fmt::Debug for ClusterNode {
         f.debug_struct("ClusterNode")
             .field("name", &self.name)
             .finish()
+    }
+}
+
+/// How often every node asks every other member for its (epoch, master).
+pub const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn probe(node: Arc<ClusterNode>, token: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+        }
+        let Ok((_, local)) = node.clustered() else {
+            continue;
+        };
+        if local.detached.is_some() {
+            return;
+        }
+        let Ok(members) = node.db.members() else {
+            continue;
+        };
+        let mut calls = tokio::task::JoinSet::new();
+        for m in members
+            .into_iter()
+            .filter(|m| !m.deleted && m.name != node.name)
+        {
+            let node = node.clone();
+            calls.spawn(async move {
+                let answer = node
+                    .call(&m.address, "GET", "/hello", None::<&()>, PROBE_EVERY)
+                    .await;
+                let mut contact = node
+                    .contacts
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get(&m.name).cloned())
+                    .unwrap_or_default();
+                match answer {
+                    Ok(a) if a.status == 200 => {
+                        contact.at = Some(time::now());
+                        contact.error = None;
+                    }
+                    Ok(a) => contact.error = Some(transport::error_text(&a.body, a.status)),
+                    Err(e) => contact.error = Some(e.to_string()),
+                }
+                if let Ok(mut c) = node.contacts.lock() {
+                    c.insert(m.name, contact);
+                }
+            });
+        }
+        while calls.join_next().await.is_some() {}
+        export_metrics(&node);
+    }
+}
+
+/// `mxgate_cluster_epoch` and `mxgate_cluster_replication_lag_seconds`.
+fn export_metrics(node: &ClusterNode) {
+    let Ok(Some(meta)) = node.db.meta() else {
+        return;
+    };
+    crate::metrics::cluster_epoch(meta.epoch);
+    let now = time::now();
+    if node.master().is_ok() {
+        let peers = node.peers.lock().map(|p| p.clone()).unwrap_or_default();
+        for (name, peer) in peers {
+            if let Some(lag) = super::status::lag(node, peer.acked, now) {
+                crate::metrics::cluster_replication_lag(&name, lag);
+            }
+        }
+        crate::metrics::cluster_replication_lag(&node.name, 0);
+    } else {
+        let follow = node.follow.lock().map(|f| f.clone()).unwrap_or_default();
+        let head = node.db.head().unwrap_or(0);
+        let lag = match follow.contact {
+            Some(_) if head >= follow.remote_head => 0,
+            Some(at) => now.saturating_sub(at),
+            None => now.saturating_sub(
+                node.db
+                    .last_entry()
+                    .ok()
+                    .flatten()
+                    .map_or(now, |e| e.csn.time),
+            ),
+        };
+        crate::metrics::cluster_replication_lag(&node.name, lag);
     }
 }
 
@@ -114,6 +213,9 @@ pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::R
         peers: Mutex::new(HashMap::new()),
         follow: Mutex::new(FollowState::default()),
         follower: Mutex::new(None),
+        hint: Mutex::new(None),
+        contacts: Mutex::new(HashMap::new()),
+        probe: Mutex::new(None),
         stop: stop.clone(),
         gateway: Arc::downgrade(gateway),
         server_tls: ArcSwapOption::empty(),
@@ -126,8 +228,11 @@ pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::R
         node.refresh_policy();
         if let Some(why) = &local.detached {
             warn!(reason = %why, "this node is no longer in the cluster; its database stays as last synchronised");
-        } else if meta.master != node.name {
-            node.start_follower();
+        } else {
+            if meta.master != node.name {
+                node.start_follower();
+            }
+            node.start_probe();
         }
         info!(cluster = %meta.cluster_id, master = %meta.master, cid = local.cid, "cluster member");
     }
@@ -151,6 +256,9 @@ impl ClusterNode {
             peers: Mutex::new(HashMap::new()),
             follow: Mutex::new(FollowState::default()),
             follower: Mutex::new(None),
+            hint: Mutex::new(None),
+            contacts: Mutex::new(HashMap::new()),
+            probe: Mutex::new(None),
             stop: CancellationToken::new(),
             gateway: Weak::new(),
             server_tls: ArcSwapOption::empty(),
@@ -164,11 +272,93 @@ impl ClusterNode {
 
     /// The `x-mxgate-*` header values of this node.
     pub fn sender(&self) -> Sender {
+        let known = self.known_master();
         Sender {
-            epoch: self.db.meta().ok().flatten().map_or(0, |m| m.epoch),
+            epoch: known.as_ref().map_or(0, |k| k.epoch),
             node: self.name.clone(),
             uptime: self.started.elapsed().as_secs(),
+            master: known.map(|k| (k.master, k.master_address)),
         }
+    }
+
+    /// The master of the highest epoch this node knows: a peer's hint when
+    /// it is above the database's epoch, else the database's master.
+    pub fn known_master(&self) -> Option<MasterHint> {
+        let meta = self.db.meta().ok().flatten();
+        let hint = self.hint.lock().ok().and_then(|h| h.clone());
+        match (meta, hint) {
+            (Some(m), Some(h)) if h.epoch > m.epoch => Some(h),
+            (Some(m), _) => Some(MasterHint {
+                epoch: m.epoch,
+                master: m.master,
+                master_address: m.master_address,
+            }),
+            (None, h) => h,
+        }
+    }
+
+    /// The highest epoch this node has seen: its database's, a peer's hint,
+    /// or one it promised to a candidate. Changes of a lower epoch are refused.
+    pub fn seen_epoch(&self) -> u64 {
+        let known = self.known_master().map_or(0, |k| k.epoch);
+        let promised = self.db.promise().ok().flatten().map_or(0, |p| p.epoch);
+        known.max(promised)
+    }
+
+    /// Takes note of a peer's (epoch, master): a higher epoch than known
+    /// makes a master stop accepting writes at once and every node follow
+    /// the new master (a returning old master resynchronises).
+    pub fn learn(self: &Arc<Self>, hint: &MasterHint) {
+        let Ok(Some(meta)) = self.db.meta() else {
+            return;
+        };
+        if hint.master == self.name {
+            return;
+        }
+        let current = self.known_master().map_or(0, |k| k.epoch);
+        if hint.epoch <= current.max(meta.epoch) {
+            return;
+        }
+        if let Ok(mut slot) = self.hint.lock() {
+            *slot = Some(hint.clone());
+        }
+        if meta.master == self.name {
+            warn!(epoch = hint.epoch, master = %hint.master, address = %hint.master_address,
+                "a master of a higher epoch exists; this node stops accepting changes and steps down");
+        } else {
+            info!(epoch = hint.epoch, master = %hint.master, address = %hint.master_address,
+                "learned a new master from a peer; following it");
+        }
+        if matches!(self.db.local(), Ok(Some(l)) if l.detached.is_none()) {
+            self.start_follower();
+        }
+    }
+
+    /// One control-plane request with this node's identity, from its
+    /// advertise address; learns the peer's (epoch, master) from the answer.
+    pub async fn call<B: serde::Serialize>(
+        self: &Arc<Self>,
+        target: &str,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+        limit: std::time::Duration,
+    ) -> Result<Answer> {
+        let answer = transport::call(
+            self.client_config()?,
+            self.advertise.ip(),
+            target,
+            method,
+            path,
+            &self.sender(),
+            body,
+            limit,
+        )
+        .await?;
+        if let Some(hint) = &answer.hint {
+            self.learn(hint);
+        }
+        Ok(answer)
     }
 
     /// The cluster record and this node's identity; an error when not clustered.
@@ -193,7 +383,32 @@ impl ClusterNode {
                 meta.master, meta.master_address
             )));
         }
+        if let Some(known) = self.known_master()
+            && known.epoch > meta.epoch
+        {
+            return Err(ClusterError::NotMaster(format!(
+                "{} ({}) of epoch {}; this node stepped down from epoch {}",
+                known.master, known.master_address, known.epoch, meta.epoch
+            )));
+        }
+        if let Some(p) = self.db.promise()?
+            && p.epoch > meta.epoch
+        {
+            return Err(ClusterError::NotMaster(format!(
+                "{} (mastership is being handed over to it at epoch {})",
+                p.candidate, p.epoch
+            )));
+        }
         Ok((meta, local))
+    }
+
+    /// Like [`Self::master`] but also while a handover is in progress:
+    /// the master still serves its log to followers then.
+    pub fn serving_master(&self) -> Result<(ClusterMeta, LocalNode)> {
+        match self.master() {
+            Err(ClusterError::NotMaster(m)) if m.contains("being handed over") => self.clustered(),
+            other => other,
+        }
     }
 
     /// Master: appends and applies a change (the caller holds [`Self::write`]),
@@ -255,6 +470,19 @@ impl ClusterNode {
             old.cancel();
         }
         tokio::spawn(super::replicate::follow(self.clone(), token));
+    }
+
+    /// Starts (or restarts) the probe loop: every [`PROBE_EVERY`], a
+    /// `GET /hello` to every other member, which records the last contact
+    /// and learns a higher epoch from any of them.
+    pub fn start_probe(self: &Arc<Self>) {
+        let token = self.stop.child_token();
+        if let Ok(mut slot) = self.probe.lock()
+            && let Some(old) = slot.replace(token.clone())
+        {
+            old.cancel();
+        }
+        tokio::spawn(probe(self.clone(), token));
     }
 
     /// Stops following.

@@ -40,9 +40,14 @@ pub struct Changes {
 
 /// `after=N` of a query string.
 pub fn after_param(query: &str) -> Option<u64> {
+    param(query, "after")
+}
+
+/// `NAME=N` of a query string.
+pub fn param(query: &str, name: &str) -> Option<u64> {
     query
         .split('&')
-        .find_map(|kv| kv.strip_prefix("after="))
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
         .and_then(|v| v.parse().ok())
 }
 
@@ -52,13 +57,26 @@ pub async fn serve_changes(
     _member: &super::MemberRecord,
     query: &str,
 ) -> Reply {
-    let (meta, _) = node.master().map_err(refuse(StatusCode::CONFLICT))?;
+    let (meta, _) = node
+        .serving_master()
+        .map_err(refuse(StatusCode::CONFLICT))?;
     let after = after_param(query)
         .ok_or_else(|| Refusal(StatusCode::BAD_REQUEST, "missing after=SEQ".into()))?;
     let internal = refuse(StatusCode::INTERNAL_SERVER_ERROR);
     let mut watch = node.watch_head();
     let head = node.db.head().map_err(&internal)?;
-    if after > head {
+    // The follower names the epoch of its entry at `after`: when this log
+    // holds another entry there, the logs diverged (it applied changes of
+    // an older master that this one does not hold) and it must resync.
+    let diverged = match param(query, "epoch") {
+        Some(epoch) if after > 0 && after <= head => node
+            .db
+            .entry(after)
+            .map_err(&internal)?
+            .is_none_or(|e| e.csn.epoch != epoch),
+        _ => false,
+    };
+    if after > head || diverged {
         let entries = node.db.entries_after(0, usize::MAX).map_err(&internal)?;
         return to_reply(&Changes {
             epoch: meta.epoch,
@@ -147,15 +165,23 @@ async fn poll(
         return Err(Ok(Stop::Detached(why)));
     }
     let head = node.db.head().map_err(Err)?;
-    let path = format!("/changes?after={head}");
-    let sender = node.sender();
-    let call = transport::call(
-        node.client_config().map_err(Err)?,
-        node.advertise.ip(),
-        &meta.master_address,
+    let last_epoch = node
+        .db
+        .last_entry()
+        .map_err(Err)?
+        .map_or(0, |e| e.csn.epoch);
+    let path = format!("/changes?after={head}&epoch={last_epoch}");
+    let Some(target) = node.known_master() else {
+        return Err(Err(ClusterError::NotClustered));
+    };
+    if target.master == node.name {
+        // This node is the master (it was promoted): nothing to follow.
+        return Err(Ok(Stop::Cancelled));
+    }
+    let call = node.call(
+        &target.master_address,
         "GET",
         &path,
-        &sender,
         None::<&()>,
         HOLD + Duration::from_secs(15),
     );
@@ -172,14 +198,15 @@ async fn poll(
             )));
         }
     }
-    let changes: Changes = answer.json(&meta.master).map_err(Err)?;
-    if changes.epoch < meta.epoch {
+    let changes: Changes = answer.json(&target.master).map_err(Err)?;
+    let seen = node.seen_epoch().max(meta.epoch);
+    if changes.epoch < seen {
         // Fencing (SPEC section 8): never apply changes of an older epoch.
         return Err(Err(ClusterError::Refused {
-            peer: meta.master_address.clone(),
+            peer: target.master_address.clone(),
             reason: format!(
-                "it serves epoch {} but this node has seen epoch {}; not applying its changes",
-                changes.epoch, meta.epoch
+                "it serves epoch {} but this node has seen epoch {seen}; not applying its changes",
+                changes.epoch
             ),
         }));
     }
@@ -189,7 +216,18 @@ async fn poll(
             entries = changes.entries.len(),
             "the master sent its whole log; replacing the local state"
         );
-        node.db.reset(&local, &changes.entries).map_err(Err)?;
+        let discarded = node.db.resync(&local, &changes.entries).map_err(Err)?;
+        for d in &discarded {
+            warn!(csn = %format!("{}.{}", d.csn.epoch, d.csn.seq), origin = %d.csn.origin,
+                change = %d.summary, by_epoch = d.by_epoch,
+                "change discarded: the master of a later epoch does not hold it");
+        }
+        if !discarded.is_empty() {
+            warn!(
+                count = discarded.len(),
+                "resynchronised with the new master; see `cluster status` for the discarded changes"
+            );
+        }
     } else {
         for entry in &changes.entries {
             node.db

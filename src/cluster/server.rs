@@ -9,7 +9,9 @@
 //! refusal is logged with the peer's address.
 //!
 //! Routes: `POST /join`, `GET /changes?after=SEQ` (long-poll),
-//! `GET /status`, `GET /replication`, `POST /leave`.
+//! `GET /status`, `GET /replication`, `POST /leave`, `GET /hello`,
+//! `POST /promise`, `POST /handover` ([`super::promote`]). Every answer
+//! carries the (epoch, master, master address) this node knows.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::node::{ClusterNode, PeerState};
-use super::transport::{H_UPTIME, H_VERSION};
+use super::transport::{H_EPOCH, H_MASTER, H_MASTER_ADDRESS, H_UPTIME, H_VERSION, MasterHint};
 use super::{MemberRecord, identity, time};
 
 /// Largest request body accepted (a join carries a CSR).
@@ -193,6 +195,9 @@ async fn route(
         Ok(caller) => {
             if let Caller::Member(member) = &caller {
                 record_contact(node, member, &req);
+                if let Some(hint) = MasterHint::from_headers(req.headers()) {
+                    node.learn(&hint);
+                }
                 if path.starts_with("/lft/") {
                     return crate::lft::sync::serve_upload(node, peer, member, req).await;
                 }
@@ -223,6 +228,13 @@ async fn route(
                     super::status::serve_replication(node)
                 }
                 ("POST", "/leave", Caller::Member(m)) => super::join::serve_leave(node, m).await,
+                ("GET", "/hello", Caller::Member(_)) => super::promote::serve_hello(node),
+                ("POST", "/promise", Caller::Member(m)) => {
+                    super::promote::serve_promise(node, m, &body).await
+                }
+                ("POST", "/handover", Caller::Member(m)) => {
+                    super::promote::serve_handover(node, m, &body).await
+                }
                 _ => Err(Refusal(
                     StatusCode::NOT_FOUND,
                     format!("no route {method} {path}"),
@@ -233,7 +245,22 @@ async fn route(
     if let Err(Refusal(status, reason)) = &answer {
         warn!(%peer, %path, status = status.as_u16(), %reason, "cluster request refused");
     }
-    respond(answer)
+    let mut response = respond(answer);
+    // Every answer says who is master at which epoch (SPEC section 8:
+    // nodes learn the new master from any peer they talk to).
+    if let Some(known) = node.known_master() {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            (H_EPOCH, known.epoch.to_string()),
+            (H_MASTER, known.master),
+            (H_MASTER_ADDRESS, known.master_address),
+        ] {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        }
+    }
+    response
 }
 
 /// The master remembers every follower's last request (for status).

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::node::ClusterNode;
 use super::server::{Reply, refuse, to_reply};
-use super::{Csn, Result, time, transport};
+use super::{Csn, Result, time};
 
 /// A member is shown in error when the master has not heard from it for this long.
 pub const STALE_SECS: u64 = 60;
@@ -32,8 +32,19 @@ pub struct ClusterStatus {
     pub master: String,
     /// One row per member, by cluster number.
     pub members: Vec<MemberStatus>,
-    /// Changes discarded after a promote (issue 7; empty for now).
+    /// Changes this node discarded when it resynchronised with the master
+    /// of a later epoch (a returning old master's unreplicated changes).
     pub discarded: Vec<serde_json::Value>,
+    /// The node that answered (the one `cluster status` ran on).
+    #[serde(default)]
+    pub node: String,
+    /// Its own epoch (of its database).
+    #[serde(default)]
+    pub node_epoch: u64,
+    /// Whether it accepts changes now (it is the master and has seen no
+    /// higher epoch).
+    #[serde(default)]
+    pub accepts_writes: bool,
 }
 
 /// One row of `cluster status`.
@@ -71,6 +82,24 @@ pub struct MemberStatus {
     pub comment: Option<String>,
     /// Free text.
     pub location: Option<String>,
+    /// Last answer from this member to the node that made the table, RFC 3339 UTC.
+    #[serde(default)]
+    pub last_contact: Option<String>,
+    /// Age in seconds of the oldest change the member has not applied (0: in sync).
+    #[serde(default)]
+    pub replication_lag_s: Option<u64>,
+}
+
+/// Seconds since the oldest change after `acked` was committed (0 when none).
+pub fn lag(node: &ClusterNode, acked: u64, now: u64) -> Option<u64> {
+    match node.db.entries_after(acked, 1) {
+        Ok(next) => Some(next.first().map_or(0, |e| now.saturating_sub(e.csn.time))),
+        Err(_) => None,
+    }
+}
+
+fn contact_of(node: &ClusterNode, name: &str) -> Option<u64> {
+    node.contacts.lock().ok()?.get(name)?.at
 }
 
 /// `cluster replication --json`.
@@ -142,7 +171,26 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
                     }
                 }
             };
+            let acked = if is_master {
+                head
+            } else {
+                peer.map_or(0, |p| p.acked)
+            };
+            let contact = [contact_of(node, &m.name), peer.map(|p| p.contact)]
+                .into_iter()
+                .flatten()
+                .max();
             MemberStatus {
+                last_contact: if is_master {
+                    None
+                } else {
+                    contact.map(time::rfc3339)
+                },
+                replication_lag_s: if is_master || peer.is_some() {
+                    lag(node, acked, now)
+                } else {
+                    None
+                },
                 name: m.name,
                 cid: m.cid,
                 device_id: m.device_id,
@@ -167,6 +215,9 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
         master: meta.master,
         members,
         discarded: Vec::new(),
+        node: String::new(),
+        node_epoch: 0,
+        accepts_writes: false,
     })
 }
 
@@ -216,6 +267,12 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
                 (_, false) => format!("ERROR: unknown ({why})"),
             };
             MemberStatus {
+                last_contact: if me {
+                    follow.contact.map(time::rfc3339)
+                } else {
+                    contact_of(node, &m.name).map(time::rfc3339)
+                },
+                replication_lag_s: None,
                 role: if m.name == meta.master {
                     "master"
                 } else {
@@ -257,22 +314,36 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
         master: meta.master,
         members,
         discarded: Vec::new(),
+        node: String::new(),
+        node_epoch: 0,
+        accepts_writes: false,
     })
 }
 
-/// `cluster status` on any node.
+/// `cluster status` on any node: the master's table, with this node's own
+/// epoch, whether it accepts changes, and the changes it discarded.
 pub async fn collect(node: &Arc<ClusterNode>) -> Result<ClusterStatus> {
     let (meta, local) = node.clustered()?;
-    if local.detached.is_some() {
-        return local_view(node, "this node no longer follows the cluster");
-    }
-    if meta.master == node.name {
-        return master_view(node);
-    }
-    match ask_master(node, "/status").await {
-        Ok(status) => Ok(status),
-        Err(e) => local_view(node, &format!("master unreachable: {e}")),
-    }
+    let mut status = if local.detached.is_some() {
+        local_view(node, "this node no longer follows the cluster")?
+    } else if node.master().is_ok() {
+        master_view(node)?
+    } else {
+        match ask_master(node, "/status").await {
+            Ok(status) => status,
+            Err(e) => local_view(node, &format!("master unreachable: {e}"))?,
+        }
+    };
+    status.node = node.name.clone();
+    status.node_epoch = meta.epoch;
+    status.accepts_writes = node.master().is_ok();
+    status.discarded = node
+        .db
+        .discarded()?
+        .into_iter()
+        .filter_map(|d| serde_json::to_value(d).ok())
+        .collect();
+    Ok(status)
 }
 
 /// `cluster replication` on any node.
@@ -288,19 +359,18 @@ async fn ask_master<T: serde::de::DeserializeOwned>(
     node: &Arc<ClusterNode>,
     path: &str,
 ) -> Result<T> {
-    let (meta, _) = node.clustered()?;
-    transport::call(
-        node.client_config()?,
-        node.advertise.ip(),
-        &meta.master_address,
+    let known = node
+        .known_master()
+        .ok_or(super::ClusterError::NotClustered)?;
+    node.call(
+        &known.master_address,
         "GET",
         path,
-        &node.sender(),
         None::<&()>,
         Duration::from_secs(5),
     )
     .await?
-    .json(&meta.master)
+    .json(&known.master)
 }
 
 /// The master's replication view.
@@ -363,6 +433,8 @@ pub fn render_text(status: &ClusterStatus, wide: bool) -> String {
         "VERSION",
         "UPTIME",
         "LAST-UPDATE",
+        "LAG",
+        "LAST-CONTACT",
         "ENTRIES",
     ];
     if wide {
@@ -385,6 +457,8 @@ pub fn render_text(status: &ClusterStatus, wide: bool) -> String {
             m.version.clone(),
             uptime(m.uptime_s),
             m.last_update.clone().unwrap_or_else(|| "-".into()),
+            m.replication_lag_s.map_or("-".into(), |l| format!("{l}s")),
+            m.last_contact.clone().unwrap_or_else(|| "-".into()),
             format!(
                 "OK ({} entries in remote database, {} entries in local database)",
                 m.remote_entries, m.local_entries
@@ -398,6 +472,23 @@ pub fn render_text(status: &ClusterStatus, wide: bool) -> String {
     }
     let mut out = format!("cluster epoch {}, master {}\n", status.epoch, status.master);
     out.push_str(&table(&rows));
+    if !status.discarded.is_empty() {
+        out.push_str(&format!(
+            "discarded on {} (changes the master of a later epoch does not hold):\n",
+            status.node
+        ));
+        for d in &status.discarded {
+            out.push_str(&format!(
+                "  {}.{} by {} at {}: {} (replaced by epoch {})\n",
+                d["csn"]["epoch"],
+                d["csn"]["seq"],
+                d["csn"]["origin"].as_str().unwrap_or("?"),
+                d["csn"]["time"].as_u64().map_or("?".into(), time::rfc3339),
+                d["summary"].as_str().unwrap_or("?"),
+                d["by_epoch"]
+            ));
+        }
+    }
     out
 }
 

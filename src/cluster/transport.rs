@@ -35,6 +35,40 @@ pub const H_NODE: &str = "x-mxgate-node";
 pub const H_VERSION: &str = "x-mxgate-version";
 /// Header: the sender's uptime in seconds.
 pub const H_UPTIME: &str = "x-mxgate-uptime";
+/// Header (requests and answers): the master of the sender's epoch.
+pub const H_MASTER: &str = "x-mxgate-master";
+/// Header (requests and answers): that master's control-plane address.
+pub const H_MASTER_ADDRESS: &str = "x-mxgate-master-address";
+
+/// Who is master at which epoch, as a peer told it (headers of every
+/// control-plane request and answer).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MasterHint {
+    /// The epoch.
+    pub epoch: u64,
+    /// The master's name.
+    pub master: String,
+    /// Its control-plane address.
+    pub master_address: String,
+}
+
+impl MasterHint {
+    /// Reads the hint from `x-mxgate-epoch`, `-master` and `-master-address`.
+    pub fn from_headers(headers: &hyper::HeaderMap) -> Option<MasterHint> {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let epoch = get(H_EPOCH)?.parse().ok()?;
+        let master = get(H_MASTER)?.to_string();
+        let master_address = get(H_MASTER_ADDRESS)?.to_string();
+        if master.is_empty() || master_address.is_empty() || epoch == 0 {
+            return None;
+        }
+        Some(MasterHint {
+            epoch,
+            master,
+            master_address,
+        })
+    }
+}
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -103,6 +137,8 @@ pub struct Sender {
     pub node: String,
     /// Uptime in seconds.
     pub uptime: u64,
+    /// The master the sender knows at `epoch` (name, address).
+    pub master: Option<(String, String)>,
 }
 
 /// A peer's answer: status and body.
@@ -112,6 +148,8 @@ pub struct Answer {
     pub status: u16,
     /// Body.
     pub body: Bytes,
+    /// The peer's epoch and master, from the answer's headers.
+    pub hint: Option<MasterHint>,
 }
 
 impl Answer {
@@ -230,7 +268,7 @@ async fn call_inner<B: Serialize>(
         Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| net("encode for", &e))?),
         None => Bytes::new(),
     };
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(method)
         .uri(path)
         .header("host", target)
@@ -238,7 +276,13 @@ async fn call_inner<B: Serialize>(
         .header(H_EPOCH, sender.epoch)
         .header(H_NODE, &sender.node)
         .header(H_VERSION, env!("CARGO_PKG_VERSION"))
-        .header(H_UPTIME, sender.uptime)
+        .header(H_UPTIME, sender.uptime);
+    if let Some((master, address)) = &sender.master {
+        request = request
+            .header(H_MASTER, master)
+            .header(H_MASTER_ADDRESS, address);
+    }
+    let request = request
         .body(Full::new(bytes))
         .map_err(|e| net("build a request for", &e))?;
     let response = send
@@ -246,13 +290,14 @@ async fn call_inner<B: Serialize>(
         .await
         .map_err(|e| net("get an answer from", &e))?;
     let status = response.status().as_u16();
+    let hint = MasterHint::from_headers(response.headers());
     let body = response
         .into_body()
         .collect()
         .await
         .map_err(|e| net("read the answer of", &e))?
         .to_bytes();
-    Ok(Answer { status, body })
+    Ok(Answer { status, body, hint })
 }
 
 #[cfg(test)]

@@ -42,7 +42,9 @@ pub struct LocalNode {
     pub cert_pem: String,
     /// Its private key (PKCS#8 PEM); made here, never sent anywhere.
     pub key_pem: String,
-    /// The CA private key (PEM), only on the node that created the cluster.
+    /// The CA private key (PEM): on the node that created the cluster and on
+    /// every backend that joined it (sent over mutual TLS at join), so any
+    /// backend can be promoted and sign joins.
     #[serde(default)]
     pub ca_key_pem: Option<String>,
     /// Set when the node left or was deleted: it no longer follows.
@@ -149,6 +151,16 @@ pub enum Change {
         /// The new state.
         state: IdentifierState,
     },
+    /// A node became master at a new epoch (`cluster promote`): the first
+    /// entry of every epoch after the first.
+    Promoted {
+        /// The new epoch.
+        epoch: u64,
+        /// The new master's name.
+        master: String,
+        /// Its control-plane address.
+        master_address: String,
+    },
 }
 
 impl Change {
@@ -159,6 +171,9 @@ impl Change {
             Change::Member { member } => format!("member {} ({})", member.name, member.cid),
             Change::MemberDeleted { name, reason } => format!("member {name} {reason}"),
             Change::Policy { version, .. } => format!("policy version {version}"),
+            Change::Promoted { epoch, master, .. } => {
+                format!("{master} promoted to master at epoch {epoch}")
+            }
             Change::Identifier { state } => format!(
                 "identifier generation {}, {} exported, joins from {}",
                 state.generation,
@@ -185,6 +200,31 @@ pub struct LogEntry {
     pub csn: Csn,
     /// What.
     pub change: Change,
+}
+
+/// A change a node had committed (as master) or applied that the master of a
+/// later epoch does not hold: replaced at resynchronisation (SPEC section 8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discarded {
+    /// Its CSN.
+    pub csn: Csn,
+    /// What it was.
+    pub summary: String,
+    /// Unix time it was discarded.
+    pub discarded_at: u64,
+    /// The epoch of the master whose log replaced it.
+    pub by_epoch: u64,
+}
+
+/// A promise given to a candidate master (`cluster promote`): this node
+/// accepts nothing from an epoch below `epoch` and promises `epoch` to
+/// `candidate` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promise {
+    /// The epoch promised.
+    pub epoch: u64,
+    /// To whom.
+    pub candidate: String,
 }
 
 /// The current replicated policy.

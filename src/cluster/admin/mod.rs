@@ -98,6 +98,17 @@ pub enum ClusterRequest {
         /// Targets.
         to: Vec<String>,
     },
+    /// Make this backend the master (epoch + 1).
+    Promote {
+        /// Hand over from a reachable master, or promote without a majority.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Follow the master that HOST[:PORT] names.
+    Sync {
+        /// A node's control-plane address.
+        master: String,
+    },
     /// Set a member's comment and location.
     MemberSet {
         /// Name or CID.
@@ -156,6 +167,10 @@ pub async fn handle(
         ClusterRequest::LftSet { member, to } => set_list(&node, &member, ListKey::LftSyncTo, to)
             .await
             .map(to_json),
+        ClusterRequest::Promote { force } => {
+            super::promote::promote(&node, force).await.map(to_json)
+        }
+        ClusterRequest::Sync { master } => super::promote::sync(&node, &master).await.map(to_json),
         ClusterRequest::MemberSet {
             member,
             comment,
@@ -284,6 +299,7 @@ async fn create(node: &Arc<ClusterNode>, policy_path: &Path) -> Result<serde_jso
     node.db.reset(&local, &entries)?;
     node.notify(node.db.head()?);
     join::install(node, &local, &meta)?;
+    node.start_probe();
     info!(cluster = %cluster_id, "cluster created; this node is its master");
     Ok(serde_json::json!({
         "cluster_id": cluster_id,

@@ -162,3 +162,68 @@ fn reset_wipes_previous_state() {
     assert_eq!(db.head().unwrap(), 0);
     assert_eq!(db.identifier().unwrap(), IdentifierState::default());
 }
+
+#[test]
+fn promotion_raises_the_epoch_and_resync_reports_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Db::open(dir.path()).unwrap();
+    old.reset(&local("gw1"), &[]).unwrap();
+    old.append(1, "gw1", 10, Change::Created { meta: meta() })
+        .unwrap();
+    let policy = |version, text: &str| Change::Policy {
+        version,
+        text: text.into(),
+    };
+    old.append(1, "gw1", 11, policy(1, "a")).unwrap();
+    // gw2 has replicated up to seq 2 when gw1 makes a change nobody sees.
+    let shared = old.entries_after(0, 10).unwrap();
+    old.append(1, "gw1", 12, policy(2, "lost")).unwrap();
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let new = Db::open(dir2.path()).unwrap();
+    new.reset(&local("gw2"), &shared).unwrap();
+    new.append(
+        2,
+        "gw2",
+        20,
+        Change::Promoted {
+            epoch: 2,
+            master: "gw2".into(),
+            master_address: "127.0.0.2:7025".into(),
+        },
+    )
+    .unwrap();
+    new.append(2, "gw2", 21, policy(2, "kept")).unwrap();
+    let m = new.meta().unwrap().unwrap();
+    assert_eq!((m.epoch, m.master.as_str()), (2, "gw2"));
+    assert_eq!(m.master_address, "127.0.0.2:7025");
+
+    // The old master resynchronises: its seq 3 (epoch 1) is discarded.
+    let theirs = new.entries_after(0, 10).unwrap();
+    let discarded = old.resync(&local("gw1"), &theirs).unwrap();
+    assert_eq!(discarded.len(), 1);
+    assert_eq!((discarded[0].csn.epoch, discarded[0].csn.seq), (1, 3));
+    assert_eq!(discarded[0].summary, "policy version 2");
+    assert_eq!(discarded[0].by_epoch, 2);
+    assert_eq!(old.discarded().unwrap(), discarded);
+    assert_eq!(old.policy().unwrap().unwrap().text, "kept");
+    assert_eq!(old.meta().unwrap().unwrap().master, "gw2");
+    assert_eq!(old.entries_after(0, 10).unwrap(), theirs);
+    // A second resync to the same log discards nothing more.
+    assert!(old.resync(&local("gw1"), &theirs).unwrap().is_empty());
+    assert_eq!(old.discarded().unwrap().len(), 1);
+}
+
+#[test]
+fn promises_survive_a_resync() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    db.reset(&local("gw3"), &[]).unwrap();
+    let p = Promise {
+        epoch: 4,
+        candidate: "gw2".into(),
+    };
+    db.set_promise(&p).unwrap();
+    db.resync(&local("gw3"), &[]).unwrap();
+    assert_eq!(db.promise().unwrap(), Some(p));
+}
