@@ -208,6 +208,22 @@ pub struct Daemon {
     admin_path: PathBuf,
 }
 
+/// Binds listener `name` (`kind` for the log) and records its address in `bound`.
+async fn bind(
+    name: &str,
+    listen: SocketAddr,
+    kind: &str,
+    bound: &mut Vec<(String, SocketAddr)>,
+) -> anyhow::Result<TcpListener> {
+    let socket = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listener {name}: cannot bind {listen}"))?;
+    let addr = socket.local_addr()?;
+    info!(listener = %name, addr = %addr, "listening ({kind})");
+    bound.push((name.to_owned(), addr));
+    Ok(socket)
+}
+
 /// Binds every listener and the admin socket and starts accepting.
 /// `config_path` is re-read on reload (`None`: reload does nothing).
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Daemon> {
@@ -217,28 +233,12 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let mut sockets = Vec::new();
     let mut bound = Vec::new();
     for listener in &config.smtp {
-        let socket = TcpListener::bind(listener.listen).await.with_context(|| {
-            format!(
-                "listener {}: cannot bind {}",
-                listener.name, listener.listen
-            )
-        })?;
-        let addr = socket.local_addr()?;
-        info!(listener = %listener.name, addr = %addr, "listening");
-        bound.push((listener.name.clone(), addr));
+        let socket = bind(&listener.name, listener.listen, "SMTP", &mut bound).await?;
         sockets.push((listener.name.clone(), socket));
     }
     let mut http_sockets = Vec::new();
     for listener in &config.http {
-        let socket = TcpListener::bind(listener.listen).await.with_context(|| {
-            format!(
-                "listener {}: cannot bind {}",
-                listener.name, listener.listen
-            )
-        })?;
-        let addr = socket.local_addr()?;
-        info!(listener = %listener.name, addr = %addr, "listening (GINA HTTP)");
-        bound.push((listener.name.clone(), addr));
+        let socket = bind(&listener.name, listener.listen, "GINA HTTP", &mut bound).await?;
         http_sockets.push((listener.name.clone(), socket));
     }
     let metrics_on = crate::metrics::install(&config)?;

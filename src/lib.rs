@@ -42,3 +42,4 @@ pub mod metrics;
 pub mod routing;
 pub mod shutdown;
 pub mod smtp;
+pub mod time;

@@ -26,7 +26,7 @@ pub mod promote;
 pub mod replicate;
 pub mod server;
 pub mod status;
-pub mod time;
+pub use crate::time;
 pub mod transport;
 mod types;
 
