@@ -60,53 +60,26 @@ async fn answer(stream: UnixStream, gateway: Arc<Gateway>) {
     if reader.read_line(&mut line).await.is_err() {
         return;
     }
-    let response = match serde_json::from_str::<Request>(&line) {
+    let result = match serde_json::from_str::<Request>(&line) {
         Ok(Request::DnsCheck { domains }) => {
             let policy = gateway.snapshot().config.policy.clone();
             let report = crate::dns::check(&policy, &domains).await;
-            match serde_json::to_value(report) {
-                Ok(result) => Response {
-                    ok: true,
-                    result: Some(result),
-                    error: None,
-                },
-                Err(e) => Response {
-                    ok: false,
-                    result: None,
-                    error: Some(e.to_string()),
-                },
-            }
+            serde_json::to_value(report).map_err(|e| e.to_string())
         }
-        Ok(Request::Cluster(request)) => {
-            match crate::cluster::admin::handle(&gateway, request).await {
-                Ok(result) => Response {
-                    ok: true,
-                    result: Some(result),
-                    error: None,
-                },
-                Err(error) => Response {
-                    ok: false,
-                    result: None,
-                    error: Some(error),
-                },
-            }
-        }
-        Ok(request) => match handle(&gateway, request) {
-            Ok(result) => Response {
-                ok: true,
-                result: Some(result),
-                error: None,
-            },
-            Err(error) => Response {
-                ok: false,
-                result: None,
-                error: Some(error),
-            },
+        Ok(Request::Cluster(request)) => crate::cluster::admin::handle(&gateway, request).await,
+        Ok(request) => handle(&gateway, request),
+        Err(e) => Err(format!("bad request: {e}")),
+    };
+    let response = match result {
+        Ok(result) => Response {
+            ok: true,
+            result: Some(result),
+            error: None,
         },
-        Err(e) => Response {
+        Err(error) => Response {
             ok: false,
             result: None,
-            error: Some(format!("bad request: {e}")),
+            error: Some(error),
         },
     };
     if let Ok(mut text) = serde_json::to_string(&response) {
