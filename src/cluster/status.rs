@@ -210,15 +210,24 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
             }
         })
         .collect();
-    Ok(ClusterStatus {
-        epoch: meta.epoch,
-        master: meta.master,
-        members,
-        discarded: Vec::new(),
-        node: String::new(),
-        node_epoch: 0,
-        accepts_writes: false,
-    })
+    Ok(ClusterStatus::of(meta.epoch, meta.master, members))
+}
+
+impl ClusterStatus {
+    /// The members table of `master` at `epoch`; the per-node fields
+    /// (`node`, `node_epoch`, `accepts_writes`, `discarded`) are filled in
+    /// by the node that answers.
+    fn of(epoch: u64, master: String, members: Vec<MemberStatus>) -> ClusterStatus {
+        ClusterStatus {
+            epoch,
+            master,
+            members,
+            discarded: Vec::new(),
+            node: String::new(),
+            node_epoch: 0,
+            accepts_writes: false,
+        }
+    }
 }
 
 /// Comment and location per member: the member record's, else the policy's
@@ -309,15 +318,7 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
             }
         })
         .collect();
-    Ok(ClusterStatus {
-        epoch: meta.epoch,
-        master: meta.master,
-        members,
-        discarded: Vec::new(),
-        node: String::new(),
-        node_epoch: 0,
-        accepts_writes: false,
-    })
+    Ok(ClusterStatus::of(meta.epoch, meta.master, members))
 }
 
 /// `cluster status` on any node: the master's table, with this node's own
