@@ -112,6 +112,18 @@ impl Gateway {
         }
     }
 
+    /// Stops using the replicated policy (a frontend that detached): the
+    /// node's own policy file applies again, re-read now.
+    pub fn drop_cluster_policy(&self) {
+        self.cluster_policy.store(None);
+        match self.reload() {
+            Ok(()) => info!("the node's own policy file applies again"),
+            Err(errors) => error!(
+                "the node's own policy file does not load; the replicated policy stays until it is fixed and reloaded:\n{errors}"
+            ),
+        }
+    }
+
     /// Makes `snapshot` the one new sessions see; health checks follow its members.
     fn install(&self, snapshot: Snapshot) {
         let snapshot = Arc::new(snapshot);

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::node::ClusterNode;
 use super::server::{Reply, refuse, to_reply};
-use super::{Csn, Result, time};
+use super::{Csn, MemberRecord, Result, Role, time};
 
 /// A member is shown in error when the master has not heard from it for this long.
 pub const STALE_SECS: u64 = 60;
@@ -74,9 +74,9 @@ pub struct MemberStatus {
     pub local_entries: u64,
     /// Change-log entries in the remote database.
     pub remote_entries: u64,
-    /// Frontends: the backends they use (issue 7).
+    /// Frontends: the backends they follow, by name.
     pub frontend_of: Vec<String>,
-    /// Backends: the frontends that use them (issue 7).
+    /// Backends: the frontends that follow them, by name.
     pub backend_of: Vec<String>,
     /// Free text.
     pub comment: Option<String>,
@@ -132,13 +132,15 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
     let peers = node.peers.lock().map(|p| p.clone()).unwrap_or_default();
     let now = time::now();
     let texts = Texts::new(node);
-    let members = node
-        .db
-        .members()?
-        .into_iter()
+    let records = node.db.members()?;
+    let members = records
+        .iter()
         .filter(|m| !m.deleted)
+        .cloned()
         .map(|m| {
             let (comment, location) = (texts.comment(&m.name), texts.location(&m.name));
+            let (frontend_of, backend_of) = links(&m, &records);
+            let role = role_of(&m, &meta.master);
             let is_master = m.name == meta.master;
             let peer = peers.get(&m.name);
             let (state, remote, version, uptime, update) = if is_master {
@@ -196,15 +198,15 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
                 device_id: m.device_id,
                 uuid: m.uuid,
                 address: m.address,
-                role: if is_master { "master" } else { "backend" }.into(),
+                role,
                 state,
                 version,
                 uptime_s: uptime,
                 last_update: update.map(time::rfc3339),
                 local_entries: head,
                 remote_entries: remote,
-                frontend_of: Vec::new(),
-                backend_of: Vec::new(),
+                frontend_of,
+                backend_of,
                 comment,
                 location,
             }
@@ -213,11 +215,39 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
     Ok(ClusterStatus::of(meta.epoch, meta.master, members))
 }
 
+/// `master`, `backend` or `frontend`.
+fn role_of(m: &MemberRecord, master: &str) -> String {
+    match m.role {
+        _ if m.name == master => "master",
+        Role::Backend => "backend",
+        Role::Frontend => "frontend",
+    }
+    .into()
+}
+
+/// FRONTEND-OF and BACKEND-OF of `m`: a frontend's backends, or the
+/// frontends that use a backend.
+fn links(m: &MemberRecord, records: &[MemberRecord]) -> (Vec<String>, Vec<String>) {
+    match m.role {
+        Role::Frontend => (m.backends.clone(), Vec::new()),
+        Role::Backend => (
+            Vec::new(),
+            records
+                .iter()
+                .filter(|f| !f.deleted && f.role == Role::Frontend && f.backends.contains(&m.name))
+                .map(|f| f.name.clone())
+                .collect(),
+        ),
+    }
+}
+
 impl ClusterStatus {
     /// The members table of `master` at `epoch`; the per-node fields
     /// (`node`, `node_epoch`, `accepts_writes`, `discarded`) are filled in
     /// by the node that answers.
-    fn of(epoch: u64, master: String, members: Vec<MemberStatus>) -> ClusterStatus {
+    fn of(epoch: u64, master: String, mut members: Vec<MemberStatus>) -> ClusterStatus {
+        // Backends by number, then the frontends (number 0) by name.
+        members.sort_by(|a, b| (a.cid == 0, a.cid, &a.name).cmp(&(b.cid == 0, b.cid, &b.name)));
         ClusterStatus {
             epoch,
             master,
@@ -227,6 +257,22 @@ impl ClusterStatus {
             node_epoch: 0,
             accepts_writes: false,
         }
+    }
+}
+
+impl ClusterStatus {
+    /// The CID column: the number of a backend, `F(1,2)` for a frontend
+    /// (its backends' numbers).
+    pub fn cid_label(&self, m: &MemberStatus) -> String {
+        if m.role != "frontend" {
+            return m.cid.to_string();
+        }
+        let cids: Vec<u32> = m
+            .frontend_of
+            .iter()
+            .filter_map(|name| self.members.iter().find(|b| &b.name == name).map(|b| b.cid))
+            .collect();
+        super::frontend::label(&cids)
     }
 }
 
@@ -258,13 +304,14 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
     let head = node.db.log_len()?;
     let follow = node.follow.lock().map(|f| f.clone()).unwrap_or_default();
     let texts = Texts::new(node);
-    let members = node
-        .db
-        .members()?
-        .into_iter()
+    let records = node.db.members()?;
+    let members = records
+        .iter()
         .filter(|m| !m.deleted || m.name == node.name)
+        .cloned()
         .map(|m| {
             let (comment, location) = (texts.comment(&m.name), texts.location(&m.name));
+            let (frontend_of, backend_of) = links(&m, &records);
             let me = m.name == node.name;
             let state = match (&local.detached, me) {
                 (Some(d), true) => format!("ERROR: {d}"),
@@ -282,12 +329,7 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
                     contact_of(node, &m.name).map(time::rfc3339)
                 },
                 replication_lag_s: None,
-                role: if m.name == meta.master {
-                    "master"
-                } else {
-                    "backend"
-                }
-                .into(),
+                role: role_of(&m, &meta.master),
                 state,
                 version: if me {
                     env!("CARGO_PKG_VERSION").into()
@@ -306,8 +348,8 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
                 },
                 local_entries: head,
                 remote_entries: if me { follow.remote_head } else { 0 },
-                frontend_of: Vec::new(),
-                backend_of: Vec::new(),
+                frontend_of,
+                backend_of,
                 name: m.name,
                 cid: m.cid,
                 device_id: m.device_id,
@@ -445,7 +487,7 @@ pub fn render_text(status: &ClusterStatus, wide: bool) -> String {
     for m in &status.members {
         let links: Vec<String> = m.frontend_of.iter().chain(&m.backend_of).cloned().collect();
         let mut row = vec![
-            format!("{}({})", m.name, m.cid),
+            format!("{}({})", m.name, status.cid_label(m)),
             format!("{}/{}", m.device_id, m.uuid),
             m.address.clone(),
             m.role.clone(),

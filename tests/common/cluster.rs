@@ -22,11 +22,21 @@ pub struct Node {
 impl Node {
     /// Starts node `name` on `ip` offering `smtp_upstream` as its `[local]` MTA.
     pub fn start(name: &str, ip: &str, smtp_upstream: &str, policy: &str) -> Node {
+        let local = format!("[local]\nsmtp_upstream = \"{smtp_upstream}\"\n\n");
+        Self::start_node(name, ip, &local, policy)
+    }
+
+    /// Starts node `name` on `ip` with no `[local]` section (a frontend offers no MTA).
+    pub fn start_frontend(name: &str, ip: &str, policy: &str) -> Node {
+        Self::start_node(name, ip, "", policy)
+    }
+
+    fn start_node(name: &str, ip: &str, local: &str, policy: &str) -> Node {
         let port = free_port(ip);
         let config = format!(
             "[[smtp]]\nname = \"inbound\"\nlisten = \"{ip}:0\"\nhostname = \"mx.test\"\n\n\
              [[http]]\nname = \"gina\"\nlisten = \"{ip}:0\"\n\n\
-             [local]\nsmtp_upstream = \"{smtp_upstream}\"\n\n\
+             {local}\
              [cluster]\nlisten = \"{ip}:{port}\"\nadvertise = \"{ip}:{port}\"\n"
         );
         Node {
