@@ -102,13 +102,13 @@ fn frontend_follows_its_backends_in_memory_only_and_detaches() {
     if !require("swaks") || !require("smtp-sink") {
         return;
     }
-    let sink1 = SmtpSink::start("127.73.0.11");
-    let sink2 = SmtpSink::start("127.73.0.12");
+    let sink1 = SmtpSink::start("127.75.0.11");
+    let sink2 = SmtpSink::start("127.75.0.12");
     let sinks = [&sink1, &sink2];
     let base = policy("", &[]);
-    let mut gw1 = Node::start("gw1", "127.73.0.1", &sink1.addr.to_string(), &base);
-    let mut gw2 = Node::start("gw2", "127.73.0.2", &sink2.addr.to_string(), &base);
-    let mut fe = Node::start_frontend("fe1", "127.73.0.3", &base);
+    let mut gw1 = Node::start("gw1", "127.75.0.1", &sink1.addr.to_string(), &base);
+    let mut gw2 = Node::start("gw2", "127.75.0.2", &sink2.addr.to_string(), &base);
+    let mut fe = Node::start_frontend("fe1", "127.75.0.3", &base);
     gw1.ok(&["cluster", "create"]);
     let id = export(&gw1);
     let out = gw2.join(&gw1, &id, Some("pw"));
