@@ -140,6 +140,9 @@ fn frontend_follows_its_backends_in_memory_only_and_detaches() {
     );
     assert!(fe.data("cluster-frontend.json").exists());
     assert_eq!(policy_version(&fe), Some(1));
+    let status = fe.gw.status();
+    assert_eq!(status["mode"], "frontend", "{status:#}");
+    assert_eq!(status["cluster"]["policy_version"], 1, "{status:#}");
 
     // The master shows it as F(1), BACKEND-OF on gw1; a frontend is no
     // routing member.

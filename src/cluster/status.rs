@@ -389,6 +389,56 @@ pub async fn collect(node: &Arc<ClusterNode>) -> Result<ClusterStatus> {
     Ok(status)
 }
 
+/// The cluster line of `mxgate status`: this node's own view, no network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// This node's role: `master`, `backend` or `frontend`.
+    pub role: String,
+    /// Epoch of this node's copy of the log.
+    pub epoch: u64,
+    /// The master it knows.
+    pub master: String,
+    /// `A` in sync, `S` syncing, `ERROR: reason` (detached, or the master
+    /// or backend cannot be reached).
+    pub state: String,
+    /// Log entries held.
+    pub entries: u64,
+    /// Replicated policy version held (0: none yet).
+    pub policy_version: u64,
+}
+
+/// [`Summary`] of `node`; `None` when it is in no cluster.
+pub fn summary(node: &ClusterNode) -> Option<Summary> {
+    let (meta, local) = node.clustered().ok()?;
+    let known = node.known_master();
+    let entries = node.db.log_len().unwrap_or(0);
+    let follow = node.follow.lock().map(|f| f.clone()).unwrap_or_default();
+    let is_master = node.master().is_ok();
+    let state = match (&local.detached, &follow.error) {
+        (Some(why), _) => format!("ERROR: {why}"),
+        _ if is_master => "A".into(),
+        (None, Some(e)) => format!("ERROR: {e}"),
+        (None, None) if follow.contact.is_some() && entries >= follow.remote_head => "A".into(),
+        (None, None) => "S".into(),
+    };
+    Some(Summary {
+        cluster_id: meta.cluster_id,
+        role: match local.role {
+            _ if is_master => "master",
+            Role::Backend => "backend",
+            Role::Frontend => "frontend",
+        }
+        .into(),
+        epoch: meta.epoch,
+        master: known.map_or(meta.master, |k| k.master),
+        state,
+        entries,
+        policy_version: node.db.policy().ok().flatten().map_or(0, |p| p.version),
+    })
+}
+
 /// `cluster replication` on any node.
 pub async fn replication(node: &Arc<ClusterNode>) -> Result<Replication> {
     let (meta, _) = node.clustered()?;
