@@ -8,57 +8,20 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::Node;
-use common::peers::SmtpSink;
-use common::{eventually, policy, require, run_bounded};
+use common::peers::{self, SmtpSink};
+use common::{eventually, policy, require};
 
 /// SPEC section 8: a change reaches every reachable node within 10 s.
 const CHANGE: Duration = Duration::from_secs(10);
 /// SPEC section 8: a node back from an outage catches up within 15 s.
 const CATCH_UP: Duration = Duration::from_secs(15);
 
-fn export(master: &Node) -> std::path::PathBuf {
-    let password = master.file("pw", "pw\n");
-    let id = master.gw.dir.path().join("clusterid.txt");
-    master.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        id.to_str().expect("path"),
-        "--password-file",
-        password.to_str().expect("path"),
-    ]);
-    id
-}
-
-/// One message through `server` with swaks; its transcript and success.
+/// One message through `server` with swaks, tagged `tag` in its subject.
 fn swaks(server: SocketAddr, tag: &str) -> (String, bool) {
-    let (out, killed) = run_bounded(
-        Command::new("swaks").args([
-            "--server",
-            &server.to_string(),
-            "--from",
-            "sender@source.test",
-            "--to",
-            "rcpt@example.com",
-            "--header",
-            &format!("Subject: {tag}"),
-            "--timeout",
-            "20",
-        ]),
-        Duration::from_secs(60),
-    );
-    assert!(!killed, "swaks did not finish within 60 s");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (text, out.status.success())
+    peers::swaks(server, &["--header", &format!("Subject: {tag}")])
 }
 
 /// How many messages tagged `tag` the sinks hold.
@@ -110,7 +73,7 @@ fn frontend_follows_its_backends_in_memory_only_and_detaches() {
     let mut gw2 = Node::start("gw2", "127.75.0.2", &sink2.addr.to_string(), &base);
     let mut fe = Node::start_frontend("fe1", "127.75.0.3", &base);
     gw1.ok(&["cluster", "create"]);
-    let id = export(&gw1);
+    let id = gw1.export_identifier("pw");
     let out = gw2.join(&gw1, &id, Some("pw"));
     assert!(
         out.status.success(),

@@ -99,6 +99,22 @@ impl Node {
         self.gw.data_dir().join(name)
     }
 
+    /// On the master: exports `clusterid.txt` with `password`; its path.
+    pub fn export_identifier(&self, password: &str) -> PathBuf {
+        let password = self.file("pw", &format!("{password}\n"));
+        let id = self.gw.dir.path().join("clusterid.txt");
+        self.ok(&[
+            "cluster",
+            "identifier",
+            "export",
+            "--out",
+            id.to_str().expect("path"),
+            "--password-file",
+            password.to_str().expect("path"),
+        ]);
+        id
+    }
+
     /// Joins the cluster of `master` with `identifier` (and `password`).
     pub fn join(
         &self,
