@@ -303,14 +303,16 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             .cloned()
             .unwrap_or_default();
         let source: Arc<dyn ContextSource> = gateway.clone();
-        tokio::spawn(server::accept_loop(
+        let workers = crate::workers::count(gateway.snapshot().config.node.worker_threads);
+        server::spawn_workers(
             socket,
             name,
             source,
             stats,
             stop.clone(),
             sessions.clone(),
-        ));
+            workers,
+        )?;
     }
     for (name, socket) in http_sockets {
         let stats = gateway
@@ -319,7 +321,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             .cloned()
             .unwrap_or_default();
         let source: Arc<dyn crate::http::server::HttpContextSource> = gateway.clone();
-        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let workers = crate::workers::count(gateway.snapshot().config.node.worker_threads);
         crate::http::server::spawn_workers(
             socket,
             name,
