@@ -27,7 +27,7 @@ pub struct Access {
     /// Request target (the path is logged).
     pub uri: Uri,
     /// The member that answered, `None` when mxgate answered itself.
-    pub member: Option<String>,
+    pub member: Option<Arc<str>>,
     /// Status sent to the client.
     pub status: u16,
     /// Response body bytes sent to the client.

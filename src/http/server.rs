@@ -30,6 +30,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::HttpContext;
+use super::headers::ConnForward;
+use super::route::RouteCache;
 use super::proxy::{self, ConnInfo};
 use super::upstream::{Drivers, LocalPool};
 use crate::smtp::server::ListenerStats;
@@ -196,12 +198,15 @@ fn start_connection(
     stats.active.fetch_add(1, Ordering::Relaxed);
     let guard = ActiveGuard(stats.clone());
     let (pool, drivers) = LocalPool::new();
+    let secure = ctx.tls.is_some();
     let conn = ConnInfo {
         client: peer,
         local,
-        secure: ctx.tls.is_some(),
+        secure,
         tasks: tasks.clone(),
         pool,
+        routes: RouteCache::new(),
+        forward: ConnForward::new(peer.ip(), if secure { "https" } else { "http" }),
     };
     tasks.spawn(async move {
         let _guards = (guard, load);
