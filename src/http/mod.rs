@@ -29,6 +29,7 @@ pub mod server;
 pub mod sticky;
 pub mod upgrade;
 pub mod upstream;
+pub mod watchdog;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,9 +43,6 @@ use crate::config::{Config, ConfigError, ConfigErrors, HttpListener};
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::Shutdown;
 use upstream::Upstreams;
-
-/// How long a client has to send a request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP side of one configuration snapshot: listener settings and
 /// certificates, and the client towards members (with its connection pool).
@@ -151,10 +149,12 @@ impl HttpSnapshot {
 
 fn server_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The request-head timeout is the connection's watchdog ([`watchdog`]):
+    // hyper's own (on by default with a timer) arms a timer per request.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(None)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     builder

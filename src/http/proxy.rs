@@ -23,9 +23,10 @@ use tracing::{debug, warn};
 use super::HttpContext;
 use super::body::{PendingBody, ResponseBody};
 use super::headers::{self, ConnForward};
-use super::route::RouteCache;
 use super::log::Access;
+use super::route::RouteCache;
 use super::upstream::{LocalPool, SendError};
+use super::watchdog::Activity;
 use super::{sticky, upgrade};
 
 /// The client side of one connection.
@@ -44,6 +45,8 @@ pub struct ConnInfo {
     pub routes: RouteCache,
     /// Its forwarding header values.
     pub forward: ConnForward,
+    /// Its requests in flight, for the request-head watchdog.
+    pub activity: Arc<Activity>,
 }
 
 /// Member health as the GINA proxy sees it: the one place to switch to
@@ -74,6 +77,7 @@ pub async fn handle(
         req.uri().clone(),
         Instant::now(),
     );
+    access.busy = Some(conn.activity.busy());
     if req.method() == Method::CONNECT {
         return local(
             access,
@@ -95,7 +99,9 @@ pub async fn handle(
         );
     }
 
-    let order = conn.routes.order(ctx, client, conn.local.ip().to_canonical());
+    let order = conn
+        .routes
+        .order(ctx, client, conn.local.ip().to_canonical());
     let cookie_name = ctx.listener.sticky_cookie.as_deref();
     // The member the request's cookie names, when it is a candidate: tried first.
     let cookie_member = cookie_name

@@ -11,29 +11,32 @@
 //! Each connection gets TCP_NODELAY, a TLS handshake when the listener has a
 //! certificate (ALPN `h2`, `http/1.1`), then hyper's auto server (HTTP/1.1
 //! with keep-alive and upgrades, or HTTP/2) with [`proxy::handle`] as the
-//! service. The context (snapshot) is taken per connection. On drain a
+//! service, and a [`watchdog`] that closes it when no request head comes
+//! for 30 seconds. The context (snapshot) is taken per connection. On drain a
 //! connection shuts down gracefully: requests in flight finish, idle
 //! keep-alive connections close; on abort it is dropped.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::HttpContext;
 use super::headers::ConnForward;
-use super::route::RouteCache;
 use super::proxy::{self, ConnInfo};
+use super::route::RouteCache;
 use super::upstream::{Drivers, LocalPool};
+use super::watchdog::{self, AbortOnDrop, Activity};
 use crate::smtp::server::ListenerStats;
 
 /// How long a client has for the TLS handshake.
@@ -63,11 +66,11 @@ pub struct Trackers {
 
 impl Trackers {
     /// Spawns `fut` on the current (worker) runtime, tracked by both.
-    pub fn spawn<F>(&self, fut: F)
+    pub fn spawn<F>(&self, fut: F) -> AbortHandle
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        tokio::spawn(self.local.track_future(self.global.track_future(fut)));
+        tokio::spawn(self.local.track_future(self.global.track_future(fut))).abort_handle()
     }
 }
 
@@ -198,6 +201,9 @@ fn start_connection(
     stats.active.fetch_add(1, Ordering::Relaxed);
     let guard = ActiveGuard(stats.clone());
     let (pool, drivers) = LocalPool::new();
+    let activity = Arc::new(Activity::default());
+    let task = Arc::new(OnceLock::new());
+    let watchdog = AbortOnDrop(watchdog::spawn(Arc::downgrade(&activity), task.clone()));
     let secure = ctx.tls.is_some();
     let conn = ConnInfo {
         client: peer,
@@ -207,11 +213,13 @@ fn start_connection(
         pool,
         routes: RouteCache::new(),
         forward: ConnForward::new(peer.ip(), if secure { "https" } else { "http" }),
+        activity,
     };
-    tasks.spawn(async move {
-        let _guards = (guard, load);
+    let handle = tasks.spawn(async move {
+        let _guards = (guard, load, watchdog);
         serve(stream, Arc::new(ctx), Arc::new(conn), drivers).await;
     });
+    let _ = task.set(handle);
 }
 
 async fn serve(stream: TcpStream, ctx: Arc<HttpContext>, conn: Arc<ConnInfo>, drivers: Drivers) {
