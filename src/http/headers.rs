@@ -511,6 +511,39 @@ mod tests {
     }
 
     #[test]
+    fn connection_values_follow_the_host_of_each_request() {
+        let conn = ConnForward::new("::ffff:192.0.2.7".parse().expect("ip"), "http");
+        let hosts = [
+            Some("a.example"),
+            Some("a.example"),
+            Some("b.example:8080"),
+            None,
+        ];
+        for host in hosts {
+            let value = host.map(|h| HeaderValue::from_str(h).expect("host"));
+            let mut h = map(&[("forwarded", "for=10.0.0.1")]);
+            conn.apply(&mut h, value.as_ref(), Version::HTTP_11);
+            let mut plain = HeaderMap::new();
+            conn.apply(&mut plain, value.as_ref(), Version::HTTP_11);
+            let element = match host {
+                Some(host) if host.contains(':') => {
+                    format!("for=192.0.2.7;host=\"{host}\";proto=http")
+                }
+                Some(host) => format!("for=192.0.2.7;host={host};proto=http"),
+                None => "for=192.0.2.7;proto=http".to_owned(),
+            };
+            assert_eq!(plain[header::FORWARDED], element.as_str(), "{host:?}");
+            assert_eq!(
+                h[header::FORWARDED],
+                format!("for=10.0.0.1, {element}").as_str(),
+                "{host:?}"
+            );
+            assert_eq!(plain[X_FORWARDED_FOR], "192.0.2.7");
+            assert_eq!(plain.get(X_FORWARDED_HOST), value.as_ref());
+        }
+    }
+
+    #[test]
     fn via_names_the_client_protocol_version() {
         let mut h = HeaderMap::new();
         let mut i = info("192.0.2.1", None);

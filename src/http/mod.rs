@@ -6,11 +6,13 @@
 //! 1. [`server`] accepts on a `[[http]]` listener (TLS by rustls with ALPN
 //!    `h2` and `http/1.1` when the listener has a certificate) and serves
 //!    HTTP/1.1 and HTTP/2 with hyper's auto server; on drain it shuts each
-//!    connection down gracefully (requests in flight finish).
+//!    connection down gracefully (requests in flight finish); a [`watchdog`]
+//!    closes a connection that sends no request head for 30 s.
 //! 2. [`proxy`] routes each request like a public SMTP session
 //!    ([`crate::routing::Router::route_http`]: the same rendezvous order over
 //!    the client and the address it reached, over `ingress` members with a
-//!    `gina` upstream), puts a member named by the sticky cookie first when
+//!    `gina` upstream; [`route`] keeps that order per connection while member
+//!    health is unchanged), puts a member named by the sticky cookie first when
 //!    it is a healthy candidate, rewrites the headers ([`headers`]), and
 //!    forwards through the pooled client of [`upstream`], streaming the
 //!    bodies both ways ([`body`]). A failed connect moves the request to the

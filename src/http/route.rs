@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::time::Instant;
 
 use super::HttpContext;
-use super::upstream::MemberUpstream;
+use super::upstream::{MemberUpstream, Upstreams};
 use crate::config::Affinity;
-use crate::routing::Service;
+use crate::routing::{MemberTable, Router, Service};
 
 /// One member a request may go to.
 #[derive(Debug)]
@@ -59,10 +59,21 @@ impl RouteCache {
 
     /// The order for a request from `client` to `dest` on this connection.
     pub fn order(&self, ctx: &HttpContext, client: IpAddr, dest: IpAddr) -> Order {
-        let cacheable = ctx.router.policy().routing.affinity != Affinity::None;
+        self.order_with(&ctx.router, &ctx.members, &ctx.upstreams, client, dest)
+    }
+
+    fn order_with(
+        &self,
+        router: &Router,
+        members: &MemberTable,
+        upstreams: &Upstreams,
+        client: IpAddr,
+        dest: IpAddr,
+    ) -> Order {
+        let cacheable = router.policy().routing.affinity != Affinity::None;
         // Read before routing: a change while routing leaves an older
         // generation in the cache, so the next request routes again.
-        let generation = ctx.members.generation();
+        let generation = members.generation();
         if cacheable {
             let slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(c) = slot.as_ref()
@@ -72,13 +83,13 @@ impl RouteCache {
                 return c.order.clone();
             }
         }
-        let until = ctx.members.next_backoff_end(Service::Gina);
-        let route = ctx.router.route_http(&ctx.members, client, Some(dest));
+        let until = members.next_backoff_end(Service::Gina);
+        let route = router.route_http(members, client, Some(dest));
         let order: Order = route
             .order
             .into_iter()
             .map(|r| Candidate {
-                upstream: ctx.upstreams.member(&r.member).cloned(),
+                upstream: upstreams.member(&r.member).cloned(),
                 name: Arc::from(r.member),
             })
             .collect();
@@ -90,5 +101,65 @@ impl RouteCache {
             });
         }
         order
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+
+    const POLICY: &str = r#"
+[routing]
+affinity = "source-destination"
+
+[members.a]
+gina = "127.0.0.1:18081"
+
+[members.b]
+gina = "127.0.0.1:18082"
+"#;
+
+    fn names(order: &Order) -> Vec<String> {
+        order.iter().map(|c| c.name.to_string()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cached_order_follows_health_and_back_off() {
+        let policy =
+            crate::config::load_policy_str(Path::new("cluster.toml"), POLICY).expect("policy");
+        let upstreams = Upstreams::new(&policy).expect("upstreams");
+        let router = Router::new(Arc::new(policy));
+        let table = MemberTable::new();
+        let cache = RouteCache::new();
+        let client: IpAddr = "127.0.0.9".parse().expect("ip");
+        let dest: IpAddr = "127.0.0.1".parse().expect("ip");
+        let route = |t: &MemberTable| cache.order_with(&router, t, &upstreams, client, dest);
+
+        let first = route(&table);
+        assert_eq!(first.len(), 2);
+        assert!(first.iter().all(|c| c.upstream.is_some()));
+        // Unchanged health: the same order, not routed again.
+        assert!(Arc::ptr_eq(&first, &route(&table)));
+
+        // The first member fails: the next request no longer gets it.
+        let failed = first[0].name.to_string();
+        table.mark_service_failed(&failed, Service::Gina, "refused", Duration::from_secs(10));
+        let second = route(&table);
+        assert_eq!(names(&second), vec![first[1].name.to_string()]);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(Arc::ptr_eq(&second, &route(&table)));
+
+        // Its back-off runs out: back first, without any other event.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(names(&route(&table)), names(&first));
+
+        // A success that ends a back-off early is seen at once too.
+        table.mark_service_failed(&failed, Service::Gina, "refused", Duration::from_secs(60));
+        assert_eq!(route(&table).len(), 1);
+        table.mark_service_ok(&failed, Service::Gina);
+        assert_eq!(names(&route(&table)), names(&first));
     }
 }
