@@ -113,7 +113,8 @@ mod tests {
 
     #[test]
     fn idle_means_nothing_in_flight_and_nothing_new() {
-        let cases: &[(Option<(u64, u64)>, (u64, u64), bool)] = &[
+        type Counts = (u64, u64);
+        let cases: &[(Option<Counts>, Counts, bool)] = &[
             (None, (0, 0), false),
             (Some((0, 0)), (0, 0), true),
             (Some((3, 3)), (3, 3), true),
