@@ -52,12 +52,13 @@ pub struct Trackers {
 }
 
 impl Trackers {
-    /// Spawns `fut` on the current (worker) runtime, tracked by both.
-    pub fn spawn<F>(&self, fut: F)
+    /// Spawns `fut` on the current (worker) runtime, tracked by both; the
+    /// handle aborts it (the GINA watchdog closes idle connections so).
+    pub fn spawn<F>(&self, fut: F) -> tokio::task::AbortHandle
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        tokio::spawn(self.local.track_future(self.global.track_future(fut)));
+        tokio::spawn(self.local.track_future(self.global.track_future(fut))).abort_handle()
     }
 }
 

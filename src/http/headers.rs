@@ -15,8 +15,9 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 
 /// `X-Forwarded-For`.
@@ -57,29 +58,52 @@ fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// header named in `Connection`. With `keep_upgrade`, `Upgrade` stays and
 /// `Connection` becomes exactly `upgrade`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    // One pass over the names finds the fixed ones present: most messages
+    // carry none or only `Connection`, and removing what is absent would
+    // cost a lookup each.
+    let mut present = [false; 6];
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop_index(name.as_str()) {
+            present[i] = true;
+        }
+    }
+    if present[CONNECTION_INDEX] {
+        // Options that are fixed hop-by-hop names are handled below.
         let named: Vec<HeaderName> = connection_options(headers)
+            .filter(|o| hop_by_hop_index(o).is_none())
             .filter_map(|o| HeaderName::from_bytes(o.as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
             .collect();
         for name in named {
             headers.remove(name);
         }
-        headers.remove(header::CONNECTION);
     }
-    for name in [
-        PROXY_CONNECTION,
-        KEEP_ALIVE,
-        header::TE,
-        header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present[i] && !(keep_upgrade && i == UPGRADE_INDEX) {
+            headers.remove(name);
+        }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
+}
+
+/// The headers that are always hop-by-hop.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::UPGRADE,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+];
+const CONNECTION_INDEX: usize = 0;
+const UPGRADE_INDEX: usize = 1;
+
+/// The position in [`HOP_BY_HOP`] of `name` (any case), if it is there.
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    HOP_BY_HOP
+        .iter()
+        .position(|h| h.as_str().eq_ignore_ascii_case(name))
 }
 
 /// What the member is told about the client.
@@ -98,53 +122,138 @@ pub struct ForwardInfo<'a> {
 /// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`,
 /// `Forwarded` (appended) and `Via` (appended) for a request going to a member.
 pub fn add_forwarded(headers: &mut HeaderMap, info: &ForwardInfo<'_>) {
-    let client = info.client.to_canonical();
-    let xff = match joined(headers, &X_FORWARDED_FOR) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client.to_string(),
-    };
-    set(headers, X_FORWARDED_FOR, &xff);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(info.proto));
-    match info.host {
-        Some(host) => set(headers, X_FORWARDED_HOST, host),
-        None => {
-            headers.remove(X_FORWARDED_HOST);
+    let host = info.host.and_then(|h| HeaderValue::from_str(h).ok());
+    ConnForward::new(info.client, info.proto).apply(headers, host.as_ref(), info.version);
+}
+
+/// The forwarding headers of one client connection: the client and the
+/// protocol are the same for all its requests, and so is the host, usually.
+/// Their values are made once; a request that already carries a list
+/// (`X-Forwarded-For`, `Forwarded`, `Via` from a proxy in front) gets it
+/// extended as [`add_forwarded`] describes.
+#[derive(Debug)]
+pub struct ConnForward {
+    client: IpAddr,
+    proto: &'static str,
+    /// `X-Forwarded-For` of a request that had none: the client.
+    xff: Option<HeaderValue>,
+    /// The `Forwarded` element of the last host seen, with that host.
+    element: Mutex<Option<(Option<HeaderValue>, Option<HeaderValue>)>>,
+}
+
+impl ConnForward {
+    /// The values for a connection from `client` over `proto` (`http`, `https`).
+    pub fn new(client: IpAddr, proto: &'static str) -> Self {
+        let client = client.to_canonical();
+        ConnForward {
+            client,
+            proto,
+            xff: HeaderValue::from_str(&client.to_string()).ok(),
+            element: Mutex::new(None),
         }
     }
 
-    let mut element = String::with_capacity(64);
-    match client {
-        IpAddr::V4(v4) => {
-            let _ = write!(element, "for={v4}");
+    /// Adds the forwarding headers to a request for `host` (`Host` or
+    /// `:authority`; one that is not visible ASCII counts as none) in HTTP
+    /// `version`.
+    pub fn apply(&self, headers: &mut HeaderMap, host: Option<&HeaderValue>, version: Version) {
+        let host = host.filter(|h| h.to_str().is_ok());
+        // Room for the five headers at once rather than growing step by step.
+        headers.reserve(5);
+        match headers.entry(X_FORWARDED_FOR) {
+            Entry::Vacant(slot) => {
+                if let Some(xff) = &self.xff {
+                    slot.insert(xff.clone());
+                }
+            }
+            Entry::Occupied(_) => {
+                let xff = match joined(headers, &X_FORWARDED_FOR) {
+                    Some(prior) => format!("{prior}, {}", self.client),
+                    None => self.client.to_string(),
+                };
+                set(headers, X_FORWARDED_FOR, &xff);
+            }
         }
-        IpAddr::V6(v6) => {
-            let _ = write!(element, "for=\"[{v6}]\"");
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+        match host {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST, host.clone());
+            }
+            None => {
+                headers.remove(X_FORWARDED_HOST);
+            }
         }
-    }
-    if let Some(host) = info.host {
-        element.push_str(";host=");
-        push_token_or_quoted(&mut element, host);
-    }
-    element.push_str(";proto=");
-    element.push_str(info.proto);
-    let forwarded = match joined(headers, &header::FORWARDED) {
-        Some(prior) => format!("{prior}, {element}"),
-        None => element,
-    };
-    set(headers, header::FORWARDED, &forwarded);
 
-    let version = match info.version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    };
-    let via = match joined(headers, &header::VIA) {
-        Some(prior) => format!("{prior}, {version} mxgate"),
-        None => format!("{version} mxgate"),
-    };
-    set(headers, header::VIA, &via);
+        let element = self.element(host);
+        match headers.entry(header::FORWARDED) {
+            Entry::Vacant(slot) => {
+                if let Some(element) = element {
+                    slot.insert(element);
+                }
+            }
+            Entry::Occupied(slot) => match element.as_ref().and_then(|e| e.to_str().ok()) {
+                Some(element) => {
+                    let forwarded = match joined(headers, &header::FORWARDED) {
+                        Some(prior) => format!("{prior}, {element}"),
+                        None => element.to_owned(),
+                    };
+                    set(headers, header::FORWARDED, &forwarded);
+                }
+                None => {
+                    slot.remove_entry_mult();
+                }
+            },
+        }
+
+        let (version, via) = match version {
+            Version::HTTP_09 => ("0.9", "0.9 mxgate"),
+            Version::HTTP_10 => ("1.0", "1.0 mxgate"),
+            Version::HTTP_2 => ("2", "2 mxgate"),
+            Version::HTTP_3 => ("3", "3 mxgate"),
+            _ => ("1.1", "1.1 mxgate"),
+        };
+        match headers.entry(header::VIA) {
+            Entry::Vacant(slot) => {
+                slot.insert(HeaderValue::from_static(via));
+            }
+            Entry::Occupied(_) => {
+                let via = match joined(headers, &header::VIA) {
+                    Some(prior) => format!("{prior}, {version} mxgate"),
+                    None => format!("{version} mxgate"),
+                };
+                set(headers, header::VIA, &via);
+            }
+        }
+    }
+
+    /// This connection's `Forwarded` element for `host`
+    /// (`for=...;host=...;proto=...`), made once per host.
+    fn element(&self, host: Option<&HeaderValue>) -> Option<HeaderValue> {
+        let mut last = self.element.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((h, element)) = last.as_ref()
+            && h.as_ref() == host
+        {
+            return element.clone();
+        }
+        let mut element = String::with_capacity(64);
+        match self.client {
+            IpAddr::V4(v4) => {
+                let _ = write!(element, "for={v4}");
+            }
+            IpAddr::V6(v6) => {
+                let _ = write!(element, "for=\"[{v6}]\"");
+            }
+        }
+        if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+            element.push_str(";host=");
+            push_token_or_quoted(&mut element, host);
+        }
+        element.push_str(";proto=");
+        element.push_str(self.proto);
+        let element = HeaderValue::from_str(&element).ok();
+        *last = Some((host.cloned(), element.clone()));
+        element
+    }
 }
 
 /// Every value of `name` joined with `, ` (one list), or `None` when absent
@@ -398,6 +507,39 @@ mod tests {
             if host.is_none() {
                 assert!(!h.contains_key("x-forwarded-host"), "{input:?}");
             }
+        }
+    }
+
+    #[test]
+    fn connection_values_follow_the_host_of_each_request() {
+        let conn = ConnForward::new("::ffff:192.0.2.7".parse().expect("ip"), "http");
+        let hosts = [
+            Some("a.example"),
+            Some("a.example"),
+            Some("b.example:8080"),
+            None,
+        ];
+        for host in hosts {
+            let value = host.map(|h| HeaderValue::from_str(h).expect("host"));
+            let mut h = map(&[("forwarded", "for=10.0.0.1")]);
+            conn.apply(&mut h, value.as_ref(), Version::HTTP_11);
+            let mut plain = HeaderMap::new();
+            conn.apply(&mut plain, value.as_ref(), Version::HTTP_11);
+            let element = match host {
+                Some(host) if host.contains(':') => {
+                    format!("for=192.0.2.7;host=\"{host}\";proto=http")
+                }
+                Some(host) => format!("for=192.0.2.7;host={host};proto=http"),
+                None => "for=192.0.2.7;proto=http".to_owned(),
+            };
+            assert_eq!(plain[header::FORWARDED], element.as_str(), "{host:?}");
+            assert_eq!(
+                h[header::FORWARDED],
+                format!("for=10.0.0.1, {element}").as_str(),
+                "{host:?}"
+            );
+            assert_eq!(plain[X_FORWARDED_FOR], "192.0.2.7");
+            assert_eq!(plain.get(X_FORWARDED_HOST), value.as_ref());
         }
     }
 

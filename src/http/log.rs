@@ -13,6 +13,7 @@ use std::time::Instant;
 use http::{Method, Uri};
 use tracing::info;
 
+use super::watchdog::Busy;
 use crate::metrics;
 
 /// One request's log record.
@@ -27,11 +28,14 @@ pub struct Access {
     /// Request target (the path is logged).
     pub uri: Uri,
     /// The member that answered, `None` when mxgate answered itself.
-    pub member: Option<String>,
+    pub member: Option<Arc<str>>,
     /// Status sent to the client.
     pub status: u16,
     /// Response body bytes sent to the client.
     pub bytes: u64,
+    /// Keeps the request counted as in flight on its connection until the
+    /// record is written or dropped.
+    pub busy: Option<Busy>,
     start: Instant,
 }
 
@@ -52,6 +56,7 @@ impl Access {
             member: None,
             status: 0,
             bytes: 0,
+            busy: None,
             start,
         }
     }

@@ -6,11 +6,13 @@
 //! 1. [`server`] accepts on a `[[http]]` listener (TLS by rustls with ALPN
 //!    `h2` and `http/1.1` when the listener has a certificate) and serves
 //!    HTTP/1.1 and HTTP/2 with hyper's auto server; on drain it shuts each
-//!    connection down gracefully (requests in flight finish).
+//!    connection down gracefully (requests in flight finish); a [`watchdog`]
+//!    closes a connection that sends no request head for 30 s.
 //! 2. [`proxy`] routes each request like a public SMTP session
 //!    ([`crate::routing::Router::route_http`]: the same rendezvous order over
 //!    the client and the address it reached, over `ingress` members with a
-//!    `gina` upstream), puts a member named by the sticky cookie first when
+//!    `gina` upstream; [`route`] keeps that order per connection while member
+//!    health is unchanged), puts a member named by the sticky cookie first when
 //!    it is a healthy candidate, rewrites the headers ([`headers`]), and
 //!    forwards through the pooled client of [`upstream`], streaming the
 //!    bodies both ways ([`body`]). A failed connect moves the request to the
@@ -24,10 +26,12 @@ pub mod body;
 pub mod headers;
 pub mod log;
 pub mod proxy;
+pub mod route;
 pub mod server;
 pub mod sticky;
 pub mod upgrade;
 pub mod upstream;
+pub mod watchdog;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,9 +45,6 @@ use crate::config::{Config, ConfigError, ConfigErrors, HttpListener};
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::Shutdown;
 use upstream::Upstreams;
-
-/// How long a client has to send a request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP side of one configuration snapshot: listener settings and
 /// certificates, and the client towards members (with its connection pool).
@@ -150,10 +151,12 @@ impl HttpSnapshot {
 
 fn server_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The request-head timeout is the connection's watchdog ([`watchdog`]):
+    // hyper's own (on by default with a timer) arms a timer per request.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(None)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     builder

@@ -10,6 +10,7 @@
 //! for every session, SMTP and HTTP alike, as SMTP's passive check does.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -21,9 +22,11 @@ use tracing::{debug, warn};
 
 use super::HttpContext;
 use super::body::{PendingBody, ResponseBody};
-use super::headers::{self, ForwardInfo};
+use super::headers::{self, ConnForward};
 use super::log::Access;
+use super::route::RouteCache;
 use super::upstream::{LocalPool, SendError};
+use super::watchdog::Activity;
 use super::{sticky, upgrade};
 
 /// The client side of one connection.
@@ -38,6 +41,12 @@ pub struct ConnInfo {
     pub tasks: super::server::Trackers,
     /// This connection's member connections.
     pub pool: LocalPool,
+    /// Its member order, cached across its requests.
+    pub routes: RouteCache,
+    /// Its forwarding header values.
+    pub forward: ConnForward,
+    /// Its requests in flight, for the request-head watchdog.
+    pub activity: Arc<Activity>,
 }
 
 /// Member health as the GINA proxy sees it: the one place to switch to
@@ -68,6 +77,7 @@ pub async fn handle(
         req.uri().clone(),
         Instant::now(),
     );
+    access.busy = Some(conn.activity.busy());
     if req.method() == Method::CONNECT {
         return local(
             access,
@@ -89,19 +99,14 @@ pub async fn handle(
         );
     }
 
-    let route = ctx
-        .router
-        .route_http(&ctx.members, client, Some(conn.local.ip().to_canonical()));
-    let mut order: Vec<String> = route.order.into_iter().map(|r| r.member).collect();
+    let order = conn
+        .routes
+        .order(ctx, client, conn.local.ip().to_canonical());
     let cookie_name = ctx.listener.sticky_cookie.as_deref();
-    let mut cookie_member = None;
-    if let Some(name) = cookie_name
-        && let Some(wanted) = sticky::find(req.headers(), name)
-        && let Some(pos) = order.iter().position(|m| m == wanted)
-    {
-        order[..=pos].rotate_right(1);
-        cookie_member = Some(pos);
-    }
+    // The member the request's cookie names, when it is a candidate: tried first.
+    let cookie_member = cookie_name
+        .and_then(|name| sticky::find(req.headers(), name))
+        .and_then(|wanted| order.iter().position(|c| &*c.name == wanted));
     if order.is_empty() {
         return local(
             access,
@@ -120,22 +125,25 @@ pub async fn handle(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     headers::remove_hop_by_hop(&mut parts.headers, is_upgrade);
-    let info = ForwardInfo {
-        client,
-        proto: if conn.secure { "https" } else { "http" },
-        host: host.as_ref().and_then(|h| h.to_str().ok()),
-        version: parts.version,
-    };
-    headers::add_forwarded(&mut parts.headers, &info);
-    if let Some(host) = host {
-        parts.headers.insert(header::HOST, host);
+    // HTTP/2 has `:authority` instead, and `Connection` may have named it.
+    if let Some(host) = &host
+        && !parts.headers.contains_key(header::HOST)
+    {
+        parts.headers.insert(header::HOST, host.clone());
     }
+    conn.forward
+        .apply(&mut parts.headers, host.as_ref(), parts.version);
 
     let pending = PendingBody::new(body, limit);
     let attempts = order.len().min(ctx.max_attempts);
-    let mut failures: Vec<String> = Vec::new();
-    for (i, member) in order.into_iter().take(attempts).enumerate() {
-        let Some(up) = ctx.upstreams.member(&member) else {
+    let tries = cookie_member
+        .into_iter()
+        .chain((0..order.len()).filter(|&i| Some(i) != cookie_member));
+    let mut failures: Vec<Arc<str>> = Vec::new();
+    for (i, pos) in tries.take(attempts).enumerate() {
+        let candidate = &order[pos];
+        let member = candidate.name.clone();
+        let Some(up) = &candidate.upstream else {
             continue;
         };
         let Some(body) = pending.attempt() else {
@@ -212,7 +220,7 @@ fn respond(
     ctx: &HttpContext,
     conn: &ConnInfo,
     mut access: Access,
-    member: String,
+    member: Arc<str>,
     mut resp: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     cookie: Option<&str>,
@@ -239,7 +247,7 @@ fn respond(
             ctx.shutdown.clone(),
             client_side,
             member_side,
-            member.clone(),
+            member.to_string(),
         );
         access.member = Some(member);
         return Response::from_parts(parts, ResponseBody::empty(access));

@@ -11,14 +11,15 @@
 //! Each connection gets TCP_NODELAY, a TLS handshake when the listener has a
 //! certificate (ALPN `h2`, `http/1.1`), then hyper's auto server (HTTP/1.1
 //! with keep-alive and upgrades, or HTTP/2) with [`proxy::handle`] as the
-//! service. The context (snapshot) is taken per connection. On drain a
+//! service, and a [`watchdog`] that closes it when no request head comes
+//! for 30 seconds. The context (snapshot) is taken per connection. On drain a
 //! connection shuts down gracefully: requests in flight finish, idle
 //! keep-alive connections close; on abort it is dropped.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -29,8 +30,11 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::HttpContext;
+use super::headers::ConnForward;
 use super::proxy::{self, ConnInfo};
+use super::route::RouteCache;
 use super::upstream::{Drivers, LocalPool};
+use super::watchdog::{self, AbortOnDrop, Activity};
 use crate::smtp::server::ListenerStats;
 use crate::workers::{Acceptor, WorkerLoad};
 
@@ -116,17 +120,25 @@ fn start_connection(
     stats.active.fetch_add(1, Ordering::Relaxed);
     let guard = ActiveGuard(stats.clone());
     let (pool, drivers) = LocalPool::new();
+    let activity = Arc::new(Activity::default());
+    let task = Arc::new(OnceLock::new());
+    let watchdog = AbortOnDrop(watchdog::spawn(Arc::downgrade(&activity), task.clone()));
+    let secure = ctx.tls.is_some();
     let conn = ConnInfo {
         client: peer,
         local,
-        secure: ctx.tls.is_some(),
+        secure,
         tasks: tasks.clone(),
         pool,
+        routes: RouteCache::new(),
+        forward: ConnForward::new(peer.ip(), if secure { "https" } else { "http" }),
+        activity,
     };
-    tasks.spawn(async move {
-        let _guards = (guard, load);
+    let handle = tasks.spawn(async move {
+        let _guards = (guard, load, watchdog);
         serve(stream, Arc::new(ctx), Arc::new(conn), drivers).await;
     });
+    let _ = task.set(handle);
 }
 
 async fn serve(stream: TcpStream, ctx: Arc<HttpContext>, conn: Arc<ConnInfo>, drivers: Drivers) {

@@ -69,6 +69,11 @@ impl ServiceState {
         })
     }
 
+    /// The end of the passive back-off, when not actively checked.
+    pub(super) fn backoff_until(&self) -> Option<Instant> {
+        self.down_until.filter(|_| self.check.is_none())
+    }
+
     /// A passive failure (see the module doc for the two regimes).
     pub(super) fn mark_failed(
         &mut self,
@@ -94,8 +99,9 @@ impl ServiceState {
 
     /// A session used the service: ends a passive back-off. Actively checked
     /// services come back through their checks only.
-    pub(super) fn mark_ok(&mut self) {
-        self.down_until = None;
+    /// Returns whether a back-off was running (health may have changed).
+    pub(super) fn mark_ok(&mut self) -> bool {
+        self.down_until.take().is_some()
     }
 
     /// Starts (or, with `None`, stops) active checking. A running check

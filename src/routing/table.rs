@@ -30,6 +30,10 @@ use crate::health::state::{CheckState, LastCheck, Outcome, Transition};
 #[derive(Debug, Default)]
 pub struct MemberTable {
     members: Mutex<HashMap<String, MemberState>>,
+    /// Bumped by every change of health (not of session counts): a routing
+    /// result cached under one value holds until it changes or a back-off
+    /// ends ([`MemberTable::generation`], [`MemberTable::next_backoff_end`]).
+    generation: AtomicU64,
 }
 
 /// One member's entry.
@@ -141,6 +145,7 @@ impl MemberTable {
             let transition = s.mark_failed(reason, backoff, now);
             (transition, s.check_mut().is_some())
         });
+        self.changed();
         if checked && transition == Transition::WentDown {
             warn!(member, service = %service, reason, "member suspect: out of routing until its health checks pass");
         }
@@ -154,8 +159,12 @@ impl MemberTable {
     /// A session used `member`'s `service` successfully: ends a passive
     /// back-off. An actively checked service comes back through its checks only.
     pub fn mark_service_ok(&self, member: &str, service: Service) {
-        if let Some(state) = self.lock().get_mut(member) {
-            state.service_mut(service).mark_ok();
+        let ended = self
+            .lock()
+            .get_mut(member)
+            .is_some_and(|state| state.service_mut(service).mark_ok());
+        if ended {
+            self.changed();
         }
     }
 
@@ -203,6 +212,7 @@ impl MemberTable {
         self.update(member, |state| {
             state.service_mut(service).set_check(check, reset);
         });
+        self.changed();
     }
 
     /// Records one active check of `member`'s `service` that started at
@@ -217,13 +227,16 @@ impl MemberTable {
         last: LastCheck,
     ) -> Transition {
         let mut members = self.lock();
-        match members
+        let transition = match members
             .get_mut(member)
             .and_then(|s| s.service_mut(service).check_mut())
         {
             Some(check) => check.record(outcome, started, last),
             None => Transition::Unchanged,
-        }
+        };
+        drop(members);
+        self.changed();
+        transition
     }
 
     /// Counts a session on `member` until the guard is dropped.
@@ -256,6 +269,28 @@ impl MemberTable {
             .collect();
         rows.sort_by(|a, b| a.name.cmp(&b.name));
         rows
+    }
+
+    /// The health generation: it changes whenever a member's health may have
+    /// changed other than by a back-off running out (see
+    /// [`MemberTable::next_backoff_end`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// When the first passive back-off of `service` still running ends (its
+    /// member becomes usable again without any event), if one is running.
+    pub fn next_backoff_end(&self, service: Service) -> Option<Instant> {
+        let now = Instant::now();
+        self.lock()
+            .values()
+            .filter_map(|s| s.service(service).backoff_until())
+            .filter(|&until| until > now)
+            .min()
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Runs `f` over the states with the lock held once (one routing decision).
