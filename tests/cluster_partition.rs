@@ -136,15 +136,26 @@ fn a_partitioned_backend_converges_after_the_heal() {
         "the master does not show gw3 lagging: {:?}",
         member(&gw1.status(), "gw3")
     );
-    // gw3 shows that it cannot reach the master, and its own row says so
-    // once its long-poll gives up; it still holds policy version 1.
+    // gw3 shows that it cannot reach the master and that it lags (the
+    // lag of its own row is its mxgate_cluster_replication_lag_seconds);
+    // its own state says ERROR once its long-poll gives up. It still holds
+    // policy version 1.
     assert!(
         eventually(NOTICE, || {
             try_status(gw3).is_some_and(|s| {
-                let own = member(&s, "gw3").map(|m| m["state"].to_string());
                 let master = member(&s, "gw1").map(|m| m["state"].to_string());
-                own.is_some_and(|st| st.contains("ERROR"))
-                    && master.is_some_and(|st| st.contains("ERROR") && st.contains("unreachable"))
+                master.is_some_and(|st| st.contains("ERROR") && st.contains("unreachable"))
+                    && member(&s, "gw3")
+                        .is_some_and(|m| m["replication_lag_s"].as_u64().is_some_and(|l| l >= 3))
+            })
+        }),
+        "gw3 does not show the partition: {:?}",
+        try_status(gw3)
+    );
+    assert!(
+        eventually(NOTICE, || {
+            try_status(gw3).is_some_and(|s| {
+                member(&s, "gw3").is_some_and(|m| m["state"].to_string().contains("ERROR"))
             })
         }),
         "gw3 does not show the partition: {:?}",

@@ -289,7 +289,7 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
                 } else {
                     contact_of(node, &m.name).map(time::rfc3339)
                 },
-                replication_lag_s: None,
+                replication_lag_s: me.then(|| super::node::follower_lag(node, time::now())),
                 role: if m.name == meta.master {
                     "master"
                 } else {
