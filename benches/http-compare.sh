@@ -62,8 +62,9 @@ BENCH_PORT=${BENCH_PORT:-2800}
 CONTENDERS=${CONTENDERS:-"direct mxgate haproxy nginx"}
 BENCH_OUT=${BENCH_OUT:-$root/target/http-compare}
 
-log() { printf '[http-compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH_NAME=http-compare
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # ---------------------------------------------------------------- install
 have_all() {
@@ -104,12 +105,7 @@ chmod 755 "$work"
 pids=()
 cleanup() {
   local status=$?
-  for pid in "${pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_started
   rm -rf "$work"
   exit "$status"
 }
@@ -129,15 +125,6 @@ declare -A addr=(
 )
 
 # wait_listen HOST:PORT PID: until something listens there (10 s), the process still alive.
-wait_listen() {
-  local i
-  for i in $(seq 100); do
-    ss -Hltn "src $1" 2>/dev/null | grep -q . && return 0
-    kill -0 "$2" 2>/dev/null || die "process $2 for $1 exited; see $work"
-    sleep 0.1
-  done
-  die "nothing listens on $1 after 10 s"
-}
 
 # nginx_conf DIR WORKERS SERVER-BLOCK: a self-contained nginx configuration.
 nginx_conf() {
@@ -263,16 +250,6 @@ wait_listen "$ip_nginx:$port" "$nginx_pid"
 
 # ---------------------------------------------------------------- runs
 # cpu_ticks PID...: user + system clock ticks of these processes so far.
-cpu_ticks() {
-  local pid total=0 stat f
-  for pid in "$@"; do
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-    stat=${stat##*) }
-    read -r -a f <<<"$stat"
-    total=$((total + f[11] + f[12]))
-  done
-  echo "$total"
-}
 hz=$(getconf CLK_TCK)
 front_pids() {
   case $1 in
@@ -350,8 +327,7 @@ done
 # median CONTENDER COLUMN CONNECTIONS: of the successful runs, or -
 median() {
   awk -F'\t' -v c="$1" -v col="$2" -v k="$3" '$2 == c && $6 == k && $3 != "FAIL" && $col != "-" { print $col }' "$results" |
-    sort -n |
-    awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) printf "%.2f", v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    median_of "%.2f"
 }
 table() {
   local c runs conns

@@ -93,8 +93,9 @@ HAPROXY_THREADS=${HAPROXY_THREADS:-$(nproc)}
 NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}   # seconds; one smtp-source run never takes longer
 
-log() { printf '[smtp-compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH_NAME=smtp-compare
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # ---------------------------------------------------------------- install
 have_all() {
@@ -140,12 +141,7 @@ pids=()
 tw_restore=""
 cleanup() {
   local status=$?
-  for pid in "${pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_started
   if [ -n "$tw_restore" ]; then
     sysctl -qw net.ipv4.tcp_tw_reuse="$tw_restore" || true
   fi
@@ -171,15 +167,6 @@ declare -A addr=(
 )
 
 # wait_listen HOST:PORT PID: until something listens there (10 s), the process still alive.
-wait_listen() {
-  local i
-  for i in $(seq 100); do
-    ss -Hltn "src $1" 2>/dev/null | grep -q . && return 0
-    kill -0 "$2" 2>/dev/null || die "process $2 for $1 exited; see $work"
-    sleep 0.1
-  done
-  die "nothing listens on $1 after 10 s"
-}
 
 log "starting smtp-sink on $ip_sink:$port"
 # No -d: dumping messages would measure the disk. Backlog 4096.
@@ -336,16 +323,6 @@ scenario_name() {
 }
 
 # cpu_ticks PID...: user + system clock ticks of these processes so far.
-cpu_ticks() {
-  local pid total=0 stat f
-  for pid in "$@"; do
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-    stat=${stat##*) }   # fields after "(comm) ": state is field 3, utime 14, stime 15
-    read -r -a f <<<"$stat"
-    total=$((total + f[11] + f[12]))
-  done
-  echo "$total"
-}
 hz=$(getconf CLK_TCK)
 # front_pids CONTENDER: the processes doing the contender's work (none for direct).
 front_pids() {
@@ -416,7 +393,7 @@ done
 # median SCENARIO CONTENDER COLUMN: of the successful runs, or FAIL / -
 median() {
   awk -F'\t' -v s="$1" -v c="$2" -v col="$3" '$2 == s && $3 == c && $4 != "FAIL" && $col != "-" { print $col }' "$results" |
-    sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    median_of "%.3f"
 }
 table() {
   local s c runs

@@ -112,6 +112,18 @@ impl Gateway {
         }
     }
 
+    /// Stops using the replicated policy (a frontend that detached): the
+    /// node's own policy file applies again, re-read now.
+    pub fn drop_cluster_policy(&self) {
+        self.cluster_policy.store(None);
+        match self.reload() {
+            Ok(()) => info!("the node's own policy file applies again"),
+            Err(errors) => error!(
+                "the node's own policy file does not load; the replicated policy stays until it is fixed and reloaded:\n{errors}"
+            ),
+        }
+    }
+
     /// Makes `snapshot` the one new sessions see; health checks follow its members.
     fn install(&self, snapshot: Snapshot) {
         let snapshot = Arc::new(snapshot);
@@ -291,14 +303,16 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             .cloned()
             .unwrap_or_default();
         let source: Arc<dyn ContextSource> = gateway.clone();
-        tokio::spawn(server::accept_loop(
+        let workers = crate::workers::count(gateway.snapshot().config.node.worker_threads);
+        server::spawn_workers(
             socket,
             name,
             source,
             stats,
             stop.clone(),
             sessions.clone(),
-        ));
+            workers,
+        )?;
     }
     for (name, socket) in http_sockets {
         let stats = gateway
@@ -307,7 +321,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             .cloned()
             .unwrap_or_default();
         let source: Arc<dyn crate::http::server::HttpContextSource> = gateway.clone();
-        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let workers = crate::workers::count(gateway.snapshot().config.node.worker_threads);
         crate::http::server::spawn_workers(
             socket,
             name,

@@ -43,3 +43,4 @@ pub mod routing;
 pub mod shutdown;
 pub mod smtp;
 pub mod time;
+pub mod workers;

@@ -54,21 +54,6 @@ fn policy_text(node: &Node) -> String {
     node.ok(&["cluster", "policy", "show"])
 }
 
-fn export(master: &Node) -> std::path::PathBuf {
-    let password = master.file("pw", "pw\n");
-    let id = master.gw.dir.path().join("clusterid.txt");
-    master.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        id.to_str().unwrap(),
-        "--password-file",
-        password.to_str().unwrap(),
-    ]);
-    id
-}
-
 fn stop(node: &mut Node) {
     node.gw.terminate();
     assert!(node.gw.wait_exit(Duration::from_secs(10)).is_some());
@@ -84,7 +69,7 @@ fn promote_follow_step_down_handover_and_heal() {
     let mut gw2 = start("gw2", "127.62.0.2", &fakes[1]);
     let mut gw3 = start("gw3", "127.62.0.3", &fakes[2]);
     gw1.ok(&["cluster", "create"]);
-    let id = export(&gw1);
+    let id = gw1.export_identifier("pw");
     for node in [&gw2, &gw3] {
         let out = node.join(&gw1, &id, Some("pw"));
         assert!(

@@ -173,17 +173,7 @@ fn attachments_sync_to_lft_sync_to_only_with_retries_and_checks() {
     let mut gw2 = Node::start("gw2", "127.73.0.2", &fakes[1].addr.to_string(), &local);
     let gw3 = Node::start("gw3", "127.73.0.3", &fakes[2].addr.to_string(), &local);
     gw1.ok(&["cluster", "create"]);
-    let password = gw1.file("pw", "lft secret\n");
-    let id = gw1.gw.dir.path().join("clusterid.txt");
-    gw1.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        id.to_str().unwrap(),
-        "--password-file",
-        password.to_str().unwrap(),
-    ]);
+    let id = gw1.export_identifier("lft secret");
     for node in [&gw2, &gw3] {
         let out = node.join(&gw1, &id, Some("lft secret"));
         assert!(

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::peers::{PostfixInstance, SmtpSink};
+use common::peers::{PostfixInstance, SmtpSink, swaks};
 use common::{Mxgate, member, policy, require, require_root, run_bounded};
 
 /// Upper bound for one load run; smtp-source is killed after it.
@@ -122,31 +121,6 @@ fn smtp_source_persistent_sessions_all_counted() {
         expected,
         "one client: every message on its first choice {first}"
     );
-}
-
-fn swaks(server: SocketAddr, extra: &[&str]) -> (String, bool) {
-    let (out, killed) = run_bounded(
-        Command::new("swaks")
-            .args([
-                "--server",
-                &server.to_string(),
-                "--from",
-                "sender@source.test",
-                "--to",
-                "rcpt@example.com",
-                "--timeout",
-                "20",
-            ])
-            .args(extra),
-        Duration::from_secs(60),
-    );
-    assert!(!killed, "swaks did not finish within 60 s");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (text, out.status.success())
 }
 
 /// The reply swaks shows right after it sent the end of data (` -> .`).

@@ -17,8 +17,11 @@ pub struct Status {
     pub version: String,
     /// Seconds since start.
     pub uptime_s: u64,
-    /// `standalone` (clustering comes with the cluster control plane).
+    /// `standalone`, or the node's cluster role: `master`, `backend`, `frontend`.
     pub mode: String,
+    /// The cluster as this node sees it (`null` when standalone).
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::status::Summary>,
     /// Listeners: SMTP first, then GINA HTTP (`kind`).
     pub listeners: Vec<ListenerStatus>,
     /// Members with health.
@@ -175,11 +178,18 @@ pub fn collect(gateway: &Gateway) -> Status {
             }
         })
         .collect();
+    let cluster = gateway
+        .cluster
+        .get()
+        .and_then(|node| crate::cluster::status::summary(node));
     Status {
         node: config.node.name.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_s: gateway.started.elapsed().as_secs(),
-        mode: "standalone".to_owned(),
+        mode: cluster
+            .as_ref()
+            .map_or_else(|| "standalone".to_owned(), |c| c.role.clone()),
+        cluster,
         listeners,
         members,
         dns: (gateway.dns.latest()).map(|r| DnsStatus::of(&r, config.policy.dns.interval)),
@@ -238,6 +248,13 @@ pub fn render_text(status: &Status) -> String {
         "node {} (mxgate {}), {}, up {}s",
         status.node, status.version, status.mode, status.uptime_s
     );
+    if let Some(c) = &status.cluster {
+        let _ = writeln!(
+            out,
+            "cluster {}: epoch {}, master {}, this node {} ({}), policy version {}, {} log entries",
+            c.cluster_id, c.epoch, c.master, c.role, c.state, c.policy_version, c.entries
+        );
+    }
     let _ = writeln!(
         out,
         "\nLISTENER         ADDRESS                  ACTIVE    TOTAL  KIND"

@@ -99,6 +99,13 @@ pub enum ClusterCommand {
         #[arg(long)]
         master: String,
     },
+    /// Frontend: use one more backend (failover without a virtual IP); the master records it.
+    AddBackend {
+        /// The backend's control-plane address, HOST[:PORT] (port 7025 by default).
+        backend: String,
+    },
+    /// Frontend: leave the cluster and start again with an empty state.
+    Detach,
 }
 
 /// `cluster identifier ...`.
@@ -178,7 +185,7 @@ pub enum MemberCommand {
 pub enum RoleArg {
     /// Full member with the replicated database.
     Backend,
-    /// No database on disk (not supported yet).
+    /// No cluster database on disk; follows its backends (for a DMZ).
     Frontend,
 }
 
@@ -206,6 +213,8 @@ enum Output {
     Left,
     Promoted,
     Synced,
+    BackendAdded,
+    Detached,
 }
 
 fn build(command: ClusterCommand) -> Result<(ClusterRequest, Output), String> {
@@ -325,6 +334,8 @@ fn build(command: ClusterCommand) -> Result<(ClusterRequest, Output), String> {
         } => (ClusterRequest::LftSet { member, to }, Output::Done),
         C::Promote { force } => (ClusterRequest::Promote { force }, Output::Promoted),
         C::Sync { master } => (ClusterRequest::Sync { master }, Output::Synced),
+        C::AddBackend { backend } => (ClusterRequest::AddBackend { backend }, Output::BackendAdded),
+        C::Detach => (ClusterRequest::Detach, Output::Detached),
         C::Member {
             command:
                 MemberCommand::Set {
@@ -461,6 +472,46 @@ fn render(value: &serde_json::Value, output: Output) -> Result<String, String> {
             text("master"),
             text("master_address"),
             value["epoch"]
+        ),
+        Output::BackendAdded => format!(
+            "{} {} now follows {} (in this order; the master recorded it)",
+            text("frontend"),
+            text("label"),
+            value["backends"]
+                .as_array()
+                .map(|b| {
+                    b.iter()
+                        .map(|b| {
+                            format!(
+                                "{} ({})",
+                                b["name"].as_str().unwrap_or("?"),
+                                b["address"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        ),
+        Output::Detached if value["told"] == serde_json::Value::Bool(false) => format!(
+            "{} detached WITHOUT telling the master (unreachable); run `mxgate cluster delete {}` on the master; \
+             this node holds no cluster state any more and routes by its own policy file",
+            text("detached"),
+            text("detached")
+        ),
+        Output::Detached => format!(
+            "{} detached: the master was told; this node holds no cluster state any more and routes by its own policy file",
+            text("detached")
+        ),
+        Output::Joined if value["cid"] == 0 => format!(
+            "joined cluster {} as a frontend (device {}, uuid {}); master {}; {} change-log entries held in memory only; \
+             it follows {}; add more with `mxgate cluster add-backend HOST[:PORT]`",
+            text("cluster_id"),
+            text("device_id"),
+            text("uuid"),
+            text("master"),
+            value["entries"],
+            text("master")
         ),
         Output::Joined => format!(
             "joined cluster {} as CID {} (device {}, uuid {}); master {}; {} change-log entries taken over",

@@ -1,4 +1,5 @@
-//! The embedded cluster database (`data_dir/cluster.redb`).
+//! The embedded cluster database (`data_dir/cluster.redb`; in memory on a
+//! frontend).
 //!
 //! Tables: `meta` (cluster record, this node, identifier state, current
 //! policy; JSON values), `members` (name -> record), `policies` (version ->
@@ -9,6 +10,10 @@
 //! everything at once.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::Serialize;
@@ -39,9 +44,11 @@ pub fn path(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE_NAME)
 }
 
-/// The cluster database.
+/// The cluster database: a file in `data_dir` on the master and on
+/// backends, memory only on a frontend (SPEC section 8).
 pub struct Db {
-    db: Database,
+    db: ArcSwap<Database>,
+    in_memory: AtomicBool,
 }
 
 impl std::fmt::Debug for Db {
@@ -60,17 +67,70 @@ impl Db {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
             ClusterError::Db(format!("cannot set mode 0600 on {}: {e}", file.display()))
         })?;
-        let txn = db.begin_write()?;
-        txn.open_table(META)?;
-        txn.open_table(MEMBERS)?;
-        txn.open_table(POLICIES)?;
-        txn.open_table(LOG)?;
-        txn.commit()?;
-        Ok(Db { db })
+        Ok(Db {
+            db: ArcSwap::from_pointee(with_tables(db)?),
+            in_memory: AtomicBool::new(false),
+        })
+    }
+
+    /// An empty database in memory only (a frontend's).
+    pub fn open_in_memory() -> Result<Db> {
+        Ok(Db {
+            db: ArcSwap::from_pointee(memory_database()?),
+            in_memory: AtomicBool::new(true),
+        })
+    }
+
+    /// Replaces the database with an empty one in memory and removes the
+    /// file from `data_dir`: a node that becomes a frontend keeps nothing
+    /// of the cluster on disk.
+    pub fn move_to_memory(&self, data_dir: &Path) -> Result<()> {
+        self.db.store(Arc::new(memory_database()?));
+        self.in_memory.store(true, Ordering::Relaxed);
+        let file = path(data_dir);
+        match std::fs::remove_file(&file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ClusterError::Db(format!(
+                "cannot remove {}: {e}",
+                file.display()
+            ))),
+        }
+    }
+
+    /// Puts the database back in a file in `data_dir` (a former frontend
+    /// that joins as a backend); nothing happens when it is there already.
+    pub fn move_to_disk(&self, data_dir: &Path) -> Result<()> {
+        if !self.is_in_memory() {
+            return Ok(());
+        }
+        let disk = Db::open(data_dir)?;
+        self.db.store(disk.db.load_full());
+        self.in_memory.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Empties the in-memory database (a frontend that detaches).
+    pub fn clear_memory(&self) -> Result<()> {
+        self.db.store(Arc::new(memory_database()?));
+        Ok(())
+    }
+
+    /// Whether the database lives in memory only.
+    pub fn is_in_memory(&self) -> bool {
+        self.in_memory.load(Ordering::Relaxed)
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        Ok(self.db.load().begin_read()?)
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction> {
+        Ok(self.db.load().begin_write()?)
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(META)?;
         match table.get(key)? {
             Some(v) => Ok(Some(serde_json::from_str(v.value())?)),
@@ -100,7 +160,7 @@ impl Db {
 
     /// Every member record, deleted ones included, by cluster number.
     pub fn members(&self) -> Result<Vec<MemberRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(MEMBERS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -113,20 +173,20 @@ impl Db {
 
     /// Sequence number of the last log entry (0: empty).
     pub fn head(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(LOG)?;
         Ok(table.last()?.map_or(0, |(k, _)| k.value()))
     }
 
     /// Number of log entries.
     pub fn log_len(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         Ok(txn.open_table(LOG)?.len()?)
     }
 
     /// The last log entry.
     pub fn last_entry(&self) -> Result<Option<LogEntry>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(LOG)?;
         match table.last()? {
             Some((_, v)) => Ok(Some(serde_json::from_str(v.value())?)),
@@ -136,7 +196,7 @@ impl Db {
 
     /// Up to `limit` entries after sequence `after`.
     pub fn entries_after(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(LOG)?;
         let mut out = Vec::new();
         for row in table.range(after.saturating_add(1)..)?.take(limit) {
@@ -153,7 +213,7 @@ impl Db {
 
     /// Records a promise durably.
     pub fn set_promise(&self, promise: &Promise) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         put(&txn, K_PROMISE, promise)?;
         txn.commit()?;
         Ok(())
@@ -166,7 +226,7 @@ impl Db {
 
     /// The entry at sequence `seq`.
     pub fn entry(&self, seq: u64) -> Result<Option<LogEntry>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(LOG)?;
         match table.get(seq)? {
             Some(v) => Ok(Some(serde_json::from_str(v.value())?)),
@@ -212,7 +272,7 @@ impl Db {
 
     /// Sets this node's identity (e.g. marks it detached).
     pub fn set_local(&self, local: &LocalNode) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         put(&txn, K_LOCAL, local)?;
         txn.commit()?;
         Ok(())
@@ -221,7 +281,7 @@ impl Db {
     /// Master: appends `change` with the next sequence number and applies
     /// it, in one durable transaction.
     pub fn append(&self, epoch: u64, origin: &str, time: u64, change: Change) -> Result<LogEntry> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let seq = {
             let table = txn.open_table(LOG)?;
             table.last()?.map_or(0, |(k, _)| k.value()) + 1
@@ -243,7 +303,7 @@ impl Db {
     /// Follower: applies one received entry, which must come right after
     /// the local head. Each entry is its own durable transaction.
     pub fn apply(&self, entry: &LogEntry) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let head = {
             let table = txn.open_table(LOG)?;
             table.last()?.map_or(0, |(k, _)| k.value())
@@ -265,13 +325,19 @@ impl Db {
         self.reset_with(local, entries, |_| Ok(()))
     }
 
+    /// A frontend at start: its identity and the cluster record it kept,
+    /// with an empty log that its backends fill.
+    pub fn seed(&self, local: &LocalNode, meta: &ClusterMeta) -> Result<()> {
+        self.reset_with(local, &[], |txn| put(txn, K_CLUSTER, meta))
+    }
+
     fn reset_with(
         &self,
         local: &LocalNode,
         entries: &[LogEntry],
         extra: impl FnOnce(&WriteTransaction) -> Result<()>,
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         txn.delete_table(META)
             .map_err(|e| ClusterError::Db(e.to_string()))?;
         txn.delete_table(MEMBERS)
@@ -297,6 +363,22 @@ impl Db {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// Creates the tables of a new database.
+fn with_tables(db: Database) -> Result<Database> {
+    let txn = db.begin_write()?;
+    txn.open_table(META)?;
+    txn.open_table(MEMBERS)?;
+    txn.open_table(POLICIES)?;
+    txn.open_table(LOG)?;
+    txn.commit()?;
+    Ok(db)
+}
+
+fn memory_database() -> Result<Database> {
+    let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+    with_tables(db)
 }
 
 fn put<T: Serialize>(txn: &WriteTransaction, key: &str, value: &T) -> Result<()> {

@@ -108,6 +108,7 @@ pub fn record(
         joined: time::now(),
         version: version.to_string(),
         deleted: false,
+        backends: Vec::new(),
     }
 }
 
@@ -115,12 +116,6 @@ pub fn record(
 pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) -> Reply {
     let request: JoinRequest = serde_json::from_slice(body)
         .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("bad join request: {e}")))?;
-    if request.role == Role::Frontend {
-        return Err(Refusal(
-            StatusCode::NOT_IMPLEMENTED,
-            "frontends are not supported yet; join with --role backend".into(),
-        ));
-    }
     let _guard = node.write.lock().await;
     let (meta, local) = node.master().map_err(refuse(StatusCode::CONFLICT))?;
     let ca_key = local.ca_key_pem.as_deref().ok_or_else(|| {
@@ -152,7 +147,12 @@ pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) 
         .parse::<SocketAddr>()
         .map(|a| vec![a.ip()])
         .unwrap_or_default();
-    let cid = members.iter().map(|m| m.cid).max().unwrap_or(0) + 1;
+    // Backends are numbered 1, 2, ...; frontends are shown by their
+    // backends' numbers (`F(1,2)`) and get 0.
+    let cid = match request.role {
+        Role::Backend => members.iter().map(|m| m.cid).max().unwrap_or(0) + 1,
+        Role::Frontend => 0,
+    };
     let issued = identity::sign(
         &meta.ca_cert_pem,
         ca_key,
@@ -162,7 +162,7 @@ pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) 
         Purpose::Node,
     )
     .map_err(refuse(StatusCode::BAD_REQUEST))?;
-    let member = record(
+    let mut member = record(
         &request.name,
         cid,
         request.role,
@@ -172,6 +172,12 @@ pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) 
         &issued,
         &request.version,
     );
+    if request.role == Role::Frontend {
+        // It follows the master it joined through until `add-backend`.
+        member.backends = vec![meta.master.clone()];
+        member.smtp_upstream = None;
+        member.gina_upstream = None;
+    }
     node.commit(
         &meta,
         Change::Member {
@@ -179,7 +185,7 @@ pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) 
         },
     )
     .map_err(refuse(StatusCode::INTERNAL_SERVER_ERROR))?;
-    info!(node = %member.name, cid, %peer, "node joined the cluster");
+    info!(node = %member.name, cid, role = ?member.role, %peer, "node joined the cluster");
     let entries = node
         .db
         .entries_after(0, usize::MAX)
@@ -216,11 +222,6 @@ pub async fn join(
     master: &str,
     role: Role,
 ) -> Result<Joined> {
-    if role == Role::Frontend {
-        return Err(ClusterError::Invalid(
-            "frontends are not supported yet; join with --role backend".into(),
-        ));
-    }
     if let (Some(meta), Some(local)) = (node.db.meta()?, node.db.local()?)
         && local.detached.is_none()
     {
@@ -291,8 +292,30 @@ pub async fn join(
         detached: None,
     };
     node.stop_follower();
-    node.db.reset(&local, &reply.entries)?;
+    match role {
+        Role::Frontend => {
+            node.db.move_to_memory(&node.data_dir)?;
+            node.db.reset(&local, &reply.entries)?;
+            // The node that accepted the join is the master of now (the
+            // `Created` record names the first one).
+            let first = super::frontend::BackendRef {
+                name: reply
+                    .member
+                    .backends
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| meta.master.clone()),
+                address: master.to_string(),
+            };
+            node.set_backends(vec![first])?;
+        }
+        Role::Backend => {
+            node.db.move_to_disk(&node.data_dir)?;
+            node.db.reset(&local, &reply.entries)?;
+        }
+    }
     node.notify(node.db.head()?);
+    let meta = node.db.meta()?.unwrap_or(meta);
     install(node, &local, &meta)?;
     node.start_follower();
     node.start_probe();
@@ -319,28 +342,36 @@ pub fn install(node: &ClusterNode, local: &LocalNode, meta: &ClusterMeta) -> Res
 /// `data_dir/cluster-ca.pem`, `cluster-node.pem`, `cluster-node.key` (0600):
 /// copies for tools such as curl; the database holds the originals.
 fn write_files(node: &ClusterNode, local: &LocalNode, meta: &ClusterMeta) -> Result<()> {
+    write_private(&node.data_dir, "cluster-ca.pem", &meta.ca_cert_pem, 0o644)?;
+    write_private(&node.data_dir, "cluster-node.pem", &local.cert_pem, 0o644)?;
+    write_private(&node.data_dir, "cluster-node.key", &local.key_pem, 0o600)
+}
+
+/// Removes the copies [`write_files`] made (a frontend that detaches).
+pub fn remove_files(data_dir: &std::path::Path) {
+    for name in ["cluster-ca.pem", "cluster-node.pem", "cluster-node.key"] {
+        let _ = std::fs::remove_file(data_dir.join(name));
+    }
+}
+
+/// Writes `data_dir/NAME` with `mode`, replacing it atomically.
+pub fn write_private(data_dir: &std::path::Path, name: &str, text: &str, mode: u32) -> Result<()> {
+    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |e: std::io::Error| ClusterError::Db(e.to_string());
-    let write = |name: &str, text: &str, mode: u32| -> Result<()> {
-        let path = node.data_dir.join(name);
-        let tmp = node.data_dir.join(format!(".{name}.tmp"));
-        {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(mode)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(text.as_bytes()).map_err(io)?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io)
-    };
-    write("cluster-ca.pem", &meta.ca_cert_pem, 0o644)?;
-    write("cluster-node.pem", &local.cert_pem, 0o644)?;
-    write("cluster-node.key", &local.key_pem, 0o600)?;
-    Ok(())
+    let io =
+        |e: std::io::Error| ClusterError::Db(format!("{}: {e}", data_dir.join(name).display()));
+    let tmp = data_dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+    }
+    std::fs::rename(&tmp, data_dir.join(name)).map_err(io)
 }
 
 /// What `cluster leave` reports.
@@ -363,6 +394,11 @@ pub async fn leave(node: &Arc<ClusterNode>, force: bool) -> Result<Left> {
         return Err(ClusterError::Invalid(format!(
             "this node is no longer in the cluster already ({why})"
         )));
+    }
+    if local.role == Role::Frontend {
+        return Err(ClusterError::Invalid(
+            "this node is a frontend: `mxgate cluster detach` leaves the cluster and forgets its state".into(),
+        ));
     }
     if meta.master == node.name {
         return Err(ClusterError::Invalid(

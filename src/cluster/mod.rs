@@ -11,12 +11,13 @@
 //! Files: [`db`] (tables), [`identity`] (CA, node keys, signing),
 //! [`identifier`] (`clusterid.txt`), [`transport`] (TLS configs and the
 //! client), [`server`] (control-plane routes and authorisation), [`join`],
-//! [`replicate`], [`promote`] (failover), [`policy`], [`status`], [`admin`] (admin-socket handlers),
+//! [`replicate`], [`promote`] (failover), [`frontend`] (DMZ nodes), [`policy`], [`status`], [`admin`] (admin-socket handlers),
 //! [`cli`] (the `mxgate cluster` subcommands), [`node`] (the running state).
 
 pub mod admin;
 pub mod cli;
 pub mod db;
+pub mod frontend;
 pub mod identifier;
 pub mod identity;
 pub mod join;

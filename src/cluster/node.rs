@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -13,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::db::Db;
+use super::frontend::{self, BackendRef, FrontendFile};
 use super::transport::{self, Answer, MasterHint, Sender};
-use super::{Change, ClusterError, ClusterMeta, LocalNode, LogEntry, Result, time};
+use super::{Change, ClusterError, ClusterMeta, LocalNode, LogEntry, Result, Role, time};
 use crate::config::LocalConfig;
 use crate::daemon::Gateway;
 
@@ -85,6 +87,10 @@ pub struct ClusterNode {
     gateway: Weak<Gateway>,
     /// The server side of the control plane (None: not in a cluster).
     pub server_tls: ArcSwapOption<rustls::ServerConfig>,
+    /// Frontend: its backends, in the order it tries them.
+    backends: Mutex<Vec<BackendRef>>,
+    /// Frontend: the index in `backends` it follows now.
+    current_backend: AtomicUsize,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -113,15 +119,19 @@ async fn probe(node: Arc<ClusterNode>, token: CancellationToken) {
         let Ok(members) = node.db.members() else {
             continue;
         };
+        // The position rides along, so every node (the master included)
+        // knows how far each member, frontends too, has applied the log.
+        let hello = format!("/hello?after={}", node.db.head().unwrap_or(0));
         let mut calls = tokio::task::JoinSet::new();
         for m in members
             .into_iter()
             .filter(|m| !m.deleted && m.name != node.name)
         {
             let node = node.clone();
+            let hello = hello.clone();
             calls.spawn(async move {
                 let answer = node
-                    .call(&m.address, "GET", "/hello", None::<&()>, PROBE_EVERY)
+                    .call(&m.address, "GET", &hello, None::<&()>, PROBE_EVERY)
                     .await;
                 let mut contact = node
                     .contacts
@@ -217,7 +227,26 @@ pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::R
         .await
         .map_err(|e| anyhow::anyhow!("[cluster] listen: cannot bind {}: {e}", cluster.listen))?;
     let listen = listener.local_addr()?;
-    let db = Db::open(&config.node.data_dir)?;
+    let frontend_file = frontend::load(&config.node.data_dir)?;
+    let db = match &frontend_file {
+        // A frontend keeps no cluster database on disk: its state lives in
+        // memory and comes from its backends after every start.
+        Some(file) => {
+            let db = Db::open_in_memory()?;
+            db.seed(&file.local, &file.cluster)?;
+            let stale = super::db::path(&config.node.data_dir);
+            if stale.exists() {
+                std::fs::remove_file(&stale).map_err(|e| {
+                    anyhow::anyhow!("frontend: cannot remove {}: {e}", stale.display())
+                })?;
+            }
+            let names: Vec<&str> = file.backends.iter().map(|b| b.name.as_str()).collect();
+            warn!(backends = %names.join(", "),
+                "frontend: started with no cluster state (it is kept in memory only); routing nothing until a backend sends it");
+            db
+        }
+        None => Db::open(&config.node.data_dir)?,
+    };
     let head = db.head()?;
     let node = Arc::new(ClusterNode {
         name: config.node.name.clone(),
@@ -238,6 +267,13 @@ pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::R
         stop: stop.clone(),
         gateway: Arc::downgrade(gateway),
         server_tls: ArcSwapOption::empty(),
+        backends: Mutex::new(
+            frontend_file
+                .as_ref()
+                .map(|f| f.backends.clone())
+                .unwrap_or_default(),
+        ),
+        current_backend: AtomicUsize::new(0),
     });
     let _ = gateway.cluster.set(node.clone());
     info!(addr = %listen, "cluster control plane listening");
@@ -248,7 +284,7 @@ pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::R
         if let Some(why) = &local.detached {
             warn!(reason = %why, "this node is no longer in the cluster; its database stays as last synchronised");
         } else {
-            if meta.master != node.name {
+            if meta.master != node.name || local.role == Role::Frontend {
                 node.start_follower();
             }
             node.start_probe();
@@ -281,6 +317,8 @@ impl ClusterNode {
             stop: CancellationToken::new(),
             gateway: Weak::new(),
             server_tls: ArcSwapOption::empty(),
+            backends: Mutex::new(Vec::new()),
+            current_backend: AtomicUsize::new(0),
         }
     }
 
@@ -430,6 +468,23 @@ impl ClusterNode {
         }
     }
 
+    /// A backend (the master included) that is in the cluster: it serves
+    /// its copy of the log to frontends.
+    pub fn serving_backend(&self) -> Result<(ClusterMeta, LocalNode)> {
+        let (meta, local) = self.clustered()?;
+        if let Some(why) = &local.detached {
+            return Err(ClusterError::Invalid(format!(
+                "this node is no longer in the cluster ({why})"
+            )));
+        }
+        if local.role != Role::Backend {
+            return Err(ClusterError::Invalid(
+                "this node is a frontend; frontends follow backends only".into(),
+            ));
+        }
+        Ok((meta, local))
+    }
+
     /// Master: appends and applies a change (the caller holds [`Self::write`]),
     /// wakes the long-polls and applies the policy here.
     pub fn commit(&self, meta: &ClusterMeta, change: Change) -> Result<LogEntry> {
@@ -502,6 +557,91 @@ impl ClusterNode {
             old.cancel();
         }
         tokio::spawn(probe(self.clone(), token));
+    }
+
+    /// Frontend: its backends, in the order it tries them.
+    pub fn backends(&self) -> Vec<BackendRef> {
+        self.backends.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// Frontend: sets its backends, in memory and in its file.
+    pub fn set_backends(&self, backends: Vec<BackendRef>) -> Result<()> {
+        let (cluster, local) = self.clustered()?;
+        frontend::save(
+            &self.data_dir,
+            &FrontendFile {
+                cluster,
+                local,
+                backends: backends.clone(),
+            },
+        )?;
+        if let Ok(mut slot) = self.backends.lock() {
+            *slot = backends;
+        }
+        self.current_backend.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether this node is a frontend.
+    pub fn is_frontend(&self) -> bool {
+        matches!(self.db.local(), Ok(Some(l)) if l.role == Role::Frontend)
+    }
+
+    /// Whom the follower asks for changes: the master on a backend; on a
+    /// frontend, the backend it follows now (name, address).
+    pub fn follow_target(&self) -> Option<(String, String)> {
+        if self.is_frontend() {
+            let backends = self.backends();
+            let i = self.current_backend.load(Ordering::Relaxed);
+            return backends
+                .get(i % backends.len().max(1))
+                .map(|b| (b.name.clone(), b.address.clone()));
+        }
+        self.known_master().map(|k| (k.master, k.master_address))
+    }
+
+    /// Frontend: moves on to the next backend after a failure.
+    pub fn next_backend(&self) {
+        let len = self.backends().len().max(1);
+        let _ = self
+            .current_backend
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |i| {
+                Some((i + 1) % len)
+            });
+    }
+
+    /// Frontend (`cluster detach`): forgets the cluster: stops following and
+    /// probing, empties the in-memory state, drops the TLS identity and the
+    /// replicated policy (the node routes by its own policy file again).
+    pub fn forget_cluster(&self) -> Result<()> {
+        self.stop_follower();
+        if let Ok(mut slot) = self.probe.lock()
+            && let Some(old) = slot.take()
+        {
+            old.cancel();
+        }
+        self.db.clear_memory()?;
+        self.server_tls.store(None);
+        if let Ok(mut b) = self.backends.lock() {
+            b.clear();
+        }
+        if let Ok(mut h) = self.hint.lock() {
+            *h = None;
+        }
+        if let Ok(mut p) = self.peers.lock() {
+            p.clear();
+        }
+        if let Ok(mut c) = self.contacts.lock() {
+            c.clear();
+        }
+        if let Ok(mut f) = self.follow.lock() {
+            *f = FollowState::default();
+        }
+        super::join::remove_files(&self.data_dir);
+        if let Some(gateway) = self.gateway.upgrade() {
+            gateway.drop_cluster_policy();
+        }
+        Ok(())
     }
 
     /// Stops following.

@@ -39,9 +39,13 @@ pub fn effective(db: &Db, local_policy: &Path) -> Result<Option<Policy>> {
     Ok(Some(policy))
 }
 
-/// Adds the joined nodes to `policy` as members.
+/// Adds the joined backends to `policy` as members (frontends relay to the
+/// members; they are none themselves).
 pub fn merge_members(policy: &mut Policy, members: &[MemberRecord]) {
-    for record in members.iter().filter(|m| !m.deleted) {
+    for record in members
+        .iter()
+        .filter(|m| !m.deleted && m.role == super::Role::Backend)
+    {
         let smtp = record
             .smtp_upstream
             .as_deref()

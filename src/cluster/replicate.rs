@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::node::ClusterNode;
 use super::server::{Refusal, Reply, refuse, to_reply};
-use super::{Change, ClusterError, LogEntry, Result, time, transport};
+use super::{Change, ClusterError, LogEntry, Result, Role, time, transport};
 
 /// Longest time the master holds a long-poll.
 pub const HOLD: Duration = Duration::from_secs(25);
@@ -51,15 +51,20 @@ pub fn param(query: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Master: `GET /changes?after=SEQ`.
+/// `GET /changes?after=SEQ`: the master serves backends; every backend
+/// (the master included) serves frontends from its own copy of the log.
 pub async fn serve_changes(
     node: &Arc<ClusterNode>,
-    _member: &super::MemberRecord,
+    member: &super::MemberRecord,
     query: &str,
 ) -> Reply {
-    let (meta, _) = node
-        .serving_master()
-        .map_err(refuse(StatusCode::CONFLICT))?;
+    let frontend = member.role == Role::Frontend;
+    let (meta, _) = if frontend {
+        node.serving_backend()
+    } else {
+        node.serving_master()
+    }
+    .map_err(refuse(StatusCode::CONFLICT))?;
     let after = after_param(query)
         .ok_or_else(|| Refusal(StatusCode::BAD_REQUEST, "missing after=SEQ".into()))?;
     let internal = refuse(StatusCode::INTERNAL_SERVER_ERROR);
@@ -76,7 +81,10 @@ pub async fn serve_changes(
             .is_none_or(|e| e.csn.epoch != epoch),
         _ => false,
     };
-    if after > head || diverged {
+    // A frontend ahead of this backend came from a backend that is further
+    // along: it waits here until this one catches up, it is not reset.
+    let ahead = after > head && !frontend;
+    if ahead || diverged {
         let entries = node.db.entries_after(0, usize::MAX).map_err(&internal)?;
         return to_reply(&Changes {
             epoch: meta.epoch,
@@ -85,7 +93,7 @@ pub async fn serve_changes(
             entries,
         });
     }
-    if after == head {
+    if after >= head {
         let deadline = tokio::time::sleep(HOLD);
         tokio::pin!(deadline);
         loop {
@@ -93,7 +101,7 @@ pub async fn serve_changes(
                 _ = &mut deadline => break,
                 _ = node.stop.cancelled() => break,
                 changed = watch.changed() => {
-                    if changed.is_err() || *watch.borrow() > after {
+                    if changed.is_err() || *watch.borrow() > after.max(head) {
                         break;
                     }
                 }
@@ -141,8 +149,13 @@ pub async fn follow(node: Arc<ClusterNode>, token: CancellationToken) {
                     .map(|f| f.error.as_deref() == Some(message.as_str()))
                     .unwrap_or(false);
                 if !repeated {
-                    warn!(error = %message, "cannot follow the master; retrying");
+                    if node.is_frontend() {
+                        warn!(error = %message, "frontend: cannot get changes from this backend; trying the next one");
+                    } else {
+                        warn!(error = %message, "cannot follow the master; retrying");
+                    }
                 }
+                node.next_backend();
                 if let Ok(mut f) = node.follow.lock() {
                     f.error = Some(message);
                 }
@@ -171,15 +184,15 @@ async fn poll(
         .map_err(Err)?
         .map_or(0, |e| e.csn.epoch);
     let path = format!("/changes?after={head}&epoch={last_epoch}");
-    let Some(target) = node.known_master() else {
+    let Some((target_name, target_address)) = node.follow_target() else {
         return Err(Err(ClusterError::NotClustered));
     };
-    if target.master == node.name {
+    if target_name == node.name {
         // This node is the master (it was promoted): nothing to follow.
         return Err(Ok(Stop::Cancelled));
     }
     let call = node.call(
-        &target.master_address,
+        &target_address,
         "GET",
         &path,
         None::<&()>,
@@ -198,12 +211,12 @@ async fn poll(
             )));
         }
     }
-    let changes: Changes = answer.json(&target.master).map_err(Err)?;
+    let changes: Changes = answer.json(&target_name).map_err(Err)?;
     let seen = node.seen_epoch().max(meta.epoch);
     if changes.epoch < seen {
         // Fencing (SPEC section 8): never apply changes of an older epoch.
         return Err(Err(ClusterError::Refused {
-            peer: target.master_address.clone(),
+            peer: target_address.clone(),
             reason: format!(
                 "it serves epoch {} but this node has seen epoch {seen}; not applying its changes",
                 changes.epoch
@@ -211,7 +224,11 @@ async fn poll(
         }));
     }
     let mut deleted = None;
-    if changes.reset {
+    let was_empty = local.role == Role::Frontend && node.db.policy().map_err(Err)?.is_none();
+    if changes.reset && local.role == Role::Frontend {
+        // A frontend keeps nothing of its own: it takes the log as it is.
+        node.db.reset(&local, &changes.entries).map_err(Err)?;
+    } else if changes.reset {
         info!(
             entries = changes.entries.len(),
             "the master sent its whole log; replacing the local state"
@@ -256,6 +273,9 @@ async fn poll(
             "replicated changes applied"
         );
         node.refresh_policy();
+        if was_empty && node.db.policy().map_err(Err)?.is_some() {
+            info!(backend = %target_name, entries = new_head, "frontend: cluster state received; routing with the cluster's policy");
+        }
     }
     if let Some(why) = deleted {
         if why.starts_with("left") {

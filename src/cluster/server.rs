@@ -10,7 +10,8 @@
 //!
 //! Routes: `POST /join`, `GET /changes?after=SEQ` (long-poll),
 //! `GET /status`, `GET /replication`, `POST /leave`, `GET /hello`,
-//! `POST /promise`, `POST /handover` ([`super::promote`]). Every answer
+//! `POST /promise`, `POST /handover` ([`super::promote`]), `POST /backends`
+//! ([`super::frontend`]). Every answer
 //! carries the (epoch, master, master address) this node knows.
 
 use std::convert::Infallible;
@@ -234,6 +235,9 @@ async fn route(
                 }
                 ("POST", "/handover", Caller::Member(m)) => {
                     super::promote::serve_handover(node, m, &body).await
+                }
+                ("POST", "/backends", Caller::Member(m)) => {
+                    super::frontend::serve_backends(node, m, &body).await
                 }
                 _ => Err(Refusal(
                     StatusCode::NOT_FOUND,

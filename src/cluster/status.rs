@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::node::ClusterNode;
 use super::server::{Reply, refuse, to_reply};
-use super::{Csn, Result, time};
+use super::{Csn, MemberRecord, Result, Role, time};
 
 mod log_summary;
 pub use log_summary::{EpochRun, LogPosition, LogSummary};
@@ -81,9 +81,9 @@ pub struct MemberStatus {
     pub local_entries: u64,
     /// Change-log entries in the remote database.
     pub remote_entries: u64,
-    /// Frontends: the backends they use (issue 7).
+    /// Frontends: the backends they follow, by name.
     pub frontend_of: Vec<String>,
-    /// Backends: the frontends that use them (issue 7).
+    /// Backends: the frontends that follow them, by name.
     pub backend_of: Vec<String>,
     /// Free text.
     pub comment: Option<String>,
@@ -139,13 +139,15 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
     let peers = node.peers.lock().map(|p| p.clone()).unwrap_or_default();
     let now = time::now();
     let texts = Texts::new(node);
-    let members = node
-        .db
-        .members()?
-        .into_iter()
+    let records = node.db.members()?;
+    let members = records
+        .iter()
         .filter(|m| !m.deleted)
+        .cloned()
         .map(|m| {
             let (comment, location) = (texts.comment(&m.name), texts.location(&m.name));
+            let (frontend_of, backend_of) = links(&m, &records);
+            let role = role_of(&m, &meta.master);
             let is_master = m.name == meta.master;
             let peer = peers.get(&m.name);
             let (state, remote, version, uptime, update) = if is_master {
@@ -203,15 +205,15 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
                 device_id: m.device_id,
                 uuid: m.uuid,
                 address: m.address,
-                role: if is_master { "master" } else { "backend" }.into(),
+                role,
                 state,
                 version,
                 uptime_s: uptime,
                 last_update: update.map(time::rfc3339),
                 local_entries: head,
                 remote_entries: remote,
-                frontend_of: Vec::new(),
-                backend_of: Vec::new(),
+                frontend_of,
+                backend_of,
                 comment,
                 location,
             }
@@ -220,11 +222,39 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
     Ok(ClusterStatus::of(meta.epoch, meta.master, members))
 }
 
+/// `master`, `backend` or `frontend`.
+fn role_of(m: &MemberRecord, master: &str) -> String {
+    match m.role {
+        _ if m.name == master => "master",
+        Role::Backend => "backend",
+        Role::Frontend => "frontend",
+    }
+    .into()
+}
+
+/// FRONTEND-OF and BACKEND-OF of `m`: a frontend's backends, or the
+/// frontends that use a backend.
+fn links(m: &MemberRecord, records: &[MemberRecord]) -> (Vec<String>, Vec<String>) {
+    match m.role {
+        Role::Frontend => (m.backends.clone(), Vec::new()),
+        Role::Backend => (
+            Vec::new(),
+            records
+                .iter()
+                .filter(|f| !f.deleted && f.role == Role::Frontend && f.backends.contains(&m.name))
+                .map(|f| f.name.clone())
+                .collect(),
+        ),
+    }
+}
+
 impl ClusterStatus {
     /// The members table of `master` at `epoch`; the per-node fields
     /// (`node`, `node_epoch`, `accepts_writes`, `discarded`) are filled in
     /// by the node that answers.
-    fn of(epoch: u64, master: String, members: Vec<MemberStatus>) -> ClusterStatus {
+    fn of(epoch: u64, master: String, mut members: Vec<MemberStatus>) -> ClusterStatus {
+        // Backends by number, then the frontends (number 0) by name.
+        members.sort_by(|a, b| (a.cid == 0, a.cid, &a.name).cmp(&(b.cid == 0, b.cid, &b.name)));
         ClusterStatus {
             epoch,
             master,
@@ -235,6 +265,22 @@ impl ClusterStatus {
             accepts_writes: false,
             log: None,
         }
+    }
+}
+
+impl ClusterStatus {
+    /// The CID column: the number of a backend, `F(1,2)` for a frontend
+    /// (its backends' numbers).
+    pub fn cid_label(&self, m: &MemberStatus) -> String {
+        if m.role != "frontend" {
+            return m.cid.to_string();
+        }
+        let cids: Vec<u32> = m
+            .frontend_of
+            .iter()
+            .filter_map(|name| self.members.iter().find(|b| &b.name == name).map(|b| b.cid))
+            .collect();
+        super::frontend::label(&cids)
     }
 }
 
@@ -266,13 +312,14 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
     let head = node.db.log_len()?;
     let follow = node.follow.lock().map(|f| f.clone()).unwrap_or_default();
     let texts = Texts::new(node);
-    let members = node
-        .db
-        .members()?
-        .into_iter()
+    let records = node.db.members()?;
+    let members = records
+        .iter()
         .filter(|m| !m.deleted || m.name == node.name)
+        .cloned()
         .map(|m| {
             let (comment, location) = (texts.comment(&m.name), texts.location(&m.name));
+            let (frontend_of, backend_of) = links(&m, &records);
             let me = m.name == node.name;
             let state = match (&local.detached, me) {
                 (Some(d), true) => format!("ERROR: {d}"),
@@ -290,12 +337,7 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
                     contact_of(node, &m.name).map(time::rfc3339)
                 },
                 replication_lag_s: me.then(|| super::node::follower_lag(node, time::now())),
-                role: if m.name == meta.master {
-                    "master"
-                } else {
-                    "backend"
-                }
-                .into(),
+                role: role_of(&m, &meta.master),
                 state,
                 version: if me {
                     env!("CARGO_PKG_VERSION").into()
@@ -314,8 +356,8 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
                 },
                 local_entries: head,
                 remote_entries: if me { follow.remote_head } else { 0 },
-                frontend_of: Vec::new(),
-                backend_of: Vec::new(),
+                frontend_of,
+                backend_of,
                 name: m.name,
                 cid: m.cid,
                 device_id: m.device_id,
@@ -354,6 +396,56 @@ pub async fn collect(node: &Arc<ClusterNode>) -> Result<ClusterStatus> {
         .filter_map(|d| serde_json::to_value(d).ok())
         .collect();
     Ok(status)
+}
+
+/// The cluster line of `mxgate status`: this node's own view, no network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// This node's role: `master`, `backend` or `frontend`.
+    pub role: String,
+    /// Epoch of this node's copy of the log.
+    pub epoch: u64,
+    /// The master it knows.
+    pub master: String,
+    /// `A` in sync, `S` syncing, `ERROR: reason` (detached, or the master
+    /// or backend cannot be reached).
+    pub state: String,
+    /// Log entries held.
+    pub entries: u64,
+    /// Replicated policy version held (0: none yet).
+    pub policy_version: u64,
+}
+
+/// [`Summary`] of `node`; `None` when it is in no cluster.
+pub fn summary(node: &ClusterNode) -> Option<Summary> {
+    let (meta, local) = node.clustered().ok()?;
+    let known = node.known_master();
+    let entries = node.db.log_len().unwrap_or(0);
+    let follow = node.follow.lock().map(|f| f.clone()).unwrap_or_default();
+    let is_master = node.master().is_ok();
+    let state = match (&local.detached, &follow.error) {
+        (Some(why), _) => format!("ERROR: {why}"),
+        _ if is_master => "A".into(),
+        (None, Some(e)) => format!("ERROR: {e}"),
+        (None, None) if follow.contact.is_some() && entries >= follow.remote_head => "A".into(),
+        (None, None) => "S".into(),
+    };
+    Some(Summary {
+        cluster_id: meta.cluster_id,
+        role: match local.role {
+            _ if is_master => "master",
+            Role::Backend => "backend",
+            Role::Frontend => "frontend",
+        }
+        .into(),
+        epoch: meta.epoch,
+        master: known.map_or(meta.master, |k| k.master),
+        state,
+        entries,
+        policy_version: node.db.policy().ok().flatten().map_or(0, |p| p.version),
+    })
 }
 
 /// `cluster replication` on any node.
@@ -454,7 +546,7 @@ pub fn render_text(status: &ClusterStatus, wide: bool) -> String {
     for m in &status.members {
         let links: Vec<String> = m.frontend_of.iter().chain(&m.backend_of).cloned().collect();
         let mut row = vec![
-            format!("{}({})", m.name, m.cid),
+            format!("{}({})", m.name, status.cid_label(m)),
             format!("{}/{}", m.device_id, m.uuid),
             m.address.clone(),
             m.role.clone(),

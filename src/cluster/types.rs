@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     /// Holds the replicated database.
     Backend,
-    /// No database on disk (issue 7: not yet supported).
+    /// Keeps the cluster state in memory only; follows its backends.
     Frontend,
 }
 
@@ -89,6 +89,9 @@ pub struct MemberRecord {
     /// Deleted or left: its certificate is refused.
     #[serde(default)]
     pub deleted: bool,
+    /// Frontends: the backends it follows, by name, in the order it tries them.
+    #[serde(default)]
+    pub backends: Vec<String>,
 }
 
 /// Who may join, and with which identifiers.

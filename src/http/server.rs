@@ -1,12 +1,12 @@
 //! Accepting connections on a `[[http]]` listener and serving them.
 //!
 //! Each listener is served by one thread per CPU, each with its own
-//! single-threaded tokio runtime ([`spawn_workers`]); the accept loop hands
-//! each connection to the worker with the fewest. A connection, its requests and its member connections stay on one
-//! thread (as in HAProxy and nginx), so a request costs no cross-thread
-//! wake-up. Connections are tracked by the daemon's tracker (the drain) and
-//! by the worker's own, which keeps the worker's runtime alive until its
-//! last connection has ended.
+//! single-threaded tokio runtime, accepting its share of the connections
+//! ([`spawn_workers`], [`crate::workers`]). A connection, its requests and
+//! its member connections stay on one thread (as in HAProxy and nginx), so a
+//! request costs no cross-thread wake-up. Connections are tracked by the
+//! daemon's tracker (the drain) and by the worker's own, which keeps the
+//! worker's runtime alive until its last connection has ended.
 //!
 //! Each connection gets TCP_NODELAY, a TLS handshake when the listener has a
 //! certificate (ALPN `h2`, `http/1.1`), then hyper's auto server (HTTP/1.1
@@ -18,21 +18,21 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::HttpContext;
 use super::proxy::{self, ConnInfo};
 use super::upstream::{Drivers, LocalPool};
 use crate::smtp::server::ListenerStats;
+use crate::workers::{Acceptor, WorkerLoad};
 
 /// How long a client has for the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,34 +52,32 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Where a worker's tasks are tracked: the daemon's tracker (drain) and the worker's.
-#[derive(Clone)]
-pub struct Trackers {
-    global: TaskTracker,
-    local: TaskTracker,
+pub use crate::workers::Trackers;
+
+/// Starts each connection a worker accepts on one `[[http]]` listener.
+struct HttpAcceptor {
+    name: String,
+    source: Arc<dyn HttpContextSource>,
+    stats: Arc<ListenerStats>,
 }
 
-impl Trackers {
-    /// Spawns `fut` on the current (worker) runtime, tracked by both.
-    pub fn spawn<F>(&self, fut: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        tokio::spawn(self.local.track_future(self.global.track_future(fut)));
+impl Acceptor for HttpAcceptor {
+    fn start(&self, stream: TcpStream, peer: SocketAddr, tasks: &Trackers, load: WorkerLoad) {
+        start_connection(
+            stream,
+            peer,
+            &self.name,
+            &*self.source,
+            &self.stats,
+            tasks,
+            load,
+        );
     }
 }
 
-/// One worker thread: its queue of accepted connections and its load.
-struct Worker {
-    queue: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
-    connections: Arc<AtomicUsize>,
-}
-
 /// Serves `listener` with `workers` threads (at least one), each running its
-/// own single-threaded runtime. The accept loop runs on the caller's runtime
-/// until `stop` and hands each connection to the worker with the fewest;
-/// a worker ends when the accept loop has stopped and its last connection
-/// has ended. Connections are tracked by `tasks` (the drain).
+/// own single-threaded runtime and accepting its share of the connections
+/// ([`crate::workers`]) until `stop`. Connections are tracked by `tasks` (the drain).
 pub fn spawn_workers(
     listener: TcpListener,
     name: String,
@@ -89,90 +87,13 @@ pub fn spawn_workers(
     tasks: TaskTracker,
     workers: usize,
 ) -> std::io::Result<()> {
-    let mut pool = Vec::new();
-    for i in 0..workers.max(1) {
-        let (queue, mut accepted) = mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let load = connections.clone();
-        let (name, source, stats) = (name.clone(), source.clone(), stats.clone());
-        let trackers = Trackers {
-            global: tasks.clone(),
-            local: TaskTracker::new(),
-        };
-        // Tracked from the start, so the drain waits for this worker's connections.
-        let running = tasks.token();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name(format!("http-{name}-{i}"))
-            .spawn(move || {
-                let _running = running;
-                runtime.block_on(async move {
-                    while let Some((stream, peer)) = accepted.recv().await {
-                        let stream = match TcpStream::from_std(stream) {
-                            Ok(s) => s,
-                            Err(e) => {
-                                warn!(listener = %name, error = %e, "HTTP worker cannot take a connection");
-                                load.fetch_sub(1, Ordering::Relaxed);
-                                continue;
-                            }
-                        };
-                        start_connection(stream, peer, &name, &*source, &stats, &trackers, load.clone());
-                    }
-                    trackers.local.close();
-                    trackers.local.wait().await;
-                });
-            })?;
-        pool.push(Worker { queue, connections });
-    }
-    tokio::spawn(accept_loop(listener, name, pool, stop));
-    Ok(())
-}
-
-/// Accepts connections until `stop` is cancelled, each to the least busy worker.
-async fn accept_loop(
-    listener: TcpListener,
-    name: String,
-    workers: Vec<Worker>,
-    stop: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                warn!(listener = %name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(stream) = stream.into_std() else {
-            continue;
-        };
-        let Some(worker) = workers
-            .iter()
-            .min_by_key(|w| w.connections.load(Ordering::Relaxed))
-        else {
-            return;
-        };
-        worker.connections.fetch_add(1, Ordering::Relaxed);
-        if worker.queue.send((stream, peer)).is_err() {
-            worker.connections.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Counts a connection on its worker until dropped.
-struct WorkerGuard(Arc<AtomicUsize>);
-
-impl Drop for WorkerGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+    let thread = format!("http-{name}");
+    let acceptor = Arc::new(HttpAcceptor {
+        name,
+        source,
+        stats,
+    });
+    crate::workers::spawn(listener, &thread, acceptor, stop, tasks, workers)
 }
 
 /// Starts serving one accepted connection on the current (worker) runtime.
@@ -183,9 +104,8 @@ fn start_connection(
     source: &dyn HttpContextSource,
     stats: &Arc<ListenerStats>,
     tasks: &Trackers,
-    load: Arc<AtomicUsize>,
+    load: WorkerLoad,
 ) {
-    let load = WorkerGuard(load);
     let Some(ctx) = source.http_context(name) else {
         return;
     };

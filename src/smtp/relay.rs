@@ -19,7 +19,9 @@ use tracing::{debug, info, warn};
 use crate::metrics::{self, MessageResult};
 use crate::routing::Verdict;
 use crate::smtp::proto::{DataReceiver, DataRefusal, DataStep, Reply};
-use crate::smtp::session::{End, Joined, Pending, Session, Transaction};
+use crate::smtp::session::{
+    DATA_READ, DATA_READ_FIRST, End, Joined, Pending, Session, Transaction,
+};
 use crate::smtp::upstream::{Upstream, UpstreamError};
 
 /// RFC 5321 4.5.3.2.6: a data block may take 3 minutes.
@@ -422,6 +424,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map_or(metrics::NO_MEMBER, |u| u.member())
             .to_owned();
         let mut receiver = DataReceiver::new(listener.bare_lf, listener.max_message_size);
+        let mut room = DATA_READ_FIRST;
         let mut refused = None;
         let mut lost: Option<UpstreamError> = None;
         let mut tap = self.ctx.lft.as_ref().and_then(|lft| {
@@ -448,10 +451,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 DataStep::NeedMore => {
                     let limit = self.ctx.listener.data_timeout;
-                    if let Err(end) = self.read_more(limit, false, true).await {
-                        // The member never sees an end of data: it discards the message.
-                        self.upstream = None;
-                        return Err(end);
+                    match self.read_more(limit, false, room).await {
+                        // A read that filled the room: more is coming, read more at once.
+                        Ok(n) if n >= room => room = (room * 2).min(DATA_READ),
+                        Ok(_) => {}
+                        Err(end) => {
+                            // The member never sees an end of data: it discards the message.
+                            self.upstream = None;
+                            return Err(end);
+                        }
                     }
                 }
                 DataStep::End => break,

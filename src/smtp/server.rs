@@ -4,7 +4,8 @@
 //! `proxy_protocol` listener must send a PROXY v1/v2 header, which names the
 //! real client. Anyone who talks before the greeting otherwise is refused:
 //! `550 5.7.1` for a PROXY header mxgate may not honour, `554 5.5.1` for
-//! anything else (pre-greet). Then a [`Session`] runs in its own task.
+//! anything else (pre-greet). Then a [`Session`] runs in its own task, on
+//! the worker thread that accepted the connection ([`spawn_workers`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +25,7 @@ use crate::config::SmtpListener;
 use crate::metrics;
 use crate::smtp::proto::{self, ProxyInfo, Reply};
 use crate::smtp::session::{Peer, Session, SessionContext};
+use crate::workers::{Acceptor, Trackers, WorkerLoad};
 
 /// How long a trusted proxy has to send its PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,68 +97,70 @@ pub trait ContextSource: Send + Sync + 'static {
     fn context(&self, listener: &str) -> Option<SessionContext>;
 }
 
-/// Accepts connections until `stop` is cancelled; sessions are tracked by `tasks`.
-pub async fn accept_loop(
+/// Starts a session for each connection a worker accepts on one `[[smtp]]` listener.
+struct SmtpAcceptor {
+    name: String,
+    source: Arc<dyn ContextSource>,
+    stats: Arc<ListenerStats>,
+    /// The address every session on this listener reached, when the
+    /// listener is bound to one (not 0.0.0.0 / [::]): no getsockname per connection.
+    fixed_local: Option<SocketAddr>,
+    metrics: metrics::ListenerMetrics,
+}
+
+impl Acceptor for SmtpAcceptor {
+    fn start(&self, stream: TcpStream, peer: SocketAddr, tasks: &Trackers, load: WorkerLoad) {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let Some(ctx) = self.source.context(&self.name) else {
+            return;
+        };
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        self.stats.total.fetch_add(1, Ordering::Relaxed);
+        let active = self.stats.active.fetch_add(1, Ordering::Relaxed) + 1;
+        let guard = ActiveGuard(self.stats.clone());
+        let metered = self.metrics.session_opened();
+        // A debug span: at info every poll of the session would enter and
+        // leave it (about 2k instructions per message, 10k per session). The
+        // session's own lines carry `session` themselves.
+        let span = debug_span!("smtp", session = id, client = %peer);
+        let stats = self.stats.clone();
+        let fixed_local = self.fixed_local;
+        tasks.spawn(
+            async move {
+                let _guard = (guard, metered, load);
+                handle(stream, peer, fixed_local, id, ctx, stats, active).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Serves `listener` with `workers` threads (at least one), each running its
+/// own single-threaded runtime and accepting its share of the sessions
+/// ([`crate::workers`]) until `stop`; a session stays on the thread that
+/// accepted it. Sessions are tracked by `tasks` (the drain).
+pub fn spawn_workers(
     listener: TcpListener,
     name: String,
     source: Arc<dyn ContextSource>,
     stats: Arc<ListenerStats>,
     stop: CancellationToken,
     tasks: TaskTracker,
-) {
-    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-    // The address every session on this listener reached, when the listener
-    // is bound to one (not 0.0.0.0 / [::]): no getsockname per connection.
+    workers: usize,
+) -> std::io::Result<()> {
     let fixed_local = listener
         .local_addr()
         .ok()
         .filter(|addr| !addr.ip().is_unspecified());
-    // tokio's timer driver writes to its event loop's eventfd (a syscall,
-    // and a spurious epoll wake-up after it) whenever a new timer expires
-    // before every registered one: sessions register 5 s connect and 30 s
-    // greeting timeouts next to 5 min command timeouts, about 2 such writes
-    // per session and 1 per message. A timer that always expires within a
-    // second makes every session timeout "later": one wake-up per second
-    // instead (see docs/performance.md).
-    let listener_metrics = metrics::ListenerMetrics::new(&name);
-    let mut keep_timers_early = tokio::time::interval(Duration::from_secs(1));
-    keep_timers_early.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = keep_timers_early.tick() => continue,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                warn!(listener = %name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(ctx) = source.context(&name) else {
-            continue;
-        };
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        stats.total.fetch_add(1, Ordering::Relaxed);
-        let active = stats.active.fetch_add(1, Ordering::Relaxed) + 1;
-        let guard = ActiveGuard(stats.clone());
-        let metered = listener_metrics.session_opened();
-        // A debug span: at info every poll of the session would enter and
-        // leave it (about 2k instructions per message, 10k per session). The
-        // session's own lines carry `session` themselves.
-        let span = debug_span!("smtp", session = id, client = %peer);
-        let stats = stats.clone();
-        tasks.spawn(
-            async move {
-                let _guard = (guard, metered);
-                handle(stream, peer, fixed_local, id, ctx, stats, active).await;
-            }
-            .instrument(span),
-        );
-    }
+    let thread = format!("smtp-{name}");
+    let acceptor = Arc::new(SmtpAcceptor {
+        metrics: metrics::ListenerMetrics::new(&name),
+        name,
+        source,
+        stats,
+        fixed_local,
+    });
+    crate::workers::spawn(listener, &thread, acceptor, stop, tasks, workers)
 }
 
 async fn handle(

@@ -35,9 +35,13 @@ use crate::smtp::upstream::{ClientIdentity, Upstream};
 /// Room made in the input buffer before each read from the client.
 /// Room made before reading commands: a command line is at most 512 octets,
 /// so an idle session holds little.
-const COMMAND_READ: usize = 1024;
-/// Room made before reading message data, for throughput.
-const DATA_READ: usize = 64 * 1024;
+pub(crate) const COMMAND_READ: usize = 1024;
+/// Room made before the first read of message data: most messages fit in
+/// one or two reads of it, without allocating (and faulting in) a large buffer.
+pub(crate) const DATA_READ_FIRST: usize = 8 * 1024;
+/// Room made before reading message data once reads fill the room given,
+/// for throughput on large messages.
+pub(crate) const DATA_READ: usize = 64 * 1024;
 
 /// XCLIENT attributes mxgate accepts from trusted proxies.
 const XCLIENT_ATTRS: &str = "NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT";
@@ -271,7 +275,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 let idle = self.txn.is_none() && !self.mail_open;
                 let limit = self.ctx.listener.command_timeout;
-                if let Err(end) = self.read_more(limit, idle, false).await {
+                if let Err(end) = self.read_more(limit, idle, COMMAND_READ).await {
                     return end;
                 }
                 continue;
@@ -362,18 +366,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Reads more client input into `rbuf`. While draining, a session that is
+    /// Reads more client input into `rbuf`, with at least `room` octets of
+    /// space; returns how many were read. While draining, a session that is
     /// `idle` (between transactions) ends here with `421 4.3.2` (on abort any
     /// session does, in [`Session::serve_or_abort`]).
     pub(crate) async fn read_more(
         &mut self,
         limit: Duration,
         idle: bool,
-        in_data: bool,
-    ) -> Result<(), End> {
+        room: usize,
+    ) -> Result<usize, End> {
         // BytesMut only grows by 64 bytes when full: make room for a real read.
-        self.rbuf
-            .reserve(if in_data { DATA_READ } else { COMMAND_READ });
+        self.rbuf.reserve(room);
         // Abort is not watched here: every read runs inside serve_or_abort,
         // which ends the session with the same 421 4.3.2 (one waiter less
         // to register and remove per read).
@@ -396,7 +400,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .await)
             }
             Some(Ok(Ok(0))) => Err(End::ClientClosed),
-            Some(Ok(Ok(_))) => Ok(()),
+            Some(Ok(Ok(n))) => Ok(n),
             Some(Ok(Err(e))) => Err(End::Io(e)),
         }
     }
@@ -676,21 +680,35 @@ impl<S> Session<S> {
         (session, old)
     }
 
-    /// Ends the member connection and logs the session-end line.
-    async fn finish(mut self, end: End, started: Instant) {
-        if let Some(up) = self.upstream.take() {
+    /// Closes the client connection, ends the member connection and logs
+    /// the session-end line.
+    async fn finish(self, end: End, started: Instant) {
+        let Session {
+            io,
+            ctx,
+            peer,
+            helo,
+            tls,
+            upstream,
+            stats,
+            ..
+        } = self;
+        // The client has had its last reply: it need not wait for the QUIT
+        // exchange with the member before it sees the connection close.
+        drop(io);
+        if let Some(up) = upstream {
             up.quit().await;
         }
         info!(
-            session = self.peer.id,
-            listener = %self.ctx.listener.name,
-            client = %self.peer.client,
-            helo = self.helo.as_ref().map(|h| h.0.as_str()).unwrap_or(""),
-            tls = self.tls,
-            member = %Joined(&self.stats.members),
-            messages = self.stats.messages,
-            recipients = self.stats.recipients,
-            bytes = self.stats.bytes,
+            session = peer.id,
+            listener = %ctx.listener.name,
+            client = %peer.client,
+            helo = helo.as_ref().map(|h| h.0.as_str()).unwrap_or(""),
+            tls = tls,
+            member = %Joined(&stats.members),
+            messages = stats.messages,
+            recipients = stats.recipients,
+            bytes = stats.bytes,
             duration_ms = started.elapsed().as_millis() as u64,
             outcome = %end,
             "session end"

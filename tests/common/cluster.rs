@@ -34,13 +34,23 @@ impl Node {
         smtp_upstream: &str,
         policy: &str,
     ) -> Node {
+        let local = format!("[local]\nsmtp_upstream = \"{smtp_upstream}\"\n\n");
+        Self::start_node(wrap, name, ip, &local, policy)
+    }
+
+    /// Starts node `name` on `ip` with no `[local]` section (a frontend offers no MTA).
+    pub fn start_frontend(name: &str, ip: &str, policy: &str) -> Node {
+        Self::start_node(&[], name, ip, "", policy)
+    }
+
+    fn start_node(wrap: &[&str], name: &str, ip: &str, local: &str, policy: &str) -> Node {
         // Any 127.x address is bindable here, so this finds a port that is
         // free in a fresh network namespace too.
         let port = free_port(ip);
         let config = format!(
             "[[smtp]]\nname = \"inbound\"\nlisten = \"{ip}:0\"\nhostname = \"mx.test\"\n\n\
              [[http]]\nname = \"gina\"\nlisten = \"{ip}:0\"\n\n\
-             [local]\nsmtp_upstream = \"{smtp_upstream}\"\n\n\
+             {local}\
              [cluster]\nlisten = \"{ip}:{port}\"\nadvertise = \"{ip}:{port}\"\n"
         );
         Node {
@@ -101,6 +111,22 @@ impl Node {
     /// Path of a file in data_dir.
     pub fn data(&self, name: &str) -> PathBuf {
         self.gw.data_dir().join(name)
+    }
+
+    /// On the master: exports `clusterid.txt` with `password`; its path.
+    pub fn export_identifier(&self, password: &str) -> PathBuf {
+        let password = self.file("pw", &format!("{password}\n"));
+        let id = self.gw.dir.path().join("clusterid.txt");
+        self.ok(&[
+            "cluster",
+            "identifier",
+            "export",
+            "--out",
+            id.to_str().expect("path"),
+            "--password-file",
+            password.to_str().expect("path"),
+        ]);
+        id
     }
 
     /// Joins the cluster of `master` with `identifier` (and `password`).

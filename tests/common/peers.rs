@@ -176,3 +176,31 @@ impl Drop for PostfixInstance {
             .status();
     }
 }
+
+/// One message to `server` with `swaks` (sender@source.test to
+/// rcpt@example.com, plus `extra` arguments), bounded to 60 s: its
+/// transcript and whether swaks succeeded.
+pub fn swaks(server: SocketAddr, extra: &[&str]) -> (String, bool) {
+    let (out, killed) = super::run_bounded(
+        Command::new("swaks")
+            .args([
+                "--server",
+                &server.to_string(),
+                "--from",
+                "sender@source.test",
+                "--to",
+                "rcpt@example.com",
+                "--timeout",
+                "20",
+            ])
+            .args(extra),
+        Duration::from_secs(60),
+    );
+    assert!(!killed, "swaks did not finish within 60 s");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, out.status.success())
+}

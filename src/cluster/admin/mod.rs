@@ -109,6 +109,13 @@ pub enum ClusterRequest {
         /// A node's control-plane address.
         master: String,
     },
+    /// Frontend: use one more backend.
+    AddBackend {
+        /// Its control-plane address.
+        backend: String,
+    },
+    /// Frontend: leave and forget the cluster.
+    Detach,
     /// Set a member's comment and location.
     MemberSet {
         /// Name or CID.
@@ -171,6 +178,10 @@ pub async fn handle(
             super::promote::promote(&node, force).await.map(to_json)
         }
         ClusterRequest::Sync { master } => super::promote::sync(&node, &master).await.map(to_json),
+        ClusterRequest::AddBackend { backend } => super::frontend::add_backend(&node, &backend)
+            .await
+            .map(to_json),
+        ClusterRequest::Detach => super::frontend::detach(&node).await.map(to_json),
         ClusterRequest::MemberSet {
             member,
             comment,
@@ -319,7 +330,7 @@ fn find_member(node: &ClusterNode, which: &str) -> Result<super::MemberRecord> {
     members
         .iter()
         .filter(|m| !m.deleted)
-        .find(|m| m.name == which || Some(m.cid) == cid)
+        .find(|m| m.name == which || (m.cid != 0 && Some(m.cid) == cid))
         .cloned()
         .ok_or_else(|| {
             ClusterError::Invalid(format!(

@@ -40,6 +40,7 @@ fn member(name: &str, cid: u32) -> MemberRecord {
         joined: 0,
         version: "0".into(),
         deleted: false,
+        backends: Vec::new(),
     }
 }
 

@@ -18,6 +18,7 @@ fn record(name: &str, smtp: Option<&str>) -> MemberRecord {
         joined: 0,
         version: "0".into(),
         deleted: false,
+        backends: Vec::new(),
     }
 }
 

@@ -23,6 +23,7 @@ fn member(name: &str, fingerprint: &str) -> MemberRecord {
         joined: 0,
         version: "0".into(),
         deleted: false,
+        backends: Vec::new(),
     }
 }
 
