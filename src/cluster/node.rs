@@ -173,20 +173,39 @@ fn export_metrics(node: &ClusterNode) {
         }
         crate::metrics::cluster_replication_lag(&node.name, 0);
     } else {
-        let follow = node.follow.lock().map(|f| f.clone()).unwrap_or_default();
-        let head = node.db.head().unwrap_or(0);
-        let lag = match follow.contact {
-            Some(_) if head >= follow.remote_head => 0,
-            Some(at) => now.saturating_sub(at),
-            None => now.saturating_sub(
-                node.db
-                    .last_entry()
-                    .ok()
-                    .flatten()
-                    .map_or(now, |e| e.csn.time),
-            ),
-        };
-        crate::metrics::cluster_replication_lag(&node.name, lag);
+        crate::metrics::cluster_replication_lag(&node.name, follower_lag(node, now));
+    }
+}
+
+/// A follower's replication lag in seconds: 0 while it hears from the
+/// master and holds its head; otherwise the time since it last heard from
+/// the master (its long-poll or the probe), or, never having heard, the age
+/// of its last change. A follower that cannot reach the master (a failed
+/// long-poll, or a failed probe while the long-poll still hangs on a dead
+/// connection) is not in step, whatever head it last saw.
+pub fn follower_lag(node: &ClusterNode, now: u64) -> u64 {
+    let follow = node.follow.lock().map(|f| f.clone()).unwrap_or_default();
+    let probe = node
+        .known_master()
+        .and_then(|k| node.contacts.lock().ok()?.get(&k.master).cloned())
+        .unwrap_or_default();
+    let last_change = node.db.last_entry().ok().flatten().map(|e| e.csn.time);
+    let head = node.db.head().unwrap_or(0);
+    lag_of(&follow, &probe, head, last_change, now)
+}
+
+fn lag_of(
+    follow: &FollowState,
+    probe: &Contact,
+    head: u64,
+    last_change: Option<u64>,
+    now: u64,
+) -> u64 {
+    let cut_off = follow.error.is_some() || probe.error.is_some();
+    match [follow.contact, probe.at].into_iter().flatten().max() {
+        Some(_) if !cut_off && head >= follow.remote_head => 0,
+        Some(at) => now.saturating_sub(at),
+        None => now.saturating_sub(last_change.unwrap_or(now)),
     }
 }
 
@@ -631,6 +650,49 @@ impl ClusterNode {
             && let Some(old) = slot.take()
         {
             old.cancel();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Contact, FollowState, lag_of};
+
+    #[test]
+    fn a_follower_that_cannot_reach_its_master_lags() {
+        let follow = |contact, remote_head, error: Option<&str>| FollowState {
+            remote_head,
+            contact,
+            error: error.map(str::to_owned),
+        };
+        let probe = |at, error: Option<&str>| Contact {
+            at,
+            error: error.map(str::to_owned),
+        };
+        let now = 1000;
+        for (f, p, head, want) in [
+            // In step: heard from the master, holds its head.
+            (follow(Some(990), 7, None), probe(Some(998), None), 7, 0),
+            // Behind: since the last contact.
+            (follow(Some(990), 9, None), probe(Some(998), None), 7, 2),
+            // Cut off, the long-poll not failed yet: the probe says so.
+            (
+                follow(Some(940), 7, None),
+                probe(Some(950), Some("no route")),
+                7,
+                50,
+            ),
+            // Cut off, the long-poll failed.
+            (
+                follow(Some(960), 7, Some("timeout")),
+                probe(None, None),
+                7,
+                40,
+            ),
+            // Never heard: the age of the last change.
+            (follow(None, 0, None), probe(None, Some("refused")), 7, 100),
+        ] {
+            assert_eq!(lag_of(&f, &p, head, Some(900), now), want, "{f:?} {p:?}");
         }
     }
 }

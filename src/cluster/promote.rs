@@ -44,7 +44,8 @@ pub struct Hello {
 /// `POST /promise` and `POST /handover` body: the candidate's log position.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Candidacy {
-    /// The epoch the candidate wants to become master of (promise only).
+    /// The epoch the candidate wants to become master of (at a handover:
+    /// the lowest it accepts, above every epoch it has seen or promised).
     pub epoch: u64,
     /// The candidate's head.
     pub head: u64,
@@ -157,8 +158,11 @@ pub async fn serve_handover(node: &Arc<ClusterNode>, member: &MemberRecord, body
     let _guard = node.write.lock().await;
     let (meta, _) = node.master().map_err(refuse(StatusCode::CONFLICT))?;
     let internal = refuse(StatusCode::INTERNAL_SERVER_ERROR);
+    // The candidate may have seen (promised) a higher epoch than this
+    // master's, of a master this one never heard of: the new epoch must be
+    // above that one too, or two masters of one epoch would exist.
     let promise = Promise {
-        epoch: meta.epoch + 1,
+        epoch: (meta.epoch + 1).max(request.epoch),
         candidate: member.name.clone(),
     };
     node.db.set_promise(&promise).map_err(&internal)?;
@@ -246,8 +250,11 @@ pub async fn promote(node: &Arc<ClusterNode>, force: bool) -> Result<Promoted> {
         }
         node.stop_follower();
         let (head, last_epoch) = position(node)?;
+        // Above every epoch this node has seen, a promise it gave included:
+        // that candidate may have become master of it, unknown to the
+        // master handing over.
         let request = Candidacy {
-            epoch: known.epoch + 1,
+            epoch: known.epoch.max(node.seen_epoch()).max(meta.epoch) + 1,
             head,
             last_epoch,
         };
@@ -282,7 +289,7 @@ pub async fn promote(node: &Arc<ClusterNode>, force: bool) -> Result<Promoted> {
         );
         (
             true,
-            changes.epoch + 1,
+            (changes.epoch + 1).max(request.epoch),
             vec![node.name.clone(), known.master.clone()],
         )
     } else {

@@ -20,6 +20,9 @@ use super::node::ClusterNode;
 use super::server::{Reply, refuse, to_reply};
 use super::{Csn, MemberRecord, Result, Role, time};
 
+mod log_summary;
+pub use log_summary::{EpochRun, LogPosition, LogSummary};
+
 /// A member is shown in error when the master has not heard from it for this long.
 pub const STALE_SECS: u64 = 60;
 
@@ -45,6 +48,10 @@ pub struct ClusterStatus {
     /// higher epoch).
     #[serde(default)]
     pub accepts_writes: bool,
+    /// Its own change log in brief (head, SHA-256 of every entry, runs by
+    /// epoch and origin): nodes hold the same log when head and digest match.
+    #[serde(default)]
+    pub log: Option<LogSummary>,
 }
 
 /// One row of `cluster status`.
@@ -256,6 +263,7 @@ impl ClusterStatus {
             node: String::new(),
             node_epoch: 0,
             accepts_writes: false,
+            log: None,
         }
     }
 }
@@ -328,7 +336,7 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
                 } else {
                     contact_of(node, &m.name).map(time::rfc3339)
                 },
-                replication_lag_s: None,
+                replication_lag_s: me.then(|| super::node::follower_lag(node, time::now())),
                 role: role_of(&m, &meta.master),
                 state,
                 version: if me {
@@ -380,6 +388,7 @@ pub async fn collect(node: &Arc<ClusterNode>) -> Result<ClusterStatus> {
     status.node = node.name.clone();
     status.node_epoch = meta.epoch;
     status.accepts_writes = node.master().is_ok();
+    status.log = Some(LogSummary::of(&node.db.entries_after(0, usize::MAX)?)?);
     status.discarded = node
         .db
         .discarded()?

@@ -22,16 +22,30 @@ pub struct Node {
 impl Node {
     /// Starts node `name` on `ip` offering `smtp_upstream` as its `[local]` MTA.
     pub fn start(name: &str, ip: &str, smtp_upstream: &str, policy: &str) -> Node {
+        Self::start_wrapped(&[], name, ip, smtp_upstream, policy)
+    }
+
+    /// Like [`Node::start`], with the daemon run under `wrap` (e.g.
+    /// `ip netns exec NS`: see [`Mxgate::start_wrapped`]).
+    pub fn start_wrapped(
+        wrap: &[&str],
+        name: &str,
+        ip: &str,
+        smtp_upstream: &str,
+        policy: &str,
+    ) -> Node {
         let local = format!("[local]\nsmtp_upstream = \"{smtp_upstream}\"\n\n");
-        Self::start_node(name, ip, &local, policy)
+        Self::start_node(wrap, name, ip, &local, policy)
     }
 
     /// Starts node `name` on `ip` with no `[local]` section (a frontend offers no MTA).
     pub fn start_frontend(name: &str, ip: &str, policy: &str) -> Node {
-        Self::start_node(name, ip, "", policy)
+        Self::start_node(&[], name, ip, "", policy)
     }
 
-    fn start_node(name: &str, ip: &str, local: &str, policy: &str) -> Node {
+    fn start_node(wrap: &[&str], name: &str, ip: &str, local: &str, policy: &str) -> Node {
+        // Any 127.x address is bindable here, so this finds a port that is
+        // free in a fresh network namespace too.
         let port = free_port(ip);
         let config = format!(
             "[[smtp]]\nname = \"inbound\"\nlisten = \"{ip}:0\"\nhostname = \"mx.test\"\n\n\
@@ -40,7 +54,7 @@ impl Node {
              [cluster]\nlisten = \"{ip}:{port}\"\nadvertise = \"{ip}:{port}\"\n"
         );
         Node {
-            gw: Mxgate::start_named(name, "", &config, policy),
+            gw: Mxgate::start_wrapped(wrap, name, "", &config, policy),
             name: name.to_owned(),
             ip: ip.to_owned(),
             port,
@@ -177,4 +191,26 @@ pub fn all_in_sync(node: &Node, count: usize, limit: Duration) -> bool {
         let rows = rows(&node.status());
         rows.len() == count && rows.iter().all(|r| r.2 == "A" && r.3 == r.4)
     })
+}
+
+/// `cluster status --json` of a node, or None when it does not answer
+/// (stopped, restarting).
+pub fn try_status(node: &Node) -> Option<serde_json::Value> {
+    let out = node.cli(&["cluster", "status", "--json"]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The nodes that accept changes now, as (their epoch, name).
+pub fn writers(nodes: &[&Node]) -> Vec<(u64, String)> {
+    nodes
+        .iter()
+        .filter_map(|node| {
+            let s = try_status(node)?;
+            (s["accepts_writes"] == true)
+                .then(|| (s["node_epoch"].as_u64().unwrap_or(0), node.name.clone()))
+        })
+        .collect()
 }

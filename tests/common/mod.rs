@@ -10,6 +10,7 @@ pub mod dnsmasq;
 // fake_mta.rs is owned elsewhere; its `.max(0)` on a usize trips clippy.
 #[allow(clippy::unnecessary_min_or_max)]
 pub mod fake_mta;
+pub mod netns;
 pub mod peers;
 pub mod web;
 
@@ -94,6 +95,8 @@ pub struct Mxgate {
     pub config: PathBuf,
     logs: Arc<(Mutex<Vec<String>>, Condvar)>,
     listeners: Vec<(String, SocketAddr)>,
+    /// A command the daemon runs under (e.g. `ip netns exec NS`); empty: none.
+    wrap: Vec<String>,
 }
 
 impl Mxgate {
@@ -115,6 +118,21 @@ impl Mxgate {
     /// Like [`Mxgate::start_full`] with `[node] name = NAME` (cluster tests
     /// run several nodes, each with its own name).
     pub fn start_named(name: &str, node_keys: &str, node: &str, policy: &str) -> Mxgate {
+        Self::start_wrapped(&[], name, node_keys, node, policy)
+    }
+
+    /// Like [`Mxgate::start_named`], with the daemon run under `wrap` (a
+    /// command that execs the rest of its arguments in place, e.g.
+    /// `ip netns exec NS`, so that the child's pid is the daemon's).
+    /// Restarts use it too; the CLI runs unwrapped (the admin socket is a
+    /// file, reachable from any network namespace).
+    pub fn start_wrapped(
+        wrap: &[&str],
+        name: &str,
+        node_keys: &str,
+        node: &str,
+        policy: &str,
+    ) -> Mxgate {
         let dir = shared_tempdir();
         let config = dir.path().join("mxgate.toml");
         std::fs::write(
@@ -125,13 +143,15 @@ impl Mxgate {
         )
         .expect("write mxgate.toml");
         std::fs::write(dir.path().join("cluster.toml"), policy).expect("write cluster.toml");
-        let (child, logs) = spawn_serve(&config);
+        let wrap: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
+        let (child, logs) = spawn_serve(&config, &wrap);
         let mut gw = Mxgate {
             child,
             dir,
             config,
             logs,
             listeners: Vec::new(),
+            wrap,
         };
         gw.await_ready();
         gw
@@ -140,7 +160,7 @@ impl Mxgate {
     /// Starts the daemon again in the same directory after it exited
     /// (SIGTERM and [`Mxgate::wait_exit`] first). Log lines start afresh.
     pub fn restart(&mut self) {
-        let (child, logs) = spawn_serve(&self.config);
+        let (child, logs) = spawn_serve(&self.config, &self.wrap);
         self.child = child;
         self.logs = logs;
         self.await_ready();
@@ -168,9 +188,17 @@ impl Mxgate {
 /// Logs of a child, collected by a thread.
 type Logs = Arc<(Mutex<Vec<String>>, Condvar)>;
 
-/// Spawns `mxgate serve -c CONFIG` with its stderr collected.
-fn spawn_serve(config: &Path) -> (Child, Logs) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mxgate"))
+/// Spawns `[WRAP...] mxgate serve -c CONFIG` with its stderr collected.
+fn spawn_serve(config: &Path, wrap: &[String]) -> (Child, Logs) {
+    let mut command = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_mxgate"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_mxgate")),
+    };
+    let mut child = command
         .args(["serve", "-c"])
         .arg(config)
         .env("RUST_LOG", "info")
