@@ -138,7 +138,7 @@ fn a_partitioned_backend_converges_after_the_heal() {
     );
     // gw3 shows that it cannot reach the master and that it lags (the
     // lag of its own row is its mxgate_cluster_replication_lag_seconds);
-    // its own state says ERROR once its long-poll gives up. It still holds
+    // its own state says ERROR as soon as its probe of the master fails. It still holds
     // policy version 1.
     assert!(
         eventually(NOTICE, || {

@@ -141,8 +141,19 @@ async fn probe(node: Arc<ClusterNode>, token: CancellationToken) {
                     .unwrap_or_default();
                 match answer {
                     Ok(a) if a.status == 200 => {
+                        // The node it follows answers again after a cut: a
+                        // long-poll sent before the heal may wait for TCP to
+                        // retransmit; start a fresh one at once.
+                        let healed = contact.error.is_some();
                         contact.at = Some(time::now());
                         contact.error = None;
+                        if healed
+                            && node.master().is_err()
+                            && node.follow_target().is_some_and(|(name, _)| name == m.name)
+                        {
+                            info!(peer = %m.name, "reachable again; restarting the change stream");
+                            node.start_follower();
+                        }
                     }
                     Ok(a) => contact.error = Some(transport::error_text(&a.body, a.status)),
                     Err(e) => contact.error = Some(e.to_string()),

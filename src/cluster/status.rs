@@ -321,12 +321,20 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
             let (comment, location) = (texts.comment(&m.name), texts.location(&m.name));
             let (frontend_of, backend_of) = links(&m, &records);
             let me = m.name == node.name;
+            let target_error = node.follow_target().and_then(|(name, _)| {
+                let error = node.contacts.lock().ok()?.get(&name)?.error.clone()?;
+                Some(format!("{name} unreachable: {error}"))
+            });
             let state = match (&local.detached, me) {
                 (Some(d), true) => format!("ERROR: {d}"),
-                (None, true) => match &follow.error {
-                    Some(e) => format!("ERROR: {e}"),
-                    None if follow.contact.is_some() && head >= follow.remote_head => "A".into(),
-                    None => "S".into(),
+                (None, true) => match (&follow.error, &target_error) {
+                    (Some(e), _) => format!("ERROR: {e}"),
+                    // The long-poll may not have noticed a cut yet; the probe has.
+                    (None, Some(e)) => format!("ERROR: {e}"),
+                    (None, None) if follow.contact.is_some() && head >= follow.remote_head => {
+                        "A".into()
+                    }
+                    (None, None) => "S".into(),
                 },
                 (_, false) => format!("ERROR: unknown ({why})"),
             };
