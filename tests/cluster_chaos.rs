@@ -1,4 +1,4 @@
-//! The long-running mixed test of issue 7: three backends (separate `mxgate
+//! The long-running mixed test of issue 7: three backends and a frontend (separate `mxgate
 //! serve` processes on 127.66.0.x), a stream of policy changes on whoever
 //! is master, and at random: SIGKILL and restart of a backend, SIGKILL of
 //! the master and `cluster promote` of a backend (the old master comes back
@@ -11,9 +11,10 @@
 //! bounded settle time every live node holds exactly the master's log
 //! (head and SHA-256 of every entry, `cluster status --json` `log`).
 //!
+//! A frontend (fe1, following all three backends) is killed and restarted
+//! at random too; at the end it must hold the master's log as well.
+//!
 //! Seeded: `MXGATE_CHAOS_SEED` (printed on every run) replays a run.
-//! Frontends (issue 7, not built yet) join by adding their nodes to
-//! [`Chaos::live`].
 
 mod common;
 
@@ -33,6 +34,8 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// Bound on getting a majority of promises while two of three backends run.
 const PROMOTE: Duration = Duration::from_secs(20);
 const DEFAULT_SEED: u64 = 0x6d78_6761_7465_0007;
+/// `nodes[..BACKENDS]` are the backends; `nodes[BACKENDS]` is the frontend.
+const BACKENDS: usize = 3;
 
 /// xorshift64: small, seedable, good enough to pick actions.
 struct Rng(u64);
@@ -72,8 +75,8 @@ struct Chaos {
 }
 
 impl Chaos {
-    /// The live nodes whose state is checked: every running backend. A
-    /// frontend, once built, is pushed here too.
+    /// The live nodes whose state is checked: every running backend and
+    /// the frontend when it runs.
     fn live(&self) -> Vec<&Node> {
         self.nodes
             .iter()
@@ -157,7 +160,7 @@ impl Chaos {
     /// that no peer has told of the newer epoch yet), the code's rule is a
     /// handover: `promote --force` there.
     fn promote(&mut self) {
-        let candidates: Vec<usize> = (0..self.nodes.len())
+        let candidates: Vec<usize> = (0..BACKENDS)
             .filter(|&i| self.up[i] && i != self.master)
             .collect();
         let first = candidates[self.rng.below(candidates.len())];
@@ -213,7 +216,7 @@ impl Chaos {
     /// A returned old master may not have heard of the newer epoch yet
     /// ("the master of epoch N already"): it must within SPEC's 30 s.
     fn handover(&mut self) {
-        let others: Vec<usize> = (0..self.nodes.len())
+        let others: Vec<usize> = (0..BACKENDS)
             .filter(|&i| self.up[i] && i != self.master)
             .collect();
         let c = others[self.rng.below(others.len())];
@@ -262,17 +265,7 @@ fn cluster(net: &str) -> Vec<Node> {
         .collect();
     let gw1 = &nodes[0];
     gw1.ok(&["cluster", "create"]);
-    let password = gw1.file("pw", "pw\n");
-    let id = gw1.gw.dir.path().join("clusterid.txt");
-    gw1.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        id.to_str().unwrap(),
-        "--password-file",
-        password.to_str().unwrap(),
-    ]);
+    let id = gw1.export_identifier("pw");
     for node in &nodes[1..] {
         let out = node.join(gw1, &id, Some("pw"));
         assert!(
@@ -289,11 +282,36 @@ fn cluster(net: &str) -> Vec<Node> {
     nodes
 }
 
+/// Frontend fe1 on `ip`, joined through gw1, following gw1, gw2 and gw3.
+fn frontend(backends: &[Node], ip: &str) -> Node {
+    let fe = Node::start_frontend("fe1", ip, &policy("", &[]));
+    let gw1 = &backends[0];
+    let id = gw1.gw.dir.path().join("clusterid.txt");
+    let pw = fe.file("password", "pw\n");
+    fe.ok(&[
+        "cluster",
+        "join",
+        "--identifier",
+        id.to_str().unwrap(),
+        "--master",
+        &gw1.address(),
+        "--role",
+        "frontend",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    for backend in &backends[1..] {
+        fe.ok(&["cluster", "add-backend", &backend.address()]);
+    }
+    fe
+}
+
 #[test]
 fn random_kills_promotes_and_restarts_under_a_stream_of_changes() {
     let seed = seed();
     eprintln!("chaos seed {seed:#x} (replay with MXGATE_CHAOS_SEED={seed:#x})");
-    let nodes = cluster("127.66.0");
+    let mut nodes = cluster("127.66.0");
+    nodes.push(frontend(&nodes, "127.66.0.4"));
     let mut chaos = Chaos {
         up: vec![true; nodes.len()],
         nodes,
@@ -327,7 +345,7 @@ fn random_kills_promotes_and_restarts_under_a_stream_of_changes() {
         };
         match action {
             0..=3 => {
-                let others: Vec<usize> = (0..3).filter(|&i| i != chaos.master).collect();
+                let others: Vec<usize> = (0..BACKENDS).filter(|&i| i != chaos.master).collect();
                 let victim = others[chaos.rng.below(others.len())];
                 eprintln!("  SIGKILL backend {}", chaos.nodes[victim].name);
                 chaos.kill(victim);
@@ -339,6 +357,10 @@ fn random_kills_promotes_and_restarts_under_a_stream_of_changes() {
                 chaos.promote();
             }
             7 => chaos.handover(),
+            8 => {
+                eprintln!("  SIGKILL frontend {}", chaos.nodes[BACKENDS].name);
+                chaos.kill(BACKENDS);
+            }
             _ => {}
         }
         let pause = Duration::from_millis(300 + 300 * chaos.rng.below(6) as u64);
@@ -372,7 +394,7 @@ fn random_kills_promotes_and_restarts_under_a_stream_of_changes() {
         };
         let ok = m["accepts_writes"] == true
             && m["master"] == master.as_str()
-            && rows(m).len() == 3
+            && rows(m).len() == BACKENDS + 1
             && rows(m).iter().all(|r| r.2 == "A" && r.3 == r.4)
             && statuses.iter().all(|s| {
                 s.as_ref().is_some_and(|s| {

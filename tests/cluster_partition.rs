@@ -70,17 +70,7 @@ fn a_partitioned_backend_converges_after_the_heal() {
     let (gw1, gw2, gw3) = (&nodes[0], &nodes[1], &nodes[2]);
 
     gw1.ok(&["cluster", "create"]);
-    let password = gw1.file("pw", "pw\n");
-    let id = gw1.gw.dir.path().join("clusterid.txt");
-    gw1.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        id.to_str().unwrap(),
-        "--password-file",
-        password.to_str().unwrap(),
-    ]);
+    let id = gw1.export_identifier("pw");
     for node in [gw2, gw3] {
         let out = node.join(gw1, &id, Some("pw"));
         assert!(
