@@ -237,7 +237,7 @@ impl Upstream {
             ("DESTADDR", dest_addr.as_str()),
             ("DESTPORT", dest_port.as_str()),
         ];
-        let lines = proto::encode_xclient(&attrs, &offered);
+        let lines = proto::encode_xclient(&attrs, offered);
         if lines.is_empty() {
             self.caps.xclient = Some(offered);
             return Ok(());
