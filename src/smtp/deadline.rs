@@ -102,6 +102,9 @@ mod tests {
         let slow = tokio::time::sleep(Duration::from_secs(2));
         assert_eq!(deadline.within(Duration::from_secs(3), slow).await, Ok(()));
         let slow = tokio::time::sleep(Duration::from_secs(4));
-        assert_eq!(deadline.within(Duration::from_secs(3), slow).await, Err(Elapsed));
+        assert_eq!(
+            deadline.within(Duration::from_secs(3), slow).await,
+            Err(Elapsed)
+        );
     }
 }

@@ -28,8 +28,8 @@ use crate::config::{Config, SmtpListener};
 use crate::metrics;
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::Shutdown;
-use crate::smtp::proto::{self, Command, LineReader, MailFrom, RcptTo, Reply};
 use crate::smtp::deadline::Deadline;
+use crate::smtp::proto::{self, Command, LineReader, MailFrom, RcptTo, Reply};
 use crate::smtp::server::is_trusted;
 use crate::smtp::upstream::{ClientIdentity, Upstream};
 

@@ -349,7 +349,10 @@ async fn write_to(stream: &mut MemberStream, bytes: &[u8]) -> std::io::Result<()
 }
 
 /// Reads the next reply from the member into `rbuf` and parses it.
-async fn read_reply(stream: &mut MemberStream, rbuf: &mut BytesMut) -> Result<Reply, UpstreamError> {
+async fn read_reply(
+    stream: &mut MemberStream,
+    rbuf: &mut BytesMut,
+) -> Result<Reply, UpstreamError> {
     loop {
         if let Some(reply) = proto::parse_reply(rbuf)? {
             return Ok(reply);
