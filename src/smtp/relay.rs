@@ -182,7 +182,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Err(None);
             };
             let pipelining = up.capabilities().pipelining;
-            let mut out = BytesMut::new();
+            // The session's encode buffer, reused for every batch.
+            let mut out = std::mem::take(&mut self.obuf);
+            out.clear();
             for item in items.iter_mut() {
                 if !item.is_relayed() {
                     // A reset ends the member connection: nothing past it may go ahead.
@@ -201,12 +203,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
             if out.is_empty() {
+                self.obuf = out;
                 return Ok(());
             }
-            match up
+            let sent = up
                 .send(&out, self.ctx.config.policy.upstream.command_timeout)
-                .await
-            {
+                .await;
+            self.obuf = out;
+            match sent {
                 Ok(()) => return Ok(()),
                 Err(err) => {
                     unsend(items);

@@ -28,6 +28,7 @@ use crate::config::{Config, SmtpListener};
 use crate::metrics;
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::Shutdown;
+use crate::smtp::deadline::Deadline;
 use crate::smtp::proto::{self, Command, LineReader, MailFrom, RcptTo, Reply};
 use crate::smtp::server::is_trusted;
 use crate::smtp::upstream::{ClientIdentity, Upstream};
@@ -156,6 +157,10 @@ pub struct Session<S> {
     /// Error replies (4xx/5xx) given so far, against `max_errors`.
     pub(crate) errors: usize,
     pub(crate) stats: SessionStats,
+    /// The timer of every client read and write (one per connection).
+    deadline: Deadline,
+    /// Commands encoded for the member, reused for every batch.
+    pub(crate) obuf: BytesMut,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -182,6 +187,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             attempts: 0,
             errors: 0,
             stats: SessionStats::default(),
+            deadline: Deadline::new(),
+            obuf: BytesMut::new(),
         }
     }
 
@@ -334,7 +341,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // A TLS stream may keep records buffered until flushed.
             self.io.flush().await
         };
-        let result = match timeout(limit, write).await {
+        let result = match self.deadline.within(limit, write).await {
             Ok(result) => result,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -385,7 +392,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let read = tokio::select! {
             biased;
             _ = shutdown.drained(), if idle => None,
-            read = timeout(limit, self.io.read_buf(&mut self.rbuf)) => Some(read),
+            read = self.deadline.within(limit, self.io.read_buf(&mut self.rbuf)) => Some(read),
         };
         match read {
             None => {
@@ -655,6 +662,8 @@ impl<S> Session<S> {
             attempts,
             errors,
             stats,
+            deadline,
+            obuf,
         } = self;
         let session = Session {
             io,
@@ -676,6 +685,8 @@ impl<S> Session<S> {
             attempts,
             errors,
             stats,
+            deadline,
+            obuf,
         };
         (session, old)
     }

@@ -23,6 +23,7 @@ use tracing::{debug, info};
 
 use crate::config::{HostPort, ProxyProtocol, UpstreamPolicy, UpstreamTls};
 use crate::routing::SessionGuard;
+use crate::smtp::deadline::Deadline;
 use crate::smtp::proto::{self, Capabilities, Reply, ReplyError};
 use crate::smtp::tls::{self, MemberStream};
 
@@ -97,6 +98,8 @@ pub struct Upstream {
     transactions: u64,
     /// Counts this connection in the member's active sessions while it lives.
     session: Option<SessionGuard>,
+    /// The timer of every write and reply after the set-up (one per connection).
+    deadline: Deadline,
 }
 
 impl Upstream {
@@ -118,6 +121,7 @@ impl Upstream {
             caps: Capabilities::default(),
             transactions: 0,
             session: None,
+            deadline: Deadline::new(),
         };
         timeout(
             policy.greeting_timeout,
@@ -233,7 +237,7 @@ impl Upstream {
             ("DESTADDR", dest_addr.as_str()),
             ("DESTPORT", dest_port.as_str()),
         ];
-        let lines = proto::encode_xclient(&attrs, &offered);
+        let lines = proto::encode_xclient(&attrs, offered);
         if lines.is_empty() {
             self.caps.xclient = Some(offered);
             return Ok(());
@@ -268,8 +272,7 @@ impl Upstream {
 
     /// Writes and flushes (a TLS stream may hold records until flushed).
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await
+        write_to(&mut self.stream, bytes).await
     }
 
     /// True when the connection to the member is encrypted.
@@ -304,7 +307,10 @@ impl Upstream {
 
     /// Writes bytes to the member.
     pub async fn send(&mut self, bytes: &[u8], limit: Duration) -> Result<(), UpstreamError> {
-        match timeout(limit, self.write(bytes)).await {
+        let Upstream {
+            stream, deadline, ..
+        } = self;
+        match deadline.within(limit, write_to(stream, bytes)).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(UpstreamError::Timeout("write")),
         }
@@ -312,27 +318,48 @@ impl Upstream {
 
     /// Reads the next reply, waiting at most `limit`.
     pub async fn reply(&mut self, limit: Duration) -> Result<Reply, UpstreamError> {
-        timeout(limit, self.read_reply())
+        let Upstream {
+            stream,
+            rbuf,
+            deadline,
+            ..
+        } = self;
+        deadline
+            .within(limit, read_reply(stream, rbuf))
             .await
             .map_err(|_| UpstreamError::Timeout("reply"))?
     }
 
     async fn read_reply(&mut self) -> Result<Reply, UpstreamError> {
-        loop {
-            if let Some(reply) = proto::parse_reply(&mut self.rbuf)? {
-                return Ok(reply);
-            }
-            self.rbuf.reserve(4096);
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
-                return Err(UpstreamError::Closed);
-            }
-        }
+        read_reply(&mut self.stream, &mut self.rbuf).await
     }
 
     /// Says QUIT and waits briefly for the answer; the connection ends either way.
     pub async fn quit(mut self) {
         if self.send(b"QUIT\r\n", Duration::from_secs(1)).await.is_ok() {
             let _ = self.reply(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Writes and flushes (a TLS stream may hold records until flushed).
+async fn write_to(stream: &mut MemberStream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+/// Reads the next reply from the member into `rbuf` and parses it.
+async fn read_reply(
+    stream: &mut MemberStream,
+    rbuf: &mut BytesMut,
+) -> Result<Reply, UpstreamError> {
+    loop {
+        if let Some(reply) = proto::parse_reply(rbuf)? {
+            return Ok(reply);
+        }
+        rbuf.reserve(4096);
+        if stream.read_buf(rbuf).await? == 0 {
+            return Err(UpstreamError::Closed);
         }
     }
 }

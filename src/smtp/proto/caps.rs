@@ -22,8 +22,43 @@ pub struct Capabilities {
     pub smtputf8: bool,
     /// CHUNKING.
     pub chunking: bool,
-    /// XCLIENT with its attribute names (upper-cased); `None` when not offered.
-    pub xclient: Option<Vec<String>>,
+    /// XCLIENT with the attribute names mxgate knows; `None` when not offered.
+    pub xclient: Option<XclientAttrs>,
+}
+
+/// The XCLIENT attribute names mxgate can send (Postfix's set).
+const XCLIENT_NAMES: [&str; 8] = [
+    "NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT",
+];
+
+/// Which XCLIENT attributes a member offered, among those mxgate can send
+/// (one bit per name of `XCLIENT_NAMES`; names mxgate never sends are not
+/// kept, so nothing is allocated per name).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XclientAttrs(u8);
+
+impl XclientAttrs {
+    /// The attributes among `names` (case-insensitive; unknown names ignored).
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> XclientAttrs {
+        let mut bits = 0;
+        for name in names {
+            if let Some(i) = bit(name) {
+                bits |= 1 << i;
+            }
+        }
+        XclientAttrs(bits)
+    }
+
+    /// True when the attribute `name` (case-insensitive) was offered.
+    pub fn offers(&self, name: &str) -> bool {
+        bit(name.as_bytes()).is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+}
+
+fn bit(name: &[u8]) -> Option<usize> {
+    XCLIENT_NAMES
+        .iter()
+        .position(|known| known.as_bytes().eq_ignore_ascii_case(name))
 }
 
 impl Capabilities {
@@ -61,11 +96,7 @@ impl Capabilities {
             } else if is("CHUNKING") {
                 caps.chunking = true;
             } else if is("XCLIENT") {
-                caps.xclient = Some(
-                    words
-                        .map(|w| String::from_utf8_lossy(w).to_ascii_uppercase())
-                        .collect(),
-                );
+                caps.xclient = Some(XclientAttrs::from_names(words));
             }
         }
         caps
@@ -78,14 +109,14 @@ impl Capabilities {
 ///
 /// An attribute too long to fit on a line of its own is left out too: a
 /// member would refuse the whole line.
-pub fn encode_xclient(attrs: &[(&str, &str)], offered: &[String]) -> Vec<Bytes> {
+pub fn encode_xclient(attrs: &[(&str, &str)], offered: XclientAttrs) -> Vec<Bytes> {
     const HEAD: &str = "XCLIENT";
     let mut lines = Vec::new();
     let mut line = String::with_capacity(128);
     line.push_str(HEAD);
     let mut attr = String::with_capacity(64);
     for (name, value) in attrs {
-        if !offered.iter().any(|o| o.eq_ignore_ascii_case(name)) {
+        if !offered.offers(name) {
             continue;
         }
         attr.clear();
@@ -186,13 +217,7 @@ mod tests {
                 starttls: true,
                 smtputf8: true,
                 chunking: true,
-                xclient: Some(
-                    [
-                        "NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT"
-                    ]
-                    .map(String::from)
-                    .to_vec()
-                ),
+                xclient: Some(XclientAttrs(0xff)),
             }
         );
         // The greeting line is not a capability; SIZE without a number is 0.
@@ -200,7 +225,17 @@ mod tests {
         assert!(!caps.pipelining);
         assert_eq!(caps.size, Some(0));
         assert_eq!(ehlo(&["mx"]), Capabilities::default());
-        assert_eq!(ehlo(&["mx", "XCLIENT"]).xclient, Some(vec![]));
+        assert_eq!(
+            ehlo(&["mx", "XCLIENT"]).xclient,
+            Some(XclientAttrs::default())
+        );
+        let some = ehlo(&["mx", "XCLIENT addr FOO helo"]).xclient.unwrap();
+        assert!(some.offers("ADDR") && some.offers("helo"));
+        assert!(!some.offers("NAME") && !some.offers("FOO"));
+    }
+
+    fn attrs(names: &[&str]) -> XclientAttrs {
+        XclientAttrs::from_names(names.iter().map(|n| n.as_bytes()))
     }
 
     #[test]
@@ -231,9 +266,7 @@ mod tests {
 
     #[test]
     fn xclient_lines() {
-        let offered: Vec<String> = ["ADDR", "PORT", "NAME", "HELO", "PROTO"]
-            .map(String::from)
-            .to_vec();
+        let offered = attrs(&["ADDR", "PORT", "NAME", "HELO", "PROTO"]);
         let lines = encode_xclient(
             &[
                 ("ADDR", "192.0.2.1"),
@@ -243,7 +276,7 @@ mod tests {
                 ("DESTADDR", "192.0.2.2"),
                 ("PROTO", "ESMTP"),
             ],
-            &offered,
+            offered,
         );
         assert_eq!(
             lines,
@@ -251,8 +284,8 @@ mod tests {
                 b"XCLIENT ADDR=192.0.2.1 PORT=4711 NAME=[UNAVAILABLE] HELO=my+20host PROTO=ESMTP\r\n"
             )]
         );
-        assert!(encode_xclient(&[("DESTADDR", "x")], &offered).is_empty());
-        assert!(encode_xclient(&[], &offered).is_empty());
+        assert!(encode_xclient(&[("DESTADDR", "x")], offered).is_empty());
+        assert!(encode_xclient(&[], offered).is_empty());
         // Round trip through the command parser.
         let line = &lines[0];
         let parsed = super::super::parse_command(&line[..line.len() - 2]).unwrap();
@@ -270,13 +303,13 @@ mod tests {
 
     #[test]
     fn xclient_split() {
-        let offered: Vec<String> = ["NAME", "HELO", "LOGIN"].map(String::from).to_vec();
+        let offered = attrs(&["NAME", "HELO", "LOGIN"]);
         let name = "n".repeat(250);
         let helo = " ".repeat(100); // 300 bytes encoded
         let login = "l".repeat(600); // too long for any line
         let lines = encode_xclient(
             &[("NAME", &name), ("HELO", &helo), ("LOGIN", &login)],
-            &offered,
+            offered,
         );
         assert_eq!(lines.len(), 2);
         for line in &lines {

@@ -1,0 +1,110 @@
+//! One reusable timer per connection instead of a `tokio::time::timeout`
+//! per read, write and reply.
+//!
+//! A `timeout` creates a timer entry, and when the wrapped future is not
+//! ready at once (the usual case for a read or a member's reply) registers it
+//! in the runtime's timer wheel and removes it again when it completes: about
+//! 15 registrations and removals per relayed session. [`Deadline`] keeps one
+//! [`Sleep`] for the connection's life and moves its deadline instead; moving
+//! a registered timer later is one atomic update in tokio, so a connection
+//! usually registers its timer once. A future that is ready at its first poll
+//! never touches the timer, as with `timeout`.
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep, sleep_until};
+
+/// The limit passed to [`Deadline::within`] ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Elapsed;
+
+/// A connection's reusable timer (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Deadline {
+    /// A timer that is not armed yet (needs a tokio runtime with time enabled).
+    pub(crate) fn new() -> Deadline {
+        Deadline {
+            sleep: Box::pin(sleep_until(Instant::now())),
+        }
+    }
+
+    /// Runs `fut` for at most `limit`: `Err(Elapsed)` when it did not finish
+    /// in time. Same semantics as `tokio::time::timeout` (the future is
+    /// polled before the timer, so a ready future always wins).
+    pub(crate) async fn within<F: Future>(
+        &mut self,
+        limit: Duration,
+        fut: F,
+    ) -> Result<F::Output, Elapsed> {
+        let mut fut = pin!(fut);
+        let sleep = &mut self.sleep;
+        let mut armed = false;
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
+            }
+            if !armed {
+                // Saturating: a limit too large for an Instant never expires.
+                let now = Instant::now();
+                let deadline = now
+                    .checked_add(limit)
+                    .unwrap_or_else(|| now + Duration::from_secs(86400 * 365 * 30));
+                sleep.as_mut().reset(deadline);
+                armed = true;
+            }
+            match sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Deadline, Elapsed};
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_future_wins_and_pending_one_times_out() {
+        let mut deadline = Deadline::new();
+        assert_eq!(deadline.within(Duration::ZERO, async { 7 }).await, Ok(7));
+        let never = std::future::pending::<()>();
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            deadline.within(Duration::from_secs(30), never).await,
+            Err(Elapsed)
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reused_after_expiry_and_with_shorter_and_longer_limits() {
+        let mut deadline = Deadline::new();
+        for secs in [5, 300, 1, 60, 1] {
+            let start = tokio::time::Instant::now();
+            let out = deadline
+                .within(Duration::from_secs(secs), std::future::pending::<()>())
+                .await;
+            assert_eq!(out, Err(Elapsed));
+            assert_eq!(start.elapsed(), Duration::from_secs(secs));
+        }
+        // A slow future that finishes in time is not cut short by an earlier,
+        // longer deadline that is still registered.
+        let slow = tokio::time::sleep(Duration::from_secs(2));
+        assert_eq!(deadline.within(Duration::from_secs(3), slow).await, Ok(()));
+        let slow = tokio::time::sleep(Duration::from_secs(4));
+        assert_eq!(
+            deadline.within(Duration::from_secs(3), slow).await,
+            Err(Elapsed)
+        );
+    }
+}
