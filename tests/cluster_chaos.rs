@@ -263,22 +263,7 @@ fn cluster(net: &str) -> Vec<Node> {
             Node::start(&format!("gw{i}"), &ip, &upstream, &policy("", &[]))
         })
         .collect();
-    let gw1 = &nodes[0];
-    gw1.ok(&["cluster", "create"]);
-    let id = gw1.export_identifier("pw");
-    for node in &nodes[1..] {
-        let out = node.join(gw1, &id, Some("pw"));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert!(
-        common::cluster::all_in_sync(gw1, 3, SETTLE),
-        "{:?}",
-        rows(&gw1.status())
-    );
+    common::cluster::form(&nodes.iter().collect::<Vec<_>>(), SETTLE);
     nodes
 }
 

@@ -68,17 +68,7 @@ fn promote_follow_step_down_handover_and_heal() {
     let mut gw1 = start("gw1", "127.62.0.1", &fakes[0]);
     let mut gw2 = start("gw2", "127.62.0.2", &fakes[1]);
     let mut gw3 = start("gw3", "127.62.0.3", &fakes[2]);
-    gw1.ok(&["cluster", "create"]);
-    let id = gw1.export_identifier("pw");
-    for node in [&gw2, &gw3] {
-        let out = node.join(&gw1, &id, Some("pw"));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert!(all_in_sync(&gw1, 3, SYNC), "{:?}", rows(&gw1.status()));
+    common::cluster::form(&[&gw1, &gw2, &gw3], SYNC);
     one_master_per_epoch(&[&gw1, &gw2, &gw3]);
 
     // A backend refuses to promote while the master is reachable.

@@ -69,21 +69,7 @@ fn a_partitioned_backend_converges_after_the_heal() {
         .collect();
     let (gw1, gw2, gw3) = (&nodes[0], &nodes[1], &nodes[2]);
 
-    gw1.ok(&["cluster", "create"]);
-    let id = gw1.export_identifier("pw");
-    for node in [gw2, gw3] {
-        let out = node.join(gw1, &id, Some("pw"));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert!(
-        common::cluster::all_in_sync(gw1, 3, CHANGE),
-        "{:?}",
-        rows(&gw1.status())
-    );
+    common::cluster::form(&[gw1, gw2, gw3], CHANGE);
     let before = gw1.status()["log"]["entries"].as_u64().unwrap();
 
     // Unplug gw3. The master goes on: three policy versions and a

@@ -214,3 +214,25 @@ pub fn writers(nodes: &[&Node]) -> Vec<(u64, String)> {
         })
         .collect()
 }
+
+/// Makes `nodes[0]` master of a new cluster and joins the others as
+/// backends; waits (bounded by `limit`) until all are in sync.
+pub fn form(nodes: &[&Node], limit: Duration) {
+    let master = nodes[0];
+    master.ok(&["cluster", "create"]);
+    let id = master.export_identifier("pw");
+    for node in &nodes[1..] {
+        let out = node.join(master, &id, Some("pw"));
+        assert!(
+            out.status.success(),
+            "{}: join failed: {}",
+            node.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        all_in_sync(master, nodes.len(), limit),
+        "{:?}",
+        rows(&master.status())
+    );
+}
