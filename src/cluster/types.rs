@@ -94,6 +94,32 @@ pub struct MemberRecord {
     pub backends: Vec<String>,
 }
 
+impl MemberRecord {
+    /// A backend record with placeholder identity fields (unit tests
+    /// change what they look at with struct update syntax).
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, cid: u32) -> MemberRecord {
+        MemberRecord {
+            name: name.into(),
+            cid,
+            role: Role::Backend,
+            device_id: format!("D{cid}"),
+            uuid: "u".into(),
+            address: "127.0.0.2:7025".into(),
+            smtp_upstream: None,
+            gina_upstream: None,
+            cert_fingerprint: format!("fp{cid}"),
+            cert_serial: "01".into(),
+            comment: None,
+            location: None,
+            joined: 0,
+            version: "0".into(),
+            deleted: false,
+            backends: Vec::new(),
+        }
+    }
+}
+
 /// Who may join, and with which identifiers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentifierState {

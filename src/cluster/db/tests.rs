@@ -25,22 +25,8 @@ fn local(name: &str) -> LocalNode {
 
 fn member(name: &str, cid: u32) -> MemberRecord {
     MemberRecord {
-        name: name.into(),
-        cid,
-        role: Role::Backend,
-        device_id: format!("D{cid}"),
-        uuid: "u".into(),
         address: "127.0.0.1:1".into(),
-        smtp_upstream: None,
-        gina_upstream: None,
-        cert_fingerprint: format!("fp{cid}"),
-        cert_serial: "01".into(),
-        comment: None,
-        location: None,
-        joined: 0,
-        version: "0".into(),
-        deleted: false,
-        backends: Vec::new(),
+        ..MemberRecord::for_tests(name, cid)
     }
 }
 

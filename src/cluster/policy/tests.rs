@@ -1,24 +1,10 @@
 use super::*;
-use crate::cluster::Role;
 
 fn record(name: &str, smtp: Option<&str>) -> MemberRecord {
     MemberRecord {
-        name: name.into(),
-        cid: 2,
-        role: Role::Backend,
-        device_id: "D".into(),
-        uuid: "u".into(),
-        address: "127.0.0.2:7025".into(),
         smtp_upstream: smtp.map(str::to_owned),
-        gina_upstream: None,
-        cert_fingerprint: "f".into(),
-        cert_serial: "s".into(),
         comment: Some("rack B".into()),
-        location: None,
-        joined: 0,
-        version: "0".into(),
-        deleted: false,
-        backends: Vec::new(),
+        ..MemberRecord::for_tests(name, 2)
     }
 }
 

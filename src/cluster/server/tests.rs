@@ -4,26 +4,12 @@ use hyper::StatusCode;
 
 use super::*;
 use crate::cluster::db::Db;
-use crate::cluster::{Change, IdentifierState, Role};
+use crate::cluster::{Change, IdentifierState};
 
 fn member(name: &str, fingerprint: &str) -> MemberRecord {
     MemberRecord {
-        name: name.into(),
-        cid: 2,
-        role: Role::Backend,
-        device_id: "D".into(),
-        uuid: "u".into(),
-        address: "127.0.0.2:7025".into(),
-        smtp_upstream: None,
-        gina_upstream: None,
         cert_fingerprint: fingerprint.into(),
-        cert_serial: "01".into(),
-        comment: None,
-        location: None,
-        joined: 0,
-        version: "0".into(),
-        deleted: false,
-        backends: Vec::new(),
+        ..MemberRecord::for_tests(name, 2)
     }
 }
 
