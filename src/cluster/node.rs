@@ -259,33 +259,16 @@ pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::R
         None => Db::open(&config.node.data_dir)?,
     };
     let head = db.head()?;
-    let node = Arc::new(ClusterNode {
-        name: config.node.name.clone(),
-        data_dir: config.node.data_dir.clone(),
-        listen,
-        advertise: cluster.advertise,
-        local: config.local.clone(),
-        db,
-        started: Instant::now(),
-        write: tokio::sync::Mutex::new(()),
-        head: watch::channel(head).0,
-        peers: Mutex::new(HashMap::new()),
-        follow: Mutex::new(FollowState::default()),
-        follower: Mutex::new(None),
-        hint: Mutex::new(None),
-        contacts: Mutex::new(HashMap::new()),
-        probe: Mutex::new(None),
-        stop: stop.clone(),
-        gateway: Arc::downgrade(gateway),
-        server_tls: ArcSwapOption::empty(),
-        backends: Mutex::new(
-            frontend_file
-                .as_ref()
-                .map(|f| f.backends.clone())
-                .unwrap_or_default(),
-        ),
-        current_backend: AtomicUsize::new(0),
-    });
+    let node = Arc::new(ClusterNode::new(
+        config.node.name.clone(),
+        config.node.data_dir.clone(),
+        (listen, cluster.advertise),
+        config.local.clone(),
+        (db, head),
+        stop.clone(),
+        Arc::downgrade(gateway),
+        frontend_file.map(|f| f.backends).unwrap_or_default(),
+    ));
     let _ = gateway.cluster.set(node.clone());
     info!(addr = %listen, "cluster control plane listening");
     tokio::spawn(super::server::serve(listener, node.clone(), stop));
@@ -309,26 +292,54 @@ impl ClusterNode {
     /// A node over `db` that is attached to no daemon (unit tests).
     #[cfg(test)]
     pub(crate) fn for_tests(name: &str, db: Db) -> ClusterNode {
+        ClusterNode::new(
+            name.to_string(),
+            std::path::PathBuf::new(),
+            (
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                SocketAddr::from(([127, 0, 0, 1], 7025)),
+            ),
+            None,
+            (db, 0),
+            CancellationToken::new(),
+            Weak::new(),
+            Vec::new(),
+        )
+    }
+
+    /// The running state around `db` (whose log head is `head`): nothing
+    /// followed or probed yet.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: String,
+        data_dir: std::path::PathBuf,
+        (listen, advertise): (SocketAddr, SocketAddr),
+        local: Option<LocalConfig>,
+        (db, head): (Db, u64),
+        stop: CancellationToken,
+        gateway: Weak<Gateway>,
+        backends: Vec<BackendRef>,
+    ) -> ClusterNode {
         ClusterNode {
-            name: name.to_string(),
-            data_dir: std::path::PathBuf::new(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            advertise: SocketAddr::from(([127, 0, 0, 1], 7025)),
-            local: None,
+            name,
+            data_dir,
+            listen,
+            advertise,
+            local,
             db,
             started: Instant::now(),
             write: tokio::sync::Mutex::new(()),
-            head: watch::channel(0).0,
+            head: watch::channel(head).0,
             peers: Mutex::new(HashMap::new()),
             follow: Mutex::new(FollowState::default()),
             follower: Mutex::new(None),
             hint: Mutex::new(None),
             contacts: Mutex::new(HashMap::new()),
             probe: Mutex::new(None),
-            stop: CancellationToken::new(),
-            gateway: Weak::new(),
+            stop,
+            gateway,
             server_tls: ArcSwapOption::empty(),
-            backends: Mutex::new(Vec::new()),
+            backends: Mutex::new(backends),
             current_backend: AtomicUsize::new(0),
         }
     }
