@@ -244,29 +244,7 @@ fn curl_status(
     key: &std::path::Path,
     ca: &std::path::Path,
 ) -> (String, String) {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-w",
-            "\n%{http_code}",
-            "--cacert",
-        ])
-        .arg(ca)
-        .arg("--cert")
-        .arg(cert)
-        .arg("--key")
-        .arg(key)
-        .arg(format!("https://{}/status", node.address()))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (
-        code.to_owned(),
-        format!("{body} {}", String::from_utf8_lossy(&out.stderr)),
-    )
+    common::cluster::curl_mtls(&format!("https://{}/status", node.address()), cert, key, ca)
 }
 
 #[test]

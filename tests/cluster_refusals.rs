@@ -182,27 +182,10 @@ fn refusals_change_nothing() {
     let key = gw1.file("enrol.key", &pem("PRIVATE KEY", 0));
     let ca = gw1.file("ca.pem", &pem("CERTIFICATE", 0));
     let before = entries(&gw1);
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-w",
-            "\n%{http_code}",
-            "--cacert",
-        ])
-        .arg(&ca)
-        .arg("--cert")
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
-        .arg(&url)
-        .output()
-        .unwrap();
-    let body = String::from_utf8_lossy(&out.stdout);
+    let (code, body) = common::cluster::curl_mtls(&url, &cert, &key, &ca);
     assert!(
-        body.ends_with("403") && body.contains("may only join"),
-        "{body}"
+        code == "403" && body.contains("may only join"),
+        "{code} {body}"
     );
     assert_eq!(entries(&gw1), before);
 

@@ -236,3 +236,36 @@ pub fn form(nodes: &[&Node], limit: Duration) {
         rows(&master.status())
     );
 }
+
+/// `curl` of `url` with a client certificate (mutual TLS to a control
+/// plane): (HTTP code, body followed by curl's stderr).
+pub fn curl_mtls(
+    url: &str,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    ca: &std::path::Path,
+) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(ca)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .arg(url)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (
+        code.to_owned(),
+        format!("{body} {}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
