@@ -87,15 +87,7 @@ impl Db {
     pub fn move_to_memory(&self, data_dir: &Path) -> Result<()> {
         self.db.store(Arc::new(memory_database()?));
         self.in_memory.store(true, Ordering::Relaxed);
-        let file = path(data_dir);
-        match std::fs::remove_file(&file) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ClusterError::Db(format!(
-                "cannot remove {}: {e}",
-                file.display()
-            ))),
-        }
+        remove_if_present(&path(data_dir))
     }
 
     /// Puts the database back in a file in `data_dir` (a former frontend
@@ -362,6 +354,18 @@ impl Db {
         extra(&txn)?;
         txn.commit()?;
         Ok(())
+    }
+}
+
+/// Removes `file`; a file that is not there is fine.
+pub fn remove_if_present(file: &Path) -> Result<()> {
+    match std::fs::remove_file(file) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ClusterError::Db(format!(
+            "cannot remove {}: {e}",
+            file.display()
+        ))),
     }
 }
 

@@ -84,14 +84,7 @@ pub fn save(data_dir: &Path, file: &FrontendFile) -> Result<()> {
 
 /// Removes the file.
 pub fn remove(data_dir: &Path) -> Result<()> {
-    match std::fs::remove_file(path(data_dir)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ClusterError::Db(format!(
-            "cannot remove {}: {e}",
-            path(data_dir).display()
-        ))),
-    }
+    super::db::remove_if_present(&path(data_dir))
 }
 
 /// `F(1,2)`: the cluster numbers of a frontend's backends.

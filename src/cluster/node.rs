@@ -245,12 +245,8 @@ pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::R
         Some(file) => {
             let db = Db::open_in_memory()?;
             db.seed(&file.local, &file.cluster)?;
-            let stale = super::db::path(&config.node.data_dir);
-            if stale.exists() {
-                std::fs::remove_file(&stale).map_err(|e| {
-                    anyhow::anyhow!("frontend: cannot remove {}: {e}", stale.display())
-                })?;
-            }
+            // A database file left from before it joined as a frontend.
+            super::db::remove_if_present(&super::db::path(&config.node.data_dir))?;
             let names: Vec<&str> = file.backends.iter().map(|b| b.name.as_str()).collect();
             warn!(backends = %names.join(", "),
                 "frontend: started with no cluster state (it is kept in memory only); routing nothing until a backend sends it");
