@@ -11,7 +11,10 @@
 # (docs/performance.md, "Tuning"). Needs root (smtp-sink -u nobody), valgrind,
 # strace, haproxy, postfix (smtp-sink, smtp-source) and a release build.
 # Uses 127.0.0.221-223, port PROFILE_PORT (2700). Environment: A_SESSIONS (200),
-# B_MESSAGES (1000), LOG_LEVEL (warn; "info" writes the session-end line).
+# B_MESSAGES (1000), LOG_LEVEL (warn; "info" writes the session-end line),
+# PROFILE_KEEP (a directory: the callgrind outputs are copied there, for
+# callgrind_annotate --inclusive=yes FILE), SCENARIOS ("a b"), HAPROXY (1;
+# 0 skips HAProxy's run), SYSCALLS (1; 0 skips the strace run).
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -121,6 +124,10 @@ callgrind() {
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"
   wait "$pid" 2>/dev/null || true
+  if [ -n "${PROFILE_KEEP:-}" ]; then
+    mkdir -p "$PROFILE_KEEP"
+    cp "$(ls -t "$work/cg.$name.$s.out".* | head -n1)" "$PROFILE_KEEP/callgrind.$name.$s.out"
+  fi
   total=$(callgrind_annotate "$(ls -t "$work/cg.$name.$s.out".* | head -n1)" 2>/dev/null |
     awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
   awk -v t="$total" -v n="$(units "$s")" -v name="$name" -v s="$s" -v u="$(unit_name "$s")" \
@@ -150,8 +157,8 @@ syscalls() {
     END { printf "mxgate   (%s) syscalls per %s: %.2f (%s )\n", s, u, total / n, detail }' "$work/strace.$s"
 }
 
-for s in a b; do
+for s in ${SCENARIOS:-a b}; do
   callgrind mxgate "$ip_mx" "$s" "$bin" serve -c "$work/mx/mxgate.toml"
-  callgrind haproxy "$ip_ha" "$s" haproxy -db -f "$work/haproxy.cfg"
-  syscalls "$s"
+  [ "${HAPROXY:-1}" = 0 ] || callgrind haproxy "$ip_ha" "$s" haproxy -db -f "$work/haproxy.cfg"
+  [ "${SYSCALLS:-1}" = 0 ] || syscalls "$s"
 done
