@@ -14,7 +14,8 @@
 # B_MESSAGES (1000), LOG_LEVEL (warn; "info" writes the session-end line),
 # PROFILE_KEEP (a directory: the callgrind outputs are copied there, for
 # callgrind_annotate --inclusive=yes FILE), SCENARIOS ("a b"), HAPROXY (1;
-# 0 skips HAProxy's run), SYSCALLS (1; 0 skips the strace run).
+# 0 skips HAProxy's run), SYSCALLS (1; 0 skips the strace run), MXGATE_BIN
+# (a binary to profile instead of building target/release/mxgate).
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -29,8 +30,12 @@ for tool in valgrind callgrind_control callgrind_annotate strace haproxy smtp-si
   command -v "$tool" >/dev/null || { echo "cpu-profile: $tool is missing" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "cpu-profile: run as root (smtp-sink -u nobody)" >&2; exit 1; }
-cargo build --release --quiet
-bin=$root/target/release/mxgate
+if [ -n "${MXGATE_BIN:-}" ]; then
+  bin=$MXGATE_BIN
+else
+  cargo build --release --quiet
+  bin=$root/target/release/mxgate
+fi
 
 work=$(mktemp -d /tmp/cpu-profile.XXXXXX)
 chmod 755 "$work"
