@@ -7,14 +7,15 @@
 #   benches/http-compare.sh --smoke    # 1 round of 2 s, few connections (CI)
 #
 # Run as root on Debian: it installs wrk, haproxy and nginx-light with apt
-# when they are missing, builds `cargo build --release`, starts every process
-# it needs on 127.0.0.0/8 and stops all of them on exit.
+# when they are missing, builds mxgate (`cargo build --profile dist`;
+# `release` for --smoke), starts every process it needs on 127.0.0.0/8 and
+# stops all of them on exit.
 #
 # Backend: one nginx (1 worker) answering GET / with a fixed 612-byte page
 # from memory (`return 200`), on 127.0.8.11. Contenders, each on its own
 # address, same port (BENCH_PORT):
 #   direct   127.0.8.11  the backend itself
-#   mxgate   127.0.8.12  release build, [[http]] listener, one member = the backend
+#   mxgate   127.0.8.12  dist build, [[http]] listener, one member = the backend
 #   haproxy  127.0.8.13  mode http, nbthread 2, option forwardfor, keep-alive to the backend
 #   nginx    127.0.8.14  2 workers, proxy_pass to an upstream with keepalive 64,
 #                         HTTP/1.1 to the backend, X-Forwarded-For/-Proto set
@@ -33,6 +34,7 @@
 #   THREADS (2)  CONTENDERS ("direct mxgate haproxy nginx")
 #   BENCH_PORT (2800; smoke: by PID)  BENCH_OUT (target/http-compare):
 #   results.tsv and table.txt are kept there.  BENCH_NO_INSTALL=1: never call apt-get
+#   MXGATE_PROFILE (dist; smoke: release): the cargo profile mxgate is built with
 set -euo pipefail
 export LC_ALL=C
 
@@ -94,10 +96,7 @@ fi
 [ "$(id -u)" = 0 ] || die "run as root (nginx workers)"
 
 # ---------------------------------------------------------------- build
-log "cargo build --release"
-cargo build --release --quiet
-mxgate_bin=$root/target/release/mxgate
-[ -x "$mxgate_bin" ] || die "no $mxgate_bin after cargo build --release"
+mxgate_bin=$(build_mxgate "$smoke")
 
 # ---------------------------------------------------------------- processes
 work=$(mktemp -d /tmp/http-compare.XXXXXX)

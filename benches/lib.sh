@@ -6,6 +6,19 @@
 log() { printf '[%s %s] %s\n' "$BENCH_NAME" "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# build_mxgate SMOKE: builds mxgate with cargo profile MXGATE_PROFILE and
+# prints the binary's path. The default is `dist` (release + fat LTO + one
+# codegen unit: the packaged binary, see Cargo.toml) for full runs and
+# `release` for smoke runs (CI), which only check that the script works.
+build_mxgate() {
+  local profile=${MXGATE_PROFILE:-}
+  [ -n "$profile" ] || { [ "$1" = 1 ] && profile=release || profile=dist; }
+  log "cargo build --profile $profile"
+  cargo build --profile "$profile" --quiet --bin mxgate >&2 || die "cargo build --profile $profile failed"
+  [ -x "$root/target/$profile/mxgate" ] || die "no target/$profile/mxgate after cargo build"
+  echo "$root/target/$profile/mxgate"
+}
+
 # Stops (and reaps) every process in `pids`.
 stop_started() {
   local pid

@@ -6,13 +6,13 @@
 #   benches/smtp-compare.sh --smoke    # tiny counts, 1 round, 100-session RSS step (CI)
 #
 # Run as root on Debian: it installs haproxy, nginx-light, libnginx-mod-mail
-# (and postfix, python3) with apt when they are missing, builds
-# `cargo build --release`, starts every process it needs on 127.0.0.0/8 and
-# stops all of them on exit.
+# (and postfix, python3) with apt when they are missing, builds mxgate
+# (`cargo build --profile dist`; `release` for --smoke), starts every process
+# it needs on 127.0.0.0/8 and stops all of them on exit.
 #
 # Contenders, each on its own address, same port (BENCH_PORT):
 #   direct   127.0.0.201  smtp-sink itself (the backend of all others)
-#   mxgate   127.0.0.202  release build, one member = the sink, XCLIENT on, worker_threads MXGATE_THREADS (0 = one per CPU)
+#   mxgate   127.0.0.202  dist build, one member = the sink, XCLIENT on, worker_threads MXGATE_THREADS (0 = one per CPU)
 #   haproxy  127.0.0.203  mode tcp, balance source, nbthread HAPROXY_THREADS (nproc)
 #   nginx    127.0.0.204  mail proxy, smtp_auth none, xclient on, auth_http
 #                         answered by the same nginx (http server on BENCH_PORT+1)
@@ -34,6 +34,7 @@
 #   CONTENDERS ("direct mxgate haproxy nginx") BENCH_PORT (2600; smoke: by PID)
 #   BENCH_OUT (target/smtp-compare): results.tsv, table.txt, rss.txt are kept there
 #   BENCH_NO_INSTALL=1: never call apt-get
+#   MXGATE_PROFILE (dist; smoke: release): the cargo profile mxgate is built with
 #   MXGATE_THREADS (0, mxgate's default [node] worker_threads: one per CPU)
 #   HAPROXY_THREADS (nproc, HAProxy's own default nbthread)
 #   NGINX_WORKERS (nproc)
@@ -129,10 +130,7 @@ fi
 [ "$(id -u)" = 0 ] || die "run as root (smtp-sink -u nobody, nginx workers)"
 
 # ---------------------------------------------------------------- build
-log "cargo build --release"
-cargo build --release --quiet
-mxgate_bin=$root/target/release/mxgate
-[ -x "$mxgate_bin" ] || die "no $mxgate_bin after cargo build --release"
+mxgate_bin=$(build_mxgate "$smoke")
 
 # ---------------------------------------------------------------- processes
 work=$(mktemp -d /tmp/smtp-compare.XXXXXX)
