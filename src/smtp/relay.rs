@@ -496,9 +496,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(tap) = tap {
             tap.finish(result == MessageResult::Accepted);
         }
-        metrics::message(&member, result);
-        if result == MessageResult::Accepted {
-            metrics::bytes_relayed(&member, receiver.size());
+        match self.upstream.as_mut() {
+            // Accepted: the member answered 2xx on this same connection.
+            Some(up) if result == MessageResult::Accepted => up.count_accepted(receiver.size()),
+            _ => {
+                metrics::message(&member, result);
+                if result == MessageResult::Accepted {
+                    metrics::bytes_relayed(&member, receiver.size());
+                }
+            }
         }
         self.queue(&reply);
         Ok(())

@@ -22,6 +22,7 @@ use tokio_rustls::rustls::ClientConfig;
 use tracing::{debug, info};
 
 use crate::config::{HostPort, ProxyProtocol, UpstreamPolicy, UpstreamTls};
+use crate::metrics;
 use crate::routing::SessionGuard;
 use crate::smtp::deadline::Deadline;
 use crate::smtp::proto::{self, Capabilities, Reply, ReplyError};
@@ -100,6 +101,8 @@ pub struct Upstream {
     session: Option<SessionGuard>,
     /// The timer of every write and reply after the set-up (one per connection).
     deadline: Deadline,
+    /// The accepted-message series of this member, resolved at the first one.
+    accepted: Option<metrics::AcceptedMessages>,
 }
 
 impl Upstream {
@@ -122,6 +125,7 @@ impl Upstream {
             transactions: 0,
             session: None,
             deadline: Deadline::new(),
+            accepted: None,
         };
         timeout(
             policy.greeting_timeout,
@@ -303,6 +307,14 @@ impl Upstream {
     /// Counts a finished transaction (the connection is then being reused).
     pub fn transaction_done(&mut self) {
         self.transactions += 1;
+    }
+
+    /// Counts a message of `bytes` bytes this member accepted (metrics).
+    pub fn count_accepted(&mut self, bytes: u64) {
+        let member = &self.member;
+        self.accepted
+            .get_or_insert_with(|| metrics::AcceptedMessages::new(member))
+            .record(bytes);
     }
 
     /// Writes bytes to the member.
