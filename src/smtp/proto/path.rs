@@ -98,8 +98,12 @@ fn check_mailbox(mailbox: &str) -> Result<(), PathError> {
     };
     if let Some(local) = local {
         // Byte by byte: every byte of a non-ASCII character is >= 0x80.
+        // atext (`!#$%&'*+-/=?^_`{|}~`, letters, digits), `.`, or UTF-8.
         let atext = |b: &u8| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(b) || !b.is_ascii()
+            matches!(b,
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+                | b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'/' | b'=' | b'?'
+                | b'^'..=b'`' | b'{'..=b'~' | b'.' | 0x80..=0xff)
         };
         if local.is_empty() || !local.as_bytes().iter().all(atext) {
             return Err(Syntax("bad local part"));
