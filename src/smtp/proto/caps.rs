@@ -74,34 +74,29 @@ impl Capabilities {
             let Some(keyword) = words.next() else {
                 continue;
             };
-            // Upper-cased on the stack and matched once, not compared with
-            // every known name in turn.
-            let mut upper = [0u8; 20];
-            let Some(keyword) = upper.get_mut(..keyword.len()).map(|dst| {
-                dst.copy_from_slice(keyword);
-                dst.make_ascii_uppercase();
-                &*dst
-            }) else {
-                continue;
-            };
-            match keyword {
-                b"PIPELINING" => caps.pipelining = true,
-                b"SIZE" => {
-                    caps.size = Some(
-                        words
-                            .next()
-                            .and_then(|n| std::str::from_utf8(n).ok())
-                            .and_then(|n| n.parse().ok())
-                            .unwrap_or(0),
-                    );
-                }
-                b"8BITMIME" => caps.eightbitmime = true,
-                b"ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
-                b"STARTTLS" => caps.starttls = true,
-                b"SMTPUTF8" => caps.smtputf8 = true,
-                b"CHUNKING" => caps.chunking = true,
-                b"XCLIENT" => caps.xclient = Some(XclientAttrs::from_names(words)),
-                _ => {}
+            let is = |name: &str| keyword.eq_ignore_ascii_case(name.as_bytes());
+            if is("PIPELINING") {
+                caps.pipelining = true;
+            } else if is("SIZE") {
+                caps.size = Some(
+                    words
+                        .next()
+                        .and_then(|n| std::str::from_utf8(n).ok())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0),
+                );
+            } else if is("8BITMIME") {
+                caps.eightbitmime = true;
+            } else if is("ENHANCEDSTATUSCODES") {
+                caps.enhanced_status_codes = true;
+            } else if is("STARTTLS") {
+                caps.starttls = true;
+            } else if is("SMTPUTF8") {
+                caps.smtputf8 = true;
+            } else if is("CHUNKING") {
+                caps.chunking = true;
+            } else if is("XCLIENT") {
+                caps.xclient = Some(XclientAttrs::from_names(words));
             }
         }
         caps
