@@ -404,6 +404,31 @@ pub fn bytes_relayed(member: &str, bytes: u64) {
     counter!(BYTES_TOTAL, "member" => member.to_owned()).increment(bytes);
 }
 
+/// The series a message accepted by one member counts in (`result="accepted"`
+/// of [`MESSAGES_TOTAL`] and [`BYTES_TOTAL`]), resolved once per member
+/// connection: [`message`] and [`bytes_relayed`] look the series up per call.
+#[derive(Debug, Clone)]
+pub struct AcceptedMessages {
+    messages: metrics::Counter,
+    bytes: metrics::Counter,
+}
+
+impl AcceptedMessages {
+    /// The series of `member`.
+    pub fn new(member: &str) -> AcceptedMessages {
+        AcceptedMessages {
+            messages: counter!(MESSAGES_TOTAL, "member" => member.to_owned(), "result" => MessageResult::Accepted.label()),
+            bytes: counter!(BYTES_TOTAL, "member" => member.to_owned()),
+        }
+    }
+
+    /// Counts one accepted message of `bytes` bytes.
+    pub fn record(&self, bytes: u64) {
+        self.messages.increment(1);
+        self.bytes.increment(bytes);
+    }
+}
+
 /// A session moved from member `from` to member `to`.
 pub fn failover(from: &str, to: &str) {
     counter!(FAILOVERS_TOTAL, "from" => from.to_owned(), "to" => to.to_owned()).increment(1);

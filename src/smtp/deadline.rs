@@ -5,10 +5,12 @@
 //! ready at once (the usual case for a read or a member's reply) registers it
 //! in the runtime's timer wheel and removes it again when it completes: about
 //! 15 registrations and removals per relayed session. [`Deadline`] keeps one
-//! [`Sleep`] for the connection's life and moves its deadline instead; moving
-//! a registered timer later is one atomic update in tokio, so a connection
-//! usually registers its timer once. A future that is ready at its first poll
-//! never touches the timer, as with `timeout`.
+//! [`Sleep`] for the connection's life and moves its deadline lazily: while
+//! the timer is armed for an instant before the new limit, it stays there,
+//! and when it fires early it is re-armed for the limit it stands for now.
+//! So the timer is touched about once per limit's length, not per operation.
+//! A future that is ready at its first poll never touches the timer, as with
+//! `timeout`.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -45,23 +47,37 @@ impl Deadline {
     ) -> Result<F::Output, Elapsed> {
         let mut fut = pin!(fut);
         let sleep = &mut self.sleep;
-        let mut armed = false;
+        // The instant this call times out at, once the future was pending.
+        let mut want: Option<Instant> = None;
         poll_fn(|cx| {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Ok(out));
             }
-            if !armed {
+            let want = *want.get_or_insert_with(|| {
                 // Saturating: a limit too large for an Instant never expires.
                 let now = Instant::now();
-                let deadline = now
+                let want = now
                     .checked_add(limit)
                     .unwrap_or_else(|| now + Duration::from_secs(86400 * 365 * 30));
-                sleep.as_mut().reset(deadline);
-                armed = true;
-            }
-            match sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
-                Poll::Pending => Poll::Pending,
+                // Lazy: a timer still armed for an instant between now and
+                // `want` is left alone; when it fires it is moved on to
+                // `want` below. The wheel is touched about once per limit,
+                // not on every read, write and reply.
+                let at = sleep.deadline();
+                if at > want || at <= now {
+                    sleep.as_mut().reset(want);
+                }
+                want
+            });
+            loop {
+                match sleep.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) if sleep.deadline() >= want => {
+                        return Poll::Ready(Err(Elapsed));
+                    }
+                    // An earlier limit's instant: not this one's yet.
+                    Poll::Ready(()) => sleep.as_mut().reset(want),
+                }
             }
         })
         .await
@@ -97,6 +113,21 @@ mod tests {
             assert_eq!(out, Err(Elapsed));
             assert_eq!(start.elapsed(), Duration::from_secs(secs));
         }
+        // Operations that finish in time leave the timer at an earlier
+        // instant; a later timeout is still exact.
+        for _ in 0..5 {
+            let quick = tokio::time::sleep(Duration::from_secs(7));
+            assert_eq!(
+                deadline.within(Duration::from_secs(10), quick).await,
+                Ok(())
+            );
+        }
+        let start = tokio::time::Instant::now();
+        let out = deadline
+            .within(Duration::from_secs(10), std::future::pending::<()>())
+            .await;
+        assert_eq!(out, Err(Elapsed));
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
         // A slow future that finishes in time is not cut short by an earlier,
         // longer deadline that is still registered.
         let slow = tokio::time::sleep(Duration::from_secs(2));

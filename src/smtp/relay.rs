@@ -84,7 +84,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         continue;
                     }
                     match self.collect(&pending).await {
-                        Collected::Reply(reply) => self.queue(&reply),
+                        Collected::Reply(reply) => {
+                            self.record(pending, &reply);
+                            self.queue(&reply);
+                        }
                         Collected::StartData(reply) => {
                             self.queue(&reply);
                             return true;
@@ -222,7 +225,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Reads the member's reply to a relayed command and updates the transaction.
+    /// Reads the member's reply to a relayed command (`record` then updates the transaction).
     async fn collect(&mut self, pending: &Pending) -> Collected {
         let limit = self.ctx.config.policy.upstream.command_timeout;
         let Some(up) = self.upstream.as_mut() else {
@@ -239,21 +242,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(err) => return Collected::Failed(err),
         };
         match pending {
-            Pending::Mail(mail) if reply.is_positive() => {
+            Pending::Data if reply.is_intermediate() => Collected::StartData(reply),
+            _ => Collected::Reply(reply),
+        }
+    }
+
+    /// Updates the transaction with a relayed command the member answered
+    /// (`reply`): an accepted MAIL opens it, an accepted RCPT joins it. The
+    /// command moves into it, for a replay on failover.
+    fn record(&mut self, pending: Pending, reply: &Reply) {
+        if !reply.is_positive() {
+            return;
+        }
+        match pending {
+            Pending::Mail(mail) => {
                 self.txn = Some(Transaction {
-                    mail: mail.clone(),
+                    mail,
                     rcpts: Vec::new(),
                 });
             }
-            Pending::Rcpt(rcpt) if reply.is_positive() => {
+            Pending::Rcpt(rcpt) => {
                 if let Some(txn) = self.txn.as_mut() {
-                    txn.rcpts.push(rcpt.clone());
+                    txn.rcpts.push(rcpt);
                 }
             }
-            Pending::Data if reply.is_intermediate() => return Collected::StartData(reply),
             _ => {}
         }
-        Collected::Reply(reply)
     }
 
     /// Reads the member's answer to a relayed RSET; a failure just ends the connection.
@@ -496,9 +510,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(tap) = tap {
             tap.finish(result == MessageResult::Accepted);
         }
-        metrics::message(&member, result);
-        if result == MessageResult::Accepted {
-            metrics::bytes_relayed(&member, receiver.size());
+        match self.upstream.as_mut() {
+            // Accepted: the member answered 2xx on this same connection.
+            Some(up) if result == MessageResult::Accepted => up.count_accepted(receiver.size()),
+            _ => {
+                metrics::message(&member, result);
+                if result == MessageResult::Accepted {
+                    metrics::bytes_relayed(&member, receiver.size());
+                }
+            }
         }
         self.queue(&reply);
         Ok(())

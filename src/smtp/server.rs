@@ -128,7 +128,11 @@ impl Acceptor for SmtpAcceptor {
         tasks.spawn(
             async move {
                 let _guard = (guard, metered, load);
-                handle(stream, peer, fixed_local, id, ctx, stats, active).await;
+                // Boxed: the session future is several KiB (the session and
+                // every nested future), and the runtime moves the task's
+                // future several times (spawn, completion); moving a box is
+                // moving a pointer.
+                Box::pin(handle(stream, peer, fixed_local, id, ctx, stats, active)).await;
             }
             .instrument(span),
         );

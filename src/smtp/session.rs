@@ -27,7 +27,7 @@ use tracing::{info, warn};
 use crate::config::{Config, SmtpListener};
 use crate::metrics;
 use crate::routing::{MemberTable, Router};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, StageWatch};
 use crate::smtp::deadline::Deadline;
 use crate::smtp::proto::{self, Command, LineReader, MailFrom, RcptTo, Reply};
 use crate::smtp::server::is_trusted;
@@ -159,6 +159,8 @@ pub struct Session<S> {
     pub(crate) stats: SessionStats,
     /// The timer of every client read and write (one per connection).
     deadline: Deadline,
+    /// Draining, watched by reads between transactions.
+    drain: StageWatch,
     /// Commands encoded for the member, reused for every batch.
     pub(crate) obuf: BytesMut,
 }
@@ -167,6 +169,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A session whose greeting has not been sent yet; `rbuf` holds bytes already read.
     pub fn new(io: S, ctx: SessionContext, peer: Peer, rbuf: BytesMut) -> Self {
         let trusted = is_trusted(&ctx.listener, peer.client);
+        let drain = ctx.shutdown.watch_drain();
         Session {
             io,
             ctx,
@@ -188,6 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             errors: 0,
             stats: SessionStats::default(),
             deadline: Deadline::new(),
+            drain,
             obuf: BytesMut::new(),
         }
     }
@@ -252,7 +256,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     pub(crate) async fn serve(&mut self) -> End {
         loop {
-            let mut batch = Vec::new();
+            // Room for a pipelined envelope without growing.
+            let mut batch = Vec::with_capacity(8);
             let mut quit = false;
             loop {
                 match self.lines.next_line(&mut self.rbuf) {
@@ -355,11 +360,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Runs the session; when the drain timeout passes (abort), ends it with
     /// `421 4.3.2` wherever it is, e.g. waiting for a member's reply.
     async fn serve_or_abort(&mut self) -> End {
-        let shutdown = self.ctx.shutdown.clone();
-        let served = tokio::select! {
-            end = self.serve() => Some(end),
-            _ = shutdown.aborted() => None,
-        };
+        let mut abort = self.ctx.shutdown.watch_abort();
+        let served = abort.unless(self.serve()).await;
         match served {
             Some(end) => end,
             None => {
@@ -388,11 +390,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Abort is not watched here: every read runs inside serve_or_abort,
         // which ends the session with the same 421 4.3.2 (one waiter less
         // to register and remove per read).
-        let shutdown = self.ctx.shutdown.clone();
-        let read = tokio::select! {
-            biased;
-            _ = shutdown.drained(), if idle => None,
-            read = self.deadline.within(limit, self.io.read_buf(&mut self.rbuf)) => Some(read),
+        let read = self
+            .deadline
+            .within(limit, self.io.read_buf(&mut self.rbuf));
+        let read = if idle {
+            // Draining is checked first, as before every read.
+            self.drain.unless(read).await
+        } else {
+            Some(read.await)
         };
         match read {
             None => {
@@ -663,6 +668,7 @@ impl<S> Session<S> {
             errors,
             stats,
             deadline,
+            drain,
             obuf,
         } = self;
         let session = Session {
@@ -686,6 +692,7 @@ impl<S> Session<S> {
             errors,
             stats,
             deadline,
+            drain,
             obuf,
         };
         (session, old)

@@ -16,12 +16,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::ClientConfig;
 use tracing::{debug, info};
 
 use crate::config::{HostPort, ProxyProtocol, UpstreamPolicy, UpstreamTls};
+use crate::metrics;
 use crate::routing::SessionGuard;
 use crate::smtp::deadline::Deadline;
 use crate::smtp::proto::{self, Capabilities, Reply, ReplyError};
@@ -100,6 +100,8 @@ pub struct Upstream {
     session: Option<SessionGuard>,
     /// The timer of every write and reply after the set-up (one per connection).
     deadline: Deadline,
+    /// The accepted-message series of this member, resolved at the first one.
+    accepted: Option<metrics::AcceptedMessages>,
 }
 
 impl Upstream {
@@ -113,7 +115,16 @@ impl Upstream {
         our_name: &str,
         client: &ClientIdentity,
     ) -> Result<Upstream, UpstreamError> {
-        let stream = connect_tcp(addr, policy.connect_timeout).await?;
+        // One timer for the whole set-up, handed on to the connection: the
+        // connect and the handshake each used a `timeout` of their own.
+        let mut deadline = Deadline::new();
+        let stream = match deadline
+            .within(policy.connect_timeout, connect_tcp(addr))
+            .await
+        {
+            Ok(stream) => stream?,
+            Err(_) => return Err(UpstreamError::Timeout("connect")),
+        };
         let up = Upstream {
             member: member.to_owned(),
             stream: MemberStream::Plain(stream),
@@ -122,13 +133,17 @@ impl Upstream {
             transactions: 0,
             session: None,
             deadline: Deadline::new(),
+            accepted: None,
         };
-        timeout(
-            policy.greeting_timeout,
-            up.handshake(addr, policy, tls, our_name, client),
-        )
-        .await
-        .map_err(|_| UpstreamError::Timeout("greeting/EHLO"))?
+        let mut up = deadline
+            .within(
+                policy.greeting_timeout,
+                up.handshake(addr, policy, tls, our_name, client),
+            )
+            .await
+            .map_err(|_| UpstreamError::Timeout("greeting/EHLO"))??;
+        up.deadline = deadline;
+        Ok(up)
     }
 
     async fn handshake(
@@ -305,6 +320,14 @@ impl Upstream {
         self.transactions += 1;
     }
 
+    /// Counts a message of `bytes` bytes this member accepted (metrics).
+    pub fn count_accepted(&mut self, bytes: u64) {
+        let member = &self.member;
+        self.accepted
+            .get_or_insert_with(|| metrics::AcceptedMessages::new(member))
+            .record(bytes);
+    }
+
     /// Writes bytes to the member.
     pub async fn send(&mut self, bytes: &[u8], limit: Duration) -> Result<(), UpstreamError> {
         let Upstream {
@@ -364,24 +387,17 @@ async fn read_reply(
     }
 }
 
-/// Connects with TCP_NODELAY set, resolving a host name when needed.
-async fn connect_tcp(addr: &HostPort, limit: Duration) -> Result<TcpStream, UpstreamError> {
-    let connect = async {
-        match addr.ip() {
-            Some(ip) => TcpStream::connect(SocketAddr::new(ip, addr.port)).await,
-            None => crate::dns::connect(addr).await,
-        }
+/// Connects with TCP_NODELAY set, resolving a host name when needed
+/// (the caller bounds it with `connect_timeout`).
+async fn connect_tcp(addr: &HostPort) -> Result<TcpStream, UpstreamError> {
+    let connected = match addr.ip() {
+        Some(ip) => TcpStream::connect(SocketAddr::new(ip, addr.port)).await,
+        None => crate::dns::connect(addr).await,
     };
-    let stream = match timeout(limit, connect).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(source)) => {
-            return Err(UpstreamError::Connect {
-                addr: addr.to_string(),
-                source,
-            });
-        }
-        Err(_) => return Err(UpstreamError::Timeout("connect")),
-    };
+    let stream = connected.map_err(|source| UpstreamError::Connect {
+        addr: addr.to_string(),
+        source,
+    })?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }

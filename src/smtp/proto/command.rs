@@ -125,17 +125,27 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     if !verb.iter().all(|b| b.is_ascii_graphic()) {
         return Err(CommandError::InvalidCharacters);
     }
-    let verb = verb.to_ascii_uppercase();
-    if verb == b"PROXY" {
+    // Upper-cased on the stack: every known verb is at most 8 letters; a
+    // longer one is unknown.
+    let mut upper = [0u8; 8];
+    let known: &[u8] = match upper.get_mut(..verb.len()) {
+        Some(dst) => {
+            dst.copy_from_slice(verb);
+            dst.make_ascii_uppercase();
+            dst
+        }
+        None => b"",
+    };
+    if known == b"PROXY" {
         // A PROXY header where a command was expected: recognised, never parsed.
         return Ok(Command::Proxy);
     }
     let args = std::str::from_utf8(args).map_err(|_| CommandError::InvalidCharacters)?;
-    if args.chars().any(|c| c.is_control() && c != '\t') {
+    if has_control(args) {
         return Err(CommandError::InvalidCharacters);
     }
     let args = args.trim_matches([' ', '\t']);
-    match verb.as_slice() {
+    match known {
         b"HELO" => Ok(Command::Helo(required(args, "HELO needs a domain")?)),
         b"EHLO" => Ok(Command::Ehlo(required(args, "EHLO needs a domain")?)),
         b"MAIL" => parse_mail(args).map(Command::Mail),
@@ -153,9 +163,23 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         b"XCLIENT" => parse_xclient(args),
         // The verb is printable ASCII, checked above.
         _ => Ok(Command::Unknown(
-            String::from_utf8_lossy(&verb).into_owned(),
+            String::from_utf8_lossy(verb).to_ascii_uppercase(),
         )),
     }
+}
+
+/// A control character other than TAB (`char::is_control`: C0, DEL, C1),
+/// looked for byte by byte while the text is ASCII.
+fn has_control(text: &str) -> bool {
+    let mut ascii = true;
+    for &b in text.as_bytes() {
+        if b >= 0x80 {
+            ascii = false;
+        } else if (b < 0x20 && b != b'\t') || b == 0x7f {
+            return true;
+        }
+    }
+    !ascii && text.chars().any(|c| c.is_control() && !c.is_ascii())
 }
 
 fn required(args: &str, what: &'static str) -> Result<String, CommandError> {

@@ -260,6 +260,46 @@ fn bad_commands() {
 }
 
 #[test]
+fn local_part_and_domain_characters() {
+    // Every printable ASCII byte in a dot-string local part and in a domain
+    // label, against RFC 5321 atext and the label set (the path syntax
+    // characters themselves are covered above).
+    const ATEXT: &[u8] = b"!#$%&'*+-/=?^_`{|}~.";
+    for b in 0x21u8..0x7f {
+        if b"<>\"@\\".contains(&b) {
+            continue;
+        }
+        let c = char::from(b);
+        let local = format!("MAIL FROM:<a{c}b@x.example>");
+        let ok = b.is_ascii_alphanumeric() || ATEXT.contains(&b);
+        assert_eq!(
+            parse_command(local.as_bytes()).is_ok(),
+            ok,
+            "local part with {c:?}"
+        );
+        let domain = format!("RCPT TO:<a@x{c}y.example>");
+        let ok = b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+        assert_eq!(
+            parse_command(domain.as_bytes()).is_ok(),
+            ok,
+            "domain with {c:?}"
+        );
+    }
+    for (line, ok) in [
+        ("RCPT TO:<a@.example>", false),
+        ("RCPT TO:<a@x..example>", false),
+        ("RCPT TO:<a@x.example.>", false),
+        ("RCPT TO:<a@>", false),
+        ("RCPT TO:<a@b\u{e9}.example>", true),
+        ("RCPT TO:<\u{e9}l\u{e8}ve@b.example>", true),
+        ("RCPT TO:<\"a\\\u{e9}>\"@b.example>", true),
+        ("RCPT TO:<a@b.example\u{85}>", false),
+    ] {
+        assert_eq!(parse_command(line.as_bytes()).is_ok(), ok, "{line}");
+    }
+}
+
+#[test]
 fn encode_mail_and_rcpt() {
     let Ok(Command::Mail(m)) = parse_command(b"mail from:<a@b> size=10 BODY=8BITMIME SMTPUTF8")
     else {

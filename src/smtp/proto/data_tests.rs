@@ -17,7 +17,17 @@ struct Run {
 }
 
 fn run_chunks(mode: BareLf, max: u64, chunks: &[&[u8]]) -> Run {
+    run_receiver(DataReceiver::new(mode, max), chunks)
+}
+
+/// The same run with the bulk skip over clean lines off: line by line only.
+fn run_chunks_line_scan(mode: BareLf, max: u64, chunks: &[&[u8]]) -> Run {
     let mut rx = DataReceiver::new(mode, max);
+    rx.bulk = false;
+    run_receiver(rx, chunks)
+}
+
+fn run_receiver(mut rx: DataReceiver, chunks: &[&[u8]]) -> Run {
     let mut buf = BytesMut::new();
     let mut forwarded = Vec::new();
     let mut events = Vec::new();
@@ -251,8 +261,95 @@ fn size_limit() {
     assert_eq!(big.rest, b"Q");
 }
 
+#[test]
+fn clean_lines_table() {
+    let cases: &[(&[u8], usize)] = &[
+        (b"", 0),
+        (b"abc", 0),
+        (b"abc\r\n", 5),
+        (b"\r\n", 2),
+        (b"\r\n\r\n", 4),
+        (b".a\r\nb\r\n", 7),
+        (b"a\r\n.b\r\n", 3),
+        (b"a\r\nb\r\nc", 6),
+        (b"a\r\nb\r", 3),
+        (b"\n", 0),
+        (b"a\nb\r\n", 0),
+        (b"a\r\n\nb\r\n", 3),
+        (b"a\r\nb\rc\r\nd\r\n", 3),
+        (b"a\rb\r\n", 0),
+        (b"a\r\nb\r\nc\r\r\n", 6),
+        (b"a\r\r\n", 0),
+    ];
+    for (input, want) in cases {
+        assert_eq!(
+            clean_lines(input),
+            *want,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
+fn bulk_scan_stops_at_the_limit_inside_a_run() {
+    let input = b"aaaa\r\nbbbb\r\ncccc\r\n.\r\n";
+    for max in 0..20 {
+        let bulk = run_chunks(BareLf::Reject, max, &[input]);
+        assert_eq!(
+            bulk,
+            run_chunks_line_scan(BareLf::Reject, max, &[input]),
+            "max {max}"
+        );
+        // The body is 18 bytes.
+        assert_eq!(bulk.events, if max < 18 { BIG } else { END }, "max {max}");
+    }
+}
+
+/// Mail-like input: lines of letters and dots, mostly CRLF-ended, with
+/// the odd bare CR or LF, an end of data somewhere.
+fn mail_like() -> impl Strategy<Value = Vec<u8>> {
+    let line = (
+        "[a.]{0,3}[a-z]{0,20}",
+        prop_oneof![8 => Just("\r\n"), 1 => Just("\n"), 1 => Just("\r"), 1 => Just("")],
+    );
+    proptest::collection::vec(line, 0..40).prop_map(|lines| {
+        let mut out = Vec::new();
+        for (text, end) in lines {
+            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(end.as_bytes());
+        }
+        out
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn bulk_scan_matches_line_scan(
+        input in prop_oneof![
+            mail_like(),
+            proptest::collection::vec(prop::sample::select(vec![b'\r', b'\n', b'.', b'a', b'a', b'a']), 0..200),
+        ],
+        cuts in proptest::collection::vec(0usize..600, 0..6),
+        normalize in any::<bool>(),
+        max in prop_oneof![Just(u64::MAX), 0u64..400],
+    ) {
+        let mode = if normalize { BareLf::Normalize } else { BareLf::Reject };
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+        cuts.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut prev = 0;
+        for c in cuts.into_iter().chain([input.len()]) {
+            chunks.push(&input[prev..c]);
+            prev = c;
+        }
+        prop_assert_eq!(run_chunks(mode, max, &chunks), run_chunks_line_scan(mode, max, &chunks));
+        let mut ended = input.clone();
+        ended.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+        prop_assert_eq!(run_chunks(mode, max, &[&ended]), run_chunks_line_scan(mode, max, &[&ended]));
+    }
 
     #[test]
     fn chunking_does_not_matter(

@@ -39,16 +39,19 @@ pub(crate) fn parse_path(input: &str, null_ok: bool) -> Result<(String, &str), P
 fn closing_bracket(inner: &str) -> Result<usize, PathError> {
     let mut quoted = false;
     let mut escaped = false;
-    for (i, c) in inner.char_indices() {
+    // Byte by byte: the bytes looked for are ASCII, which never occur
+    // inside a UTF-8 sequence (so escaping the first byte of a character
+    // escapes all of it).
+    for (i, &b) in inner.as_bytes().iter().enumerate() {
         if escaped {
             escaped = false;
             continue;
         }
-        match c {
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '>' if !quoted => return Ok(i),
-            '<' | ' ' | '\t' if !quoted => return Err(Syntax("invalid character in address")),
+        match b {
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b'>' if !quoted => return Ok(i),
+            b'<' | b' ' | b'\t' if !quoted => return Err(Syntax("invalid character in address")),
             _ => {}
         }
     }
@@ -94,10 +97,15 @@ fn check_mailbox(mailbox: &str) -> Result<(), PathError> {
         (Some(local), domain)
     };
     if let Some(local) = local {
-        let atext = |c: char| {
-            c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) || !c.is_ascii()
+        // Byte by byte: every byte of a non-ASCII character is >= 0x80.
+        // atext (`!#$%&'*+-/=?^_`{|}~`, letters, digits), `.`, or UTF-8.
+        let atext = |b: &u8| {
+            matches!(b,
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+                | b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'/' | b'=' | b'?'
+                | b'^'..=b'`' | b'{'..=b'~' | b'.' | 0x80..=0xff)
         };
-        if local.is_empty() || !local.chars().all(atext) {
+        if local.is_empty() || !local.as_bytes().iter().all(atext) {
             return Err(Syntax("bad local part"));
         }
     }
@@ -132,14 +140,22 @@ fn check_domain(domain: &str) -> Result<(), PathError> {
             Err(Syntax("bad address literal"))
         };
     }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || !c.is_ascii())
-    };
-    if domain.split('.').all(label_ok) {
-        Ok(())
-    } else {
-        Err(Syntax("bad domain"))
+    // Labels of letters, digits, `-`, `_` or UTF-8 (bytes >= 0x80), none empty.
+    let mut label = 0usize;
+    for &b in domain.as_bytes() {
+        if b == b'.' {
+            if label == 0 {
+                return Err(Syntax("bad domain"));
+            }
+            label = 0;
+        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || !b.is_ascii() {
+            label += 1;
+        } else {
+            return Err(Syntax("bad domain"));
+        }
     }
+    if label == 0 {
+        return Err(Syntax("bad domain"));
+    }
+    Ok(())
 }
