@@ -31,6 +31,7 @@ use tracing::debug;
 
 use super::HttpContext;
 use super::headers::ConnForward;
+use super::joint::Joint;
 use super::proxy::{self, ConnInfo};
 use super::route::RouteCache;
 use super::upstream::{Drivers, LocalPool};
@@ -175,12 +176,12 @@ where
             async move { Ok::<_, Infallible>(proxy::handle(&ctx, &conn, req).await) }
         })
     };
-    let connection = server.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-    tokio::pin!(drivers);
+    // The member connections are polled only when woken, in the same task
+    // poll as the client connection ([`Joint`]).
+    let mut joint = Joint::new(server.serve_connection_with_upgrades(io, service), drivers);
     tokio::select! {
-        () = drivers.as_mut() => {}
-        done = connection.as_mut() => {
+        biased;
+        done = &mut joint => {
             if let Err(e) = done {
                 debug!(client = %conn.client, error = %e, "HTTP connection ended with an error");
             }
@@ -188,10 +189,10 @@ where
         }
         _ = shutdown.drained() => {}
     }
-    connection.as_mut().graceful_shutdown();
+    joint.main_mut().graceful_shutdown();
     tokio::select! {
-        () = drivers.as_mut() => {}
-        _ = connection.as_mut() => {}
+        biased;
+        _ = &mut joint => {}
         _ = shutdown.aborted() => {}
     }
 }
