@@ -209,16 +209,20 @@ syscalls() {
     END { printf "%-8s syscalls per request: %.2f (%s ) over %d requests\n", name, total / n, detail, n }' "$work/strace.$name"
 }
 
-# perf_profile NAME: perf record -g over one timed run, report kept.
+# perf_profile NAME: perf record -g (cpu-clock, one sample per 100 us of
+# CPU) over one timed run; prints the CPU per request by where it was spent:
+# user space, each syscall (its kernel part, including the receiver's TCP
+# input that a loopback send runs), other kernel work (softirq, scheduling
+# outside a syscall). The report is kept in PROFILE_KEEP.
 perf_profile() {
-  local name=$1 ip pid pp n
+  local name=$1 ip pid pp n keep=${PROFILE_KEEP:-$root/target/http-profile}
   ip=$(ip_of "$name")
   (cd "$work/mx" && start "$name") >"$work/$name.log" 2>&1 &
   pid=$!
   pids+=("$pid")
   wait_listen "$ip:$port"
   load "$ip" "$WARMUP" >/dev/null
-  perf record -e cpu-clock -g -p "$pid" -o "$work/perf.$name.data" >/dev/null 2>&1 &
+  perf record -e cpu-clock -c 100000 -g -p "$pid" -o "$work/perf.$name.data" >/dev/null 2>&1 &
   pp=$!
   sleep 0.5
   n=$(load "$ip" "$DURATION")
@@ -226,15 +230,26 @@ perf_profile() {
   wait "$pp" 2>/dev/null || true
   kill "$pid"
   wait "$pid" 2>/dev/null || true
-  local keep=${PROFILE_KEEP:-$root/target/http-profile}
   mkdir -p "$keep"
   perf report -i "$work/perf.$name.data" --no-children --sort dso,symbol --stdio \
     >"$keep/perf.$name.txt" 2>/dev/null || true
-  perf report -i "$work/perf.$name.data" --no-children --sort dso --stdio -g none \
-    >"$keep/perf.$name.dso.txt" 2>/dev/null || true
-  awk -v name="$name" -v n="$n" '$1 ~ /%$/ { printf "%s%s %s", sep, $2, $1; sep = ", " }
-    END { printf "\n" }' "$keep/perf.$name.dso.txt" | sed "s/^/$name   CPU by object ($n requests): /"
-  echo "$name   perf report: $keep/perf.$name.txt"
+  perf script -i "$work/perf.$name.data" 2>/dev/null | awk '
+    function flush() {
+      if (!insample) return
+      cls = !kernel ? "user" : (sys != "" ? sys : "kernel-other")
+      count[cls]++
+      insample = 0
+    }
+    /^[^ \t]/ { flush(); insample = 1; kernel = 0; sys = ""; first = 1; next }
+    /^$/ { flush(); next }
+    {
+      if (first) { first = 0; if ($0 ~ /kernel\.kallsyms/) kernel = 1 }
+      if (sys == "" && match($0, /__x64_sys_[a-z0-9_]+/)) sys = substr($0, RSTART + 10, RLENGTH - 10)
+    }
+    END { flush(); for (c in count) print c, count[c] }' |
+    sort -k2,2nr | awk -v n="$n" -v name="$name" '
+      { total += $2; line = line sprintf(" %s %.1f", $1, $2 * 100 / n) }
+      END { printf "%-8s CPU us per request (perf, %d requests): %.1f =%s\n", name, n, total * 100 / n, line }'
 }
 
 contenders="mxgate"
