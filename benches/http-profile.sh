@@ -20,9 +20,13 @@
 #
 # Environment (all optional): CONNS (16), DURATION (5s), WARMUP (2s),
 # HAPROXY (1; 0 skips HAProxy), SYSCALLS (1; 0 skips the strace runs),
-# PERF (0; 1 adds a `perf record -g` of each contender, not under valgrind,
-# its report kept in PROFILE_KEEP), PROFILE_KEEP (a directory: the callgrind
-# outputs are copied there, for callgrind_annotate --inclusive=yes FILE),
+# PERF (0; 1 adds a `perf record -g` run of each contender, not under
+# valgrind: CPU us per request split into user space, each syscall, other
+# kernel work, and, across those, the receivers' TCP input and wake-ups that
+# loopback sends run, and preemption at syscall exit; noisy on a shared
+# machine; the report is kept in PROFILE_KEEP or target/http-profile),
+# PROFILE_KEEP (a directory: the callgrind outputs are copied there, for
+# callgrind_annotate --inclusive=yes FILE),
 # MXGATE_BIN (the binary; default: cargo build --release, target/release/mxgate).
 set -euo pipefail
 export LC_ALL=C
@@ -209,7 +213,7 @@ syscalls() {
     END { printf "%-8s syscalls per request: %.2f (%s ) over %d requests\n", name, total / n, detail, n }' "$work/strace.$name"
 }
 
-# perf_profile NAME: perf record -g (cpu-clock, one sample per 100 us of
+# perf_profile NAME: perf record -g (cpu-clock, one sample per 250 us of
 # CPU) over one timed run; prints the CPU per request by where it was spent:
 # user space, each syscall (its kernel part, including the receiver's TCP
 # input that a loopback send runs), other kernel work (softirq, scheduling
@@ -222,7 +226,7 @@ perf_profile() {
   pids+=("$pid")
   wait_listen "$ip:$port"
   load "$ip" "$WARMUP" >/dev/null
-  perf record -e cpu-clock -c 100000 -g -p "$pid" -o "$work/perf.$name.data" >/dev/null 2>&1 &
+  perf record -e cpu-clock -c 250000 -g -p "$pid" -o "$work/perf.$name.data" >/dev/null 2>&1 &
   pp=$!
   sleep 0.5
   n=$(load "$ip" "$DURATION")
@@ -238,18 +242,29 @@ perf_profile() {
       if (!insample) return
       cls = !kernel ? "user" : (sys != "" ? sys : "kernel-other")
       count[cls]++
+      if (rcv) count["(of-which:receiver-tcp-input)"]++
+      if (wake) count["(of-which:receiver-wakeup)"]++
+      if (preempt) count["(of-which:preempted-at-syscall-exit)"]++
       insample = 0
     }
-    /^[^ \t]/ { flush(); insample = 1; kernel = 0; sys = ""; first = 1; next }
+    /^[^ \t]/ { flush(); insample = 1; kernel = 0; sys = ""; first = 1; rcv = wake = preempt = 0; next }
     /^$/ { flush(); next }
     {
       if (first) { first = 0; if ($0 ~ /kernel\.kallsyms/) kernel = 1 }
-      if (sys == "" && match($0, /__x64_sys_[a-z0-9_]+/)) sys = substr($0, RSTART + 10, RLENGTH - 10)
+      if ($2 ~ /^tcp_v4_rcv/) rcv = 1
+      if ($2 ~ /^sock_def_readable/) wake = 1
+      if ($2 ~ /^exit_to_user_mode_loop/ && sys == "") preempt = 1
+      if (sys == "" && match($0, /__x64_sys_[a-z0-9_]+|do_writev|__sys_sendto|__sys_recvfrom|do_epoll_wait/)) {
+        sys = substr($0, RSTART, RLENGTH)
+        sub(/^(__x64_sys_|__sys_|do_epoll_|do_)/, "", sys)
+        if (sys == "wait") sys = "epoll_wait"
+      }
     }
     END { flush(); for (c in count) print c, count[c] }' |
     sort -k2,2nr | awk -v n="$n" -v name="$name" '
-      { total += $2; line = line sprintf(" %s %.1f", $1, $2 * 100 / n) }
-      END { printf "%-8s CPU us per request (perf, %d requests): %.1f =%s\n", name, n, total * 100 / n, line }'
+      $2 * 250 / n >= 0.05 { line = line sprintf(" %s %.1f", $1, $2 * 250 / n) }
+      $1 !~ /^\(/ { total += $2 }
+      END { printf "%-8s CPU us per request (perf, %d requests): %.1f =%s\n", name, n, total * 250 / n, line }'
 }
 
 contenders="mxgate"

@@ -67,8 +67,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             present[i] = true;
         }
     }
-    if present[CONNECTION_INDEX] {
-        // Options that are fixed hop-by-hop names are handled below.
+    // Options that are fixed hop-by-hop names are handled below; a
+    // `Connection` that holds only one of them (`keep-alive` from most
+    // servers) needs no splitting.
+    let only_fixed = || {
+        headers.get_all(header::CONNECTION).iter().all(|v| {
+            v.to_str()
+                .is_ok_and(|v| hop_by_hop_index(v.trim()).is_some())
+        })
+    };
+    if present[CONNECTION_INDEX] && !only_fixed() {
         let named: Vec<HeaderName> = connection_options(headers)
             .filter(|o| hop_by_hop_index(o).is_none())
             .filter_map(|o| HeaderName::from_bytes(o.as_bytes()).ok())

@@ -11,7 +11,8 @@
 //! only marks its side, which is then polled again in the same task poll;
 //! woken at any other time (socket readiness, a timer, another thread) it
 //! marks its side and wakes the task. A task poll polls only the marked
-//! sides, so one socket event costs one task poll.
+//! sides, so one socket event costs one task poll. A third side, `stop`
+//! (the drain or the abort), is polled the same way: only when woken.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -58,21 +59,36 @@ impl Wake for Side {
     }
 }
 
+/// How a [`Joint`] ended.
+#[derive(Debug)]
+pub enum Ended<T> {
+    /// The main future is done, with this output.
+    Done(T),
+    /// The stop future resolved first (it is gone; another may be set).
+    Stopped,
+}
+
+/// A future that ends a [`Joint`] early.
+type Stop<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// A client connection (`main`, whose output is the result) and the future
 /// driving its member connections (`helper`, never done), polled together
-/// (see the module docs).
-pub struct Joint<M: Future, H> {
+/// until `main` is done or the `stop` future resolves (see the module docs).
+pub struct Joint<'a, M: Future, H> {
     main: Pin<Box<M>>,
     helper: H,
+    stop: Option<Stop<'a>>,
     shared: Arc<Shared>,
     main_side: Arc<Side>,
     helper_side: Arc<Side>,
+    stop_side: Arc<Side>,
     main_waker: Waker,
     helper_waker: Waker,
+    stop_waker: Waker,
 }
 
-impl<M: Future, H: Future<Output = ()> + Unpin> Joint<M, H> {
-    /// Both sides, each to be polled on the first poll.
+impl<'a, M: Future, H: Future<Output = ()> + Unpin> Joint<'a, M, H> {
+    /// Both sides, each to be polled on the first poll; no stop future.
     pub fn new(main: M, helper: H) -> Self {
         let shared = Arc::new(Shared {
             polling: AtomicBool::new(false),
@@ -84,16 +100,26 @@ impl<M: Future, H: Future<Output = ()> + Unpin> Joint<M, H> {
                 woken: AtomicBool::new(true),
             })
         };
-        let (main_side, helper_side) = (side(), side());
+        let (main_side, helper_side, stop_side) = (side(), side(), side());
         Joint {
             main: Box::pin(main),
             main_waker: Waker::from(main_side.clone()),
             helper_waker: Waker::from(helper_side.clone()),
+            stop_waker: Waker::from(stop_side.clone()),
             helper,
+            stop: None,
             shared,
             main_side,
             helper_side,
+            stop_side,
         }
+    }
+
+    /// Ends the joint with [`Ended::Stopped`] once `stop` resolves
+    /// (replacing any earlier stop future).
+    pub fn stop_on(&mut self, stop: impl Future<Output = ()> + Send + 'a) {
+        self.stop = Some(Box::pin(stop));
+        self.stop_side.woken.store(true, Ordering::SeqCst);
     }
 
     /// The main future, to act on it (it is polled on the next poll).
@@ -103,10 +129,10 @@ impl<M: Future, H: Future<Output = ()> + Unpin> Joint<M, H> {
     }
 }
 
-impl<M: Future, H: Future<Output = ()> + Unpin> Future for Joint<M, H> {
-    type Output = M::Output;
+impl<M: Future, H: Future<Output = ()> + Unpin> Future for Joint<'_, M, H> {
+    type Output = Ended<M::Output>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<M::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended<M::Output>> {
         let this = self.get_mut();
         {
             let mut task = this
@@ -123,7 +149,8 @@ impl<M: Future, H: Future<Output = ()> + Unpin> Future for Joint<M, H> {
         for _ in 0..MAX_ROUNDS {
             let main = this.main_side.woken.swap(false, Ordering::SeqCst);
             let helper = this.helper_side.woken.swap(false, Ordering::SeqCst);
-            if !main && !helper {
+            let stop = this.stop_side.woken.swap(false, Ordering::SeqCst);
+            if !main && !helper && !stop {
                 break;
             }
             if main
@@ -133,18 +160,29 @@ impl<M: Future, H: Future<Output = ()> + Unpin> Future for Joint<M, H> {
                     .poll(&mut Context::from_waker(&this.main_waker))
             {
                 this.shared.polling.store(false, Ordering::SeqCst);
-                return Poll::Ready(out);
+                return Poll::Ready(Ended::Done(out));
             }
             if helper {
                 let _ =
                     Pin::new(&mut this.helper).poll(&mut Context::from_waker(&this.helper_waker));
             }
+            if stop
+                && let Some(s) = this.stop.as_mut()
+                && s.as_mut()
+                    .poll(&mut Context::from_waker(&this.stop_waker))
+                    .is_ready()
+            {
+                this.stop = None;
+                this.shared.polling.store(false, Ordering::SeqCst);
+                return Poll::Ready(Ended::Stopped);
+            }
         }
         this.shared.polling.store(false, Ordering::SeqCst);
         // Woken during the last round, or from elsewhere while polling:
         // poll again soon.
-        if this.main_side.woken.load(Ordering::SeqCst)
-            || this.helper_side.woken.load(Ordering::SeqCst)
+        if [&this.main_side, &this.helper_side, &this.stop_side]
+            .iter()
+            .any(|s| s.woken.load(Ordering::SeqCst))
         {
             cx.waker().wake_by_ref();
         }
@@ -245,8 +283,38 @@ mod tests {
         main_done.store(true, Ordering::SeqCst);
         main_waker.lock().unwrap().take().unwrap().wake();
         assert!(task.0.swap(false, Ordering::SeqCst));
-        assert!(Pin::new(&mut joint).poll(&mut cx).is_ready());
+        assert!(matches!(
+            Pin::new(&mut joint).poll(&mut cx),
+            Poll::Ready(Ended::Done(()))
+        ));
         assert_eq!(main_polls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_stop_future_is_polled_only_when_woken_and_ends_the_joint() {
+        let (main, main_polls, _, _) = counted();
+        let (helper, _, _, _) = counted();
+        let (stop, stop_polls, stop_done, stop_waker) = counted();
+        let mut joint = Joint::new(main, Box::pin(helper));
+        joint.stop_on(stop);
+        let task = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut joint).poll(&mut cx).is_pending());
+        assert_eq!(stop_polls.load(Ordering::SeqCst), 1);
+        // The main side woken: the stop future is not polled.
+        joint.main_mut();
+        assert!(Pin::new(&mut joint).poll(&mut cx).is_pending());
+        assert_eq!(main_polls.load(Ordering::SeqCst), 2);
+        assert_eq!(stop_polls.load(Ordering::SeqCst), 1);
+        stop_done.store(true, Ordering::SeqCst);
+        stop_waker.lock().unwrap().take().unwrap().wake();
+        assert!(task.0.swap(false, Ordering::SeqCst));
+        assert!(matches!(
+            Pin::new(&mut joint).poll(&mut cx),
+            Poll::Ready(Ended::Stopped)
+        ));
+        assert_eq!(stop_polls.load(Ordering::SeqCst), 2);
     }
 
     /// Wakes the other side's waker when polled, `left` times.

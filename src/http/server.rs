@@ -31,7 +31,7 @@ use tracing::debug;
 
 use super::HttpContext;
 use super::headers::ConnForward;
-use super::joint::Joint;
+use super::joint::{Ended, Joint};
 use super::proxy::{self, ConnInfo};
 use super::route::RouteCache;
 use super::upstream::{Drivers, LocalPool};
@@ -176,23 +176,19 @@ where
             async move { Ok::<_, Infallible>(proxy::handle(&ctx, &conn, req).await) }
         })
     };
-    // The member connections are polled only when woken, in the same task
-    // poll as the client connection ([`Joint`]).
+    // The member connections, the drain and the abort are polled only when
+    // woken, in the same task poll as the client connection ([`Joint`]).
     let mut joint = Joint::new(server.serve_connection_with_upgrades(io, service), drivers);
-    tokio::select! {
-        biased;
-        done = &mut joint => {
-            if let Err(e) = done {
-                debug!(client = %conn.client, error = %e, "HTTP connection ended with an error");
-            }
+    joint.stop_on(shutdown.drained());
+    match (&mut joint).await {
+        Ended::Done(Err(e)) => {
+            debug!(client = %conn.client, error = %e, "HTTP connection ended with an error");
             return;
         }
-        _ = shutdown.drained() => {}
+        Ended::Done(Ok(())) => return,
+        Ended::Stopped => {}
     }
     joint.main_mut().graceful_shutdown();
-    tokio::select! {
-        biased;
-        _ = &mut joint => {}
-        _ = shutdown.aborted() => {}
-    }
+    joint.stop_on(shutdown.aborted());
+    let _ = joint.await;
 }
