@@ -215,12 +215,15 @@ mod tests {
         }
     }
 
-    fn counted() -> (
+    /// A [`Counted`] and its polls, its `done` switch and its last waker.
+    type CountedParts = (
         Counted,
         Arc<AtomicUsize>,
         Arc<AtomicBool>,
         Arc<Mutex<Option<Waker>>>,
-    ) {
+    );
+
+    fn counted() -> CountedParts {
         let polls = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(AtomicBool::new(false));
         let waker = Arc::new(Mutex::new(None));
