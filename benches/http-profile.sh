@@ -27,7 +27,9 @@
 # machine; the report is kept in PROFILE_KEEP or target/http-profile),
 # PROFILE_KEEP (a directory: the callgrind outputs are copied there, for
 # callgrind_annotate --inclusive=yes FILE),
-# MXGATE_BIN (the binary; default: cargo build --release, target/release/mxgate).
+# MXGATE_BIN (the binary; default: cargo build --profile CARGO_PROFILE,
+# target/CARGO_PROFILE/mxgate), CARGO_PROFILE (release; "dist" for the
+# LTO build, see Cargo.toml).
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -43,8 +45,8 @@ for tool in valgrind callgrind_control callgrind_annotate strace wrk haproxy ngi
 done
 [ "$(id -u)" = 0 ] || { echo "http-profile: run as root (nginx)" >&2; exit 1; }
 if [ -z "${MXGATE_BIN:-}" ]; then
-  cargo build --release --quiet
-  MXGATE_BIN=$root/target/release/mxgate
+  cargo build --profile "${CARGO_PROFILE:-release}" --quiet
+  MXGATE_BIN=$root/target/${CARGO_PROFILE:-release}/mxgate
 fi
 bin=$MXGATE_BIN
 
