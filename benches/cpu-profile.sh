@@ -139,31 +139,35 @@ callgrind() {
     'BEGIN { printf "%-8s (%s) user-space instructions per %s: %.1f k\n", name, s, u, t / n / 1000 }'
 }
 
-# syscalls SCENARIO: mxgate's syscalls per unit over one run.
+# syscalls NAME IP SCENARIO CMD...: syscalls per unit of CMD's process over one run.
 syscalls() {
-  local s=$1 pid sp
-  "$bin" serve -c "$work/mx/mxgate.toml" >"$work/mx.log" 2>&1 &
+  local name=$1 ip=$2 s=$3 pid sp
+  shift 3
+  "$@" >"$work/$name.log" 2>&1 &
   pid=$!
   pids+=("$pid")
-  wait_listen "$ip_mx:$port"
-  source_run "$ip_mx" a >/dev/null 2>&1 || true # warm-up
-  strace -c -f -p "$pid" -o "$work/strace.$s" 2>/dev/null &
+  wait_listen "$ip:$port"
+  source_run "$ip" a >/dev/null 2>&1 || true # warm-up
+  strace -c -f -p "$pid" -o "$work/strace.$name.$s" 2>/dev/null &
   sp=$!
   sleep 1
-  source_run "$ip_mx" "$s" >/dev/null 2>&1
+  source_run "$ip" "$s" >/dev/null 2>&1
   sleep 0.5
   kill -INT "$sp"
   wait "$sp" 2>/dev/null || true
   kill "$pid"
   wait "$pid" 2>/dev/null || true
-  awk -v n="$(units "$s")" -v s="$s" -v u="$(unit_name "$s")" '
+  awk -v n="$(units "$s")" -v s="$s" -v u="$(unit_name "$s")" -v name="$name" '
     $NF == "total" { total = $4 }
     NR > 2 && $1 ~ /^[0-9.]+$/ && $NF != "total" { detail = detail sprintf(" %s %.2f", $NF, $4 / n) }
-    END { printf "mxgate   (%s) syscalls per %s: %.2f (%s )\n", s, u, total / n, detail }' "$work/strace.$s"
+    END { printf "%-8s (%s) syscalls per %s: %.2f (%s )\n", name, s, u, total / n, detail }' "$work/strace.$name.$s"
 }
 
 for s in ${SCENARIOS:-a b}; do
   callgrind mxgate "$ip_mx" "$s" "$bin" serve -c "$work/mx/mxgate.toml"
   [ "${HAPROXY:-1}" = 0 ] || callgrind haproxy "$ip_ha" "$s" haproxy -db -f "$work/haproxy.cfg"
-  [ "${SYSCALLS:-1}" = 0 ] || syscalls "$s"
+  if [ "${SYSCALLS:-1}" != 0 ]; then
+    syscalls mxgate "$ip_mx" "$s" "$bin" serve -c "$work/mx/mxgate.toml"
+    [ "${HAPROXY:-1}" = 0 ] || syscalls haproxy "$ip_ha" "$s" haproxy -db -f "$work/haproxy.cfg"
+  fi
 done

@@ -35,6 +35,7 @@
 #   BENCH_PORT (2800; smoke: by PID)  BENCH_OUT (target/http-compare):
 #   results.tsv and table.txt are kept there.  BENCH_NO_INSTALL=1: never call apt-get
 #   MXGATE_PROFILE (dist; smoke: release): the cargo profile mxgate is built with
+#   MXGATE_BIN: this mxgate binary instead of building one
 set -euo pipefail
 export LC_ALL=C
 
@@ -300,7 +301,7 @@ mkdir -p "$BENCH_OUT"
 results=$BENCH_OUT/results.tsv
 printf 'round\tcontender\trequests_per_s\tlatency_avg\tfront_cpu_seconds\tconnections\n' >"$results"
 {
-  echo "# http-compare $(date -u +%Y-%m-%dT%H:%M:%SZ) mxgate $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "# http-compare $(date -u +%Y-%m-%dT%H:%M:%SZ) mxgate ${MXGATE_BIN:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')}"
   echo "# $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "# $(haproxy -v | head -n1); $(nginx -v 2>&1); $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)"
   echo "# wrk -t $THREADS -c ($CONNECTIONS) -d $DURATION, $ROUNDS round(s)"

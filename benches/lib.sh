@@ -10,7 +10,13 @@ die() { log "error: $*"; exit 1; }
 # prints the binary's path. The default is `dist` (release + fat LTO + one
 # codegen unit: the packaged binary, see Cargo.toml) for full runs and
 # `release` for smoke runs (CI), which only check that the script works.
+# MXGATE_BIN names a binary to use instead (before/after comparisons).
 build_mxgate() {
+  if [ -n "${MXGATE_BIN:-}" ]; then
+    [ -x "$MXGATE_BIN" ] || die "MXGATE_BIN=$MXGATE_BIN is not an executable"
+    echo "$MXGATE_BIN"
+    return
+  fi
   local profile=${MXGATE_PROFILE:-}
   [ -n "$profile" ] || { [ "$1" = 1 ] && profile=release || profile=dist; }
   log "cargo build --profile $profile"

@@ -35,6 +35,7 @@
 #   BENCH_OUT (target/smtp-compare): results.tsv, table.txt, rss.txt are kept there
 #   BENCH_NO_INSTALL=1: never call apt-get
 #   MXGATE_PROFILE (dist; smoke: release): the cargo profile mxgate is built with
+#   MXGATE_BIN: this mxgate binary instead of building one
 #   MXGATE_THREADS (0, mxgate's default [node] worker_threads: one per CPU)
 #   HAPROXY_THREADS (nproc, HAProxy's own default nbthread)
 #   NGINX_WORKERS (nproc)

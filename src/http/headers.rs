@@ -63,12 +63,20 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // cost a lookup each.
     let mut present = [false; 6];
     for name in headers.keys() {
-        if let Some(i) = hop_by_hop_index(name.as_str()) {
+        if let Some(i) = hop_by_hop_name(name) {
             present[i] = true;
         }
     }
-    if present[CONNECTION_INDEX] {
-        // Options that are fixed hop-by-hop names are handled below.
+    // Options that are fixed hop-by-hop names are handled below; a
+    // `Connection` that holds only one of them (`keep-alive` from most
+    // servers) needs no splitting.
+    let only_fixed = || {
+        headers.get_all(header::CONNECTION).iter().all(|v| {
+            v.to_str()
+                .is_ok_and(|v| hop_by_hop_index(v.trim()).is_some())
+        })
+    };
+    if present[CONNECTION_INDEX] && !only_fixed() {
         let named: Vec<HeaderName> = connection_options(headers)
             .filter(|o| hop_by_hop_index(o).is_none())
             .filter_map(|o| HeaderName::from_bytes(o.as_bytes()).ok())
@@ -87,8 +95,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// The headers that are always hop-by-hop.
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// The headers that are always hop-by-hop (a `static`: a `const` array
+/// would be built and dropped at every use).
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     header::UPGRADE,
     header::TE,
@@ -98,6 +107,21 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 const CONNECTION_INDEX: usize = 0;
 const UPGRADE_INDEX: usize = 1;
+
+/// The position in [`HOP_BY_HOP`] of a header name (lower case), if it is
+/// there: one comparison by length and bytes, for every header of every
+/// message.
+fn hop_by_hop_name(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "upgrade" => Some(1),
+        "te" => Some(2),
+        "transfer-encoding" => Some(3),
+        "keep-alive" => Some(4),
+        "proxy-connection" => Some(5),
+        _ => None,
+    }
+}
 
 /// The position in [`HOP_BY_HOP`] of `name` (any case), if it is there.
 fn hop_by_hop_index(name: &str) -> Option<usize> {
@@ -310,6 +334,19 @@ fn push_token_or_quoted(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_names_match_the_table() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_name(name), Some(i), "{name}");
+            assert_eq!(
+                hop_by_hop_index(&name.as_str().to_ascii_uppercase()),
+                Some(i)
+            );
+        }
+        assert_eq!(hop_by_hop_name(&header::HOST), None);
+        assert_eq!(hop_by_hop_name(&X_FORWARDED_FOR), None);
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -24,6 +24,7 @@
 
 pub mod body;
 pub mod headers;
+pub mod joint;
 pub mod log;
 pub mod proxy;
 pub mod route;

@@ -85,10 +85,13 @@ pub async fn handle(
             "CONNECT is not supported",
         );
     }
+    // Boxed (and only for its paths): inline, these futures would be moved
+    // with every request's future.
     if let Some(lft) = &ctx.lft
-        && let Some(stored) = crate::lft::serve::serve(&lft.store, &req).await
+        && req.uri().path().starts_with("/lft/")
+        && let Some(stored) = Box::pin(crate::lft::serve::serve(&lft.store, &req)).await
     {
-        return stored_attachment(stored, access).await;
+        return Box::pin(stored_attachment(stored, access)).await;
     }
     let limit = ctx.listener.max_body_size;
     if content_length(req.headers()).is_some_and(|len| len > limit) {

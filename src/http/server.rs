@@ -31,6 +31,7 @@ use tracing::debug;
 
 use super::HttpContext;
 use super::headers::ConnForward;
+use super::joint::{Ended, Joint};
 use super::proxy::{self, ConnInfo};
 use super::route::RouteCache;
 use super::upstream::{Drivers, LocalPool};
@@ -175,23 +176,19 @@ where
             async move { Ok::<_, Infallible>(proxy::handle(&ctx, &conn, req).await) }
         })
     };
-    let connection = server.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-    tokio::pin!(drivers);
-    tokio::select! {
-        () = drivers.as_mut() => {}
-        done = connection.as_mut() => {
-            if let Err(e) = done {
-                debug!(client = %conn.client, error = %e, "HTTP connection ended with an error");
-            }
+    // The member connections, the drain and the abort are polled only when
+    // woken, in the same task poll as the client connection ([`Joint`]).
+    let mut joint = Joint::new(server.serve_connection_with_upgrades(io, service), drivers);
+    joint.stop_on(shutdown.drained());
+    match (&mut joint).await {
+        Ended::Done(Err(e)) => {
+            debug!(client = %conn.client, error = %e, "HTTP connection ended with an error");
             return;
         }
-        _ = shutdown.drained() => {}
+        Ended::Done(Ok(())) => return,
+        Ended::Stopped => {}
     }
-    connection.as_mut().graceful_shutdown();
-    tokio::select! {
-        () = drivers.as_mut() => {}
-        _ = connection.as_mut() => {}
-        _ = shutdown.aborted() => {}
-    }
+    joint.main_mut().graceful_shutdown();
+    joint.stop_on(shutdown.aborted());
+    let _ = joint.await;
 }

@@ -19,8 +19,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -30,7 +31,6 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
@@ -124,6 +124,19 @@ impl Upstreams {
                 }
             }
         }
+        // Boxed: the connect and handshake futures are large (TLS), and
+        // inline they would be moved with every request's future.
+        Box::pin(self.open_and_send(pool, member, req, upgrade)).await
+    }
+
+    /// [`Upstreams::send`] on a new connection.
+    async fn open_and_send(
+        &self,
+        pool: &LocalPool,
+        member: &Arc<MemberUpstream>,
+        req: Request<RequestBody>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, SendError> {
         let io = self.connect(member).await.map_err(SendError::Connect)?;
         let (mut sender, conn) = http1::Builder::new()
             .handshake(io)
@@ -193,21 +206,34 @@ pub type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// One client connection's member connections (see the module docs).
 pub struct LocalPool {
     idle: Mutex<Vec<(Arc<MemberUpstream>, SendRequest<RequestBody>)>>,
-    drivers: mpsc::UnboundedSender<Driver>,
+    new: Arc<NewDrivers>,
+}
+
+/// Member connections handed to [`Drivers`] and not yet picked up. A flag
+/// rather than a channel: [`Drivers`] is polled a few times per request and
+/// new connections are rare, so a poll costs one atomic swap.
+#[derive(Default)]
+struct NewDrivers {
+    /// Set when `list` has something.
+    pending: AtomicBool,
+    list: Mutex<Vec<Driver>>,
+    /// The waker of the latest poll of [`Drivers`].
+    waker: Mutex<Option<Waker>>,
 }
 
 impl LocalPool {
     /// A pool and the future that drives its connections (poll it in the
     /// client connection's task; it never completes).
     pub fn new() -> (LocalPool, Drivers) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let new = Arc::new(NewDrivers::default());
         (
             LocalPool {
                 idle: Mutex::new(Vec::new()),
-                drivers: tx,
+                new: new.clone(),
             },
             Drivers {
-                rx,
+                new,
+                registered: None,
                 running: Vec::new(),
             },
         )
@@ -233,15 +259,31 @@ impl LocalPool {
     }
 
     fn drive(&self, driver: Driver) {
-        // The receiver lives as long as the client connection: if it is
-        // gone, so is everyone who could use this connection.
-        let _ = self.drivers.send(driver);
+        // Dropped with the pool if the client connection (and its
+        // [`Drivers`]) is gone: so is everyone who could use it.
+        self.new
+            .list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(driver);
+        self.new.pending.store(true, Ordering::SeqCst);
+        let waker = self
+            .new
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
 /// Drives the member connections of one client connection.
 pub struct Drivers {
-    rx: mpsc::UnboundedReceiver<Driver>,
+    new: Arc<NewDrivers>,
+    /// The waker last stored in `new` (stored again only when it changes).
+    registered: Option<Waker>,
     running: Vec<Driver>,
 }
 
@@ -250,8 +292,23 @@ impl Future for Drivers {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        while let Poll::Ready(Some(d)) = this.rx.poll_recv(cx) {
-            this.running.push(d);
+        // Registered before looking at `pending`, so a connection handed
+        // over after the look wakes this poll's waker.
+        if !this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            this.registered = Some(cx.waker().clone());
+            *this
+                .new
+                .waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+        }
+        if this.new.pending.swap(false, Ordering::SeqCst) {
+            let mut list = this.new.list.lock().unwrap_or_else(PoisonError::into_inner);
+            this.running.append(&mut list);
         }
         this.running
             .retain_mut(|d| d.as_mut().poll(cx).is_pending());
