@@ -30,7 +30,6 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod sticky;
-pub mod timers;
 pub mod upgrade;
 pub mod upstream;
 pub mod watchdog;

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::time::timeout;
 use tracing::{debug, warn};
 
 use super::HttpContext;
@@ -24,7 +25,6 @@ use super::body::{PendingBody, ResponseBody};
 use super::headers::{self, ConnForward};
 use super::log::Access;
 use super::route::RouteCache;
-use super::timers::Timers;
 use super::upstream::{LocalPool, SendError};
 use super::watchdog::Activity;
 use super::{sticky, upgrade};
@@ -47,8 +47,6 @@ pub struct ConnInfo {
     pub forward: ConnForward,
     /// Its requests in flight, for the request-head watchdog.
     pub activity: Arc<Activity>,
-    /// Its `upstream_timeout` timers.
-    pub timers: Timers,
 }
 
 /// Member health as the GINA proxy sees it: the one place to switch to
@@ -167,14 +165,11 @@ pub async fn handle(
         {
             out.headers_mut().insert(header::HOST, h);
         }
-        let sent = conn
-            .timers
-            .within(
-                ctx.listener.upstream_timeout,
-                ctx.upstreams.send(&conn.pool, up, out, is_upgrade),
-            )
-            .await
-            .ok_or(());
+        let sent = timeout(
+            ctx.listener.upstream_timeout,
+            ctx.upstreams.send(&conn.pool, up, out, is_upgrade),
+        )
+        .await;
         match sent {
             Ok(Ok(resp)) => {
                 // Set unless the request's cookie already named this member.

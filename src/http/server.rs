@@ -34,7 +34,6 @@ use super::headers::ConnForward;
 use super::joint::{Ended, Joint};
 use super::proxy::{self, ConnInfo};
 use super::route::RouteCache;
-use super::timers::Timers;
 use super::upstream::{Drivers, LocalPool};
 use super::watchdog::{self, AbortOnDrop, Activity};
 use crate::smtp::server::ListenerStats;
@@ -135,7 +134,6 @@ fn start_connection(
         routes: RouteCache::new(),
         forward: ConnForward::new(peer.ip(), if secure { "https" } else { "http" }),
         activity,
-        timers: Timers::default(),
     };
     let handle = tasks.spawn(async move {
         let _guards = (guard, load, watchdog);

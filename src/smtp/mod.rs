@@ -6,7 +6,7 @@
 //! SMTP client; [`tls`] builds the STARTTLS configurations of a snapshot;
 //! [`proto`] is the sans-IO protocol code under all of them.
 
-pub(crate) mod deadline;
+mod deadline;
 pub mod proto;
 mod relay;
 pub mod server;
