@@ -275,7 +275,10 @@ impl ConnForward {
         element.push_str(";proto=");
         element.push_str(self.proto);
         let element = HeaderValue::from_str(&element).ok();
-        *last = Some((host.cloned(), element.clone()));
+        // A copy: `host` shares the request's read buffer (8 KB, hyper's),
+        // which a clone would keep alive as long as the connection.
+        let host = host.and_then(|h| HeaderValue::from_bytes(h.as_bytes()).ok());
+        *last = Some((host, element.clone()));
         element
     }
 }
