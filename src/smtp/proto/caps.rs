@@ -3,7 +3,6 @@
 
 use super::line::MAX_COMMAND_LINE;
 use super::reply::Reply;
-use bytes::Bytes;
 
 /// What a member's EHLO reply offers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,38 +67,83 @@ impl Capabilities {
         let mut caps = Capabilities::default();
         for line in reply.lines().skip(1) {
             // Words are ASCII; compared in place, nothing is allocated per line.
-            let mut words = line
-                .split(u8::is_ascii_whitespace)
-                .filter(|word| !word.is_empty());
-            let Some(keyword) = words.next() else {
+            let (word, rest) = first_word(line);
+            let Some(keyword) = Keyword::of(word) else {
                 continue;
             };
-            let is = |name: &str| keyword.eq_ignore_ascii_case(name.as_bytes());
-            if is("PIPELINING") {
-                caps.pipelining = true;
-            } else if is("SIZE") {
-                caps.size = Some(
-                    words
-                        .next()
-                        .and_then(|n| std::str::from_utf8(n).ok())
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0),
-                );
-            } else if is("8BITMIME") {
-                caps.eightbitmime = true;
-            } else if is("ENHANCEDSTATUSCODES") {
-                caps.enhanced_status_codes = true;
-            } else if is("STARTTLS") {
-                caps.starttls = true;
-            } else if is("SMTPUTF8") {
-                caps.smtputf8 = true;
-            } else if is("CHUNKING") {
-                caps.chunking = true;
-            } else if is("XCLIENT") {
-                caps.xclient = Some(XclientAttrs::from_names(words));
+            let mut words = rest
+                .split(u8::is_ascii_whitespace)
+                .filter(|word| !word.is_empty());
+            match keyword {
+                Keyword::Pipelining => caps.pipelining = true,
+                Keyword::Size => {
+                    caps.size = Some(
+                        words
+                            .next()
+                            .and_then(|n| std::str::from_utf8(n).ok())
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0),
+                    );
+                }
+                Keyword::EightBitMime => caps.eightbitmime = true,
+                Keyword::EnhancedStatusCodes => caps.enhanced_status_codes = true,
+                Keyword::StartTls => caps.starttls = true,
+                Keyword::SmtpUtf8 => caps.smtputf8 = true,
+                Keyword::Chunking => caps.chunking = true,
+                Keyword::Xclient => caps.xclient = Some(XclientAttrs::from_names(words)),
             }
         }
         caps
+    }
+}
+
+/// The first word of `line` (leading blanks skipped) and what follows it.
+fn first_word(line: &[u8]) -> (&[u8], &[u8]) {
+    let start = line
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(line.len());
+    let line = &line[start..];
+    let end = line
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .unwrap_or(line.len());
+    line.split_at(end)
+}
+
+/// The EHLO keywords mxgate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keyword {
+    Pipelining,
+    Size,
+    EightBitMime,
+    EnhancedStatusCodes,
+    StartTls,
+    SmtpUtf8,
+    Chunking,
+    Xclient,
+}
+
+impl Keyword {
+    /// The keyword `word` is (case-insensitive): one candidate is chosen by
+    /// length (and the first letter among the four of eight letters) and
+    /// compared once, instead of comparing with every name in turn.
+    fn of(word: &[u8]) -> Option<Keyword> {
+        let (name, keyword) = match (word.len(), word.first().map(u8::to_ascii_uppercase)) {
+            (4, _) => ("SIZE", Keyword::Size),
+            (7, _) => ("XCLIENT", Keyword::Xclient),
+            (8, Some(b'8')) => ("8BITMIME", Keyword::EightBitMime),
+            (8, Some(b'C')) => ("CHUNKING", Keyword::Chunking),
+            (8, Some(b'S')) => match word.get(1).map(u8::to_ascii_uppercase) {
+                Some(b'T') => ("STARTTLS", Keyword::StartTls),
+                _ => ("SMTPUTF8", Keyword::SmtpUtf8),
+            },
+            (10, _) => ("PIPELINING", Keyword::Pipelining),
+            (19, _) => ("ENHANCEDSTATUSCODES", Keyword::EnhancedStatusCodes),
+            _ => return None,
+        };
+        word.eq_ignore_ascii_case(name.as_bytes())
+            .then_some(keyword)
     }
 }
 
@@ -108,60 +152,65 @@ impl Capabilities {
 /// and splitting so no line exceeds [`MAX_COMMAND_LINE`].
 ///
 /// An attribute too long to fit on a line of its own is left out too: a
-/// member would refuse the whole line.
-pub fn encode_xclient(attrs: &[(&str, &str)], offered: XclientAttrs) -> Vec<Bytes> {
-    const HEAD: &str = "XCLIENT";
+/// member would refuse the whole line. Each attribute is encoded straight
+/// into the line (no buffer per attribute).
+pub fn encode_xclient(attrs: &[(&str, &str)], offered: XclientAttrs) -> Vec<Vec<u8>> {
+    const HEAD: &[u8] = b"XCLIENT";
     let mut lines = Vec::new();
-    let mut line = String::with_capacity(128);
-    line.push_str(HEAD);
-    let mut attr = String::with_capacity(64);
+    let mut line = Vec::with_capacity(160);
+    line.extend_from_slice(HEAD);
     for (name, value) in attrs {
         if !offered.offers(name) {
             continue;
         }
-        attr.clear();
-        attr.extend(name.chars().map(|c| c.to_ascii_uppercase()));
-        attr.push('=');
-        xtext_encode_into(value.as_bytes(), &mut attr);
-        if HEAD.len() + 1 + attr.len() + 2 > MAX_COMMAND_LINE {
+        let before = line.len();
+        line.push(b' ');
+        line.extend(name.bytes().map(|b| b.to_ascii_uppercase()));
+        line.push(b'=');
+        xtext_encode_into(value.as_bytes(), &mut line);
+        let attr_len = line.len() - before - 1;
+        if HEAD.len() + 1 + attr_len + 2 > MAX_COMMAND_LINE {
+            line.truncate(before);
             continue;
         }
-        if line.len() + 1 + attr.len() + 2 > MAX_COMMAND_LINE {
-            line.push_str("\r\n");
-            lines.push(Bytes::from(std::mem::replace(
-                &mut line,
-                String::from(HEAD),
-            )));
+        if line.len() + 2 > MAX_COMMAND_LINE {
+            // The attribute (with its leading space) starts the next line.
+            let attr = line.split_off(before);
+            line.extend_from_slice(b"\r\n");
+            let mut next = Vec::with_capacity(160);
+            next.extend_from_slice(HEAD);
+            next.extend_from_slice(&attr);
+            lines.push(std::mem::replace(&mut line, next));
         }
-        line.push(' ');
-        line.push_str(&attr);
     }
     if line.len() > HEAD.len() {
-        line.push_str("\r\n");
-        lines.push(Bytes::from(line));
+        line.extend_from_slice(b"\r\n");
+        lines.push(line);
     }
     lines
 }
 
 /// RFC 3461 xtext: bytes outside 33..=126, `+` and `=` become `+HH`.
 pub fn xtext_encode(value: &[u8]) -> String {
-    let mut out = String::with_capacity(value.len());
+    let mut out = Vec::with_capacity(value.len());
     xtext_encode_into(value, &mut out);
-    out
+    // xtext is ASCII.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-/// [`xtext_encode`], appending to `out`.
-fn xtext_encode_into(value: &[u8], out: &mut String) {
+/// [`xtext_encode`], appending to `out`; runs that need no encoding are
+/// copied whole.
+fn xtext_encode_into(value: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in value {
-        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
-            out.push(char::from(b));
-        } else {
-            out.push('+');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
+    let plain = |b: &u8| (33..=126).contains(b) && *b != b'+' && *b != b'=';
+    let mut rest = value;
+    while let Some(i) = rest.iter().position(|b| !plain(b)) {
+        let b = rest[i];
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(&[b'+', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]]);
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
 }
 
 /// Decodes RFC 3461 xtext (`+HH`, hex digits of either case); `None` when
@@ -234,6 +283,68 @@ mod tests {
         assert!(!some.offers("NAME") && !some.offers("FOO"));
     }
 
+    #[test]
+    fn keywords() {
+        use Keyword::*;
+        let table: &[(&str, Option<Keyword>)] = &[
+            ("PIPELINING", Some(Pipelining)),
+            ("pipelining", Some(Pipelining)),
+            ("SIZE", Some(Size)),
+            ("size", Some(Size)),
+            ("8BITMIME", Some(EightBitMime)),
+            ("8bitmime", Some(EightBitMime)),
+            ("ENHANCEDSTATUSCODES", Some(EnhancedStatusCodes)),
+            ("EnhancedStatusCodes", Some(EnhancedStatusCodes)),
+            ("STARTTLS", Some(StartTls)),
+            ("StartTls", Some(StartTls)),
+            ("SMTPUTF8", Some(SmtpUtf8)),
+            ("smtputf8", Some(SmtpUtf8)),
+            ("CHUNKING", Some(Chunking)),
+            ("chunking", Some(Chunking)),
+            ("XCLIENT", Some(Xclient)),
+            ("xclient", Some(Xclient)),
+            // Same length or first letter, other word.
+            ("SIZZ", None),
+            ("XFORWARD", None),
+            ("SMTPUTF9", None),
+            ("STARTTLZ", None),
+            ("SOMETHIN", None),
+            ("9BITMIME", None),
+            ("CHUNKINGS", None),
+            ("PIPELINIG", None),
+            ("XCLIENTS", None),
+            ("ENHANCEDSTATUSCODE", None),
+            ("ETRN", None),
+            ("DSN", None),
+            ("", None),
+            ("ÜBER", None),
+        ];
+        for (word, want) in table {
+            assert_eq!(Keyword::of(word.as_bytes()), *want, "{word}");
+        }
+    }
+
+    #[test]
+    fn first_words() {
+        let table: &[(&str, &str, &str)] = &[
+            ("SIZE 100", "SIZE", " 100"),
+            ("  SIZE\t100", "SIZE", "\t100"),
+            ("PIPELINING", "PIPELINING", ""),
+            ("", "", ""),
+            ("   ", "", ""),
+            ("XCLIENT NAME ADDR", "XCLIENT", " NAME ADDR"),
+        ];
+        for (line, word, rest) in table {
+            let (w, r) = first_word(line.as_bytes());
+            assert_eq!((w, r), (word.as_bytes(), rest.as_bytes()), "{line:?}");
+        }
+        // Leading blanks and tabs between words, as some servers send them.
+        let caps = ehlo(&["mx", " SIZE\t 2048", "XCLIENT\tADDR  HELO"]);
+        assert_eq!(caps.size, Some(2048));
+        let attrs = caps.xclient.unwrap();
+        assert!(attrs.offers("ADDR") && attrs.offers("HELO") && !attrs.offers("NAME"));
+    }
+
     fn attrs(names: &[&str]) -> XclientAttrs {
         XclientAttrs::from_names(names.iter().map(|n| n.as_bytes()))
     }
@@ -280,9 +391,10 @@ mod tests {
         );
         assert_eq!(
             lines,
-            vec![Bytes::from_static(
+            vec![
                 b"XCLIENT ADDR=192.0.2.1 PORT=4711 NAME=[UNAVAILABLE] HELO=my+20host PROTO=ESMTP\r\n"
-            )]
+                    .to_vec()
+            ]
         );
         assert!(encode_xclient(&[("DESTADDR", "x")], offered).is_empty());
         assert!(encode_xclient(&[], offered).is_empty());
