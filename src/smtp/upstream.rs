@@ -88,6 +88,12 @@ impl UpstreamError {
     }
 }
 
+thread_local! {
+    /// The last member EHLO reply parsed on this worker thread.
+    static EHLO_CACHE: std::cell::RefCell<proto::EhloCache> =
+        std::cell::RefCell::new(proto::EhloCache::default());
+}
+
 /// A live, set-up connection to one member's MTA.
 #[derive(Debug)]
 pub struct Upstream {
@@ -286,7 +292,7 @@ impl Upstream {
         command.extend_from_slice(b"\r\n");
         self.write(&command).await?;
         let reply = expect_positive("EHLO", self.read_reply().await?)?;
-        self.caps = Capabilities::from_ehlo(&reply);
+        self.caps = EHLO_CACHE.with_borrow_mut(|cache| cache.capabilities(&reply));
         Ok(())
     }
 
