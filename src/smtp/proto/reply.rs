@@ -155,6 +155,10 @@ pub enum ReplyError {
 /// Lines ended by a bare LF are stored with CRLF, so the reply can be relayed
 /// as valid SMTP. On error nothing is consumed (the caller drops the member).
 pub fn parse_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ReplyError> {
+    // Every read of a reply starts here with nothing buffered yet.
+    if buf.is_empty() {
+        return Ok(None);
+    }
     let mut pos = 0;
     let mut code = None;
     let mut bare_lf = false;
