@@ -199,7 +199,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Greets, runs the session to its end and logs one line about it.
     pub async fn run(mut self) {
         let started = Instant::now();
-        let greeting = format!("{} ESMTP", self.ctx.listener.hostname);
+        // `concat`, not `format!`: the formatter cost about 0.5 k per session.
+        let greeting = [self.ctx.listener.hostname.as_str(), " ESMTP"].concat();
         self.wbuf
             .extend_from_slice(Reply::new(220, "", &greeting).as_bytes());
         let end = self.serve_or_abort().await;
@@ -623,7 +624,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.helo = Some((name, "ESMTP"));
         }
         self.forget_envelope();
-        let greeting = format!("{} ESMTP", self.ctx.listener.hostname);
+        let greeting = [self.ctx.listener.hostname.as_str(), " ESMTP"].concat();
         Pending::Reset(Reply::new(220, "", &greeting))
     }
 

@@ -88,6 +88,12 @@ impl UpstreamError {
     }
 }
 
+thread_local! {
+    /// The last member EHLO reply parsed on this worker thread.
+    static EHLO_CACHE: std::cell::RefCell<proto::EhloCache> =
+        std::cell::RefCell::new(proto::EhloCache::default());
+}
+
 /// A live, set-up connection to one member's MTA.
 #[derive(Debug)]
 pub struct Upstream {
@@ -239,18 +245,23 @@ impl Upstream {
         let Some(offered) = self.caps.xclient.take() else {
             return Ok(());
         };
-        let port = client.client.port().to_string();
-        let dest_addr = xclient_addr(&client.destination);
-        let dest_port = client.destination.port().to_string();
-        let addr = xclient_addr(&client.client);
+        // The four address values share one buffer (one allocation, no formatter).
+        let mut values = String::with_capacity(64);
+        push_xclient_addr(&mut values, &client.client);
+        let addr_end = values.len();
+        push_decimal(&mut values, client.client.port());
+        let port_end = values.len();
+        push_xclient_addr(&mut values, &client.destination);
+        let dest_addr_end = values.len();
+        push_decimal(&mut values, client.destination.port());
         let attrs = [
             ("NAME", client.name.as_deref().unwrap_or("[UNAVAILABLE]")),
-            ("ADDR", addr.as_str()),
-            ("PORT", port.as_str()),
+            ("ADDR", &values[..addr_end]),
+            ("PORT", &values[addr_end..port_end]),
             ("HELO", client.helo.as_str()),
             ("PROTO", client.proto),
-            ("DESTADDR", dest_addr.as_str()),
-            ("DESTPORT", dest_port.as_str()),
+            ("DESTADDR", &values[port_end..dest_addr_end]),
+            ("DESTPORT", &values[dest_addr_end..]),
         ];
         let lines = proto::encode_xclient(&attrs, offered);
         if lines.is_empty() {
@@ -281,7 +292,7 @@ impl Upstream {
         command.extend_from_slice(b"\r\n");
         self.write(&command).await?;
         let reply = expect_positive("EHLO", self.read_reply().await?)?;
-        self.caps = Capabilities::from_ehlo(&reply);
+        self.caps = EHLO_CACHE.with_borrow_mut(|cache| cache.capabilities(&reply));
         Ok(())
     }
 
@@ -411,12 +422,24 @@ fn expect_positive(phase: &'static str, reply: Reply) -> Result<Reply, UpstreamE
 }
 
 /// XCLIENT address syntax: IPv6 addresses carry an `IPV6:` prefix.
+#[cfg(test)]
 fn xclient_addr(addr: &SocketAddr) -> String {
+    let mut out = String::new();
+    push_xclient_addr(&mut out, addr);
+    out
+}
+
+/// Appends `addr`'s address in XCLIENT syntax (IPv6 with an `IPV6:` prefix).
+fn push_xclient_addr(out: &mut String, addr: &SocketAddr) {
     match addr {
-        SocketAddr::V4(v4) => dotted_quad(*v4.ip()),
+        SocketAddr::V4(v4) => push_dotted_quad(out, *v4.ip()),
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => dotted_quad(v4),
-            None => format!("IPV6:{}", v6.ip()),
+            Some(v4) => push_dotted_quad(out, v4),
+            None => {
+                use std::fmt::Write;
+                // Writing to a String cannot fail.
+                let _ = write!(out, "IPV6:{}", v6.ip());
+            }
         },
     }
 }
@@ -424,27 +447,54 @@ fn xclient_addr(addr: &SocketAddr) -> String {
 /// `a.b.c.d`, written directly: `Ipv4Addr`'s `Display` goes through the
 /// formatter's padding support, about 1.5k instructions per address, twice
 /// per member connection.
+#[cfg(test)]
 fn dotted_quad(ip: std::net::Ipv4Addr) -> String {
-    let mut out = String::with_capacity(15);
+    let mut out = String::new();
+    push_dotted_quad(&mut out, ip);
+    out
+}
+
+/// Appends `a.b.c.d`.
+fn push_dotted_quad(out: &mut String, ip: std::net::Ipv4Addr) {
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
             out.push('.');
         }
-        if octet >= 100 {
-            out.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            out.push(char::from(b'0' + octet / 10 % 10));
-        }
-        out.push(char::from(b'0' + octet % 10));
+        push_decimal(out, u16::from(octet));
     }
-    out
+}
+
+/// Appends `n` in decimal without the formatter (ports and octets).
+fn push_decimal(out: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    let mut n = n;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[start..] {
+        out.push(char::from(d));
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{dotted_quad, xclient_addr};
+    use super::{dotted_quad, push_decimal, xclient_addr};
     use std::net::{Ipv4Addr, SocketAddr};
+
+    #[test]
+    fn decimal_matches_display() {
+        for n in [0u16, 7, 9, 10, 99, 100, 255, 4711, 9999, 10000, 65535] {
+            let mut out = String::from("x");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
+    }
 
     #[test]
     fn dotted_quad_matches_display() {

@@ -20,7 +20,14 @@ pub struct Reply {
 impl Reply {
     /// One line: `CODE ENHANCED TEXT\r\n` (`enhanced` may be empty).
     pub fn new(code: u16, enhanced: &str, text: &str) -> Reply {
-        let mut out = BytesMut::with_capacity(8 + enhanced.len() + text.len());
+        // Exactly the length: `freeze` then keeps the buffer as it is (a
+        // buffer with spare room gets a shared header allocated).
+        let len = 5 + [enhanced, text]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| p.len() + 1)
+            .sum::<usize>();
+        let mut out = BytesMut::with_capacity(len);
         put_line(&mut out, code, b' ', &[enhanced, text]);
         Reply {
             code,
@@ -30,7 +37,15 @@ impl Reply {
 
     /// Multi-line reply `CODE-line` ... `CODE line`.
     pub fn multiline(code: u16, lines: &[&str]) -> Reply {
-        let mut out = BytesMut::with_capacity(lines.iter().map(|l| l.len() + 6).sum::<usize>() + 6);
+        // Exactly the length, as in `new`: `CODE-text\r\n` per line, the last
+        // `CODE text\r\n` (`CODE\r\n` when empty).
+        let len = match lines.last() {
+            None => 5,
+            Some(last) => {
+                lines.iter().map(|l| l.len() + 6).sum::<usize>() - usize::from(last.is_empty())
+            }
+        };
+        let mut out = BytesMut::with_capacity(len);
         match lines.split_last() {
             None => put_line(&mut out, code, b' ', &[]),
             Some((last, rest)) => {
@@ -140,6 +155,10 @@ pub enum ReplyError {
 /// Lines ended by a bare LF are stored with CRLF, so the reply can be relayed
 /// as valid SMTP. On error nothing is consumed (the caller drops the member).
 pub fn parse_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ReplyError> {
+    // Every read of a reply starts here with nothing buffered yet.
+    if buf.is_empty() {
+        return Ok(None);
+    }
     let mut pos = 0;
     let mut code = None;
     let mut bare_lf = false;
