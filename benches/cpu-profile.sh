@@ -31,7 +31,7 @@ for tool in valgrind callgrind_control callgrind_annotate strace haproxy smtp-si
 done
 [ "$(id -u)" = 0 ] || { echo "cpu-profile: run as root (smtp-sink -u nobody)" >&2; exit 1; }
 if [ -n "${MXGATE_BIN:-}" ]; then
-  bin=$MXGATE_BIN
+  bin=$(realpath "$MXGATE_BIN")
 else
   cargo build --release --quiet
   bin=$root/target/release/mxgate
@@ -40,22 +40,15 @@ fi
 work=$(mktemp -d /tmp/cpu-profile.XXXXXX)
 chmod 755 "$work"
 pids=()
+BENCH_NAME=cpu-profile
+LISTEN_WAIT=300 # valgrind starts slowly
+# shellcheck source=benches/lib.sh
+. "$root/benches/lib.sh"
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_started
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-wait_listen() { # HOST:PORT
-  local i
-  for i in $(seq 150); do
-    ss -Hltn "src $1" | grep -q . && return 0
-    sleep 0.2
-  done
-  echo "cpu-profile: nothing listens on $1" >&2
-  exit 1
-}
 
 smtp-sink -u nobody "$ip_sink:$port" 4096 >"$work/sink.log" 2>&1 &
 pids+=($!)

@@ -124,30 +124,6 @@ declare -A addr=(
   [haproxy]=$ip_haproxy:$port [nginx]=$ip_nginx:$port
 )
 
-# wait_listen HOST:PORT PID: until something listens there (10 s), the process still alive.
-
-# nginx_conf DIR WORKERS SERVER-BLOCK: a self-contained nginx configuration.
-nginx_conf() {
-  mkdir -p "$1/tmp" "$1/logs"
-  cat >"$1/nginx.conf" <<EOF
-worker_processes $2;
-worker_rlimit_nofile 16384;
-pid $1/nginx.pid;
-error_log $1/logs/error.log warn;
-daemon off;
-events { worker_connections 8000; }
-http {
-    access_log off;
-    client_body_temp_path $1/tmp;
-    proxy_temp_path $1/tmp;
-    fastcgi_temp_path $1/tmp;
-    uwsgi_temp_path $1/tmp;
-    scgi_temp_path $1/tmp;
-    keepalive_requests 1000000;
-$3
-}
-EOF
-}
 start_nginx() { # DIR -> pid in $started
   nginx -t -q -c "$1/nginx.conf" -p "$1" -e "$1/logs/error.log"
   nginx -c "$1/nginx.conf" -p "$1" -e "$1/logs/error.log" >"$1.log" 2>&1 &
@@ -155,71 +131,19 @@ start_nginx() { # DIR -> pid in $started
   pids+=("$started")
 }
 
-page=$(printf '<!DOCTYPE html><html><head><title>GINA</title></head><body>%0580d</body></html>' 0)
 log "starting the backend (nginx) on $ip_backend:$port"
-nginx_conf "$work/backend" 1 "    server {
-        listen $ip_backend:$port backlog=4096;
-        location / {
-            default_type text/html;
-            return 200 '$page';
-        }
-    }"
+backend_conf "$work/backend" "$ip_backend:$port"
 start_nginx "$work/backend"
 backend_pid=$started
 wait_listen "$ip_backend:$port" "$backend_pid"
 
-mkdir -p "$work/mxgate"
-cat >"$work/mxgate/mxgate.toml" <<EOF
-[node]
-name = "bench"
-data_dir = "data"
-policy = "cluster.toml"
-drain_timeout = "1s"
-
-[[http]]
-name = "gina"
-listen = "$ip_mxgate:$port"
-upstream_timeout = "60s"
-
-[log]
-level = "warn"
-EOF
-cat >"$work/mxgate/cluster.toml" <<EOF
-[routing]
-affinity = "source-destination"
-
-[members.backend]
-gina = "$ip_backend:$port"
-EOF
+gina_mxgate_conf "$work/mxgate" bench "$ip_mxgate:$port" "$ip_backend:$port"
 "$mxgate_bin" check-config -c "$work/mxgate/mxgate.toml" >/dev/null
 "$mxgate_bin" serve -c "$work/mxgate/mxgate.toml" >"$work/mxgate.log" 2>&1 &
 mxgate_pid=$!
 pids+=("$mxgate_pid")
 
-cat >"$work/haproxy.cfg" <<EOF
-global
-    nbthread 2
-    maxconn 8000
-    # no logging: the others do not log per request either
-
-defaults
-    mode http
-    option http-keep-alive
-    option forwardfor
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-
-frontend gina
-    bind $ip_haproxy:$port
-    default_backend portal
-
-backend portal
-    balance source
-    server backend $ip_backend:$port
-EOF
+gina_haproxy_conf "$work/haproxy.cfg" "$ip_haproxy:$port" "$ip_backend:$port"
 haproxy -c -q -f "$work/haproxy.cfg"
 haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 haproxy_pid=$!
@@ -294,7 +218,7 @@ done
 # Every contender answers with the backend's page before timing anything.
 for c in "${contenders[@]}"; do
   body=$(curl -sS --max-time 10 "http://${addr[$c]}/") || die "contender $c does not answer"
-  [ "$body" = "$page" ] || die "contender $c answers something else: ${body:0:200}"
+  [ "$body" = "$gina_page" ] || die "contender $c answers something else: ${body:0:200}"
 done
 
 mkdir -p "$BENCH_OUT"

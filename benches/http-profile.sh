@@ -48,100 +48,28 @@ if [ -z "${MXGATE_BIN:-}" ]; then
   cargo build --profile "${CARGO_PROFILE:-release}" --quiet
   MXGATE_BIN=$root/target/${CARGO_PROFILE:-release}/mxgate
 fi
-bin=$MXGATE_BIN
+bin=$(realpath "$MXGATE_BIN") # the runs start in their own directories
 
 work=$(mktemp -d /tmp/http-profile.XXXXXX)
 chmod 755 "$work"
 pids=()
+BENCH_NAME=http-profile
+LISTEN_WAIT=300 # valgrind starts slowly
+# shellcheck source=benches/lib.sh
+. "$root/benches/lib.sh"
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_started
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-wait_listen() { # HOST:PORT
-  local i
-  for i in $(seq 150); do
-    ss -Hltn "src $1" | grep -q . && return 0
-    sleep 0.2
-  done
-  echo "http-profile: nothing listens on $1" >&2
-  exit 1
-}
-
-page=$(printf '<!DOCTYPE html><html><head><title>GINA</title></head><body>%0580d</body></html>' 0)
-mkdir -p "$work/backend/tmp" "$work/backend/logs"
-cat >"$work/backend/nginx.conf" <<EOF
-worker_processes 1;
-pid $work/backend/nginx.pid;
-error_log $work/backend/logs/error.log warn;
-daemon off;
-events { worker_connections 4000; }
-http {
-    access_log off;
-    client_body_temp_path $work/backend/tmp;
-    proxy_temp_path $work/backend/tmp;
-    fastcgi_temp_path $work/backend/tmp;
-    uwsgi_temp_path $work/backend/tmp;
-    scgi_temp_path $work/backend/tmp;
-    keepalive_requests 1000000;
-    server {
-        listen $ip_backend:$port backlog=4096;
-        location / {
-            default_type text/html;
-            return 200 '$page';
-        }
-    }
-}
-EOF
+backend_conf "$work/backend" "$ip_backend:$port"
 nginx -c "$work/backend/nginx.conf" -p "$work/backend" -e "$work/backend/logs/error.log" >"$work/backend.log" 2>&1 &
 pids+=($!)
 wait_listen "$ip_backend:$port"
 
-mkdir -p "$work/mx"
-cat >"$work/mx/mxgate.toml" <<EOF
-[node]
-name = "profile"
-data_dir = "data"
-policy = "cluster.toml"
-drain_timeout = "1s"
-
-[[http]]
-name = "gina"
-listen = "$ip_mx:$port"
-upstream_timeout = "60s"
-
-[log]
-level = "warn"
-EOF
-cat >"$work/mx/cluster.toml" <<EOF
-[routing]
-affinity = "source-destination"
-
-[members.backend]
-gina = "$ip_backend:$port"
-EOF
-cat >"$work/haproxy.cfg" <<EOF
-global
-    nbthread 2
-    maxconn 8000
-defaults
-    mode http
-    option http-keep-alive
-    option forwardfor
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-frontend gina
-    bind $ip_ha:$port
-    default_backend portal
-backend portal
-    balance source
-    server backend $ip_backend:$port
-EOF
+gina_mxgate_conf "$work/mx" profile "$ip_mx:$port" "$ip_backend:$port"
+gina_haproxy_conf "$work/haproxy.cfg" "$ip_ha:$port" "$ip_backend:$port"
 
 # load IP DURATION: one wrk run; prints the number of requests it completed.
 load() {
