@@ -37,18 +37,11 @@ else
   bin=$root/target/release/mxgate
 fi
 
-work=$(mktemp -d /tmp/cpu-profile.XXXXXX)
-chmod 755 "$work"
-pids=()
 BENCH_NAME=cpu-profile
 LISTEN_WAIT=300 # valgrind starts slowly
 # shellcheck source=benches/lib.sh
 . "$root/benches/lib.sh"
-cleanup() {
-  stop_started
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_work cpu-profile
 
 smtp-sink -u nobody "$ip_sink:$port" 4096 >"$work/sink.log" 2>&1 &
 pids+=($!)

@@ -50,18 +50,11 @@ if [ -z "${MXGATE_BIN:-}" ]; then
 fi
 bin=$(realpath "$MXGATE_BIN") # the runs start in their own directories
 
-work=$(mktemp -d /tmp/http-profile.XXXXXX)
-chmod 755 "$work"
-pids=()
 BENCH_NAME=http-profile
 LISTEN_WAIT=300 # valgrind starts slowly
 # shellcheck source=benches/lib.sh
 . "$root/benches/lib.sh"
-cleanup() {
-  stop_started
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_work http-profile
 
 backend_conf "$work/backend" "$ip_backend:$port"
 nginx -c "$work/backend/nginx.conf" -p "$work/backend" -e "$work/backend/logs/error.log" >"$work/backend.log" 2>&1 &
@@ -119,15 +112,21 @@ callgrind() {
     'BEGIN { printf "%-8s user-space instructions per request: %.1f k (%d requests)\n", name, t / n / 1000, n }'
 }
 
+# start_warm NAME: starts the contender (not under valgrind), sets `pid`
+# (the caller's local) and runs the warm-up load against it.
+start_warm() {
+  (cd "$work/mx" && start "$1") >"$work/$1.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  wait_listen "$(ip_of "$1"):$port"
+  load "$(ip_of "$1")" "$WARMUP" >/dev/null
+}
+
 # syscalls NAME: syscalls per request over one timed run (not under valgrind).
 syscalls() {
   local name=$1 ip pid sp n
   ip=$(ip_of "$name")
-  (cd "$work/mx" && start "$name") >"$work/$name.log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  wait_listen "$ip:$port"
-  load "$ip" "$WARMUP" >/dev/null
+  start_warm "$name"
   strace -c -f -p "$pid" -o "$work/strace.$name" 2>/dev/null &
   sp=$!
   sleep 1
@@ -151,11 +150,7 @@ syscalls() {
 perf_profile() {
   local name=$1 ip pid pp n keep=${PROFILE_KEEP:-$root/target/http-profile}
   ip=$(ip_of "$name")
-  (cd "$work/mx" && start "$name") >"$work/$name.log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  wait_listen "$ip:$port"
-  load "$ip" "$WARMUP" >/dev/null
+  start_warm "$name"
   perf record -e cpu-clock -c 250000 -g -p "$pid" -o "$work/perf.$name.data" >/dev/null 2>&1 &
   pp=$!
   sleep 0.5

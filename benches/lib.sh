@@ -27,6 +27,16 @@ build_mxgate() {
   echo "$root/target/$profile/mxgate"
 }
 
+# start_work NAME: a private directory in `work` (readable by the
+# unprivileged users of smtp-sink and nginx), removed with every started
+# process when the script exits; `pids` starts empty.
+start_work() {
+  work=$(mktemp -d "/tmp/$1.XXXXXX")
+  chmod 755 "$work"
+  pids=()
+  trap 'stop_started; rm -rf "$work"' EXIT
+}
+
 # Stops (and reaps) every process in `pids`.
 stop_started() {
   local pid

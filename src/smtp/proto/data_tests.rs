@@ -27,6 +27,19 @@ fn run_chunks_line_scan(mode: BareLf, max: u64, chunks: &[&[u8]]) -> Run {
     run_receiver(rx, chunks)
 }
 
+/// `input` cut into chunks at the offsets `cuts` (in any order, clamped to its length).
+fn cut_at(input: &[u8], cuts: Vec<usize>) -> Vec<&[u8]> {
+    let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+    cuts.sort_unstable();
+    let mut chunks = Vec::new();
+    let mut prev = 0;
+    for c in cuts.into_iter().chain([input.len()]) {
+        chunks.push(&input[prev..c]);
+        prev = c;
+    }
+    chunks
+}
+
 fn run_receiver(mut rx: DataReceiver, chunks: &[&[u8]]) -> Run {
     let mut buf = BytesMut::new();
     let mut forwarded = Vec::new();
@@ -337,14 +350,7 @@ proptest! {
         max in prop_oneof![Just(u64::MAX), 0u64..400],
     ) {
         let mode = if normalize { BareLf::Normalize } else { BareLf::Reject };
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-        cuts.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut prev = 0;
-        for c in cuts.into_iter().chain([input.len()]) {
-            chunks.push(&input[prev..c]);
-            prev = c;
-        }
+        let chunks = cut_at(&input, cuts);
         prop_assert_eq!(run_chunks(mode, max, &chunks), run_chunks_line_scan(mode, max, &chunks));
         let mut ended = input.clone();
         ended.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
@@ -360,14 +366,7 @@ proptest! {
     ) {
         let mode = if normalize { BareLf::Normalize } else { BareLf::Reject };
         let whole = run_chunks(mode, max, &[&input]);
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-        cuts.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut prev = 0;
-        for c in cuts.into_iter().chain([input.len()]) {
-            chunks.push(&input[prev..c]);
-            prev = c;
-        }
+        let chunks = cut_at(&input, cuts);
         prop_assert_eq!(run_chunks(mode, max, &chunks), whole);
     }
 
