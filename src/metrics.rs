@@ -210,7 +210,7 @@ pub fn install(config: &Config) -> Result<bool, MetricsError> {
             counter!(REFUSED_TOTAL, "listener" => name.clone(), "reason" => reason).absolute(0);
         }
     }
-    HTTP_RECORDING.store(true, std::sync::atomic::Ordering::Relaxed);
+    RECORDING.store(true, std::sync::atomic::Ordering::Relaxed);
     for listener in &config.http {
         counter!(HTTP_REQUESTS_TOTAL, "listener" => listener.name.clone(), "member" => NO_MEMBER, "code" => "503")
             .absolute(0);
@@ -419,7 +419,7 @@ impl AcceptedMessages {
     /// instructions per member connection); nothing is built when no
     /// recorder takes them.
     pub fn new(member: &str) -> AcceptedMessages {
-        if !HTTP_RECORDING.load(std::sync::atomic::Ordering::Relaxed) {
+        if !RECORDING.load(std::sync::atomic::Ordering::Relaxed) {
             return AcceptedMessages {
                 messages: metrics::Counter::noop(),
                 bytes: metrics::Counter::noop(),
@@ -485,7 +485,7 @@ pub fn health_check(member: &str, service: &'static str, passed: bool) {
 /// ([`NO_MEMBER`] when mxgate answered itself), taking `elapsed` in all.
 pub fn http_request(listener: &str, member: &str, code: u16, elapsed: Duration) {
     // Per request on the hot path: build no labels when nothing records them.
-    if !HTTP_RECORDING.load(std::sync::atomic::Ordering::Relaxed) {
+    if !RECORDING.load(std::sync::atomic::Ordering::Relaxed) {
         return;
     }
     counter!(HTTP_REQUESTS_TOTAL, "listener" => listener.to_owned(), "member" => member.to_owned(), "code" => code.to_string())
@@ -494,9 +494,10 @@ pub fn http_request(listener: &str, member: &str, code: u16, elapsed: Duration) 
         .record(elapsed.as_secs_f64());
 }
 
-/// Set by [`install`]: a recorder takes the HTTP request series (and the
-/// accepted-message series are worth resolving, [`AcceptedMessages::new`]).
-static HTTP_RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set by [`install`]: a recorder takes the series, so the per-request HTTP
+/// labels and the accepted-message handles ([`AcceptedMessages::new`]) are
+/// worth building.
+static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// How often `mxgate_member_up` is refreshed: back-off expires without an event.
 const MEMBER_REFRESH: Duration = Duration::from_secs(1);
