@@ -26,15 +26,15 @@ pub(crate) struct Elapsed;
 /// A connection's reusable timer (see the module documentation).
 #[derive(Debug)]
 pub(crate) struct Deadline {
-    sleep: Pin<Box<Sleep>>,
+    /// Made at the first wait that is not ready at once (a connection whose
+    /// operations all complete at their first poll never allocates it).
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl Deadline {
-    /// A timer that is not armed yet (needs a tokio runtime with time enabled).
+    /// A timer that is not armed yet (costs nothing until it is).
     pub(crate) fn new() -> Deadline {
-        Deadline {
-            sleep: Box::pin(sleep_until(Instant::now())),
-        }
+        Deadline { sleep: None }
     }
 
     /// Runs `fut` for at most `limit`: `Err(Elapsed)` when it did not finish
@@ -48,27 +48,27 @@ impl Deadline {
         let mut fut = pin!(fut);
         let sleep = &mut self.sleep;
         // The instant this call times out at, once the future was pending.
-        let mut want: Option<Instant> = None;
+        let mut armed_at: Option<Instant> = None;
         poll_fn(|cx| {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Ok(out));
             }
-            let want = *want.get_or_insert_with(|| {
-                // Saturating: a limit too large for an Instant never expires.
-                let now = Instant::now();
-                let want = now
-                    .checked_add(limit)
-                    .unwrap_or_else(|| now + Duration::from_secs(86400 * 365 * 30));
-                // Lazy: a timer still armed for an instant between now and
-                // `want` is left alone; when it fires it is moved on to
-                // `want` below. The wheel is touched about once per limit,
-                // not on every read, write and reply.
-                let at = sleep.deadline();
-                if at > want || at <= now {
-                    sleep.as_mut().reset(want);
+            let (want, sleep) = match armed_at {
+                // Armed at the first pending poll of this call.
+                Some(want) => (
+                    want,
+                    sleep.get_or_insert_with(|| Box::pin(sleep_until(want))),
+                ),
+                None => {
+                    // Saturating: a limit too large for an Instant never expires.
+                    let now = Instant::now();
+                    let at = now
+                        .checked_add(limit)
+                        .unwrap_or_else(|| now + Duration::from_secs(86400 * 365 * 30));
+                    armed_at = Some(at);
+                    (at, arm(sleep, now, at))
                 }
-                want
-            });
+            };
             loop {
                 match sleep.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -81,6 +81,24 @@ impl Deadline {
             }
         })
         .await
+    }
+}
+
+/// The timer for a wait that times out at `want` (`now` being the present):
+/// made at the first such wait; later, lazily moved. A timer still armed for
+/// an instant between now and `want` is left alone; when it fires it is moved
+/// on to `want` by [`Deadline::within`]. So the wheel is touched about once
+/// per limit, not on every read, write and reply.
+fn arm(sleep: &mut Option<Pin<Box<Sleep>>>, now: Instant, want: Instant) -> &mut Pin<Box<Sleep>> {
+    match sleep {
+        None => sleep.insert(Box::pin(sleep_until(want))),
+        Some(armed) => {
+            let at = armed.deadline();
+            if at > want || at <= now {
+                armed.as_mut().reset(want);
+            }
+            armed
+        }
     }
 }
 
