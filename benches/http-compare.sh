@@ -16,12 +16,14 @@
 # address, same port (BENCH_PORT):
 #   direct   127.0.8.11  the backend itself
 #   mxgate   127.0.8.12  dist build, [[http]] listener, one member = the backend
-#   haproxy  127.0.8.13  mode http, nbthread 2, option forwardfor, keep-alive to the backend
+#   haproxy  127.0.8.13  mode http, nbthread 2, keep-alive to the backend
 #   nginx    127.0.8.14  2 workers, proxy_pass to an upstream with keepalive 64,
-#                         HTTP/1.1 to the backend, X-Forwarded-For/-Proto set
-# All proxies keep connections to the backend alive and add forwarding
-# headers (mxgate adds Forwarded, X-Forwarded-For/-Proto/-Host and Via); none
-# writes an access log (mxgate: [log] level = "warn").
+#                         HTTP/1.1 to the backend
+# All proxies keep connections to the backend alive and add the same
+# forwarding headers, the ones SPEC 6 has mxgate add: X-Forwarded-For,
+# X-Forwarded-Proto, X-Forwarded-Host, Forwarded and Via (HAProxy and nginx
+# by configuration), so each does the same work and the backend parses the
+# same request; none writes an access log (mxgate: [log] level = "warn").
 #
 # Load: wrk -t THREADS -c C -d DURATION, keep-alive, for each C in
 # CONNECTIONS (two load levels: few and many clients). Each cell is the
@@ -163,6 +165,9 @@ nginx_conf "$work/proxy" 2 "    upstream portal {
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header Forwarded \"for=\$remote_addr;host=\\\"\$http_host\\\";proto=\$scheme\";
+            proxy_set_header Via \"1.1 nginx\";
         }
     }"
 start_nginx "$work/proxy"

@@ -147,7 +147,10 @@ EOF
 }
 
 # gina_haproxy_conf FILE LISTEN BACKEND: HAProxy in HTTP mode, keep-alive
-# on both sides, `option forwardfor`, `http-reuse always`, no logging.
+# on both sides, `http-reuse always`, no logging, telling the backend what
+# mxgate tells it (SPEC 6): `X-Forwarded-For` (`option forwardfor`),
+# `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded` and `Via`, so both
+# do the same work and the backend parses the same request.
 gina_haproxy_conf() {
   cat >"$1" <<EOF
 global
@@ -167,6 +170,10 @@ defaults
 
 frontend gina
     bind $2
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found }
+    http-request add-header Forwarded "for=%[src];host=\"%[req.hdr(host)]\";proto=http"
+    http-request add-header Via "1.1 haproxy"
     default_backend portal
 
 backend portal

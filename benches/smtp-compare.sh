@@ -12,7 +12,13 @@
 #
 # Contenders, each on its own address, same port (BENCH_PORT):
 #   direct   127.0.0.201  smtp-sink itself (the backend of all others)
-#   mxgate   127.0.0.202  dist build, one member = the sink, XCLIENT on, worker_threads MXGATE_THREADS (0 = one per CPU)
+#   mxgate   127.0.0.202  dist build, one member = the sink, xclient = false,
+#                         worker_threads MXGATE_THREADS (0 = one per CPU): the
+#                         same job as HAProxy's, which tells the sink nothing
+#                         of the client either (the ratio issue 4 sets)
+#   mxgate-xc 127.0.0.206 the same with xclient = true: the sink learns the
+#                         real client (connect, greeting, EHLO, XCLIENT, EHLO
+#                         per session: two more round trips to the sink)
 #   haproxy  127.0.0.203  mode tcp, balance source, nbthread HAPROXY_THREADS (nproc)
 #   nginx    127.0.0.204  mail proxy, smtp_auth none, xclient on, auth_http
 #                         answered by the same nginx (http server on BENCH_PORT+1)
@@ -31,7 +37,7 @@
 #   A_SESSIONS A_PARALLEL B_MESSAGES B_SESSIONS C_MESSAGES C_SESSIONS
 #   MSG_SIZE (4096) C_SIZE (1048576) RSS_SESSIONS (5000; smoke 100; 0 skips;
 #     the after-MAIL variant, which holds member connections, uses at most 250)
-#   CONTENDERS ("direct mxgate haproxy nginx") BENCH_PORT (2600; smoke: by PID)
+#   CONTENDERS ("direct mxgate mxgate-xc haproxy nginx") BENCH_PORT (2600; smoke: by PID)
 #   BENCH_OUT (target/smtp-compare): results.tsv, table.txt, rss.txt are kept there
 #   BENCH_NO_INSTALL=1: never call apt-get
 #   MXGATE_PROFILE (dist; smoke: release): the cargo profile mxgate is built with
@@ -73,7 +79,7 @@ SCALE=${SCALE:-full}
 ROUNDS=${ROUNDS:-5}
 RSS_SESSIONS=${RSS_SESSIONS:-5000}
 BENCH_PORT=${BENCH_PORT:-2600}
-CONTENDERS=${CONTENDERS:-"direct mxgate haproxy nginx"}
+CONTENDERS=${CONTENDERS:-"direct mxgate mxgate-xc haproxy nginx"}
 BENCH_OUT=${BENCH_OUT:-$root/target/smtp-compare}
 MSG_SIZE=${MSG_SIZE:-4096}
 C_SIZE=${C_SIZE:-1048576}
@@ -157,11 +163,11 @@ if [ "$tw" = 0 ]; then
 fi
 log "ephemeral ports: $(sysctl -n net.ipv4.ip_local_port_range 2>/dev/null | tr -s '\t ' '-'), tcp_tw_reuse=$(sysctl -n net.ipv4.tcp_tw_reuse 2>/dev/null || echo '?')"
 
-ip_sink=127.0.0.201 ip_mxgate=127.0.0.202 ip_haproxy=127.0.0.203 ip_nginx=127.0.0.204 ip_rss=127.0.0.205
+ip_sink=127.0.0.201 ip_mxgate=127.0.0.202 ip_haproxy=127.0.0.203 ip_nginx=127.0.0.204 ip_rss=127.0.0.205 ip_mxgate_xc=127.0.0.206
 port=$BENCH_PORT
 auth_port=$((BENCH_PORT + 1))
 declare -A addr=(
-  [direct]=$ip_sink:$port [mxgate]=$ip_mxgate:$port
+  [direct]=$ip_sink:$port [mxgate]=$ip_mxgate:$port [mxgate-xc]=$ip_mxgate_xc:$port
   [haproxy]=$ip_haproxy:$port [nginx]=$ip_nginx:$port
 )
 
@@ -174,8 +180,8 @@ sink_pid=$!
 pids+=("$sink_pid")
 wait_listen "$ip_sink:$port" "$sink_pid"
 
-# mxgate: config in the work dir; one member, the sink.
-write_mxgate() { # DIR LISTEN
+# mxgate: config in the work dir; one member, the sink; XCLIENT true or false.
+write_mxgate() { # DIR LISTEN XCLIENT
   mkdir -p "$1"
   cat >"$1/mxgate.toml" <<EOF
 [node]
@@ -201,18 +207,25 @@ EOF
 affinity = "source-destination"
 
 [upstream]
-xclient = true          # smtp-sink offers XCLIENT: connect, greeting, EHLO, XCLIENT, EHLO per session
+xclient = $3           # smtp-sink offers XCLIENT; true: connect, greeting, EHLO, XCLIENT, EHLO per session
 tls = "none"            # smtp-sink offers no STARTTLS anyway
 
 [members.sink]
 smtp = "$ip_sink:$port"
 EOF
 }
-write_mxgate "$work/mxgate" "$ip_mxgate:$port"
-"$mxgate_bin" check-config -c "$work/mxgate/mxgate.toml" >/dev/null
-"$mxgate_bin" serve -c "$work/mxgate/mxgate.toml" >"$work/mxgate.log" 2>&1 &
-mxgate_pid=$!
-pids+=("$mxgate_pid")
+# start_mxgate NAME LISTEN XCLIENT: sets started_pid.
+start_mxgate() {
+  write_mxgate "$work/$1" "$2" "$3"
+  "$mxgate_bin" check-config -c "$work/$1/mxgate.toml" >/dev/null
+  "$mxgate_bin" serve -c "$work/$1/mxgate.toml" >"$work/$1.log" 2>&1 &
+  started_pid=$!
+  pids+=("$started_pid")
+}
+start_mxgate mxgate "$ip_mxgate:$port" false
+mxgate_pid=$started_pid
+start_mxgate mxgate-xc "$ip_mxgate_xc:$port" true
+mxgate_xc_pid=$started_pid
 
 cat >"$work/haproxy.cfg" <<EOF
 global
@@ -301,6 +314,7 @@ nginx_pid=$!
 pids+=("$nginx_pid")
 
 wait_listen "$ip_mxgate:$port" "$mxgate_pid"
+wait_listen "$ip_mxgate_xc:$port" "$mxgate_xc_pid"
 wait_listen "$ip_haproxy:$port" "$haproxy_pid"
 wait_listen "$ip_nginx:$port" "$nginx_pid"
 wait_listen "$ip_nginx:$auth_port" "$nginx_pid"
@@ -328,6 +342,7 @@ front_pids() {
   case $1 in
     direct) ;;
     mxgate) echo "$mxgate_pid" ;;
+    mxgate-xc) echo "$mxgate_xc_pid" ;;
     haproxy) echo "$haproxy_pid" ;;
     nginx) echo "$nginx_pid" $(pgrep -P "$nginx_pid" || true) ;;
   esac
@@ -396,7 +411,7 @@ median() {
 }
 table() {
   local s c runs
-  printf '%-40s %-8s %9s %11s %10s %12s %5s\n' scenario contender "median s" "vs haproxy" "vs direct" "front CPU s" runs
+  printf '%-40s %-9s %9s %11s %10s %12s %5s\n' scenario contender "median s" "vs haproxy" "vs direct" "front CPU s" runs
   for s in a b c; do
     declare -A med=()
     for c in "${contenders[@]}"; do
@@ -407,7 +422,7 @@ table() {
       awk -v name="$(scenario_name "$s")" -v c="$c" -v m="${med[$c]}" -v h="${med[haproxy]:-}" \
         -v d="${med[direct]:-}" -v cpu="$(median "$s" "$c" 5)" -v runs="$runs/$ROUNDS" '
         function ratio(x, y) { return (x == "-" || y == "" || y == "-" || y == 0) ? "-" : sprintf("%.2fx", x / y) }
-        BEGIN { printf "%-40s %-8s %9s %11s %10s %12s %5s\n", name, c, m, ratio(m, h), ratio(m, d), cpu, runs }'
+        BEGIN { printf "%-40s %-9s %9s %11s %10s %12s %5s\n", name, c, m, ratio(m, h), ratio(m, d), cpu, runs }'
     done
     unset med
   done
@@ -423,7 +438,7 @@ if [ "$RSS_SESSIONS" -gt 0 ]; then
     # serves at most 256 sessions at once (observed with Postfix 3.7).
     [ "$mode" = mail ] && [ "$count" -gt 250 ] && count=250
     # A fresh mxgate per mode: nothing left over from the timed runs in its heap.
-    write_mxgate "$work/rss-$mode" "$ip_rss:$port"
+    write_mxgate "$work/rss-$mode" "$ip_rss:$port" true
     "$mxgate_bin" serve -c "$work/rss-$mode/mxgate.toml" >"$work/rss-$mode.log" 2>&1 &
     rss_pid=$!
     pids+=("$rss_pid")
