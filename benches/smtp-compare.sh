@@ -34,6 +34,7 @@
 #
 # Environment (all optional):
 #   ROUNDS (5; smoke 1)  SCALE=full|tiny (--smoke sets tiny)
+#   SCENARIOS ("a b c": the scenarios to run, e.g. "a" for many rounds of (a) alone)
 #   A_SESSIONS A_PARALLEL B_MESSAGES B_SESSIONS C_MESSAGES C_SESSIONS
 #   MSG_SIZE (4096) C_SIZE (1048576) RSS_SESSIONS (5000; smoke 100; 0 skips;
 #     the after-MAIL variant, which holds member connections, uses at most 250)
@@ -80,6 +81,10 @@ ROUNDS=${ROUNDS:-5}
 RSS_SESSIONS=${RSS_SESSIONS:-5000}
 BENCH_PORT=${BENCH_PORT:-2600}
 CONTENDERS=${CONTENDERS:-"direct mxgate mxgate-xc haproxy nginx"}
+SCENARIOS=${SCENARIOS:-"a b c"}
+for s in $SCENARIOS; do
+  case $s in a | b | c) ;; *) echo "smtp-compare: unknown scenario $s in SCENARIOS (a, b, c)" >&2; exit 2 ;; esac
+done
 BENCH_OUT=${BENCH_OUT:-$root/target/smtp-compare}
 MSG_SIZE=${MSG_SIZE:-4096}
 C_SIZE=${C_SIZE:-1048576}
@@ -392,7 +397,7 @@ log "SCALE=$SCALE ROUNDS=$ROUNDS contenders: ${contenders[*]}"
 n=${#contenders[@]}
 failed=0
 for round in $(seq "$ROUNDS"); do
-  for s in a b c; do
+  for s in $SCENARIOS; do
     for i in $(seq 0 $((n - 1))); do
       c=${contenders[$(((i + round - 1) % n))]}
       read -r t cpu <<<"$(run_one "$s" "$c")"
@@ -412,7 +417,7 @@ median() {
 table() {
   local s c runs
   printf '%-40s %-9s %9s %11s %10s %12s %5s\n' scenario contender "median s" "vs haproxy" "vs direct" "front CPU s" runs
-  for s in a b c; do
+  for s in $SCENARIOS; do
     declare -A med=()
     for c in "${contenders[@]}"; do
       med[$c]=$(median "$s" "$c" 4)
