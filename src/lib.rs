@@ -24,7 +24,8 @@
 //! [`metrics`] (Prometheus endpoint), [`demo`] (self-contained demo),
 //! [`dns`] (MX / round-robin check, member host names), [`cluster`]
 //! (control plane: identity, join, replicated policy over mutual TLS), [`lft`]
-//! (attachment store of injected mail and its synchronisation).
+//! (attachment store of injected mail and its synchronisation), [`text`]
+//! (escaping what the CLI prints, so no value can forge a line).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -42,5 +43,6 @@ pub mod metrics;
 pub mod routing;
 pub mod shutdown;
 pub mod smtp;
+pub mod text;
 pub mod time;
 pub mod workers;

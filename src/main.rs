@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mxgate::admin::{self, Request};
 use mxgate::config;
+use mxgate::text::escape_lines;
 use mxgate::{daemon, demo, logging};
 
 /// The process allocator: mimalloc, whose per-thread free lists suit the
@@ -170,8 +171,8 @@ fn main() -> ExitCode {
 fn dns_check(path: &Path, domains: Vec<String>, json: bool) -> ExitCode {
     const UNKNOWN: u8 = 3;
     let unknown = |short: &str, detail: &str| {
-        println!("DNS UNKNOWN - {short}");
-        eprintln!("mxgate: {detail}");
+        print_text(&format!("DNS UNKNOWN - {short}"));
+        print_error(&format!("mxgate: {detail}"));
         ExitCode::from(UNKNOWN)
     };
     let socket = match config::load_node(path) {
@@ -202,12 +203,14 @@ fn dns_check(path: &Path, domains: Vec<String>, json: bool) -> ExitCode {
         Ok(report) => report,
         Err(e) => return unknown("bad answer from the daemon", &e.to_string()),
     };
-    let text = if json {
-        serde_json::to_string_pretty(&value).unwrap_or_default()
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
     } else {
-        mxgate::dns::render_text(&report)
-    };
-    println!("{}", text.trim_end());
+        print_text(&mxgate::dns::render_text(&report));
+    }
     ExitCode::from(report.exit_code)
 }
 
@@ -222,9 +225,9 @@ fn serve(path: &Path) -> ExitCode {
     let config = match load_checked(path) {
         Ok(config) => config,
         Err(errors) => {
-            eprintln!(
+            print_error(&format!(
                 "{errors}\nmxgate: configuration refused; fix the lines above and start again"
-            );
+            ));
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -236,19 +239,18 @@ fn check_config(path: &Path) -> ExitCode {
     match load_checked(path) {
         Ok(config) => {
             print!("{}", config::render_effective(&config));
-            eprintln!(
+            print_error(&format!(
                 "mxgate: {} and {} are valid",
                 path.display(),
                 config.node.policy.display()
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!(
-                "mxgate: {} error(s); fix them and run check-config again",
+            print_error(&format!(
+                "{errors}\nmxgate: {} error(s); fix them and run check-config again",
                 errors.0.len()
-            );
+            ));
             ExitCode::from(EX_CONFIG)
         }
     }
@@ -263,40 +265,55 @@ fn admin_call(
     let socket = match config::load_node(path) {
         Ok(node) => node.admin_socket(),
         Err(errors) => {
-            eprintln!(
+            print_error(&format!(
                 "{errors}\nmxgate: cannot read {} to find the daemon; pass the daemon's file with -c",
                 path.display()
-            );
+            ));
             return ExitCode::from(EX_CONFIG);
         }
     };
     match admin::request(&socket, request) {
-        Ok(value) => {
-            let text = if json {
-                serde_json::to_string_pretty(&value).map_err(|e| e.to_string())
-            } else {
-                render(&value)
-            };
-            match text {
-                Ok(text) => {
-                    println!("{}", text.trim_end());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("mxgate: cannot render the daemon's answer: {e}");
-                    ExitCode::from(EX_SOFTWARE)
-                }
+        Ok(value) if json => match serde_json::to_string_pretty(&value) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                print_error(&format!("mxgate: cannot render the daemon's answer: {e}"));
+                ExitCode::from(EX_SOFTWARE)
+            }
+        },
+        Ok(value) => match render(&value) {
+            Ok(text) => {
+                print_text(&text);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                print_error(&format!("mxgate: cannot render the daemon's answer: {e}"));
+                ExitCode::from(EX_SOFTWARE)
+            }
+        },
         Err(admin::ClientError::Refused(error)) => {
-            eprintln!("mxgate: {error}");
+            print_error(&format!("mxgate: {error}"));
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("mxgate: {e}");
+            print_error(&format!("mxgate: {e}"));
             ExitCode::from(EX_UNAVAILABLE)
         }
     }
+}
+
+/// Prints human-readable `text` on stdout with its control characters
+/// escaped and its line breaks kept: each renderer escapes the values it
+/// shows; this is the last guard, also for text the daemon rendered.
+fn print_text(text: &str) {
+    println!("{}", escape_lines(text.trim_end()));
+}
+
+/// Prints `text` on stderr escaped the same way (errors quote peers and files).
+fn print_error(text: &str) {
+    eprintln!("{}", escape_lines(text));
 }
 
 fn run_async(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
@@ -324,14 +341,14 @@ fn run_async_on(fut: impl Future<Output = anyhow::Result<()>>, worker_threads: u
     let runtime = match runtime(worker_threads) {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("mxgate: cannot start the async runtime: {e}");
+            print_error(&format!("mxgate: cannot start the async runtime: {e}"));
             return ExitCode::from(EX_SOFTWARE);
         }
     };
     match runtime.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mxgate: {e:#}");
+            print_error(&format!("mxgate: {e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -1,4 +1,7 @@
 //! What `mxgate status` and `mxgate route explain` report.
+//!
+//! The text form of `status` escapes every value ([`crate::text::escape`]):
+//! names, upstreams, reasons and DNS summaries can quote what a peer sent.
 
 use std::net::IpAddr;
 
@@ -241,18 +244,28 @@ pub fn explain(
 
 /// Text form of `status`.
 pub fn render_text(status: &Status) -> String {
+    use crate::text::escape as e;
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
         out,
         "node {} (mxgate {}), {}, up {}s",
-        status.node, status.version, status.mode, status.uptime_s
+        e(&status.node),
+        e(&status.version),
+        e(&status.mode),
+        status.uptime_s
     );
     if let Some(c) = &status.cluster {
         let _ = writeln!(
             out,
             "cluster {}: epoch {}, master {}, this node {} ({}), policy version {}, {} log entries",
-            c.cluster_id, c.epoch, c.master, c.role, c.state, c.policy_version, c.entries
+            e(&c.cluster_id),
+            c.epoch,
+            e(&c.master),
+            e(&c.role),
+            e(&c.state),
+            c.policy_version,
+            c.entries
         );
     }
     let _ = writeln!(
@@ -263,7 +276,11 @@ pub fn render_text(status: &Status) -> String {
         let _ = writeln!(
             out,
             "{:<16} {:<24} {:>6} {:>8}  {}",
-            l.name, l.listen, l.active_sessions, l.sessions_total, l.kind
+            e(&l.name),
+            e(&l.listen),
+            l.active_sessions,
+            l.sessions_total,
+            e(&l.kind)
         );
     }
     let _ = writeln!(
@@ -274,13 +291,13 @@ pub fn render_text(status: &Status) -> String {
         let _ = writeln!(
             out,
             "{:<16} {:<24} {:>6} {:<7} {:<7} {:>6}  {}",
-            m.name,
-            m.smtp.as_deref().unwrap_or("-"),
+            e(&m.name),
+            e(m.smtp.as_deref().unwrap_or("-")),
             m.weight,
             if m.ingress { "yes" } else { "no" },
             if m.healthy { "up" } else { "DOWN" },
             m.active_sessions,
-            m.reason.as_deref().unwrap_or("")
+            e(m.reason.as_deref().unwrap_or(""))
         );
     }
     if let Some(dns) = &status.dns {
@@ -292,7 +309,7 @@ pub fn render_text(status: &Status) -> String {
             "\nDNS (last check {}s ago, every {}s): {}",
             now.saturating_sub(dns.checked_at),
             dns.interval_s,
-            dns.summary
+            e(&dns.summary)
         );
         let _ = writeln!(
             out,
@@ -302,11 +319,11 @@ pub fn render_text(status: &Status) -> String {
             let _ = writeln!(
                 out,
                 "{:<26} {:<8} {:>3} {:>10}  {}",
-                d.domain,
+                e(&d.domain),
                 d.status.label(),
                 d.mx_records,
                 d.mx_answering,
-                d.summary
+                e(&d.summary)
             );
         }
     }
@@ -315,11 +332,69 @@ pub fn render_text(status: &Status) -> String {
         let services = [("smtp", &m.smtp_health), ("gina", &m.gina_health)];
         for (service, health) in services {
             let Some(health) = health else { continue };
-            let _ = writeln!(out, "{:<16} {service:<7} {}", m.name, health.summary());
+            let _ = writeln!(
+                out,
+                "{:<16} {service:<7} {}",
+                e(&m.name),
+                e(&health.summary())
+            );
             if let (false, Some(reason)) = (health.healthy, &health.reason) {
-                let _ = writeln!(out, "{:<16} {:<7} down: {reason}", "", "");
+                let _ = writeln!(out, "{:<16} {:<7} down: {}", "", "", e(reason));
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_escapes_every_value() {
+        let status = Status {
+            node: "gw1\nFAKE node".into(),
+            version: "0.1.0".into(),
+            uptime_s: 5,
+            mode: "standalone".into(),
+            cluster: None,
+            listeners: vec![ListenerStatus {
+                name: "in\x1b[2J".into(),
+                listen: "127.0.0.1:25".into(),
+                active_sessions: 0,
+                sessions_total: 0,
+                kind: "smtp".into(),
+            }],
+            members: vec![MemberStatus {
+                name: "bk\"} 9\nFAKE_LINE".into(),
+                smtp: Some("127.0.0.1:10025".into()),
+                weight: 100,
+                ingress: true,
+                healthy: false,
+                reason: Some("421 bye\r\nFAKE reason".into()),
+                active_sessions: 0,
+                gina: None,
+                smtp_health: None,
+                gina_health: None,
+            }],
+            dns: None,
+        };
+        let text = render_text(&status);
+        // node line, blank, listener header and row, blank, member header and
+        // row, blank, health header.
+        assert_eq!(text.lines().count(), 9, "{text}");
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && crate::text::needs_escape(c))
+        );
+        for needle in [
+            "node gw1\\nFAKE node (mxgate",
+            "in\\x1b[2J ",
+            "bk\"} 9\\nFAKE_LINE",
+            "421 bye\\r\\nFAKE reason",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
 }

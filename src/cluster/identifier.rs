@@ -9,21 +9,41 @@
 //! generation: 1
 //! -----BEGIN CERTIFICATE-----        the cluster CA
 //! -----BEGIN CERTIFICATE-----        the enrolment certificate
-//! -----BEGIN ENCRYPTED PRIVATE KEY-----  its key, PKCS#8 PBES2 (scrypt, AES-256-CBC)
+//! -----BEGIN ENCRYPTED PRIVATE KEY-----  its key, PKCS#8 PBES2
 //! ```
+//!
+//! The key is encrypted with PBES2: PBKDF2-HMAC-SHA256 with 600 000
+//! iterations (OWASP's figure for PBKDF2-HMAC-SHA256), a random 16-byte
+//! salt, and AES-256-CBC with a random IV, so `openssl pkcs8` reads it too.
+//! Identifiers exported before used scrypt (log2 N = 15, r = 8, p = 1),
+//! which OpenSSL refuses by its memory limit; they are still read. A key
+//! whose KDF asks for more work than [`MAX_PBKDF2_ITERATIONS`] or
+//! [`MAX_SCRYPT_LOG_N`] allow is refused before any is done: the file, not
+//! the code, would set the cost.
 //!
 //! Without a password (`--insecure-no-password`) the last block is a plain
 //! `PRIVATE KEY`. The enrolment certificate may only call join, and only
 //! while its generation is current.
 
 use pkcs8::der::Decode;
-use pkcs8::pkcs5::pbes2;
+use pkcs8::pkcs5::{EncryptionScheme, pbes2};
 use pkcs8::{Document, EncryptedPrivateKeyInfo, LineEnding, PrivateKeyInfo, SecretDocument};
 
 use super::{ClusterError, Result};
 
 const ENCRYPTED: &str = "ENCRYPTED PRIVATE KEY";
 const PLAIN: &str = "PRIVATE KEY";
+
+/// PBKDF2-HMAC-SHA256 iterations of a new identifier's key (OWASP Password
+/// Storage Cheat Sheet: 600 000 for PBKDF2-HMAC-SHA256).
+pub const PBKDF2_ITERATIONS: u32 = 600_000;
+/// Most PBKDF2 iterations accepted when reading a key (about 10 s of work).
+pub const MAX_PBKDF2_ITERATIONS: u32 = 20_000_000;
+/// Largest scrypt cost (log2 N) accepted when reading a key; with r = 8
+/// that is 256 MiB of memory. Earlier identifiers used 15.
+pub const MAX_SCRYPT_LOG_N: u32 = 18;
+/// Largest scrypt block size and parallelisation accepted.
+const MAX_SCRYPT_R_P: u16 = 16;
 
 /// A parsed identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,22 +189,27 @@ impl Identifier {
     }
 }
 
-/// Encrypts a PKCS#8 PEM key with `password` (PBES2: scrypt log2 N = 15,
-/// r = 8, p = 1; AES-256-CBC). Salt and IV come from the OS random source
-/// (via UUID v4, 122 random bits each).
+/// Encrypts a PKCS#8 PEM key with `password` (PBES2: PBKDF2-HMAC-SHA256,
+/// [`PBKDF2_ITERATIONS`], AES-256-CBC). Salt and IV are 16 bytes each from
+/// the system's cryptographic random source (ring's).
 pub fn encrypt_key(key_pem: &str, password: &str) -> Result<String> {
+    encrypt_key_with(key_pem, password, PBKDF2_ITERATIONS)
+}
+
+/// [`encrypt_key`] with `iterations` (tests use fewer).
+fn encrypt_key_with(key_pem: &str, password: &str, iterations: u32) -> Result<String> {
     let (_, doc) = SecretDocument::from_pem(key_pem).map_err(|e| bad(e.to_string()))?;
     let info = PrivateKeyInfo::from_der(doc.as_bytes()).map_err(|e| bad(e.to_string()))?;
-    let salt = *uuid::Uuid::new_v4().as_bytes();
-    let iv = *uuid::Uuid::new_v4().as_bytes();
-    let scrypt = pbes2::Parameters::scrypt_aes256cbc(
-        pkcs8::pkcs5::scrypt::Params::new(15, 8, 1, 32).map_err(|e| bad(e.to_string()))?,
-        &salt,
-        &iv,
-    )
-    .map_err(|e| bad(e.to_string()))?;
+    let random = rustls::crypto::ring::default_provider().secure_random;
+    let (mut salt, mut iv) = ([0u8; 16], [0u8; 16]);
+    random
+        .fill(&mut salt)
+        .and_then(|()| random.fill(&mut iv))
+        .map_err(|_| bad("the system's random source failed; try again"))?;
+    let params = pbes2::Parameters::pbkdf2_sha256_aes256cbc(iterations, &salt, &iv)
+        .map_err(|e| bad(e.to_string()))?;
     let encrypted = info
-        .encrypt_with_params(scrypt, password.as_bytes())
+        .encrypt_with_params(params, password.as_bytes())
         .map_err(|e| bad(e.to_string()))?;
     let pem = encrypted
         .to_pem(ENCRYPTED, LineEnding::LF)
@@ -199,6 +224,7 @@ pub fn decrypt_key(pem: &str, password: &str) -> Result<String> {
         return Err(bad(format!("expected {ENCRYPTED}, found {label}")));
     }
     let info = EncryptedPrivateKeyInfo::from_der(doc.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    check_cost(&info.encryption_algorithm)?;
     let plain = info
         .decrypt(password.as_bytes())
         .map_err(|_| ClusterError::Password)?;
@@ -206,6 +232,30 @@ pub fn decrypt_key(pem: &str, password: &str) -> Result<String> {
         .to_pem(PLAIN, LineEnding::LF)
         .map_err(|e| bad(e.to_string()))?;
     Ok(pem.to_string())
+}
+
+/// Refuses a key whose KDF would cost more than the limits above.
+fn check_cost(scheme: &EncryptionScheme<'_>) -> Result<()> {
+    let EncryptionScheme::Pbes2(params) = scheme else {
+        return Ok(());
+    };
+    match &params.kdf {
+        pbes2::Kdf::Pbkdf2(p) if p.iteration_count > MAX_PBKDF2_ITERATIONS => Err(bad(format!(
+            "the key asks for {} PBKDF2 iterations, more than the {MAX_PBKDF2_ITERATIONS} accepted; export a new identifier",
+            p.iteration_count
+        ))),
+        pbes2::Kdf::Scrypt(p)
+            if p.cost_parameter > 1 << MAX_SCRYPT_LOG_N
+                || p.block_size > MAX_SCRYPT_R_P
+                || p.parallelization > MAX_SCRYPT_R_P =>
+        {
+            Err(bad(format!(
+                "the key asks for scrypt N = {}, r = {}, p = {}, more than accepted (N <= 2^{MAX_SCRYPT_LOG_N}, r and p <= {MAX_SCRYPT_R_P}); export a new identifier",
+                p.cost_parameter, p.block_size, p.parallelization
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,12 @@
 //! change in one transaction, then answers with the certificate and its
 //! whole log. The node then replaces its cluster state with that log in one
 //! transaction and starts following.
+//!
+//! The master reads a join's body only through [`parse_request`]
+//! ([`request`]): every field is checked with the rules of `check-config`
+//! and a bad one is refused with HTTP 400 before anything is looked up.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,24 +28,10 @@ use super::{
     time,
 };
 
-/// `POST /join` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinRequest {
-    /// `[node] name`.
-    pub name: String,
-    /// Requested role.
-    pub role: Role,
-    /// CSR of the node's own key (PEM).
-    pub csr_pem: String,
-    /// `[cluster] advertise`.
-    pub address: String,
-    /// `[local] smtp_upstream`.
-    pub smtp_upstream: Option<String>,
-    /// `[local] gina_upstream`.
-    pub gina_upstream: Option<String>,
-    /// mxgate version.
-    pub version: String,
-}
+mod request;
+pub use request::{
+    JoinField, JoinInvalid, JoinRequest, MAX_CSR_PEM, MAX_VERSION, ValidJoin, parse_request,
+};
 
 /// `POST /join` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,8 +104,8 @@ pub fn record(
 
 /// Master: `POST /join` from an enrolment identity.
 pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) -> Reply {
-    let request: JoinRequest = serde_json::from_slice(body)
-        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("bad join request: {e}")))?;
+    let ValidJoin { request, advertise } =
+        parse_request(body).map_err(|e| Refusal(StatusCode::BAD_REQUEST, e.to_string()))?;
     let _guard = node.write.lock().await;
     let (meta, local) = node.master().map_err(refuse(StatusCode::CONFLICT))?;
     let ca_key = local.ca_key_pem.as_deref().ok_or_else(|| {
@@ -140,13 +130,7 @@ pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) 
             ),
         ));
     }
-    crate::config::parse_host_port(&request.address)
-        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("advertise address: {e}")))?;
-    let ips: Vec<IpAddr> = request
-        .address
-        .parse::<SocketAddr>()
-        .map(|a| vec![a.ip()])
-        .unwrap_or_default();
+    let ips = [advertise.ip()];
     // Backends are numbered 1, 2, ...; frontends are shown by their
     // backends' numbers (`F(1,2)`) and get 0.
     let cid = match request.role {
@@ -279,7 +263,8 @@ pub async fn join(
     if meta.cluster_id != id.cluster_id {
         return Err(ClusterError::Transport(format!(
             "{master} is in cluster {}, the identifier is for {}",
-            meta.cluster_id, id.cluster_id
+            crate::text::escape(&meta.cluster_id),
+            crate::text::escape(&id.cluster_id)
         )));
     }
     let local = LocalNode {

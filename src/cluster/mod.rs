@@ -71,8 +71,9 @@ pub enum ClusterError {
     /// A request or an answer between nodes failed.
     #[error("{0}")]
     Transport(String),
-    /// The peer refused the request.
-    #[error("refused by {peer}: {reason}")]
+    /// The peer refused the request. The reason is the peer's text: shown
+    /// escaped, so it cannot forge a line of the CLI's output.
+    #[error("refused by {peer}: {}", crate::text::escape(.reason))]
     Refused {
         /// Who refused.
         peer: String,

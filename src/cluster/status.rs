@@ -9,7 +9,6 @@
 //! `remote_entries` what the member has applied; on a backend's own row,
 //! the reverse.
 
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,9 @@ use super::server::{Reply, refuse, to_reply};
 use super::{Csn, MemberRecord, Result, Role, time};
 
 mod log_summary;
+mod render;
 pub use log_summary::{EpochRun, LogPosition, LogSummary};
+pub use render::{render_replication, render_text, uptime};
 
 /// A member is shown in error when the master has not heard from it for this long.
 pub const STALE_SECS: u64 = 60;
@@ -519,146 +520,4 @@ pub fn serve_status(node: &Arc<ClusterNode>) -> Reply {
 /// `GET /replication`.
 pub fn serve_replication(node: &Arc<ClusterNode>) -> Reply {
     to_reply(&replication_view(node).map_err(refuse(StatusCode::CONFLICT))?)
-}
-
-/// Uptime as `3d 4h`, `2h 5m`, `42s`.
-pub fn uptime(secs: u64) -> String {
-    match secs {
-        s if s >= 86_400 => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
-        s if s >= 3600 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        s if s >= 60 => format!("{}m {}s", s / 60, s % 60),
-        s => format!("{s}s"),
-    }
-}
-
-/// The table of `cluster status` (`wide`: COMMENT and LOCATION too).
-pub fn render_text(status: &ClusterStatus, wide: bool) -> String {
-    let mut header = vec![
-        "NAME(CID)",
-        "DEVICE-ID/UUID",
-        "ADDRESS",
-        "ROLE",
-        "STATE",
-        "FRONTEND-OF/BACKEND-OF",
-        "VERSION",
-        "UPTIME",
-        "LAST-UPDATE",
-        "LAG",
-        "LAST-CONTACT",
-        "ENTRIES",
-    ];
-    if wide {
-        header.extend(["COMMENT", "LOCATION"]);
-    }
-    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
-    for m in &status.members {
-        let links: Vec<String> = m.frontend_of.iter().chain(&m.backend_of).cloned().collect();
-        let mut row = vec![
-            format!("{}({})", m.name, status.cid_label(m)),
-            format!("{}/{}", m.device_id, m.uuid),
-            m.address.clone(),
-            m.role.clone(),
-            m.state.clone(),
-            if links.is_empty() {
-                "-".into()
-            } else {
-                links.join(",")
-            },
-            m.version.clone(),
-            uptime(m.uptime_s),
-            m.last_update.clone().unwrap_or_else(|| "-".into()),
-            m.replication_lag_s.map_or("-".into(), |l| format!("{l}s")),
-            m.last_contact.clone().unwrap_or_else(|| "-".into()),
-            format!(
-                "OK ({} entries in remote database, {} entries in local database)",
-                m.remote_entries, m.local_entries
-            ),
-        ];
-        if wide {
-            row.push(m.comment.clone().unwrap_or_default());
-            row.push(m.location.clone().unwrap_or_default());
-        }
-        rows.push(row);
-    }
-    let mut out = format!("cluster epoch {}, master {}\n", status.epoch, status.master);
-    out.push_str(&table(&rows));
-    if !status.discarded.is_empty() {
-        out.push_str(&format!(
-            "discarded on {} (changes the master of a later epoch does not hold):\n",
-            status.node
-        ));
-        for d in &status.discarded {
-            out.push_str(&format!(
-                "  {}.{} by {} at {}: {} (replaced by epoch {})\n",
-                d["csn"]["epoch"],
-                d["csn"]["seq"],
-                d["csn"]["origin"].as_str().unwrap_or("?"),
-                d["csn"]["time"].as_u64().map_or("?".into(), time::rfc3339),
-                d["summary"].as_str().unwrap_or("?"),
-                d["by_epoch"]
-            ));
-        }
-    }
-    out
-}
-
-/// `cluster replication` as text.
-pub fn render_replication(r: &Replication) -> String {
-    let mut rows = vec![vec![
-        "NAME(CID)".to_string(),
-        "LAST-CSN(EPOCH.SEQ)".into(),
-        "ORIGIN".into(),
-        "TIME".into(),
-        "LAST-CONTACT".into(),
-    ]];
-    for b in &r.backends {
-        rows.push(vec![
-            format!("{}({})", b.name, b.cid),
-            b.last_csn
-                .as_ref()
-                .map_or("-".into(), |c| format!("{}.{}", c.epoch, c.seq)),
-            b.last_csn.as_ref().map_or("-".into(), |c| c.origin.clone()),
-            b.last_csn
-                .as_ref()
-                .map_or("-".into(), |c| time::rfc3339(c.time)),
-            b.last_contact.clone().unwrap_or_else(|| "-".into()),
-        ]);
-    }
-    let head = r.head.as_ref().map_or("empty".into(), |c| {
-        format!(
-            "{}.{} by {} at {}",
-            c.epoch,
-            c.seq,
-            c.origin,
-            time::rfc3339(c.time)
-        )
-    });
-    format!("master log head: {head}\n{}", table(&rows))
-}
-
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|i| {
-            rows.iter()
-                .filter_map(|r| r.get(i))
-                .map(|c| c.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }

@@ -194,6 +194,18 @@ pub fn parse_host_port(text: &str) -> Result<HostPort, String> {
     units::parse_host_port(text)
 }
 
+/// Checks a node, member or listener name as `check-config` does (`[node]
+/// name`); the cluster applies the same rule to the name a node joins with.
+pub fn check_name(text: &str) -> Result<(), String> {
+    units::check_name(text)
+}
+
+/// Parses an `IP:PORT` address as `check-config` does for listeners and
+/// `[cluster] advertise` (no host names).
+pub fn parse_socket(text: &str) -> Result<std::net::SocketAddr, String> {
+    units::parse_socket(text)
+}
+
 /// Parses a GINA upstream as validated by the config: `host:port` (plain
 /// HTTP, `false`) or `https://host:port` (TLS, `true`).
 pub fn parse_gina(text: &str) -> Result<(bool, HostPort), String> {

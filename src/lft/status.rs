@@ -61,11 +61,11 @@ pub fn render_text(status: &LftStatus) -> String {
     for t in &status.targets {
         out.push_str(&format!(
             "{:<16} {:>8} {:>8} {:>8}  {}\n",
-            t.target,
+            crate::text::escape(&t.target),
             t.pending,
             t.synced,
             t.failed,
-            t.oldest_pending.as_deref().unwrap_or("-")
+            crate::text::escape(t.oldest_pending.as_deref().unwrap_or("-"))
         ));
     }
     out

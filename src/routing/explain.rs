@@ -3,7 +3,8 @@
 //! [`Route`] is what the SMTP session follows (its `order` and `verdict`) and
 //! what `mxgate route explain` prints: as JSON through serde (the SPEC keys
 //! `source_member`, `order`, `excluded` come first) or as text through
-//! [`Route::render_text`].
+//! [`Route::render_text`], where every member name and reason is escaped
+//! ([`crate::text::escape`]): a reason can quote a member's reply.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -13,6 +14,7 @@ use serde::Serialize;
 
 use super::hash::AffinityKey;
 use crate::config::Affinity;
+use crate::text::escape;
 
 /// A member in routing order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -116,15 +118,23 @@ impl Route {
         writeln!(out, "affinity: {mode}")?;
         writeln!(out, "key:      {}", self.key)?;
         match &self.source_member {
-            Some(s) => writeln!(out, "source:   member {s} (injection: only its inject_to)")?,
+            Some(s) => writeln!(
+                out,
+                "source:   member {} (injection: only its inject_to)",
+                escape(s)
+            )?,
             None => writeln!(out, "source:   public (not a member)")?,
         }
 
         let width = self
             .order
             .iter()
-            .map(|r| r.member.len())
-            .chain(self.excluded.iter().map(|e| e.member.len()))
+            .map(|r| escape(&r.member).chars().count())
+            .chain(
+                self.excluded
+                    .iter()
+                    .map(|e| escape(&e.member).chars().count()),
+            )
             .max()
             .unwrap_or(0);
         if self.order.is_empty() {
@@ -137,7 +147,7 @@ impl Route {
                     out,
                     "  {:>2}. {:<width$}  score {:>14.6}  {health}",
                     rank + 1,
-                    r.member,
+                    escape(&r.member),
                     r.score,
                 )?;
             }
@@ -145,7 +155,12 @@ impl Route {
         if !self.excluded.is_empty() {
             writeln!(out, "excluded:")?;
             for e in &self.excluded {
-                writeln!(out, "      {:<width$}  {}", e.member, e.reason)?;
+                writeln!(
+                    out,
+                    "      {:<width$}  {}",
+                    escape(&e.member),
+                    escape(&e.reason)
+                )?;
             }
         }
         write!(out, "verdict:  ")?;
@@ -155,12 +170,13 @@ impl Route {
 
     fn write_verdict(&self, out: &mut String) -> std::fmt::Result {
         match (self.verdict, self.first_choice()) {
-            (Verdict::Route, Some(first)) => write!(out, "first choice {first}"),
+            (Verdict::Route, Some(first)) => write!(out, "first choice {}", escape(first)),
             (Verdict::InjectionDenied, _) => {
                 let source = self.source_member.as_deref().unwrap_or("the source member");
                 write!(
                     out,
-                    "injection denied: {source} may inject nowhere (550 5.7.1)"
+                    "injection denied: {} may inject nowhere (550 5.7.1)",
+                    escape(source)
                 )
             }
             _ => {
@@ -171,6 +187,46 @@ impl Route {
                     write!(out, "no usable candidate (451 4.4.1)")
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::tests::{member, policy};
+    use crate::routing::{MemberTable, Router};
+
+    #[test]
+    fn member_names_and_reasons_cannot_forge_lines() {
+        let forged = "bk\"} 9\nFAKE_LINE";
+        let client: IpAddr = "192.0.2.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let mut route = Router::new(policy(Affinity::Source, vec![member(forged, 100)])).route(
+            &MemberTable::new(),
+            client,
+            None,
+        );
+        route.source_member = Some("src\nFAKE".into());
+        route.excluded.push(Excluded {
+            member: "x\x1b[2J".into(),
+            reason: "down: 421 bye\r\nFAKE".into(),
+        });
+        let text = route.render_text();
+        // client, affinity, key, source, "order:", one member, "excluded:",
+        // one excluded member, verdict.
+        assert_eq!(text.lines().count(), 9, "{text}");
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && crate::text::needs_escape(c))
+        );
+        for needle in [
+            "source:   member src\\nFAKE (injection",
+            "bk\"} 9\\nFAKE_LINE  score",
+            "x\\x1b[2J           down: 421 bye\\r\\nFAKE",
+            "verdict:  first choice bk\"} 9\\nFAKE_LINE",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
     }
 }
