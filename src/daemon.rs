@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::admin;
 use crate::config::{self, Config, SmtpListener};
+use crate::descriptors::{Budget, Limit, SessionGate};
 use crate::health;
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::Shutdown;
@@ -93,6 +94,10 @@ pub struct Gateway {
     cluster_policy: arc_swap::ArcSwapOption<config::Policy>,
     /// The LFT attachment store and its uploader.
     pub lft: std::sync::OnceLock<Arc<crate::lft::Lft>>,
+    /// The descriptor limit and budget planned at start.
+    pub descriptors: (Limit, Budget),
+    /// The budget's cap on client connections, shared by every listener.
+    pub gate: Arc<SessionGate>,
 }
 
 impl Gateway {
@@ -236,6 +241,26 @@ async fn bind(
     Ok(socket)
 }
 
+/// Raises the descriptor limit and plans the budget of `config` under it
+/// (logged; a warning when the listeners' `max_sessions` do not fit).
+fn plan_descriptors(config: &Config) -> (Limit, Budget) {
+    let limit = crate::descriptors::raise_limit();
+    let workers = crate::workers::count(config.node.worker_threads);
+    let budget = Budget::plan(limit.soft, config, workers);
+    info!(
+        limit = limit.soft,
+        raised_from = limit.was,
+        hard = limit.hard,
+        reserved = budget.reserved(),
+        sessions = budget.sessions,
+        "descriptor budget"
+    );
+    if let Some(warning) = budget.warning() {
+        warn!("{warning}");
+    }
+    (limit, budget)
+}
+
 /// Binds every listener and the admin socket and starts accepting.
 /// `config_path` is re-read on reload (`None`: reload does nothing).
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Daemon> {
@@ -253,15 +278,22 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         let socket = bind(&listener.name, listener.listen, "GINA HTTP", &mut bound).await?;
         http_sockets.push((listener.name.clone(), socket));
     }
-    let metrics_on = crate::metrics::install(&config)?;
+    let stop = CancellationToken::new();
+    let metrics_on = crate::metrics::install(&config, stop.clone())?;
+    let (limit, budget) = plan_descriptors(&config);
+    let gate = SessionGate::new(budget.sessions);
     let listener_stats = config
         .smtp
         .iter()
         .map(|l| &l.name)
         .chain(config.http.iter().map(|l| &l.name))
-        .map(|name| (name.clone(), Arc::new(ListenerStats::default())))
+        .map(|name| {
+            (
+                name.clone(),
+                Arc::new(ListenerStats::with_gate(gate.clone())),
+            )
+        })
         .collect::<HashMap<_, _>>();
-    let stop = CancellationToken::new();
     let snapshot = Snapshot::new(config)?;
     let members = MemberTable::new();
     // Registers every checked member before the first session can arrive.
@@ -279,6 +311,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         cluster: std::sync::OnceLock::new(),
         cluster_policy: arc_swap::ArcSwapOption::empty(),
         lft: std::sync::OnceLock::new(),
+        descriptors: (limit, budget),
+        gate,
     });
     let sessions = TaskTracker::new();
     let admin_path = gateway.snapshot().config.node.admin_socket();

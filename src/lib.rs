@@ -29,11 +29,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod descriptors;
 pub mod dns;
 pub mod health;
 pub mod http;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mxgate::admin::{self, Request};
 use mxgate::config;
+use mxgate::descriptors::Budget;
 use mxgate::text::escape_lines;
 use mxgate::{daemon, demo, logging};
 
@@ -239,6 +240,11 @@ fn check_config(path: &Path) -> ExitCode {
     match load_checked(path) {
         Ok(config) => {
             print!("{}", config::render_effective(&config));
+            let workers = mxgate::workers::count(config.node.worker_threads);
+            let limit = mxgate::descriptors::hard_limit();
+            if let Some(warning) = Budget::plan(limit, &config, workers).warning() {
+                print_error(&format!("mxgate: warning: {warning}"));
+            }
             print_error(&format!(
                 "mxgate: {} and {} are valid",
                 path.display(),

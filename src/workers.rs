@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use crate::accept::AcceptErrors;
+
 /// The number of worker threads for `[node] worker_threads` (0: one per CPU).
 pub fn count(worker_threads: usize) -> usize {
     match worker_threads {
@@ -178,6 +180,7 @@ impl Worker {
         // wake-up per second instead (see docs/performance.md).
         let mut keep_timers_early = tokio::time::interval(Duration::from_secs(1));
         keep_timers_early.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut errors = AcceptErrors::new(self.name.clone());
         loop {
             let accepted = tokio::select! {
                 _ = self.stop.cancelled() => return,
@@ -189,11 +192,17 @@ impl Worker {
                 accepted = listener.accept() => accepted,
             };
             match accepted {
-                Ok((stream, peer)) => self.place(stream, peer),
+                Ok((stream, peer)) => {
+                    errors.accepted();
+                    self.place(stream, peer);
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    warn!(listener = %self.name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // EMFILE and friends: back off instead of spinning.
+                    let pause = errors.failed(&e, std::time::Instant::now());
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
         }

@@ -147,15 +147,15 @@ fn refusals_change_nothing() {
         !String::from_utf8_lossy(&answer).contains("HTTP/1.1"),
         "plain HTTP answered"
     );
-    assert!(
-        gw1.gw
-            .wait_logs(
-                "TLS handshake failed",
-                handshakes + 1,
-                Duration::from_secs(5)
-            )
-            .is_some()
-    );
+    // Refused before any route; its log line may be folded into the next
+    // one (refusals are logged at most once per 10 s: nobody can flood the
+    // log by connecting), so only the count of lines is bounded.
+    let lines = gw1.gw.logs();
+    let now = lines
+        .iter()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .count();
+    assert!(now <= handshakes + 1, "{lines:?}");
     assert_eq!(entries(&gw1), before);
 
     // The enrolment identity may only join.

@@ -17,7 +17,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use server::{bind, serve};
-pub use status::{DnsDomainStatus, DnsStatus, ListenerStatus, MemberStatus, Status, render_text};
+pub use status::{
+    DescriptorStatus, DnsDomainStatus, DnsStatus, ListenerStatus, MemberStatus, Status, render_text,
+};
 
 /// A request on the admin socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,18 +3,24 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{Request, Response, status};
+use crate::accept::AcceptErrors;
 use crate::daemon::Gateway;
+use crate::descriptors::ADMIN_CONNECTIONS;
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
+/// How long a client has to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the admin socket with mode 0600, replacing a stale one. Refuses to
 /// start when another daemon answers on it.
@@ -37,19 +43,25 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Answers admin requests until `stop` is cancelled.
+/// Answers admin requests until `stop` is cancelled, at most
+/// [`ADMIN_CONNECTIONS`] at once (the next wait in the socket's backlog).
 pub async fn serve(listener: UnixListener, gateway: Arc<Gateway>, stop: CancellationToken) {
+    let mut errors = AcceptErrors::new("admin");
+    let places = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
     loop {
-        let accepted = tokio::select! {
+        let place = tokio::select! {
             _ = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            place = places.clone().acquire_owned() => place,
         };
-        match accepted {
-            Ok((stream, _)) => {
-                tokio::spawn(answer(stream, gateway.clone()));
-            }
-            Err(e) => warn!(error = %e, "admin socket accept failed"),
-        }
+        let Ok(place) = place else { return };
+        let Some((stream, _)) = errors.next(&stop, || listener.accept()).await else {
+            return;
+        };
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let _place = place;
+            answer(stream, gateway).await;
+        });
     }
 }
 
@@ -57,8 +69,13 @@ async fn answer(stream: UnixStream, gateway: Arc<Gateway>) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
-    if reader.read_line(&mut line).await.is_err() {
-        return;
+    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return,
+        Err(_) => {
+            warn!("admin request not received within {REQUEST_TIMEOUT:?}; closed");
+            return;
+        }
     }
     let result = match serde_json::from_str::<Request>(&line) {
         Ok(Request::DnsCheck { domains }) => {

@@ -32,6 +32,21 @@ pub struct Status {
     /// The latest periodic DNS check (`null` before the first or without `[dns] domains`).
     #[serde(default)]
     pub dns: Option<DnsStatus>,
+    /// The descriptor budget (`null` from a daemon that predates it).
+    #[serde(default)]
+    pub descriptors: Option<DescriptorStatus>,
+}
+
+/// The descriptor section of `status`: the limit, what is reserved, and
+/// the client connections the rest allows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DescriptorStatus {
+    /// The soft limit in force, the limit before mxgate raised it, the hard limit.
+    pub limit: crate::descriptors::Limit,
+    /// Where the descriptors go.
+    pub budget: crate::descriptors::Budget,
+    /// Client connections (SMTP sessions and GINA connections) open now.
+    pub open: usize,
 }
 
 /// The DNS section of `status`: the latest periodic check.
@@ -196,6 +211,11 @@ pub fn collect(gateway: &Gateway) -> Status {
         listeners,
         members,
         dns: (gateway.dns.latest()).map(|r| DnsStatus::of(&r, config.policy.dns.interval)),
+        descriptors: Some(DescriptorStatus {
+            limit: gateway.descriptors.0,
+            budget: gateway.descriptors.1.clone(),
+            open: gateway.gate.open(),
+        }),
     }
 }
 
@@ -266,6 +286,19 @@ pub fn render_text(status: &Status) -> String {
             e(&c.state),
             c.policy_version,
             c.entries
+        );
+    }
+    if let Some(d) = &status.descriptors {
+        let _ = writeln!(
+            out,
+            "descriptors: limit {} (was {}, hard {}), {} reserved, client connections {} of {} (max_sessions add up to {})",
+            d.limit.soft,
+            d.limit.was,
+            d.limit.hard,
+            d.budget.reserved(),
+            d.open,
+            d.budget.sessions,
+            d.budget.configured_sessions
         );
     }
     let _ = writeln!(
@@ -378,6 +411,7 @@ mod tests {
                 gina_health: None,
             }],
             dns: None,
+            descriptors: None,
         };
         let text = render_text(&status);
         // node line, blank, listener header and row, blank, member header and

@@ -15,6 +15,7 @@
 //! [`cli`] (the `mxgate cluster` subcommands), [`node`] (the running state).
 
 pub mod admin;
+mod admission;
 pub mod cli;
 pub mod db;
 pub mod frontend;
@@ -83,6 +84,22 @@ pub enum ClusterError {
     /// Bad operator input.
     #[error("{0}")]
     Invalid(String),
+    /// The peer refused this node's certificate at the handshake as revoked.
+    #[error(
+        "{peer} refuses this node's certificate as revoked: this node was deleted from the cluster, or its identifier was invalidated by `cluster identifier rotate`; join again with a new identifier"
+    )]
+    Revoked {
+        /// Who refused.
+        peer: String,
+    },
+    /// The peer does not know this node's certificate (yet).
+    #[error(
+        "{peer} does not admit this node's certificate: it is not a member there, or the change that adds this node has not reached it yet"
+    )]
+    NotAdmitted {
+        /// Who refused.
+        peer: String,
+    },
 }
 
 impl From<redb::Error> for ClusterError {

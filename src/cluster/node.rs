@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use super::db::Db;
 use super::frontend::{self, BackendRef, FrontendFile};
-use super::transport::{self, Answer, MasterHint, Sender};
+use super::transport::{self, Admission, Answer, MasterHint, Sender};
 use super::{Change, ClusterError, ClusterMeta, LocalNode, LogEntry, Result, Role, time};
 use crate::config::LocalConfig;
 use crate::daemon::Gateway;
@@ -91,6 +91,8 @@ pub struct ClusterNode {
     backends: Mutex<Vec<BackendRef>>,
     /// Frontend: the index in `backends` it follows now.
     current_backend: AtomicUsize,
+    /// This node, for the handshake's admission check (set once it is shared).
+    me: std::sync::OnceLock<Weak<ClusterNode>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -265,6 +267,7 @@ pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::R
         Arc::downgrade(gateway),
         frontend_file.map(|f| f.backends).unwrap_or_default(),
     ));
+    let _ = node.me.set(Arc::downgrade(&node));
     let _ = gateway.cluster.set(node.clone());
     info!(addr = %listen, "cluster control plane listening");
     tokio::spawn(super::server::serve(listener, node.clone(), stop));
@@ -337,6 +340,7 @@ impl ClusterNode {
             server_tls: ArcSwapOption::empty(),
             backends: Mutex::new(backends),
             current_backend: AtomicUsize::new(0),
+            me: std::sync::OnceLock::new(),
         }
     }
 
@@ -528,7 +532,12 @@ impl ClusterNode {
 
     /// Installs the TLS identity of `local` for the server side.
     pub fn load_identity(&self, local: &LocalNode, meta: &ClusterMeta) -> Result<()> {
-        let config = transport::server_config(&meta.ca_cert_pem, &local.cert_pem, &local.key_pem)?;
+        let me: Weak<dyn Admission> = self.me.get().cloned().unwrap_or_else(|| {
+            // Not shared yet (unit tests): nobody is admitted.
+            Weak::<ClusterNode>::new()
+        });
+        let config =
+            transport::server_config(&meta.ca_cert_pem, &local.cert_pem, &local.key_pem, me)?;
         self.server_tls.store(Some(config));
         Ok(())
     }

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::node::ClusterNode;
 use super::server::{Refusal, Reply, refuse, to_reply};
-use super::{Change, ClusterError, LogEntry, Result, Role, time, transport};
+use super::{Change, ClusterError, LogEntry, Result, Role, time};
 
 /// Longest time the master holds a long-poll.
 pub const HOLD: Duration = Duration::from_secs(25);
@@ -200,17 +200,17 @@ async fn poll(
     );
     let answer = tokio::select! {
         _ = token.cancelled() => return Err(Ok(Stop::Cancelled)),
-        answer = call => answer.map_err(Err)?,
+        answer = call => answer,
     };
-    if answer.status == 403 {
-        let reason = transport::error_text(&answer.body, answer.status);
-        if reason.contains("deleted") {
-            warn!(%reason, "the master refuses this node's certificate");
+    let answer = match answer {
+        Err(ClusterError::Revoked { peer }) => {
+            warn!(%peer, "the master refuses this node's certificate as revoked");
             return Err(Ok(Stop::Detached(
                 "deleted from the cluster by the master".into(),
             )));
         }
-    }
+        other => other.map_err(Err)?,
+    };
     let changes: Changes = answer.json(&target_name).map_err(Err)?;
     let seen = node.seen_epoch().max(meta.epoch);
     if changes.epoch < seen {

@@ -1,8 +1,14 @@
 //! The control-plane server: mutual TLS on `[cluster] listen`, HTTP/1.1
 //! routes, and authorisation by the client certificate on every request.
 //!
-//! The TLS handshake admits only certificates of the cluster CA. Each
-//! request is then checked against the database: the enrolment identity
+//! The TLS handshake admits only certificates of the cluster CA that the
+//! database holds valid now ([`super::admission`]): a deleted member's or a
+//! retired enrolment identity's is refused with `certificate_revoked`, so it
+//! cannot hold a connection open. Handshake, request head and body each have
+//! a few seconds; connections are capped in total and per peer address
+//! ([`CONTROL_PLANE_CONNECTIONS`], [`CONTROL_PLANE_PER_PEER`]); bodies are at
+//! most 256 KiB (LFT uploads: the policy's size). Each request is then
+//! checked against the database again: the enrolment identity
 //! (an identifier's certificate of the current generation) may only call
 //! `POST /join`, from an allowed address when the identifier is protected;
 //! member certificates must belong to a member that is not deleted. Every
@@ -24,7 +30,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -34,9 +40,14 @@ use tracing::{debug, warn};
 use super::node::{ClusterNode, PeerState};
 use super::transport::{H_EPOCH, H_MASTER, H_MASTER_ADDRESS, H_UPTIME, H_VERSION, MasterHint};
 use super::{MemberRecord, identity, time};
+use crate::accept::{AcceptErrors, LogBudget, NoPlace, Places};
+use crate::descriptors::{CONTROL_PLANE_CONNECTIONS, CONTROL_PLANE_PER_PEER};
 
-/// Largest request body accepted (a join carries a CSR).
+/// Largest request body accepted on every route but LFT uploads (a join
+/// carries a CSR).
 const MAX_BODY: usize = 256 * 1024;
+/// Largest request head (hyper's read buffer) accepted.
+const MAX_HEAD: usize = 16 * 1024;
 
 /// Who a verified client certificate belongs to.
 #[derive(Debug, Clone)]
@@ -54,18 +65,64 @@ pub struct Refusal(pub StatusCode, pub String);
 /// A route's answer.
 pub type Reply = Result<serde_json::Value, Refusal>;
 
-/// Accepts control-plane connections until `stop`.
+/// How long a peer has for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer has to send a request head, and the longest a
+/// keep-alive connection waits idle for the next one.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer has to send a request body (LFT uploads: [`crate::lft::sync`]).
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts control-plane connections until `stop`: at most
+/// [`CONTROL_PLANE_CONNECTIONS`] at once and [`CONTROL_PLANE_PER_PEER`] from
+/// one address; past them a connection is closed at once.
 pub async fn serve(listener: TcpListener, node: Arc<ClusterNode>, stop: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                tokio::spawn(connection(stream, peer, node.clone(), stop.clone()));
+    let mut errors = AcceptErrors::new("cluster");
+    let places = Places::new(CONTROL_PLANE_CONNECTIONS, CONTROL_PLANE_PER_PEER);
+    let refusals = Arc::new(Refusals::default());
+    while let Some((stream, peer)) = errors.next(&stop, || listener.accept()).await {
+        match places.take(peer.ip()) {
+            Ok(place) => {
+                let refusals = refusals.clone();
+                let conn = connection(stream, peer, node.clone(), stop.clone(), refusals);
+                tokio::spawn(async move {
+                    let _place = place;
+                    conn.await;
+                });
             }
-            Err(e) => warn!(error = %e, "cluster listener accept failed"),
+            Err(full) => {
+                let why = match full {
+                    NoPlace::Total => "every control-plane place is taken",
+                    NoPlace::Peer => "this peer holds all its control-plane places",
+                };
+                refusals.log(peer, why, None);
+            }
+        }
+    }
+}
+
+/// Connections refused before any request: logged at most once per
+/// [`REFUSAL_LOG_INTERVAL`], so that nobody can flood the log by connecting.
+#[derive(Debug)]
+struct Refusals(std::sync::Mutex<LogBudget>);
+
+/// At most one line about refused connections in this interval.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Default for Refusals {
+    fn default() -> Refusals {
+        Refusals(std::sync::Mutex::new(LogBudget::new(REFUSAL_LOG_INTERVAL)))
+    }
+}
+
+impl Refusals {
+    fn log(&self, peer: SocketAddr, why: &str, error: Option<&dyn std::fmt::Display>) {
+        let due = (self.0.lock())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .due(std::time::Instant::now());
+        if let Some(suppressed) = due {
+            let error = error.map(ToString::to_string).unwrap_or_default();
+            warn!(%peer, suppressed, %error, "cluster connection refused: {why} (suppressed: refusals not logged since the last line)");
         }
     }
 }
@@ -75,21 +132,23 @@ async fn connection(
     peer: SocketAddr,
     node: Arc<ClusterNode>,
     stop: CancellationToken,
+    refusals: Arc<Refusals>,
 ) {
     let Some(config) = node.server_tls.load_full() else {
-        warn!(%peer, "cluster connection refused: this node is in no cluster yet");
+        refusals.log(peer, "this node is in no cluster yet", None);
         return;
     };
     let _ = stream.set_nodelay(true);
     let handshake = TlsAcceptor::from(config).accept(stream);
-    let tls = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            warn!(%peer, error = %e, "cluster connection refused: TLS handshake failed (a client needs a certificate of this cluster)");
+            let why = "TLS handshake failed (a client needs a current certificate of this cluster)";
+            refusals.log(peer, why, Some(&e));
             return;
         }
         Err(_) => {
-            warn!(%peer, "cluster connection refused: no TLS handshake within 10s");
+            refusals.log(peer, "no TLS handshake in time", None);
             return;
         }
     };
@@ -111,8 +170,11 @@ async fn connection(
             Ok::<_, Infallible>(response)
         }
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {
@@ -204,14 +266,9 @@ async fn route(
                 }
             }
             let query = req.uri().query().unwrap_or("").to_string();
-            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    return respond(Err(Refusal(
-                        StatusCode::BAD_REQUEST,
-                        format!("cannot read the body: {e}"),
-                    )));
-                }
+            let body = match read_body(req.into_body()).await {
+                Ok(body) => body,
+                Err(refusal) => return respond(Err(refusal)),
             };
             match (method.as_str(), path.as_str(), &caller) {
                 ("POST", "/join", Caller::Enrolment) => {
@@ -265,6 +322,22 @@ async fn route(
         }
     }
     response
+}
+
+/// A request body of at most [`MAX_BODY`] bytes, sent within [`BODY_TIMEOUT`].
+async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
+    let collect = Limited::new(body, MAX_BODY).collect();
+    match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e)) => Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the body (at most {MAX_BODY} bytes): {e}"),
+        )),
+        Err(_) => Err(Refusal(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {BODY_TIMEOUT:?}"),
+        )),
+    }
 }
 
 /// The master remembers every follower's last request (for status).

@@ -7,7 +7,7 @@
 //! `x-mxgate-*` headers (the epoch is what issue 7's fencing compares).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,11 +15,16 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName,
+    RootCertStore, ServerConfig, SignatureScheme,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpSocket;
@@ -95,12 +100,104 @@ fn chain(
     Ok((certs, key))
 }
 
+/// Who holds a client certificate of the cluster CA, as the database says
+/// now: asked at every handshake ([`server_config`]).
+pub trait Admission: Send + Sync {
+    /// The standing of the certificate with SHA-256 `fingerprint`.
+    fn admit(&self, fingerprint: &str) -> Admit;
+}
+
+/// The standing of a client certificate of the cluster CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// A member that is not deleted, or an enrolment identity of the
+    /// current generation: the handshake completes.
+    Valid,
+    /// A deleted member's, or an enrolment identity retired by `rotate`:
+    /// refused with the `certificate_revoked` alert, which the peer reads
+    /// as [`ClusterError::Revoked`].
+    Revoked,
+    /// Nobody this node knows (yet): refused with `access_denied`.
+    Unknown,
+}
+
+/// Checks the chain against the cluster CA, then the certificate's
+/// standing now, so a retired, rotated or deleted certificate cannot
+/// complete a handshake (and so cannot hold a connection open).
+struct AdmittedClients {
+    chain: Arc<dyn ClientCertVerifier>,
+    admission: Weak<dyn Admission>,
+}
+
+impl std::fmt::Debug for AdmittedClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdmittedClients")
+    }
+}
+
+impl ClientCertVerifier for AdmittedClients {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .chain
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let fingerprint = super::identity::fingerprint(end_entity);
+        let standing = (self.admission.upgrade()).map_or(Admit::Unknown, |a| a.admit(&fingerprint));
+        match standing {
+            Admit::Valid => Ok(verified),
+            Admit::Revoked => Err(rustls::Error::InvalidCertificate(CertificateError::Revoked)),
+            Admit::Unknown => Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
 /// The control plane's server side: only clients with a certificate of
-/// the cluster CA complete the handshake.
-pub fn server_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider())
+/// the cluster CA that `admission` admits now complete the handshake.
+pub fn server_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    admission: Weak<dyn Admission>,
+) -> Result<Arc<ServerConfig>> {
+    let webpki = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider())
         .build()
         .map_err(tls)?;
+    let verifier = Arc::new(AdmittedClients {
+        chain: webpki,
+        admission,
+    });
     let (certs, key) = chain(cert_pem, key_pem)?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -254,13 +351,24 @@ async fn call_inner<B: Serialize>(
     // Node certificates name the node's advertise address: verify the
     // address connected to, whether the operator gave a name or an address.
     let name = ServerName::IpAddress(addr.ip().into());
+    // A refusal of this node's certificate arrives as an alert: at the
+    // handshake (TLS 1.2) or at the first read after it (TLS 1.3).
+    let refused = |what: &str, e: &(dyn std::error::Error + 'static)| match alert_in(e) {
+        Some(AlertDescription::CertificateRevoked) => ClusterError::Revoked {
+            peer: target.to_owned(),
+        },
+        Some(AlertDescription::AccessDenied) => ClusterError::NotAdmitted {
+            peer: target.to_owned(),
+        },
+        _ => net(what, &e),
+    };
     let tls = TlsConnector::from(config)
         .connect(name, stream)
         .await
-        .map_err(|e| net("make a TLS connection to", &e))?;
+        .map_err(|e| refused("make a TLS connection to", &e))?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
-        .map_err(|e| net("talk HTTP to", &e))?;
+        .map_err(|e| refused("talk HTTP to", &e))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -288,7 +396,7 @@ async fn call_inner<B: Serialize>(
     let response = send
         .send_request(request)
         .await
-        .map_err(|e| net("get an answer from", &e))?;
+        .map_err(|e| refused("get an answer from", &e))?;
     let status = response.status().as_u16();
     let hint = MasterHint::from_headers(response.headers());
     let body = response
@@ -300,9 +408,41 @@ async fn call_inner<B: Serialize>(
     Ok(Answer { status, body, hint })
 }
 
+/// The TLS alert the peer sent, found anywhere in `error`'s chain (hyper
+/// wraps the I/O error, which wraps rustls's).
+fn alert_in(error: &(dyn std::error::Error + 'static)) -> Option<AlertDescription> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            (e.downcast_ref::<std::io::Error>())
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = tls {
+            return Some(*alert);
+        }
+        next = e.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::host_port;
+
+    #[test]
+    fn an_alert_is_found_through_io_and_hyper_layers() {
+        use rustls::AlertDescription;
+        let io = std::io::Error::other(rustls::Error::AlertReceived(
+            AlertDescription::CertificateRevoked,
+        ));
+        assert_eq!(
+            super::alert_in(&io),
+            Some(AlertDescription::CertificateRevoked)
+        );
+        let plain = std::io::Error::other("certificate revoked");
+        assert_eq!(super::alert_in(&plain), None);
+    }
 
     #[test]
     fn host_port_defaults_to_7025() {

@@ -45,6 +45,7 @@ pub(super) struct FileSmtp {
     pub greet_delay: S<String>,
     pub command_timeout: S<String>,
     pub data_timeout: S<String>,
+    pub min_data_rate: S<i64>,
     pub max_errors: S<i64>,
 }
 

@@ -354,6 +354,9 @@ fn smtp(
         &k("data_timeout"),
         Duration::from_secs(180),
     );
+    // Postfix's smtpd_min_data_rate default; 0 turns the rate off.
+    let min_data_rate = ctx.int(&f.min_data_rate, &k("min_data_rate"), 0..=i64::MAX, 500);
+    let min_data_rate = u64::try_from(min_data_rate).unwrap_or(0);
 
     Some(SmtpListener {
         name: name?,
@@ -372,6 +375,7 @@ fn smtp(
         greet_delay,
         command_timeout,
         data_timeout,
+        min_data_rate,
         max_errors,
     })
 }

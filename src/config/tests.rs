@@ -106,6 +106,10 @@ fn defaults_are_filled_in() {
     );
     assert_eq!(s.bare_lf, BareLf::Reject);
     assert_eq!(s.greet_delay, Duration::ZERO);
+    assert_eq!(
+        (s.command_timeout, s.data_timeout, s.min_data_rate),
+        (Duration::from_secs(300), Duration::from_secs(180), 500)
+    );
     assert!(!s.proxy_protocol && !s.require_tls && s.trusted_proxies.is_empty());
     assert_eq!(c.log.format, LogFormat::Text);
     assert_eq!(c.log.level, "info");
@@ -284,11 +288,11 @@ fn broken_node_files() {
          "[[smtp]]\nname = \"in\"\nlisten = \"127.0.0.1:25\"\ntls_cert = \"nope.pem\"\ntls_key = \"cluster.toml\"\n",
          &[(7, "smtp[0].tls_cert", "cannot read")]),
         ("smtp checks",
-         "[[smtp]]\nname = \"in\"\nlisten = \"127.0.0.1:25\"\nproxy_protocol = true\nrequire_tls = true\nbare_lf = \"fix\"\nmax_message_size = \"big\"\nmax_sessions = 0\ngreet_delay = \"1 minute\"\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+         "[[smtp]]\nname = \"in\"\nlisten = \"127.0.0.1:25\"\nproxy_protocol = true\nrequire_tls = true\nbare_lf = \"fix\"\nmax_message_size = \"big\"\nmax_sessions = 0\ngreet_delay = \"1 minute\"\ntrusted_proxies = [\"10.0.0.0/33\"]\nmin_data_rate = -1\n",
          &[(7, "smtp[0].proxy_protocol", "needs trusted_proxies"), (8, "smtp[0].require_tls", "needs tls_cert"),
            (9, "smtp[0].bare_lf", "\"reject\", \"normalize\""), (10, "smtp[0].max_message_size", "not a size"),
            (11, "smtp[0].max_sessions", "at least 1"), (12, "smtp[0].greet_delay", "unknown unit"),
-           (13, "smtp[0].trusted_proxies", "CIDR")]),
+           (13, "smtp[0].trusted_proxies", "CIDR"), (14, "smtp[0].min_data_rate", "at least 0")]),
         ("http checks",
          "[[http]]\nname = \"gina\"\nlisten = \"127.0.0.1:0\"\nmax_body_size = 0\nsticky_cookie = \"a b\"\n[[http]]\nname = \"gina2\"\nlisten = \"127.0.0.1:0\"\nmax_body_size = \"lots\"\n",
          &[(7, "http[0].max_body_size", "greater than 0"), (8, "http[0].sticky_cookie", "not a valid cookie name"),

@@ -99,12 +99,20 @@ pub struct SmtpListener {
     /// How long to wait for a pre-greeting talker before sending the banner (0: just check).
     #[serde(serialize_with = "ser_duration")]
     pub greet_delay: Duration,
-    /// Wait for the next command (RFC 5321 4.5.3.2.7: 5 minutes).
+    /// Time for one whole command line, from the moment the session waits
+    /// for it to its line end (RFC 5321 4.5.3.2.7: 5 minutes); a deadline,
+    /// not renewed by partial input.
     #[serde(serialize_with = "ser_duration")]
     pub command_timeout: Duration,
-    /// Wait for the next block of message data (RFC 5321 4.5.3.2.6: 3 minutes).
+    /// Message data: the first `data_timeout` of DATA is free; then the
+    /// client must keep up `min_data_rate` (RFC 5321 4.5.3.2.6: 3 minutes).
     #[serde(serialize_with = "ser_duration")]
     pub data_timeout: Duration,
+    /// Minimum message data rate in bytes per second (Postfix's
+    /// `smtpd_min_data_rate`): each read of N bytes moves the data deadline
+    /// N / rate seconds on, never beyond `data_timeout` from then. 0: off
+    /// (`data_timeout` per read).
+    pub min_data_rate: u64,
     /// Errors (4xx/5xx replies to the client) before `421` and close.
     pub max_errors: usize,
 }

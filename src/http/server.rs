@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::HttpContext;
 use super::headers::ConnForward;
@@ -114,6 +114,14 @@ fn start_connection(
     let Some(ctx) = source.http_context(name) else {
         return;
     };
+    let Some(pass) = stats.gate.enter() else {
+        // Past the descriptor budget: closed at once (logged once a second).
+        if let Some(suppressed) = stats.gate.refused(std::time::Instant::now()) {
+            warn!(listener = %name, client = %peer, limit = stats.gate.cap(), suppressed,
+                "connection closed: the descriptor budget is spent (suppressed: refusals not logged since the last line)");
+        }
+        return;
+    };
     let Ok(local) = stream.local_addr() else {
         return;
     };
@@ -136,7 +144,7 @@ fn start_connection(
         activity,
     };
     let handle = tasks.spawn(async move {
-        let _guards = (guard, load, watchdog);
+        let _guards = (guard, load, watchdog, pass);
         serve(stream, Arc::new(ctx), Arc::new(conn), drivers).await;
     });
     let _ = task.set(handle);

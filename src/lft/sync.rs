@@ -235,6 +235,12 @@ fn refuse(
     json(status, serde_json::json!({ "error": reason }))
 }
 
+/// How long an upload of at most `max_size` bytes may take: 30 s plus the
+/// time at 256 KiB/s, so a stalled member cannot hold a control-plane place.
+fn upload_deadline(max_size: u64) -> Duration {
+    Duration::from_secs(30 + max_size / (256 * 1024))
+}
+
 /// The control plane's `/lft/...` routes for an authenticated member:
 /// `PUT /lft/SHA256` stores an upload when `caller` may sync to this node.
 pub async fn serve_upload(
@@ -294,14 +300,24 @@ pub async fn serve_upload(
         .and_then(unhex)
         .and_then(|b| serde_json::from_slice::<Meta>(&b).ok());
     let limit = usize::try_from(policy.lft.max_message_size).unwrap_or(usize::MAX);
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+    let deadline = upload_deadline(policy.lft.max_message_size);
+    let collect = Limited::new(req.into_body(), limit).collect();
+    let body = match tokio::time::timeout(deadline, collect).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
             return refuse(
                 peer,
                 &path,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("cannot read the body (limit [lft] max_message_size): {e}"),
+            );
+        }
+        Err(_) => {
+            return refuse(
+                peer,
+                &path,
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the upload did not arrive within {deadline:?}"),
             );
         }
     };

@@ -1,16 +1,23 @@
-//! One reusable timer per connection instead of a `tokio::time::timeout`
-//! per read, write and reply.
+//! Client-side time limits: one reusable timer per connection, and the
+//! instants it is armed for.
 //!
-//! A `timeout` creates a timer entry, and when the wrapped future is not
-//! ready at once (the usual case for a read or a member's reply) registers it
-//! in the runtime's timer wheel and removes it again when it completes: about
-//! 15 registrations and removals per relayed session. [`Deadline`] keeps one
-//! [`Sleep`] for the connection's life and moves its deadline lazily: while
-//! the timer is armed for an instant before the new limit, it stays there,
-//! and when it fires early it is re-armed for the limit it stands for now.
-//! So the timer is touched about once per limit's length, not per operation.
-//! A future that is ready at its first poll never touches the timer, as with
-//! `timeout`.
+//! A `tokio::time::timeout` per read, write and reply creates a timer entry,
+//! and when the wrapped future is not ready at once (the usual case for a
+//! read or a member's reply) registers it in the runtime's timer wheel and
+//! removes it again when it completes: about 15 registrations and removals
+//! per relayed session. [`Deadline`] keeps one [`Sleep`] for the connection's
+//! life and moves its deadline lazily: while the timer is armed for an
+//! instant before the new limit, it stays there, and when it fires early it
+//! is re-armed for the limit it stands for now. So the timer is touched about
+//! once per limit's length, not per operation. A future that is ready at its
+//! first poll never touches the timer (nor the clock), as with `timeout`.
+//!
+//! What a wait is bounded by is the caller's choice ([`Deadline::run`]): a
+//! fresh limit per operation ([`Deadline::within`], replies to the client),
+//! an instant that several waits share (a command line: `command_timeout`
+//! from the first wait for it, however its bytes trickle in), or an instant
+//! that received data pushes back ([`DataDeadline`], a minimum data rate for
+//! DATA, and for BDAT chunks later).
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -19,7 +26,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep, sleep_until};
 
-/// The limit passed to [`Deadline::within`] ran out.
+/// The limit of a [`Deadline`] wait ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Elapsed;
 
@@ -45,8 +52,23 @@ impl Deadline {
         limit: Duration,
         fut: F,
     ) -> Result<F::Output, Elapsed> {
+        self.run(fut, |now| later(now, limit)).await
+    }
+
+    /// Runs `fut` until the instant `due` gives: `Err(Elapsed)` when it did
+    /// not finish by then. `due` is called with the present at the first
+    /// poll that finds `fut` pending (never when `fut` is ready at once, so
+    /// that case reads no clock); it may return a fixed instant, one that
+    /// an earlier wait stored, or `now` plus a limit. An instant already
+    /// past still lets a ready future win, as with [`Deadline::within`].
+    pub(crate) async fn run<F: Future>(
+        &mut self,
+        fut: F,
+        due: impl FnOnce(Instant) -> Instant,
+    ) -> Result<F::Output, Elapsed> {
         let mut fut = pin!(fut);
         let sleep = &mut self.sleep;
+        let mut due = Some(due);
         // The instant this call times out at, once the future was pending.
         let mut armed_at: Option<Instant> = None;
         poll_fn(|cx| {
@@ -60,11 +82,9 @@ impl Deadline {
                     sleep.get_or_insert_with(|| Box::pin(sleep_until(want))),
                 ),
                 None => {
-                    // Saturating: a limit too large for an Instant never expires.
                     let now = Instant::now();
-                    let at = now
-                        .checked_add(limit)
-                        .unwrap_or_else(|| now + Duration::from_secs(86400 * 365 * 30));
+                    // `due` is there until this first pending poll takes it.
+                    let at = due.take().map_or(now, |due| due(now));
                     armed_at = Some(at);
                     (at, arm(sleep, now, at))
                 }
@@ -84,10 +104,17 @@ impl Deadline {
     }
 }
 
+/// `now + limit`, saturating: a limit too large for an `Instant` never
+/// expires in practice (30 years).
+pub(crate) fn later(now: Instant, limit: Duration) -> Instant {
+    now.checked_add(limit)
+        .unwrap_or_else(|| now + Duration::from_secs(86400 * 365 * 30))
+}
+
 /// The timer for a wait that times out at `want` (`now` being the present):
 /// made at the first such wait; later, lazily moved. A timer still armed for
 /// an instant between now and `want` is left alone; when it fires it is moved
-/// on to `want` by [`Deadline::within`]. So the wheel is touched about once
+/// on to `want` by [`Deadline::run`]. So the wheel is touched about once
 /// per limit, not on every read, write and reply.
 fn arm(sleep: &mut Option<Pin<Box<Sleep>>>, now: Instant, want: Instant) -> &mut Pin<Box<Sleep>> {
     match sleep {
@@ -102,10 +129,57 @@ fn arm(sleep: &mut Option<Pin<Box<Sleep>>>, now: Instant, want: Instant) -> &mut
     }
 }
 
+/// The deadline of a stream of message data, with a minimum data rate
+/// (Postfix's `smtpd_min_data_rate`): it starts `timeout` after the data
+/// phase begins, and every read of N bytes moves it N / `rate` seconds
+/// later, but never more than `timeout` after that read. A client sending
+/// at least `rate` bytes a second (in reads no more than `timeout` apart)
+/// never reaches it; one that drips is cut off however often it sends a
+/// byte. Plain values and arithmetic: no clock, no timer (the session runs
+/// its reads with [`Deadline::run`] until [`DataDeadline::at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DataDeadline {
+    at: Instant,
+    timeout: Duration,
+    /// Bytes per second; 0: no rate, every read gets a fresh `timeout`.
+    rate: u64,
+}
+
+impl DataDeadline {
+    /// The deadline of a data phase beginning at `now`.
+    pub(crate) fn start(now: Instant, timeout: Duration, rate: u64) -> DataDeadline {
+        DataDeadline {
+            at: later(now, timeout),
+            timeout,
+            rate,
+        }
+    }
+
+    /// `n` more bytes arrived at `now`.
+    pub(crate) fn received(&mut self, now: Instant, n: usize) {
+        let fresh = later(now, self.timeout);
+        self.at = match self.rate {
+            0 => fresh,
+            rate => {
+                let nanos = (n as u128).saturating_mul(1_000_000_000) / u128::from(rate);
+                let credit = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+                self.at.checked_add(credit).unwrap_or(fresh).min(fresh)
+            }
+        };
+    }
+
+    /// The instant the next read must complete by.
+    pub(crate) fn at(&self) -> Instant {
+        self.at
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Deadline, Elapsed};
+    use super::{DataDeadline, Deadline, Elapsed, later};
     use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::time::{Instant, sleep};
 
     #[tokio::test(start_paused = true)]
     async fn ready_future_wins_and_pending_one_times_out() {
@@ -155,5 +229,114 @@ mod tests {
             deadline.within(Duration::from_secs(3), slow).await,
             Err(Elapsed)
         );
+    }
+
+    /// A peer writing `chunk` bytes every `every`, `times` times, then closing.
+    fn drip(every: Duration, chunk: usize, times: usize) -> DuplexStream {
+        let (client, mut server_side) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let bytes = vec![b'x'; chunk];
+            for _ in 0..times {
+                sleep(every).await;
+                if server_side.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        });
+        client
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_instant_is_not_moved_by_partial_input() {
+        // A command line: `command_timeout` from the first wait for it,
+        // whatever arrives in between.
+        let mut deadline = Deadline::new();
+        let mut io = drip(Duration::from_millis(500), 1, 100);
+        let mut line: Option<Instant> = None;
+        let limit = Duration::from_secs(2);
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        let mut reads = 0;
+        let out = loop {
+            reads += 1;
+            assert!(reads < 100, "bounded");
+            let read = io.read_buf(&mut buf);
+            match deadline
+                .run(read, |now| *line.get_or_insert_with(|| later(now, limit)))
+                .await
+            {
+                Ok(n) => assert_eq!(n.ok(), Some(1)),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(out, Elapsed);
+        assert_eq!(start.elapsed(), limit);
+        // Bytes at 0.5, 1.0, 1.5 s; the one due at 2.0 s is too late.
+        assert_eq!(buf.len(), 3);
+    }
+
+    #[test]
+    fn data_deadline_credits_bytes_up_to_the_timeout() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let mut d = DataDeadline::start(t0, secs(10), 100);
+        assert_eq!(d.at(), t0 + secs(10));
+        d.received(t0 + secs(1), 50);
+        assert_eq!(d.at(), t0 + ms(10_500));
+        // A big read: never more than the timeout from now.
+        d.received(t0 + secs(2), 1 << 30);
+        assert_eq!(d.at(), t0 + secs(12));
+        // A slow read gains what its bytes are worth, no more.
+        d.received(t0 + secs(11), 10);
+        assert_eq!(d.at(), t0 + ms(12_100));
+        // Rate 0: every read gets a fresh timeout (a per-read limit).
+        let mut off = DataDeadline::start(t0, secs(10), 0);
+        off.received(t0 + secs(9), 1);
+        assert_eq!(off.at(), t0 + secs(19));
+        // Huge values saturate instead of overflowing.
+        let mut big = DataDeadline::start(t0, Duration::MAX, u64::MAX);
+        big.received(t0, usize::MAX);
+        assert!(big.at() > t0);
+    }
+
+    /// Reads `io` to its end under `deadline`: the bytes read and whether
+    /// the deadline cut it off.
+    async fn read_data(io: &mut DuplexStream, mut data: DataDeadline) -> (usize, bool) {
+        let mut deadline = Deadline::new();
+        let mut buf = Vec::new();
+        for _ in 0..10_000 {
+            let read = io.read_buf(&mut buf);
+            match deadline.run(read, |_| data.at()).await {
+                Ok(Ok(0)) => return (buf.len(), false),
+                Ok(Ok(n)) => data.received(Instant::now(), n),
+                Ok(Err(e)) => panic!("read: {e}"),
+                Err(Elapsed) => return (buf.len(), true),
+            }
+        }
+        panic!("unbounded read");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dripped_data_is_cut_by_the_rate_and_steady_data_is_not() {
+        let timeout = Duration::from_secs(2);
+        // 4 bytes a second against a minimum of 10: the deadline (2 s, plus
+        // 0.1 s a byte) is passed after byte 12 (3.2 s; byte 13 is due at 3.25 s).
+        let start = Instant::now();
+        let mut io = drip(Duration::from_millis(250), 1, 100);
+        let cut = read_data(&mut io, DataDeadline::start(start, timeout, 10)).await;
+        assert_eq!(cut, (12, true));
+        assert_eq!(start.elapsed(), Duration::from_millis(3200));
+        // 20 bytes a second for 10 s: five times the timeout, never cut.
+        let start = Instant::now();
+        let mut io = drip(Duration::from_millis(250), 5, 40);
+        let whole = read_data(&mut io, DataDeadline::start(start, timeout, 10)).await;
+        assert_eq!(whole, (200, false));
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        // Without a rate, the same drip is never cut: each read restarts the timeout.
+        let start = Instant::now();
+        let mut io = drip(Duration::from_millis(250), 1, 40);
+        let off = read_data(&mut io, DataDeadline::start(start, timeout, 0)).await;
+        assert_eq!(off, (40, false));
     }
 }

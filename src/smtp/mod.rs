@@ -1,12 +1,14 @@
 //! The SMTP data plane: listeners, client sessions, relaying to members.
 //!
 //! [`server`] accepts and handles what comes before the greeting (PROXY,
-//! pre-greet); [`session`] runs the client conversation; [`relay`] moves the
+//! session limits); [`greeting`] sends the greeting unless the client talked
+//! first (pre-greet); [`session`] runs the client conversation; [`relay`] moves the
 //! transaction to a member with failover; [`upstream`] is the member-side
 //! SMTP client; [`tls`] builds the STARTTLS configurations of a snapshot;
 //! [`proto`] is the sans-IO protocol code under all of them.
 
 mod deadline;
+mod greeting;
 pub mod proto;
 mod relay;
 pub mod server;

@@ -18,9 +18,10 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::{self, MessageResult};
 use crate::routing::Verdict;
+use crate::smtp::deadline::DataDeadline;
 use crate::smtp::proto::{DataReceiver, DataRefusal, DataStep, Reply};
 use crate::smtp::session::{
-    DATA_READ, DATA_READ_FIRST, End, Joined, Pending, Session, Transaction,
+    DATA_READ, DATA_READ_FIRST, End, Joined, Pending, Session, Transaction, too_many_recipients,
 };
 use crate::smtp::upstream::{Upstream, UpstreamError};
 
@@ -64,6 +65,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let Some(item) = items.pop_front() else { break };
             match item.pending {
                 Pending::Reply(reply) => self.queue(&reply),
+                // Not an error against max_errors (see RCPT_OVERSHOOT_LIMIT).
+                Pending::Overshoot => self
+                    .wbuf
+                    .extend_from_slice(too_many_recipients().as_bytes()),
                 Pending::Reset(reply) => {
                     self.end_member_connection();
                     self.end_transaction();
@@ -442,6 +447,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map_or(metrics::NO_MEMBER, |u| u.member())
             .to_owned();
         let mut receiver = DataReceiver::new(listener.bare_lf, listener.max_message_size);
+        // `data_timeout` from now (the 354 has just been written), then the
+        // client must keep up `min_data_rate`: a client dripping a byte now
+        // and then cannot hold the session (and the member's connection).
+        let mut due = DataDeadline::start(
+            tokio::time::Instant::now(),
+            listener.data_timeout,
+            listener.min_data_rate,
+        );
         let mut room = DATA_READ_FIRST;
         let mut refused = None;
         let mut lost: Option<UpstreamError> = None;
@@ -468,11 +481,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                 }
                 DataStep::NeedMore => {
-                    let limit = self.ctx.listener.data_timeout;
-                    match self.read_more(limit, false, room).await {
-                        // A read that filled the room: more is coming, read more at once.
-                        Ok(n) if n >= room => room = (room * 2).min(DATA_READ),
-                        Ok(_) => {}
+                    let at = due.at();
+                    match self.read_more(|_| at, false, room).await {
+                        Ok(n) => {
+                            due.received(tokio::time::Instant::now(), n);
+                            // A read that filled the room: more is coming, read more at once.
+                            if n >= room {
+                                room = (room * 2).min(DATA_READ);
+                            }
+                        }
                         Err(end) => {
                             // The member never sees an end of data: it discards the message.
                             self.upstream = None;
@@ -607,7 +624,7 @@ fn encode(pending: &Pending, up: &Upstream, out: &mut BytesMut) {
         Pending::Rcpt(rcpt) => rcpt.encode(out),
         Pending::Data => out.extend_from_slice(b"DATA\r\n"),
         Pending::Rset => out.extend_from_slice(b"RSET\r\n"),
-        Pending::Reply(_) | Pending::Reset(_) => {}
+        Pending::Reply(_) | Pending::Overshoot | Pending::Reset(_) => {}
     }
 }
 

@@ -19,10 +19,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug_span, info, warn};
+use tracing::{Instrument, debug_span, warn};
 
 use crate::config::SmtpListener;
+use crate::descriptors::SessionGate;
 use crate::metrics;
+use crate::smtp::greeting::{self, Greeting};
 use crate::smtp::proto::{self, ProxyInfo, Reply};
 use crate::smtp::session::{Peer, Session, SessionContext};
 use crate::workers::{Acceptor, Trackers, WorkerLoad};
@@ -39,9 +41,19 @@ pub struct ListenerStats {
     pub total: AtomicU64,
     /// Sessions open now per client address (after PROXY).
     per_client: Mutex<HashMap<IpAddr, usize>>,
+    /// The descriptor budget's cap, shared by every listener.
+    pub gate: Arc<SessionGate>,
 }
 
 impl ListenerStats {
+    /// Counters of a listener whose sessions pass through `gate`.
+    pub fn with_gate(gate: Arc<SessionGate>) -> ListenerStats {
+        ListenerStats {
+            gate,
+            ..ListenerStats::default()
+        }
+    }
+
     /// Takes one of `max` session slots for `client`; `None` when all are taken.
     fn client_slot(self: &Arc<Self>, client: IpAddr, max: usize) -> Option<ClientSlot> {
         let mut map = self
@@ -183,6 +195,10 @@ async fn handle(
         return;
     };
     let listener = ctx.listener.clone();
+    let Some(_pass) = stats.gate.enter() else {
+        refuse_over_budget(&mut stream, &listener, &stats.gate, peer).await;
+        return;
+    };
     let trusted = is_trusted(&listener, peer);
     let mut rbuf = BytesMut::with_capacity(1024);
     let mut client = Peer {
@@ -242,45 +258,31 @@ async fn handle(
         // Accepted just as SIGTERM arrived: closed, never greeted.
         return;
     }
-    if let Some((reply, reason)) =
-        pregreet_check(&mut stream, &mut rbuf, listener.greet_delay, peer).await
-    {
-        refuse(&mut stream, &listener, reason, reply).await;
-        return;
+    match greeting::greet(&mut stream, &mut rbuf, &listener, peer).await {
+        Greeting::Sent => Session::new(stream, ctx, client, rbuf).run().await,
+        Greeting::Refuse(reply, reason) => refuse(&mut stream, &listener, reason, reply).await,
+        Greeting::Lost => {}
     }
-    Session::new(stream, ctx, client, rbuf).run().await;
 }
 
-/// Looks for a client talking before the greeting; returns the refusal and
-/// its metrics reason when it does.
-async fn pregreet_check(
+/// Refuses a client past the descriptor budget with `421 4.7.0` (logged
+/// at most once a second: a flood must not fill the disk).
+async fn refuse_over_budget(
     stream: &mut TcpStream,
-    rbuf: &mut BytesMut,
-    delay: Duration,
+    listener: &SmtpListener,
+    gate: &SessionGate,
     peer: SocketAddr,
-) -> Option<(Reply, &'static str)> {
-    if rbuf.is_empty() {
-        if delay.is_zero() {
-            let mut probe = [0u8; 512];
-            match stream.try_read(&mut probe) {
-                Ok(n) if n > 0 => rbuf.extend_from_slice(&probe[..n]),
-                _ => return None,
-            }
-        } else {
-            match timeout(delay, stream.read_buf(rbuf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return None,
-            }
-        }
+) {
+    if let Some(suppressed) = gate.refused(std::time::Instant::now()) {
+        warn!(listener = %listener.name, client = %peer, limit = gate.cap(), suppressed,
+            "session refused: the descriptor budget is spent (suppressed: refusals not logged since the last line)");
     }
-    if rbuf.starts_with(b"PROXY ") || rbuf.starts_with(b"\r\n\r\n\0\r\nQUIT\n") {
-        warn!(peer = %peer, "PROXY header from a peer not in trusted_proxies (or on a listener without proxy_protocol) refused");
-        let reply = Reply::new(550, "5.7.1", "Error: PROXY header not accepted from you");
-        return Some((reply, metrics::reason::PROXY_UNTRUSTED));
-    }
-    info!(peer = %peer, "client talked before the greeting");
-    let reply = Reply::new(554, "5.5.1", "Error: talking before the greeting");
-    Some((reply, metrics::reason::PREGREET))
+    let text = format!(
+        "{} Error: too many connections, try again later",
+        listener.hostname
+    );
+    let reply = Reply::new(421, "4.7.0", &text);
+    refuse(stream, listener, metrics::reason::DESCRIPTOR_BUDGET, reply).await;
 }
 
 async fn read_proxy_header(

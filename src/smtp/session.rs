@@ -28,7 +28,7 @@ use crate::config::{Config, SmtpListener};
 use crate::metrics;
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::{Shutdown, StageWatch};
-use crate::smtp::deadline::Deadline;
+use crate::smtp::deadline::{Deadline, later};
 use crate::smtp::proto::{self, Command, LineReader, MailFrom, RcptTo, Reply};
 use crate::smtp::server::is_trusted;
 use crate::smtp::upstream::{ClientIdentity, Upstream};
@@ -46,6 +46,14 @@ pub(crate) const DATA_READ: usize = 64 * 1024;
 
 /// XCLIENT attributes mxgate accepts from trusted proxies.
 const XCLIENT_ATTRS: &str = "NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT";
+
+/// Recipients over `max_recipients` answered `452 4.5.3` in one transaction
+/// before those replies count toward `max_errors` (Postfix's
+/// `smtpd_recipient_overshoot_limit`). A sender with more recipients than
+/// the limit sends them all and retries the rest later (RFC 5321 4.5.3.1.10):
+/// counting the 452s as errors would close the session before the message
+/// was sent, and its retry would fail the same way.
+const RCPT_OVERSHOOT_LIMIT: usize = 1000;
 
 /// What a session works with: one snapshot of configuration and routing.
 #[derive(Clone)]
@@ -86,6 +94,9 @@ pub struct Peer {
 pub(crate) enum Pending {
     /// mxgate answers this itself.
     Reply(Reply),
+    /// A recipient over `max_recipients`, within [`RCPT_OVERSHOOT_LIMIT`]:
+    /// answered `452 4.5.3` without counting toward `max_errors`.
+    Overshoot,
     /// EHLO/HELO/XCLIENT: ends any transaction and the member connection, then answers.
     Reset(Reply),
     /// Relayed `MAIL`.
@@ -147,6 +158,8 @@ pub struct Session<S> {
     // Classification view: what the client has asked for so far.
     mail_open: bool,
     rcpts_asked: usize,
+    /// Recipients of this transaction refused for `max_recipients` so far.
+    overshoot: usize,
     // Resolution view: what the member has accepted.
     pub(crate) txn: Option<Transaction>,
     /// The transaction could not be placed anywhere: later commands of it get 451.
@@ -166,7 +179,8 @@ pub struct Session<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// A session whose greeting has not been sent yet; `rbuf` holds bytes already read.
+    /// A session whose greeting was sent ([`crate::smtp::greeting`]); `rbuf`
+    /// holds bytes already read.
     pub fn new(io: S, ctx: SessionContext, peer: Peer, rbuf: BytesMut) -> Self {
         let trusted = is_trusted(&ctx.listener, peer.client);
         let drain = ctx.shutdown.watch_drain();
@@ -183,6 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             starttls: false,
             mail_open: false,
             rcpts_asked: 0,
+            overshoot: 0,
             txn: None,
             broken: false,
             upstream: None,
@@ -196,13 +211,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Greets, runs the session to its end and logs one line about it.
+    /// Runs the session to its end and logs one line about it.
     pub async fn run(mut self) {
         let started = Instant::now();
-        // `concat`, not `format!`: the formatter cost about 0.5 k per session.
-        let greeting = [self.ctx.listener.hostname.as_str(), " ESMTP"].concat();
-        self.wbuf
-            .extend_from_slice(Reply::new(220, "", &greeting).as_bytes());
         let end = self.serve_or_abort().await;
         if !matches!(end, End::StartTls) {
             return self.finish(end, started).await;
@@ -256,6 +267,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     pub(crate) async fn serve(&mut self) -> End {
+        // When the command line being waited for is due: `command_timeout`
+        // after the first read that had to wait for it (set by that read),
+        // kept however its bytes trickle in, and cleared by its line end. A
+        // client dripping a byte at a time cannot hold the session beyond it.
+        // Replies are written first and bounded on their own (`flush`), so a
+        // slow member does not eat into the client's time.
+        let mut line_due: Option<tokio::time::Instant> = None;
+        let command_timeout = self.ctx.listener.command_timeout;
         loop {
             // Room for a pipelined envelope without growing.
             let mut batch = Vec::with_capacity(8);
@@ -263,6 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             loop {
                 match self.lines.next_line(&mut self.rbuf) {
                     Ok(Some(line)) => {
+                        line_due = None;
                         let (item, last) = self.classify(&line);
                         let is_data = matches!(item, Pending::Data);
                         batch.push(item);
@@ -287,8 +307,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return end;
                 }
                 let idle = self.txn.is_none() && !self.mail_open;
-                let limit = self.ctx.listener.command_timeout;
-                if let Err(end) = self.read_more(limit, idle, COMMAND_READ).await {
+                let due = |now| *line_due.get_or_insert_with(|| later(now, command_timeout));
+                if let Err(end) = self.read_more(due, idle, COMMAND_READ).await {
                     return end;
                 }
                 continue;
@@ -377,12 +397,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Reads more client input into `rbuf`, with at least `room` octets of
-    /// space; returns how many were read. While draining, a session that is
-    /// `idle` (between transactions) ends here with `421 4.3.2` (on abort any
-    /// session does, in [`Session::serve_or_abort`]).
+    /// space; returns how many were read. The read must complete by the
+    /// instant `due` gives (see [`Deadline::run`]), else the session ends
+    /// with `421 4.4.2`. While draining, a session that is `idle` (between
+    /// transactions) ends here with `421 4.3.2` (on abort any session does,
+    /// in [`Session::serve_or_abort`]).
     pub(crate) async fn read_more(
         &mut self,
-        limit: Duration,
+        due: impl FnOnce(tokio::time::Instant) -> tokio::time::Instant,
         idle: bool,
         room: usize,
     ) -> Result<usize, End> {
@@ -391,9 +413,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Abort is not watched here: every read runs inside serve_or_abort,
         // which ends the session with the same 421 4.3.2 (one waiter less
         // to register and remove per read).
-        let read = self
-            .deadline
-            .within(limit, self.io.read_buf(&mut self.rbuf));
+        let read = self.deadline.run(self.io.read_buf(&mut self.rbuf), due);
         let read = if idle {
             // Draining is checked first, as before every read.
             self.drain.unless(read).await
@@ -478,6 +498,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn forget_envelope(&mut self) {
         self.mail_open = false;
         self.rcpts_asked = 0;
+        self.overshoot = 0;
     }
 
     fn greet(&mut self, name: String, proto: &'static str) -> Pending {
@@ -554,6 +575,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.mail_open = true;
         self.rcpts_asked = 0;
+        self.overshoot = 0;
         Pending::Mail(mail)
     }
 
@@ -565,7 +587,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return reply(555, "5.5.4", "Error: unsupported RCPT parameter");
         }
         if self.rcpts_asked >= self.ctx.listener.max_recipients {
-            return reply(452, "4.5.3", "Error: too many recipients");
+            self.overshoot += 1;
+            if self.overshoot <= RCPT_OVERSHOOT_LIMIT {
+                return Pending::Overshoot;
+            }
+            return Pending::Reply(too_many_recipients());
         }
         self.rcpts_asked += 1;
         Pending::Rcpt(rcpt)
@@ -661,6 +687,7 @@ impl<S> Session<S> {
             starttls,
             mail_open,
             rcpts_asked,
+            overshoot,
             txn,
             broken,
             upstream,
@@ -685,6 +712,7 @@ impl<S> Session<S> {
             starttls,
             mail_open,
             rcpts_asked,
+            overshoot,
             txn,
             broken,
             upstream,
@@ -764,6 +792,11 @@ impl<T: AsRef<str>> std::fmt::Display for Joined<'_, T> {
         }
         Ok(())
     }
+}
+
+/// The reply to a recipient over `max_recipients`.
+pub(crate) fn too_many_recipients() -> Reply {
+    Reply::new(452, "4.5.3", "Error: too many recipients")
 }
 
 fn reply(code: u16, enhanced: &str, text: &str) -> Pending {

@@ -25,11 +25,13 @@ use metrics::{
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::Config;
 use crate::daemon::Gateway;
 use crate::smtp::proto::Reply;
+
+mod endpoint;
 
 /// `mxgate_smtp_sessions_total{listener}`.
 pub const SESSIONS_TOTAL: &str = "mxgate_smtp_sessions_total";
@@ -102,9 +104,11 @@ pub mod reason {
     pub const MAX_ERRORS: &str = "max_errors";
     /// The client was silent past `command_timeout` or `data_timeout`.
     pub const TIMEOUT: &str = "timeout";
+    /// Every client connection the descriptor budget allows is open.
+    pub const DESCRIPTOR_BUDGET: &str = "descriptor_budget";
 
     /// Every reason above, for pre-registering the series at zero.
-    pub(super) const ALL: [&str; 10] = [
+    pub(super) const ALL: [&str; 11] = [
         PREGREET,
         PROXY_UNTRUSTED,
         PROXY_HEADER,
@@ -115,6 +119,7 @@ pub mod reason {
         MAX_SESSIONS_PER_CLIENT,
         MAX_ERRORS,
         TIMEOUT,
+        DESCRIPTOR_BUDGET,
     ];
 }
 
@@ -171,16 +176,23 @@ pub enum MetricsError {
     AlreadyInstalled,
 }
 
-/// Binds `[metrics] listen`, installs the Prometheus recorder and describes
-/// every series. Returns false (and does nothing) when metrics are not configured.
-/// Must run inside the tokio runtime.
-pub fn install(config: &Config) -> Result<bool, MetricsError> {
+/// Binds `[metrics] listen`, installs the Prometheus recorder, describes
+/// every series and serves `/metrics` until `stop` ([`endpoint`]). Returns
+/// false (and does nothing) when metrics are not configured. Must run
+/// inside the tokio runtime.
+pub fn install(config: &Config, stop: CancellationToken) -> Result<bool, MetricsError> {
     let Some(metrics) = &config.metrics else {
         return Ok(false);
     };
     let addr = metrics.listen;
-    let (recorder, exporter) = PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let bind_error = |e: std::io::Error| MetricsError::Bind {
+        addr,
+        reason: e.to_string(),
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(HTTP_REQUEST_DURATION.to_owned()),
             &HTTP_DURATION_BUCKETS,
@@ -189,17 +201,10 @@ pub fn install(config: &Config) -> Result<bool, MetricsError> {
             addr,
             reason: e.to_string(),
         })?
-        .build()
-        .map_err(|e| MetricsError::Bind {
-            addr,
-            reason: e.to_string(),
-        })?;
+        .build_recorder();
+    let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
-    tokio::spawn(async move {
-        if let Err(e) = exporter.await {
-            warn!(error = ?e, "metrics endpoint stopped");
-        }
-    });
+    tokio::spawn(endpoint::serve(listener, handle, stop));
     describe();
     // Listener series exist from the start, at zero, so rates work at once.
     for listener in &config.smtp {
@@ -208,6 +213,15 @@ pub fn install(config: &Config) -> Result<bool, MetricsError> {
         gauge!(ACTIVE_SESSIONS, "listener" => name.clone()).set(0.0);
         for reason in reason::ALL {
             counter!(REFUSED_TOTAL, "listener" => name.clone(), "reason" => reason).absolute(0);
+        }
+    }
+    let accept_loops = ["admin", "metrics", "cluster"].map(String::from);
+    let workers = (config.smtp.iter().map(|l| format!("smtp-{}", l.name)))
+        .chain(config.http.iter().map(|l| format!("http-{}", l.name)));
+    for listener in workers.chain(accept_loops) {
+        for error in crate::accept::AcceptFailure::LABELS {
+            counter!(crate::accept::ACCEPT_ERRORS_TOTAL, "listener" => listener.clone(), "error" => error)
+                .absolute(0);
         }
     }
     RECORDING.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -234,6 +248,11 @@ fn describe() {
         REFUSED_TOTAL,
         Unit::Count,
         "Sessions or commands mxgate refused itself, per listener and reason (pregreet, proxy_untrusted, proxy_header, xclient_untrusted, bare_line_ending, message_size, ...)."
+    );
+    describe_counter!(
+        crate::accept::ACCEPT_ERRORS_TOTAL,
+        Unit::Count,
+        "Failed accept(2) calls per accept loop (smtp-NAME, http-NAME, admin, metrics, cluster) and error (emfile, enfile, enobufs, other); each makes the loop pause."
     );
     describe_counter!(
         MESSAGES_TOTAL,
