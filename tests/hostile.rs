@@ -285,3 +285,27 @@ fn answers(node: &Node, config: Arc<rustls::ClientConfig>) -> bool {
     let _ = tls.read_to_end(&mut answer);
     String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200")
 }
+
+#[test]
+fn check_config_warns_when_max_sessions_exceed_the_descriptor_limit() {
+    if !common::require("prlimit") {
+        return;
+    }
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/mxgate.toml");
+    let run = |limit: &str| {
+        let out = Command::new("prlimit")
+            .arg(format!("--nofile={limit}"))
+            .arg(env!("CARGO_BIN_EXE_mxgate"))
+            .args(["check-config", "-c", config])
+            .output()
+            .expect("prlimit");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let tight = run("512:512");
+    assert!(
+        tight.contains("warning: [[smtp]] max_sessions add up to 10000")
+            && tight.contains("Raise the limit to"),
+        "{tight}"
+    );
+}

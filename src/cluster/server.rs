@@ -26,11 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -42,12 +42,6 @@ use super::transport::{H_EPOCH, H_MASTER, H_MASTER_ADDRESS, H_UPTIME, H_VERSION,
 use super::{MemberRecord, identity, time};
 use crate::accept::{AcceptErrors, LogBudget, NoPlace, Places};
 use crate::descriptors::{CONTROL_PLANE_CONNECTIONS, CONTROL_PLANE_PER_PEER};
-
-/// Largest request body accepted on every route but LFT uploads (a join
-/// carries a CSR).
-const MAX_BODY: usize = 256 * 1024;
-/// Largest request head (hyper's read buffer) accepted.
-const MAX_HEAD: usize = 16 * 1024;
 
 /// Who a verified client certificate belongs to.
 #[derive(Debug, Clone)]
@@ -67,11 +61,6 @@ pub type Reply = Result<serde_json::Value, Refusal>;
 
 /// How long a peer has for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a peer has to send a request head, and the longest a
-/// keep-alive connection waits idle for the next one.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a peer has to send a request body (LFT uploads: [`crate::lft::sync`]).
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts control-plane connections until `stop`: at most
 /// [`CONTROL_PLANE_CONNECTIONS`] at once and [`CONTROL_PLANE_PER_PEER`] from
@@ -170,11 +159,7 @@ async fn connection(
             Ok::<_, Infallible>(response)
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEAD)
-        .serve_connection(TokioIo::new(tls), service);
+    let conn = wire::http_builder().serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {
@@ -256,47 +241,24 @@ async fn route(
     let answer = match authorise(node, peer, fingerprint, &path) {
         Err(refusal) => Err(refusal),
         Ok(caller) => {
+            let route = Route::of(&method, &path);
             if let Caller::Member(member) = &caller {
                 record_contact(node, member, &req);
                 if let Some(hint) = MasterHint::from_headers(req.headers()) {
                     node.learn(&hint);
                 }
-                if path.starts_with("/lft/") {
+                if route == Some(Route::Lft) {
                     return crate::lft::sync::serve_upload(node, peer, member, req).await;
                 }
             }
             let query = req.uri().query().unwrap_or("").to_string();
-            let body = match read_body(req.into_body()).await {
+            let body = match wire::read_body(req.into_body()).await {
                 Ok(body) => body,
                 Err(refusal) => return respond(Err(refusal)),
             };
-            match (method.as_str(), path.as_str(), &caller) {
-                ("POST", "/join", Caller::Enrolment) => {
-                    super::join::serve_join(node, peer, &body).await
-                }
-                ("POST", "/join", Caller::Member(m)) => Err(Refusal(
-                    StatusCode::CONFLICT,
-                    format!("{} is already a member; `cluster leave` it first", m.name),
-                )),
-                ("GET", "/changes", Caller::Member(m)) => {
-                    super::replicate::serve_changes(node, m, &query).await
-                }
-                ("GET", "/status", Caller::Member(_)) => super::status::serve_status(node),
-                ("GET", "/replication", Caller::Member(_)) => {
-                    super::status::serve_replication(node)
-                }
-                ("POST", "/leave", Caller::Member(m)) => super::join::serve_leave(node, m).await,
-                ("GET", "/hello", Caller::Member(_)) => super::promote::serve_hello(node),
-                ("POST", "/promise", Caller::Member(m)) => {
-                    super::promote::serve_promise(node, m, &body).await
-                }
-                ("POST", "/handover", Caller::Member(m)) => {
-                    super::promote::serve_handover(node, m, &body).await
-                }
-                ("POST", "/backends", Caller::Member(m)) => {
-                    super::frontend::serve_backends(node, m, &body).await
-                }
-                _ => Err(Refusal(
+            match (route, &caller) {
+                (Some(route), caller) => answer(node, peer, route, caller, &query, &body).await,
+                (None, _) => Err(Refusal(
                     StatusCode::NOT_FOUND,
                     format!("no route {method} {path}"),
                 )),
@@ -324,19 +286,43 @@ async fn route(
     response
 }
 
-/// A request body of at most [`MAX_BODY`] bytes, sent within [`BODY_TIMEOUT`].
-async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
-    let collect = Limited::new(body, MAX_BODY).collect();
-    match tokio::time::timeout(BODY_TIMEOUT, collect).await {
-        Ok(Ok(body)) => Ok(body.to_bytes()),
-        Ok(Err(e)) => Err(Refusal(
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the body (at most {MAX_BODY} bytes): {e}"),
-        )),
-        Err(_) => Err(Refusal(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("the body did not arrive within {BODY_TIMEOUT:?}"),
-        )),
+/// Answers `route` for `caller`.
+async fn answer(
+    node: &Arc<ClusterNode>,
+    peer: SocketAddr,
+    route: Route,
+    caller: &Caller,
+    query: &str,
+    body: &[u8],
+) -> Reply {
+    use super::{frontend, join, promote, replicate, status};
+    let member = match (route, caller) {
+        (Route::Join, Caller::Enrolment) => return join::serve_join(node, peer, body).await,
+        (Route::Join, Caller::Member(m)) => {
+            return Err(Refusal(
+                StatusCode::CONFLICT,
+                format!("{} is already a member; `cluster leave` it first", m.name),
+            ));
+        }
+        (_, Caller::Member(m)) => m,
+        (_, Caller::Enrolment) => {
+            return Err(Refusal(
+                StatusCode::FORBIDDEN,
+                "the enrolment identity of an identifier may only join".into(),
+            ));
+        }
+    };
+    match route {
+        Route::Changes => replicate::serve_changes(node, member, query).await,
+        Route::Status => status::serve_status(node),
+        Route::Replication => status::serve_replication(node),
+        Route::Leave => join::serve_leave(node, member).await,
+        Route::Hello => promote::serve_hello(node),
+        Route::Promise => promote::serve_promise(node, member, body).await,
+        Route::Handover => promote::serve_handover(node, member, body).await,
+        Route::Backends => frontend::serve_backends(node, member, body).await,
+        // Served before the body is read (streamed), and never an enrolment's.
+        Route::Join | Route::Lft => Err(Refusal(StatusCode::NOT_FOUND, "no such route".into())),
     }
 }
 
@@ -396,6 +382,10 @@ pub fn to_reply<T: Serialize>(value: &T) -> Reply {
 pub fn refuse(status: StatusCode) -> impl Fn(super::ClusterError) -> Refusal {
     move |e| Refusal(status, e.to_string())
 }
+
+pub mod wire;
+
+pub use wire::Route;
 
 #[cfg(test)]
 mod tests;
