@@ -18,15 +18,11 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::{self, MessageResult};
 use crate::routing::Verdict;
-use crate::smtp::deadline::DataDeadline;
-use crate::smtp::proto::{DataReceiver, DataRefusal, DataStep, Reply};
-use crate::smtp::session::{
-    DATA_READ, DATA_READ_FIRST, End, Joined, Pending, Session, Transaction, too_many_recipients,
-};
+use crate::smtp::proto::Reply;
+use crate::smtp::session::{Joined, Pending, Session, Transaction, too_many_recipients};
 use crate::smtp::upstream::{Upstream, UpstreamError};
 
-/// RFC 5321 4.5.3.2.6: a data block may take 3 minutes.
-const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
+mod data;
 
 /// A pending item and whether its command has been written to the current member.
 struct Item {
@@ -436,146 +432,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-    }
-
-    /// Streams the message content after `354`, then queues the final reply.
-    pub(crate) async fn stream_data(&mut self) -> Result<(), End> {
-        let listener = self.ctx.listener.clone();
-        let member = self
-            .upstream
-            .as_ref()
-            .map_or(metrics::NO_MEMBER, |u| u.member())
-            .to_owned();
-        let mut receiver = DataReceiver::new(listener.bare_lf, listener.max_message_size);
-        // `data_timeout` from now (the 354 has just been written), then the
-        // client must keep up `min_data_rate`: a client dripping a byte now
-        // and then cannot hold the session (and the member's connection).
-        let mut due = DataDeadline::start(
-            tokio::time::Instant::now(),
-            listener.data_timeout,
-            listener.min_data_rate,
-        );
-        let mut room = DATA_READ_FIRST;
-        let mut refused = None;
-        let mut lost: Option<UpstreamError> = None;
-        let mut tap = self.ctx.lft.as_ref().and_then(|lft| {
-            lft.tap(
-                &self.ctx.config.policy,
-                &self.ctx.router,
-                self.peer.client.ip(),
-                self.peer.id,
-            )
-        });
-        loop {
-            match receiver.feed(&mut self.rbuf) {
-                DataStep::Forward(bytes) => {
-                    if let Some(tap) = tap.as_mut() {
-                        tap.feed(&bytes);
-                    }
-                    if let Some(up) = self.upstream.as_mut()
-                        && lost.is_none()
-                        && let Err(err) = up.send(&bytes, DATA_BLOCK_TIMEOUT).await
-                    {
-                        lost = Some(err);
-                        self.upstream = None;
-                    }
-                }
-                DataStep::NeedMore => {
-                    let at = due.at();
-                    match self.read_more(|_| at, false, room).await {
-                        Ok(n) => {
-                            due.received(tokio::time::Instant::now(), n);
-                            // A read that filled the room: more is coming, read more at once.
-                            if n >= room {
-                                room = (room * 2).min(DATA_READ);
-                            }
-                        }
-                        Err(end) => {
-                            // The member never sees an end of data: it discards the message.
-                            self.upstream = None;
-                            return Err(end);
-                        }
-                    }
-                }
-                DataStep::End => break,
-                DataStep::Refused(why) => {
-                    refused = Some(why);
-                    // Closing without end of data makes the member discard what it got.
-                    self.upstream = None;
-                }
-            }
-        }
-        self.stats.bytes += receiver.size();
-        let rcpts = self.txn.take().map_or(0, |t| t.rcpts.len() as u64);
-        let reply = match (refused, lost) {
-            (Some(DataRefusal::BareLineEnding), _) => {
-                metrics::refused(&listener.name, metrics::reason::BARE_LINE_ENDING);
-                Reply::new(
-                    550,
-                    "5.5.2",
-                    "Error: bare CR or LF in message content (RFC 5321 2.3.8)",
-                )
-            }
-            (Some(DataRefusal::TooBig), _) => {
-                metrics::refused(&listener.name, metrics::reason::MESSAGE_SIZE);
-                Reply::new(552, "5.3.4", "Error: message size exceeds fixed limit")
-            }
-            (None, Some(err)) => self.lost_during_data(err),
-            (None, None) => self.final_reply(rcpts).await,
-        };
-        let result = MessageResult::of(&reply);
-        if let Some(tap) = tap {
-            tap.finish(result == MessageResult::Accepted);
-        }
-        match self.upstream.as_mut() {
-            // Accepted: the member answered 2xx on this same connection.
-            Some(up) if result == MessageResult::Accepted => up.count_accepted(receiver.size()),
-            _ => {
-                metrics::message(&member, result);
-                if result == MessageResult::Accepted {
-                    metrics::bytes_relayed(&member, receiver.size());
-                }
-            }
-        }
-        self.queue(&reply);
-        Ok(())
-    }
-
-    async fn final_reply(&mut self, rcpts: u64) -> Reply {
-        let limit = self.ctx.config.policy.upstream.data_timeout;
-        let Some(up) = self.upstream.as_mut() else {
-            return self.lost_during_data(UpstreamError::Closed);
-        };
-        match up.reply(limit).await {
-            Ok(reply) if reply.code() == 421 => self.lost_during_data(UpstreamError::Refused {
-                phase: "end of data",
-                reply,
-            }),
-            Ok(reply) => {
-                up.transaction_done();
-                if reply.is_positive() {
-                    self.stats.messages += 1;
-                    self.stats.recipients += rcpts;
-                }
-                reply
-            }
-            Err(err) => self.lost_during_data(err),
-        }
-    }
-
-    fn lost_during_data(&mut self, err: UpstreamError) -> Reply {
-        let member = self
-            .upstream
-            .take()
-            .map(|up| up.member().to_owned())
-            .or_else(|| self.stats.members.last().cloned())
-            .unwrap_or_default();
-        warn!(session = self.peer.id, client = %self.peer.client, member = %member, reason = %err.reason(), "member lost during DATA; client told to retry");
-        Reply::new(
-            451,
-            "4.4.2",
-            "Connection to mail server lost during data, try again later",
-        )
     }
 
     /// Drops the member connection (saying QUIT) before the client identity changes.
