@@ -241,6 +241,32 @@ async fn bind(
     Ok(socket)
 }
 
+/// How often `mxgate_member_up` is refreshed: back-off expires without an event.
+const MEMBER_REFRESH: Duration = Duration::from_secs(1);
+
+/// Keeps `mxgate_member_up` current for every member of the current policy,
+/// once a second, until `stop` ([`crate::metrics::MemberSeries`]).
+fn spawn_member_refresh(gateway: Arc<Gateway>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut series = crate::metrics::MemberSeries::default();
+        let mut tick = tokio::time::interval(MEMBER_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let snapshot = gateway.snapshot();
+            let policy = snapshot.router.policy();
+            for status in snapshot.router.status(&gateway.members) {
+                let injects =
+                    (policy.member(&status.name)).is_some_and(|m| !m.addresses.is_empty());
+                series.record(&status.name, status.health.healthy, injects);
+            }
+        }
+    });
+}
+
 /// Raises the descriptor limit and plans the budget of `config` under it
 /// (logged; a warning when the listeners' `max_sessions` do not fit).
 fn plan_descriptors(config: &Config) -> (Limit, Budget) {
@@ -319,7 +345,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     // A start that fails from here on must not leave the health checks running.
     let admin_socket = admin::bind(&admin_path).inspect_err(|_| stop.cancel())?;
     if metrics_on {
-        crate::metrics::spawn_member_refresh(gateway.clone(), stop.clone());
+        spawn_member_refresh(gateway.clone(), stop.clone());
     }
     crate::cluster::start(&gateway, stop.clone()).await?;
     crate::lft::start(&gateway, stop.clone())?;

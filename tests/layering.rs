@@ -61,8 +61,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/http/upstream.rs", "smtp"),
     ("src/lft/mod.rs", "daemon"),
     ("src/lft/status.rs", "daemon"),
-    ("src/metrics/mod.rs", "daemon"),
-    ("src/metrics/mod.rs", "dns"),
     ("src/metrics/mod.rs", "smtp::proto"),
     ("src/routing/service.rs", "health"),
     ("src/routing/table.rs", "health"),

@@ -62,7 +62,7 @@ impl DnsMonitor {
                         report = check(&current, &[]) => report,
                     };
                     log(&report);
-                    crate::metrics::dns_report(&report);
+                    record_metrics(&report);
                     self.store(Some(report));
                     next = Instant::now() + current.dns.interval;
                 }
@@ -86,5 +86,23 @@ fn log(report: &CheckReport) {
         info!(summary = %report.summary, "dns check");
     } else {
         warn!(summary = %report.summary, "dns check");
+    }
+}
+
+/// Sets the `mxgate_dns_*` gauges from a periodic check.
+fn record_metrics(report: &CheckReport) {
+    for d in &report.domains {
+        let addresses = d.mx.iter().map(|m| m.addresses.len()).sum();
+        let answering = (d.mx.iter().flat_map(|m| &m.addresses))
+            .filter(|a| a.smtp.answers)
+            .count();
+        crate::metrics::dns_domain(crate::metrics::DnsDomainSample {
+            domain: &d.domain,
+            status: d.status.exit_code(),
+            records: if d.implicit_mx { 0 } else { d.mx.len() },
+            addresses,
+            answering,
+            checked_at: report.checked_at,
+        });
     }
 }

@@ -16,19 +16,16 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{
     Gauge, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::PrometheusBuilder;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Config;
-use crate::daemon::Gateway;
 use crate::smtp::proto::Reply;
 
 mod endpoint;
@@ -343,21 +340,31 @@ pub fn cluster_replication_lag(member: &str, seconds: u64) {
     gauge!(CLUSTER_REPLICATION_LAG, "member" => member.to_owned()).set(seconds as f64);
 }
 
-/// Sets the `mxgate_dns_*` gauges from a periodic check.
-pub fn dns_report(report: &crate::dns::CheckReport) {
-    for d in &report.domains {
-        let domain = d.domain.clone();
-        let addresses = d.mx.iter().map(|m| m.addresses.len()).sum::<usize>();
-        let answering = (d.mx.iter().flat_map(|m| &m.addresses))
-            .filter(|a| a.smtp.answers)
-            .count();
-        gauge!(DNS_CHECK_STATUS, "domain" => domain.clone()).set(f64::from(d.status.exit_code()));
-        let records = if d.implicit_mx { 0 } else { d.mx.len() };
-        gauge!(DNS_MX_RECORDS, "domain" => domain.clone()).set(records as f64);
-        gauge!(DNS_MX_ADDRESSES, "domain" => domain.clone()).set(addresses as f64);
-        gauge!(DNS_MX_ANSWERING, "domain" => domain.clone()).set(answering as f64);
-        gauge!(DNS_LAST_CHECK, "domain" => domain).set(report.checked_at as f64);
-    }
+/// One domain's result of a periodic DNS check, as plain values.
+#[derive(Debug, Clone, Copy)]
+pub struct DnsDomainSample<'a> {
+    /// The domain.
+    pub domain: &'a str,
+    /// 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    pub status: u8,
+    /// MX records (0 for an implicit MX).
+    pub records: usize,
+    /// A/AAAA addresses of the MX hosts.
+    pub addresses: usize,
+    /// Addresses that greeted with 220.
+    pub answering: usize,
+    /// When the check finished (Unix seconds).
+    pub checked_at: u64,
+}
+
+/// Sets the `mxgate_dns_*` gauges of one domain.
+pub fn dns_domain(sample: DnsDomainSample<'_>) {
+    let domain = sample.domain.to_owned();
+    gauge!(DNS_CHECK_STATUS, "domain" => domain.clone()).set(f64::from(sample.status));
+    gauge!(DNS_MX_RECORDS, "domain" => domain.clone()).set(sample.records as f64);
+    gauge!(DNS_MX_ADDRESSES, "domain" => domain.clone()).set(sample.addresses as f64);
+    gauge!(DNS_MX_ANSWERING, "domain" => domain.clone()).set(sample.answering as f64);
+    gauge!(DNS_LAST_CHECK, "domain" => domain).set(sample.checked_at as f64);
 }
 
 /// Counts an open session on `listener` until the returned guard is dropped.
@@ -518,44 +525,30 @@ pub fn http_request(listener: &str, member: &str, code: u16, elapsed: Duration) 
 /// worth building.
 static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// How often `mxgate_member_up` is refreshed: back-off expires without an event.
-const MEMBER_REFRESH: Duration = Duration::from_secs(1);
+/// The per-member series: `mxgate_member_up` set on every refresh, and the
+/// member's counters registered at zero the first time it is seen (members
+/// a reload removed keep their last value: nothing is removed).
+#[derive(Debug, Default)]
+pub struct MemberSeries {
+    seen: HashSet<String>,
+}
 
-/// Keeps `mxgate_member_up` current for every member of the current policy,
-/// once a second, until `stop`. Members seen for the first time also get
-/// their per-member counters registered at zero. Members a reload removed
-/// keep their last value (nothing is removed).
-pub fn spawn_member_refresh(gateway: Arc<Gateway>, stop: CancellationToken) {
-    tokio::spawn(async move {
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut tick = tokio::time::interval(MEMBER_REFRESH);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let snapshot = gateway.snapshot();
-            let policy = snapshot.router.policy();
-            for status in snapshot.router.status(&gateway.members) {
-                let up = if status.health.healthy { 1.0 } else { 0.0 };
-                gauge!(MEMBER_UP, "member" => status.name.clone()).set(up);
-                if seen.contains(&status.name) {
-                    continue;
-                }
-                for result in MessageResult::ALL {
-                    counter!(MESSAGES_TOTAL, "member" => status.name.clone(), "result" => result.label())
-                        .absolute(0);
-                }
-                counter!(BYTES_TOTAL, "member" => status.name.clone()).absolute(0);
-                if policy
-                    .member(&status.name)
-                    .is_some_and(|m| !m.addresses.is_empty())
-                {
-                    counter!(INJECTION_DENIED_TOTAL, "source" => status.name.clone()).absolute(0);
-                }
-                seen.insert(status.name);
-            }
+impl MemberSeries {
+    /// Records `member`'s state: `up` for routing, `injects` when it has
+    /// `addresses` (so it can be an injection source).
+    pub fn record(&mut self, member: &str, up: bool, injects: bool) {
+        gauge!(MEMBER_UP, "member" => member.to_owned()).set(if up { 1.0 } else { 0.0 });
+        if self.seen.contains(member) {
+            return;
         }
-    });
+        for result in MessageResult::ALL {
+            counter!(MESSAGES_TOTAL, "member" => member.to_owned(), "result" => result.label())
+                .absolute(0);
+        }
+        counter!(BYTES_TOTAL, "member" => member.to_owned()).absolute(0);
+        if injects {
+            counter!(INJECTION_DENIED_TOTAL, "source" => member.to_owned()).absolute(0);
+        }
+        self.seen.insert(member.to_owned());
+    }
 }
