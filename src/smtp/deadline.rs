@@ -15,9 +15,9 @@
 //! What a wait is bounded by is the caller's choice ([`Deadline::run`]): a
 //! fresh limit per operation ([`Deadline::within`], replies to the client),
 //! an instant that several waits share (a command line: `command_timeout`
-//! from the first wait for it, however its bytes trickle in), or an instant
-//! that received data pushes back ([`DataDeadline`], a minimum data rate for
-//! DATA, and for BDAT chunks later).
+//! from the first wait for it, however its bytes trickle in), or a budget of
+//! waiting time that received data tops up ([`DataDeadline`], a minimum data
+//! rate for DATA, and for BDAT chunks later).
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -130,47 +130,61 @@ fn arm(sleep: &mut Option<Pin<Box<Sleep>>>, now: Instant, want: Instant) -> &mut
 }
 
 /// The deadline of a stream of message data, with a minimum data rate
-/// (Postfix's `smtpd_min_data_rate`): it starts `timeout` after the data
-/// phase begins, and every read of N bytes moves it N / `rate` seconds
-/// later, but never more than `timeout` after that read. A client sending
-/// at least `rate` bytes a second (in reads no more than `timeout` apart)
-/// never reaches it; one that drips is cut off however often it sends a
-/// byte. Plain values and arithmetic: no clock, no timer (the session runs
-/// its reads with [`Deadline::run`] until [`DataDeadline::at`]).
+/// (Postfix's `smtpd_min_data_rate`): the client has `timeout` at first, and
+/// every read of N bytes gives it N / `rate` seconds more, but never more
+/// than `timeout` in hand. A client sending at least `rate` bytes a second
+/// (in reads no more than `timeout` apart) never runs out; one that drips
+/// does, however often it sends a byte.
+///
+/// As in Postfix (its stream deadlines count the time spent in I/O), only
+/// the time spent waiting for the client counts: the time the session
+/// spends writing the data on to the member does not, so a slow member
+/// cannot make a client miss its deadline. A read that is ready at once has
+/// waited for nothing and reads no clock.
+///
+/// [`DataDeadline::due`] is the `due` of [`Deadline::run`] for each read;
+/// [`DataDeadline::received`] books what the read brought.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DataDeadline {
-    at: Instant,
+    /// Waiting time the client has left.
+    left: Duration,
     timeout: Duration,
     /// Bytes per second; 0: no rate, every read gets a fresh `timeout`.
     rate: u64,
+    /// When the read in progress started waiting for the client, if it did.
+    waiting_since: Option<Instant>,
 }
 
 impl DataDeadline {
-    /// The deadline of a data phase beginning at `now`.
-    pub(crate) fn start(now: Instant, timeout: Duration, rate: u64) -> DataDeadline {
+    /// The deadline of a data phase beginning now.
+    pub(crate) fn new(timeout: Duration, rate: u64) -> DataDeadline {
         DataDeadline {
-            at: later(now, timeout),
+            left: timeout,
             timeout,
             rate,
+            waiting_since: None,
         }
     }
 
-    /// `n` more bytes arrived at `now`.
-    pub(crate) fn received(&mut self, now: Instant, n: usize) {
-        let fresh = later(now, self.timeout);
-        self.at = match self.rate {
-            0 => fresh,
+    /// The instant a read that starts waiting at `now` must complete by.
+    pub(crate) fn due(&mut self, now: Instant) -> Instant {
+        self.waiting_since = Some(now);
+        later(now, self.left)
+    }
+
+    /// The read in progress brought `n` bytes.
+    pub(crate) fn received(&mut self, n: usize) {
+        if let Some(since) = self.waiting_since.take() {
+            self.left = self.left.saturating_sub(since.elapsed());
+        }
+        self.left = match self.rate {
+            0 => self.timeout,
             rate => {
                 let nanos = (n as u128).saturating_mul(1_000_000_000) / u128::from(rate);
                 let credit = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
-                self.at.checked_add(credit).unwrap_or(fresh).min(fresh)
+                self.left.saturating_add(credit).min(self.timeout)
             }
         };
-    }
-
-    /// The instant the next read must complete by.
-    pub(crate) fn at(&self) -> Instant {
-        self.at
     }
 }
 
@@ -275,29 +289,41 @@ mod tests {
         assert_eq!(buf.len(), 3);
     }
 
-    #[test]
-    fn data_deadline_credits_bytes_up_to_the_timeout() {
-        let t0 = Instant::now();
+    #[tokio::test(start_paused = true)]
+    async fn data_deadline_credits_bytes_up_to_the_timeout() {
         let secs = Duration::from_secs;
         let ms = Duration::from_millis;
-        let mut d = DataDeadline::start(t0, secs(10), 100);
-        assert_eq!(d.at(), t0 + secs(10));
-        d.received(t0 + secs(1), 50);
-        assert_eq!(d.at(), t0 + ms(10_500));
-        // A big read: never more than the timeout from now.
-        d.received(t0 + secs(2), 1 << 30);
-        assert_eq!(d.at(), t0 + secs(12));
+        let t0 = Instant::now();
+        let mut d = DataDeadline::new(secs(10), 100);
+        assert_eq!(d.due(t0), t0 + secs(10));
+        // A read that waited 1 s for 50 bytes: 10 - 1 + 0.5 s left.
+        tokio::time::advance(secs(1)).await;
+        d.received(50);
+        assert_eq!(d.left, ms(9_500));
+        // A big read, ready at once: never more than the timeout in hand.
+        d.received(1 << 30);
+        assert_eq!(d.left, secs(10));
+        // Time not spent waiting for the client (writing to the member)
+        // does not count: a read ready at once loses nothing.
+        tokio::time::advance(secs(60)).await;
+        d.received(10);
+        assert_eq!(d.left, secs(10));
         // A slow read gains what its bytes are worth, no more.
-        d.received(t0 + secs(11), 10);
-        assert_eq!(d.at(), t0 + ms(12_100));
+        let now = Instant::now();
+        assert_eq!(d.due(now), now + secs(10));
+        tokio::time::advance(secs(9)).await;
+        d.received(10);
+        assert_eq!(d.left, ms(1_100));
         // Rate 0: every read gets a fresh timeout (a per-read limit).
-        let mut off = DataDeadline::start(t0, secs(10), 0);
-        off.received(t0 + secs(9), 1);
-        assert_eq!(off.at(), t0 + secs(19));
+        let mut off = DataDeadline::new(secs(10), 0);
+        off.due(Instant::now());
+        tokio::time::advance(secs(9)).await;
+        off.received(1);
+        assert_eq!(off.left, secs(10));
         // Huge values saturate instead of overflowing.
-        let mut big = DataDeadline::start(t0, Duration::MAX, u64::MAX);
-        big.received(t0, usize::MAX);
-        assert!(big.at() > t0);
+        let mut big = DataDeadline::new(Duration::MAX, u64::MAX);
+        big.received(usize::MAX);
+        assert!(big.due(Instant::now()) > Instant::now());
     }
 
     /// Reads `io` to its end under `deadline`: the bytes read and whether
@@ -307,9 +333,9 @@ mod tests {
         let mut buf = Vec::new();
         for _ in 0..10_000 {
             let read = io.read_buf(&mut buf);
-            match deadline.run(read, |_| data.at()).await {
+            match deadline.run(read, |now| data.due(now)).await {
                 Ok(Ok(0)) => return (buf.len(), false),
-                Ok(Ok(n)) => data.received(Instant::now(), n),
+                Ok(Ok(n)) => data.received(n),
                 Ok(Err(e)) => panic!("read: {e}"),
                 Err(Elapsed) => return (buf.len(), true),
             }
@@ -320,23 +346,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn dripped_data_is_cut_by_the_rate_and_steady_data_is_not() {
         let timeout = Duration::from_secs(2);
-        // 4 bytes a second against a minimum of 10: the deadline (2 s, plus
-        // 0.1 s a byte) is passed after byte 12 (3.2 s; byte 13 is due at 3.25 s).
+        // 4 bytes a second against a minimum of 10: each byte costs 0.25 s
+        // of waiting and brings 0.1 s; of the 2 s, 0.2 s are left after
+        // byte 12 (3 s), and byte 13 would come 0.25 s later: cut at 3.2 s.
         let start = Instant::now();
         let mut io = drip(Duration::from_millis(250), 1, 100);
-        let cut = read_data(&mut io, DataDeadline::start(start, timeout, 10)).await;
+        let cut = read_data(&mut io, DataDeadline::new(timeout, 10)).await;
         assert_eq!(cut, (12, true));
         assert_eq!(start.elapsed(), Duration::from_millis(3200));
         // 20 bytes a second for 10 s: five times the timeout, never cut.
         let start = Instant::now();
         let mut io = drip(Duration::from_millis(250), 5, 40);
-        let whole = read_data(&mut io, DataDeadline::start(start, timeout, 10)).await;
+        let whole = read_data(&mut io, DataDeadline::new(timeout, 10)).await;
         assert_eq!(whole, (200, false));
         assert_eq!(start.elapsed(), Duration::from_secs(10));
         // Without a rate, the same drip is never cut: each read restarts the timeout.
-        let start = Instant::now();
         let mut io = drip(Duration::from_millis(250), 1, 40);
-        let off = read_data(&mut io, DataDeadline::start(start, timeout, 0)).await;
+        let off = read_data(&mut io, DataDeadline::new(timeout, 0)).await;
         assert_eq!(off, (40, false));
     }
 }

@@ -28,14 +28,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map_or(metrics::NO_MEMBER, |u| u.member())
             .to_owned();
         let mut receiver = DataReceiver::new(listener.bare_lf, listener.max_message_size);
-        // `data_timeout` from now (the 354 has just been written), then the
-        // client must keep up `min_data_rate`: a client dripping a byte now
-        // and then cannot hold the session (and the member's connection).
-        let mut due = DataDeadline::start(
-            tokio::time::Instant::now(),
-            listener.data_timeout,
-            listener.min_data_rate,
-        );
+        // `data_timeout` of waiting from now (the 354 has just been written),
+        // then the client must keep up `min_data_rate`: a client dripping a
+        // byte now and then cannot hold the session (and the member's
+        // connection).
+        let mut due = DataDeadline::new(listener.data_timeout, listener.min_data_rate);
         let mut room = DATA_READ_FIRST;
         let mut refused = None;
         let mut lost: Option<UpstreamError> = None;
@@ -62,10 +59,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                 }
                 DataStep::NeedMore => {
-                    let at = due.at();
-                    match self.read_more(|_| at, false, room).await {
+                    match self.read_more(|now| due.due(now), false, room).await {
                         Ok(n) => {
-                            due.received(tokio::time::Instant::now(), n);
+                            due.received(n);
                             // A read that filled the room: more is coming, read more at once.
                             if n >= room {
                                 room = (room * 2).min(DATA_READ);
