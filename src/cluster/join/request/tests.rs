@@ -1,3 +1,6 @@
+//! `parse_request`: good requests pass and round-trip; each field's rule
+//! refuses, naming the field.
+
 use serde_json::json;
 
 use super::*;
