@@ -4,26 +4,16 @@ use std::io::IsTerminal;
 
 use crate::config::LogFormat;
 
-/// Trims every directive of a filter. tracing-subscriber 0.3 slices each
-/// directive at offsets taken from its trimmed copy: leading blanks shift
-/// them into the middle of a UTF-8 sequence (a panic, found by fuzzing) or
-/// off the target name. Trimmed, the offsets agree.
-pub fn trim_directives(filter: &str) -> String {
-    filter
-        .split(',')
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// Installs the global subscriber, filtered by `level` (RUST_LOG overrides it).
 /// Calling it twice is harmless: the second call changes nothing.
 pub fn init(format: LogFormat, level: &str) {
-    let from_env = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|text| tracing_subscriber::EnvFilter::try_new(trim_directives(&text)).ok());
+    let from_env = std::env::var("RUST_LOG").ok().and_then(|text| {
+        tracing_subscriber::EnvFilter::try_new(crate::config::trim_directives(&text)).ok()
+    });
     let filter = from_env
-        .or_else(|| tracing_subscriber::EnvFilter::try_new(trim_directives(level)).ok())
+        .or_else(|| {
+            tracing_subscriber::EnvFilter::try_new(crate::config::trim_directives(level)).ok()
+        })
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -47,7 +47,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/cluster/cli.rs", "admin"),
     ("src/cluster/node.rs", "daemon"),
     ("src/cluster/server.rs", "lft"),
-    ("src/config/node.rs", "logging"),
     ("src/daemon.rs", "admin"),
     ("src/health/http_check.rs", "smtp"),
     ("src/health/mod.rs", "smtp"),

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use node::trim_directives;
 pub use types::*;
 
 /// One problem in a configuration file.

@@ -117,7 +117,7 @@ pub(super) fn build(ctx: &mut Ctx, text: &str, dir: &Path) -> Option<NodeFile> {
         level: match &log_file.level {
             Some(v) => ctx
                 .parse(v, "log.level", |t| {
-                    let t = crate::logging::trim_directives(t);
+                    let t = trim_directives(t);
                     tracing_subscriber::EnvFilter::builder()
                         .parse(&t)
                         .map(|_| t.clone())
@@ -458,4 +458,16 @@ fn cluster(
         listen: listen?,
         advertise,
     })
+}
+
+/// Trims every directive of a filter. tracing-subscriber 0.3 slices each
+/// directive at offsets taken from its trimmed copy: leading blanks shift
+/// them into the middle of a UTF-8 sequence (a panic, found by fuzzing) or
+/// off the target name. Trimmed, the offsets agree.
+pub fn trim_directives(filter: &str) -> String {
+    filter
+        .split(',')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(",")
 }
