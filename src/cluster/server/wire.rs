@@ -120,7 +120,11 @@ pub async fn check_request_bytes(input: &[u8]) -> Vec<u8> {
         };
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
     });
-    let serving = http_builder().serve_connection(TokioIo::new(server), service);
+    // The input ends with a half-close: answer what came before it (the
+    // control plane itself closes at once on EOF).
+    let mut builder = http_builder();
+    builder.half_close(true);
+    let serving = builder.serve_connection(TokioIo::new(server), service);
     let talking = async {
         let _ = client.write_all(input).await;
         let _ = client.shutdown().await;
