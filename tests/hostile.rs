@@ -61,6 +61,8 @@ fn a_descriptor_flood_neither_spins_nor_floods_the_log() {
     if !common::require("prlimit") {
         return;
     }
+    // 560 clients here, and 300 connections in the test beside this one.
+    mxgate::descriptors::raise_limit();
     let fake = FakeMta::start("f", Behavior::Normal);
     let wrap = ["prlimit", "--nofile=512:512"];
     let gw = Node::start_wrapped(
@@ -223,6 +225,7 @@ fn hold_open(
 
 #[test]
 fn retired_and_deleted_certificates_cannot_hold_the_control_plane() {
+    mxgate::descriptors::raise_limit();
     let fake = FakeMta::start("f", Behavior::Normal);
     let upstream = fake.addr.to_string();
     let gw1 = Node::start("gw1", "127.83.0.1", &upstream, &policy("", &[]));
