@@ -22,6 +22,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -179,6 +180,44 @@ impl AcceptErrors {
                 }
             }
         }
+    }
+}
+
+/// An accept loop serving at most `limit` connections at once: it waits
+/// for a free place before it accepts, so the next connections wait in the
+/// listener's backlog (the admin socket, the metrics endpoint).
+#[derive(Debug)]
+pub struct Bounded {
+    errors: AcceptErrors,
+    places: Arc<Semaphore>,
+}
+
+impl Bounded {
+    /// The loop of `listener` (the metrics label) with `limit` places.
+    pub fn new(listener: impl Into<String>, limit: usize) -> Bounded {
+        Bounded {
+            errors: AcceptErrors::new(listener),
+            places: Arc::new(Semaphore::new(limit)),
+        }
+    }
+
+    /// The next connection and its place (held as long as it is served);
+    /// `None` once `stop` is cancelled.
+    pub async fn next<T, F, Fut>(
+        &mut self,
+        stop: &CancellationToken,
+        accept: F,
+    ) -> Option<(T, OwnedSemaphorePermit)>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = io::Result<T>>,
+    {
+        let place = tokio::select! {
+            _ = stop.cancelled() => return None,
+            place = self.places.clone().acquire_owned() => place.ok()?,
+        };
+        let accepted = self.errors.next(stop, accept).await?;
+        Some((accepted, place))
     }
 }
 

@@ -27,9 +27,10 @@ use crate::descriptors::{Budget, Limit, SessionGate};
 use crate::health;
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::Shutdown;
-use crate::smtp::server::{self, ContextSource, ListenerStats};
+use crate::smtp::server::{self, ContextSource};
 use crate::smtp::session::SessionContext;
-use crate::smtp::tls::TlsSnapshot;
+use crate::tls::TlsSnapshot;
+use crate::workers::ListenerStats;
 
 /// One consistent view of configuration for new sessions.
 pub struct Snapshot {

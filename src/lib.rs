@@ -47,4 +47,5 @@ pub mod shutdown;
 pub mod smtp;
 pub mod text;
 pub mod time;
+pub mod tls;
 pub mod workers;

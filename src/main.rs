@@ -218,7 +218,7 @@ fn dns_check(path: &Path, domains: Vec<String>, json: bool) -> ExitCode {
 /// Loads both files and checks that every certificate, key and CA file is usable.
 fn load_checked(path: &Path) -> Result<config::Config, config::ConfigErrors> {
     let config = config::load(path)?;
-    mxgate::smtp::tls::TlsSnapshot::load(&config)?;
+    mxgate::tls::TlsSnapshot::load(&config)?;
     Ok(config)
 }
 

@@ -1,4 +1,5 @@
-//! Thread-per-core serving of a TCP listener (`[[smtp]]` and `[[http]]`).
+//! Thread-per-core serving of a TCP listener (`[[smtp]]` and `[[http]]`),
+//! and the listener's session counters ([`ListenerStats`]).
 //!
 //! A listener is served by a pool of threads, one per CPU by default
 //! ([`count`]), each running its own single-threaded tokio runtime. Every
@@ -17,9 +18,10 @@
 //! connection has ended. On `stop` every worker stops accepting at once
 //! and closes its descriptor; the socket closes with the last one.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -29,12 +31,85 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use crate::accept::AcceptErrors;
+use crate::descriptors::SessionGate;
 
 /// The number of worker threads for `[node] worker_threads` (0: one per CPU).
 pub fn count(worker_threads: usize) -> usize {
     match worker_threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
+    }
+}
+
+/// Session counters of one listener (SMTP or GINA), for `mxgate status`
+/// and the session limits.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Sessions open now.
+    pub active: AtomicU64,
+    /// Sessions accepted since start.
+    pub total: AtomicU64,
+    /// Sessions open now per client address (after PROXY).
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    /// The descriptor budget's cap, shared by every listener.
+    pub gate: Arc<SessionGate>,
+}
+
+impl ListenerStats {
+    /// Counters of a listener whose sessions pass through `gate`.
+    pub fn with_gate(gate: Arc<SessionGate>) -> ListenerStats {
+        ListenerStats {
+            gate,
+            ..ListenerStats::default()
+        }
+    }
+
+    /// Takes one of `max` session slots for `client`; `None` when all are taken.
+    pub fn client_slot(self: &Arc<Self>, client: IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut map = self
+            .per_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = map.entry(client).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            stats: self.clone(),
+            client,
+        })
+    }
+}
+
+/// Decrements the active count when a session task ends, however it ends.
+pub struct ActiveGuard(pub Arc<ListenerStats>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A session's place in the per-client count, given back when dropped.
+pub struct ClientSlot {
+    stats: Arc<ListenerStats>,
+    client: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .stats
+            .per_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = map.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.client);
+            }
+        }
     }
 }
 

@@ -8,12 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{Request, Response, status};
-use crate::accept::AcceptErrors;
+use crate::accept::Bounded;
 use crate::daemon::Gateway;
 use crate::descriptors::ADMIN_CONNECTIONS;
 
@@ -46,17 +45,8 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 /// Answers admin requests until `stop` is cancelled, at most
 /// [`ADMIN_CONNECTIONS`] at once (the next wait in the socket's backlog).
 pub async fn serve(listener: UnixListener, gateway: Arc<Gateway>, stop: CancellationToken) {
-    let mut errors = AcceptErrors::new("admin");
-    let places = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
-    loop {
-        let place = tokio::select! {
-            _ = stop.cancelled() => return,
-            place = places.clone().acquire_owned() => place,
-        };
-        let Ok(place) = place else { return };
-        let Some((stream, _)) = errors.next(&stop, || listener.accept()).await else {
-            return;
-        };
+    let mut accepting = Bounded::new("admin", ADMIN_CONNECTIONS);
+    while let Some(((stream, _), place)) = accepting.next(&stop, || listener.accept()).await {
         let gateway = gateway.clone();
         tokio::spawn(async move {
             let _place = place;

@@ -22,7 +22,7 @@ use tokio_rustls::rustls::ClientConfig;
 
 use super::tcp_check;
 use crate::config::{HostPort, format_duration};
-use crate::smtp::tls;
+use crate::tls;
 
 /// How one member's GINA portal is checked.
 #[derive(Debug, Clone)]

@@ -236,7 +236,7 @@ fn https_config(upstream: &UpstreamPolicy) -> Result<Arc<ClientConfig>, String> 
         tls: UpstreamTls::Opportunistic,
         ..upstream.clone()
     };
-    match crate::smtp::tls::client_config(&policy) {
+    match crate::tls::client_config(&policy) {
         Ok(Some(config)) => {
             let mut config = (*config).clone();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -20,7 +20,7 @@ use super::probe::{Probe, Step, first_line};
 use super::tcp_check;
 use crate::config::{HostPort, ProxyProtocol, format_duration};
 use crate::smtp::proto::{self, Reply};
-use crate::smtp::tls::{self, MemberStream};
+use crate::tls::{self, MemberStream};
 
 /// How one member's MTA is checked.
 #[derive(Debug, Clone)]

@@ -107,7 +107,7 @@ fn client_tls() -> Arc<ClientConfig> {
         tls_ca_file: None,
         tls_insecure_skip_verify: true,
     };
-    crate::smtp::tls::client_config(&policy)
+    crate::tls::client_config(&policy)
         .ok()
         .flatten()
         .expect("client config")

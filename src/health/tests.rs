@@ -278,5 +278,5 @@ pub(super) fn server_tls() -> Arc<tokio_rustls::rustls::ServerConfig> {
     let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
     std::fs::write(&c, cert.pem()).expect("write");
     std::fs::write(&k, key.serialize_pem()).expect("write");
-    crate::smtp::tls::server_config(&c, &k).expect("server config")
+    crate::tls::server_config(&c, &k).expect("server config")
 }

@@ -69,7 +69,7 @@ impl HttpSnapshot {
         let mut listeners = HashMap::new();
         for (i, l) in config.http.iter().enumerate() {
             let tls = match (&l.tls_cert, &l.tls_key) {
-                (Some(cert), Some(key)) => match crate::smtp::tls::server_config(cert, key) {
+                (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
                     Ok(tls) => {
                         let mut tls = (*tls).clone();
                         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

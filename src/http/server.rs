@@ -36,8 +36,7 @@ use super::proxy::{self, ConnInfo};
 use super::route::RouteCache;
 use super::upstream::{Drivers, LocalPool};
 use super::watchdog::{self, AbortOnDrop, Activity};
-use crate::smtp::server::ListenerStats;
-use crate::workers::{Acceptor, WorkerLoad};
+use crate::workers::{Acceptor, ActiveGuard, ListenerStats, WorkerLoad};
 
 /// How long a client has for the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,15 +45,6 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub trait HttpContextSource: Send + Sync + 'static {
     /// The context for a connection starting now on `listener`.
     fn http_context(&self, listener: &str) -> Option<HttpContext>;
-}
-
-/// Decrements the active count when a connection task ends.
-struct ActiveGuard(Arc<ListenerStats>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 pub use crate::workers::Trackers;

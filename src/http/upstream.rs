@@ -13,7 +13,7 @@
 //! Member certificates are verified against `[upstream] tls_ca_file` or the
 //! system roots, with the member's host as the server name
 //! (`tls_insecure_skip_verify` turns that off, as for SMTP); the rustls
-//! configuration is the one [`crate::smtp::tls::client_config`] builds for
+//! configuration is the one [`crate::tls::client_config`] builds for
 //! `tls = "required"`.
 
 use std::collections::HashMap;
@@ -35,7 +35,7 @@ use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
 use crate::config::{HostPort, Policy, UpstreamTls};
-use crate::smtp::tls::{self as smtp_tls, TlsError};
+use crate::tls::{self as smtp_tls, TlsError};
 
 /// Idle connections kept per member and client connection.
 const MAX_IDLE: usize = 8;

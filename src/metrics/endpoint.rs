@@ -4,7 +4,6 @@
 //! given [`HEADER_TIMEOUT`] to send its request head.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,10 +14,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::accept::AcceptErrors;
+use crate::accept::Bounded;
 use crate::descriptors::METRICS_CONNECTIONS;
 
 /// How long a scraper has to send its request head.
@@ -39,17 +37,8 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, stop: Cancel
             }
         }
     });
-    let mut errors = AcceptErrors::new("metrics");
-    let places = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
-    loop {
-        let place = tokio::select! {
-            _ = stop.cancelled() => return,
-            place = places.clone().acquire_owned() => place,
-        };
-        let Ok(place) = place else { return };
-        let Some((stream, _)) = errors.next(&stop, || listener.accept()).await else {
-            return;
-        };
+    let mut accepting = Bounded::new("metrics", METRICS_CONNECTIONS);
+    while let Some(((stream, _), place)) = accepting.next(&stop, || listener.accept()).await {
         let handle = handle.clone();
         tokio::spawn(async move {
             let _place = place;

@@ -13,5 +13,4 @@ pub mod proto;
 mod relay;
 pub mod server;
 pub mod session;
-pub mod tls;
 pub mod upstream;

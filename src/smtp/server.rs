@@ -7,10 +7,9 @@
 //! anything else (pre-greet). Then a [`Session`] runs in its own task, on
 //! the worker thread that accepted the connection ([`spawn_workers`]).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -27,81 +26,10 @@ use crate::metrics;
 use crate::smtp::greeting::{self, Greeting};
 use crate::smtp::proto::{self, ProxyInfo, Reply};
 use crate::smtp::session::{Peer, Session, SessionContext};
-use crate::workers::{Acceptor, Trackers, WorkerLoad};
+use crate::workers::{Acceptor, ActiveGuard, ListenerStats, Trackers, WorkerLoad};
 
 /// How long a trusted proxy has to send its PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Session counters of one listener, for `mxgate status` and the session limits.
-#[derive(Debug, Default)]
-pub struct ListenerStats {
-    /// Sessions open now.
-    pub active: AtomicU64,
-    /// Sessions accepted since start.
-    pub total: AtomicU64,
-    /// Sessions open now per client address (after PROXY).
-    per_client: Mutex<HashMap<IpAddr, usize>>,
-    /// The descriptor budget's cap, shared by every listener.
-    pub gate: Arc<SessionGate>,
-}
-
-impl ListenerStats {
-    /// Counters of a listener whose sessions pass through `gate`.
-    pub fn with_gate(gate: Arc<SessionGate>) -> ListenerStats {
-        ListenerStats {
-            gate,
-            ..ListenerStats::default()
-        }
-    }
-
-    /// Takes one of `max` session slots for `client`; `None` when all are taken.
-    fn client_slot(self: &Arc<Self>, client: IpAddr, max: usize) -> Option<ClientSlot> {
-        let mut map = self
-            .per_client
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let count = map.entry(client).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(ClientSlot {
-            stats: self.clone(),
-            client,
-        })
-    }
-}
-
-/// Decrements the active count when a session task ends, however it ends.
-struct ActiveGuard(Arc<ListenerStats>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A session's place in the per-client count, given back when dropped.
-struct ClientSlot {
-    stats: Arc<ListenerStats>,
-    client: IpAddr,
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut map = self
-            .stats
-            .per_client
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = map.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
-                map.remove(&self.client);
-            }
-        }
-    }
-}
 
 /// Source of a fresh [`SessionContext`] per connection (the current snapshot).
 pub trait ContextSource: Send + Sync + 'static {

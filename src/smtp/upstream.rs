@@ -4,7 +4,7 @@
 //! the policy asks for one, reads the greeting, sends EHLO and, when the MTA
 //! offers it and the policy allows, XCLIENT with the real client followed by
 //! the re-greeting and a second EHLO carrying the client's own HELO name.
-//! STARTTLS (per `[upstream] tls`, see [`crate::smtp::tls`]) comes after the
+//! STARTTLS (per `[upstream] tls`, see [`crate::tls`]) comes after the
 //! first EHLO and is followed by EHLO again, before XCLIENT.
 //! Every failure is an [`UpstreamError`], which the session turns into a
 //! failover (before end of DATA) or a `451 4.4.2` (after).
@@ -25,7 +25,7 @@ use crate::metrics;
 use crate::routing::SessionGuard;
 use crate::smtp::deadline::Deadline;
 use crate::smtp::proto::{self, Capabilities, Reply, ReplyError};
-use crate::smtp::tls::{self, MemberStream};
+use crate::tls::{self, MemberStream};
 
 /// Who the member should believe it is talking to.
 #[derive(Debug, Clone)]

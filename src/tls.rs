@@ -1,4 +1,7 @@
-//! TLS set-up for STARTTLS, on both sides of mxgate.
+//! TLS set-up for STARTTLS, on both sides of mxgate, and the rustls
+//! configurations every other part uses: GINA listeners, health checks and
+//! GINA member connections build theirs here (a leaf module: it imports
+//! only `config`).
 //!
 //! At start-up and on every reload, [`TlsSnapshot::load`] reads each
 //! listener's `tls_cert`/`tls_key` into a rustls [`ServerConfig`] and builds
