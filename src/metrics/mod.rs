@@ -26,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Config;
-use crate::smtp::proto::Reply;
 
 mod endpoint;
 
@@ -132,9 +131,9 @@ pub enum MessageResult {
 }
 
 impl MessageResult {
-    /// The result the client was told with `reply`.
-    pub fn of(reply: &Reply) -> MessageResult {
-        match reply.code() {
+    /// The result the client was told with a reply of `code`.
+    pub fn of(code: u16) -> MessageResult {
+        match code {
             200..=299 => MessageResult::Accepted,
             400..=499 => MessageResult::Tempfail,
             _ => MessageResult::Rejected,

@@ -100,7 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             (None, Some(err)) => self.lost_during_data(err),
             (None, None) => self.final_reply(rcpts).await,
         };
-        let result = MessageResult::of(&reply);
+        let result = MessageResult::of(reply.code());
         if let Some(tap) = tap {
             tap.finish(result == MessageResult::Accepted);
         }
