@@ -79,7 +79,9 @@ fn write_config(
     let node = format!(
         "# Written by `mxgate demo`.\n\
          [node]\nname = \"demo\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n\n\
-         [[smtp]]\nname = \"demo\"\nlisten = \"{DEMO_SMTP}\"\nhostname = \"mx.demo.test\"\n\n\
+         [[smtp]]\nname = \"demo\"\nlisten = \"{DEMO_SMTP}\"\nhostname = \"mx.demo.test\"\n\
+         # A demo on a laptop: well within a 1024-descriptor limit (docs/configuration.md).\n\
+         max_sessions = 200\n\n\
          [[http]]\nname = \"gina\"\nlisten = \"{DEMO_HTTP}\"\nsticky_cookie = \"MXGATE_MEMBER\"\n\n\
          [metrics]\nlisten = \"{DEMO_METRICS}\"\n"
     );
