@@ -71,6 +71,13 @@ fn push_escaped(out: &mut String, c: char) {
     };
 }
 
+/// True when `text` holds a control character other than a line break,
+/// which escaped output never does (the tests of rendered tables).
+#[cfg(test)]
+pub(crate) fn has_unescaped_control(text: &str) -> bool {
+    text.chars().any(|c| c != '\n' && needs_escape(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -417,11 +417,7 @@ mod tests {
         // node line, blank, listener header and row, blank, member header and
         // row, blank, health header.
         assert_eq!(text.lines().count(), 9, "{text}");
-        assert!(
-            !text
-                .chars()
-                .any(|c| c != '\n' && crate::text::needs_escape(c))
-        );
+        assert!(!crate::text::has_unescaped_control(&text), "{text}");
         for needle in [
             "node gw1\\nFAKE node (mxgate",
             "in\\x1b[2J ",

@@ -215,11 +215,7 @@ mod tests {
         // client, affinity, key, source, "order:", one member, "excluded:",
         // one excluded member, verdict.
         assert_eq!(text.lines().count(), 9, "{text}");
-        assert!(
-            !text
-                .chars()
-                .any(|c| c != '\n' && crate::text::needs_escape(c))
-        );
+        assert!(!crate::text::has_unescaped_control(&text), "{text}");
         for needle in [
             "source:   member src\\nFAKE (injection",
             "bk\"} 9\\nFAKE_LINE  score",
