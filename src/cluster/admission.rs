@@ -1,16 +1,17 @@
 //! Who may complete a control-plane TLS handshake: the database's view of
 //! a client certificate's fingerprint, asked by the server's certificate
-//! verifier ([`super::transport::server_config`]) at every handshake. Per
+//! verifier ([`crate::tls::mutual::server_config`]) at every handshake. Per
 //! request, [`super::server::authorise`] then decides what the caller may do.
 
 use super::node::ClusterNode;
-use super::transport::{Admission, Admit};
+use crate::tls::mutual::{Admission, Admit};
 
 impl Admission for ClusterNode {
     /// Members that are not deleted and enrolment identities of the current
     /// generation are valid; deleted members and retired identities are
     /// revoked. A database error admits nobody.
-    fn admit(&self, fingerprint: &str) -> Admit {
+    fn admit(&self, der: &[u8]) -> Admit {
+        let fingerprint = super::identity::fingerprint(der);
         let (Ok(members), Ok(identifier)) = (self.db.members(), self.db.identifier()) else {
             return Admit::Unknown;
         };
@@ -21,7 +22,7 @@ impl Admission for ClusterNode {
                 Admit::Valid
             };
         }
-        let is = |list: &[String]| list.iter().any(|f| f == fingerprint);
+        let is = |list: &[String]| list.iter().any(|f| *f == fingerprint);
         if is(&identifier.enrolment_fingerprints) {
             Admit::Valid
         } else if is(&identifier.retired_fingerprints) {

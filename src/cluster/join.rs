@@ -214,7 +214,7 @@ pub async fn join(
     let id = identifier::parse(identifier_text)?;
     let enrolment_key = id.key(password)?;
     let (key_pem, csr_pem) = identity::new_key_and_csr(&node.name)?;
-    let config = transport::client_config(&id.ca_cert_pem, &id.cert_pem, &enrolment_key)?;
+    let config = crate::tls::mutual::client_config(&id.ca_cert_pem, &id.cert_pem, &enrolment_key)?;
     let request = JoinRequest {
         name: node.name.clone(),
         role,

@@ -102,6 +102,12 @@ pub enum ClusterError {
     },
 }
 
+impl From<crate::tls::mutual::MutualTlsError> for ClusterError {
+    fn from(e: crate::tls::mutual::MutualTlsError) -> Self {
+        ClusterError::Crypto(e.to_string())
+    }
+}
+
 impl From<redb::Error> for ClusterError {
     fn from(e: redb::Error) -> Self {
         ClusterError::Db(e.to_string())

@@ -15,7 +15,8 @@ use tracing::{error, info, warn};
 
 use super::db::Db;
 use super::frontend::{self, BackendRef, FrontendFile};
-use super::transport::{self, Admission, Answer, MasterHint, Sender};
+use super::transport::{self, Answer, MasterHint, Sender};
+use crate::tls::mutual::{self, Admission};
 use super::{Change, ClusterError, ClusterMeta, LocalNode, LogEntry, Result, Role, time};
 use crate::config::LocalConfig;
 use crate::daemon::Gateway;
@@ -537,7 +538,7 @@ impl ClusterNode {
             Weak::<ClusterNode>::new()
         });
         let config =
-            transport::server_config(&meta.ca_cert_pem, &local.cert_pem, &local.key_pem, me)?;
+            mutual::server_config(&meta.ca_cert_pem, &local.cert_pem, &local.key_pem, me)?;
         self.server_tls.store(Some(config));
         Ok(())
     }
@@ -545,7 +546,11 @@ impl ClusterNode {
     /// The client side with this node's identity.
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
         let (meta, local) = self.clustered()?;
-        transport::client_config(&meta.ca_cert_pem, &local.cert_pem, &local.key_pem)
+        Ok(mutual::client_config(
+            &meta.ca_cert_pem,
+            &local.cert_pem,
+            &local.key_pem,
+        )?)
     }
 
     /// Rebuilds the effective routing policy from the database and applies it.

@@ -1,36 +1,29 @@
-//! Mutual TLS between nodes: rustls configurations over the cluster CA and
-//! a small HTTP/1.1 client (hyper) that connects from the node's
+//! The one mutual-TLS HTTP/1.1 client (hyper) between nodes, for every
+//! control-plane request and every LFT upload: it connects from the node's
 //! `[cluster] advertise` address, so the peer sees the address that
-//! `identifier protect` and member `addresses` name.
+//! `identifier protect` and member `addresses` name. The rustls
+//! configurations come from [`crate::tls::mutual`].
 //!
 //! Every request carries the sender's epoch, name, version and uptime in
 //! `x-mxgate-*` headers (the epoch is what issue 7's fencing compares).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName,
-    RootCertStore, ServerConfig, SignatureScheme,
-};
+use rustls::pki_types::ServerName;
+use rustls::{AlertDescription, ClientConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
 
 use super::{ClusterError, Result};
+use crate::tls::mutual::alert_in;
 
 /// Header: the sender's epoch.
 pub const H_EPOCH: &str = "x-mxgate-epoch";
@@ -73,156 +66,6 @@ impl MasterHint {
             master_address,
         })
     }
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn tls(e: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Crypto(e.to_string())
-}
-
-fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>> {
-    let mut roots = RootCertStore::empty();
-    roots.add(super::identity::cert_der(ca_pem)?).map_err(tls)?;
-    Ok(Arc::new(roots))
-}
-
-fn chain(
-    cert_pem: &str,
-    key_pem: &str,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(tls)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(tls)?;
-    Ok((certs, key))
-}
-
-/// Who holds a client certificate of the cluster CA, as the database says
-/// now: asked at every handshake ([`server_config`]).
-pub trait Admission: Send + Sync {
-    /// The standing of the certificate with SHA-256 `fingerprint`.
-    fn admit(&self, fingerprint: &str) -> Admit;
-}
-
-/// The standing of a client certificate of the cluster CA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    /// A member that is not deleted, or an enrolment identity of the
-    /// current generation: the handshake completes.
-    Valid,
-    /// A deleted member's, or an enrolment identity retired by `rotate`:
-    /// refused with the `certificate_revoked` alert, which the peer reads
-    /// as [`ClusterError::Revoked`].
-    Revoked,
-    /// Nobody this node knows (yet): refused with `access_denied`.
-    Unknown,
-}
-
-/// Checks the chain against the cluster CA, then the certificate's
-/// standing now, so a retired, rotated or deleted certificate cannot
-/// complete a handshake (and so cannot hold a connection open).
-struct AdmittedClients {
-    chain: Arc<dyn ClientCertVerifier>,
-    admission: Weak<dyn Admission>,
-}
-
-impl std::fmt::Debug for AdmittedClients {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdmittedClients")
-    }
-}
-
-impl ClientCertVerifier for AdmittedClients {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.chain.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .chain
-            .verify_client_cert(end_entity, intermediates, now)?;
-        let fingerprint = super::identity::fingerprint(end_entity);
-        let standing = (self.admission.upgrade()).map_or(Admit::Unknown, |a| a.admit(&fingerprint));
-        match standing {
-            Admit::Valid => Ok(verified),
-            Admit::Revoked => Err(rustls::Error::InvalidCertificate(CertificateError::Revoked)),
-            Admit::Unknown => Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            )),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
-    }
-}
-
-/// The control plane's server side: only clients with a certificate of
-/// the cluster CA that `admission` admits now complete the handshake.
-pub fn server_config(
-    ca_pem: &str,
-    cert_pem: &str,
-    key_pem: &str,
-    admission: Weak<dyn Admission>,
-) -> Result<Arc<ServerConfig>> {
-    let webpki = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider())
-        .build()
-        .map_err(tls)?;
-    let verifier = Arc::new(AdmittedClients {
-        chain: webpki,
-        admission,
-    });
-    let (certs, key) = chain(cert_pem, key_pem)?;
-    let config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(tls)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(tls)?;
-    Ok(Arc::new(config))
-}
-
-/// The client side with this identity (a node's or an enrolment one).
-/// The server must present a certificate of the cluster CA for the
-/// address it is reached at.
-pub fn client_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<ClientConfig>> {
-    let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca_pem)?, provider())
-        .build()
-        .map_err(tls)?;
-    let (certs, key) = chain(cert_pem, key_pem)?;
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(tls)?
-        .with_webpki_verifier(verifier)
-        .with_client_auth_cert(certs, key)
-        .map_err(tls)?;
-    Ok(Arc::new(config))
 }
 
 /// Who is calling: the values of the `x-mxgate-*` headers.
@@ -290,7 +133,35 @@ pub fn host_port(target: &str) -> Result<(String, u16)> {
     }
 }
 
-/// One HTTPS request to `target` (`host[:port]`) from `bind` with `config`.
+/// Where and as whom a request goes: the node's client configuration, its
+/// `[cluster] advertise` address to connect from, and the peer.
+#[derive(Clone, Copy)]
+pub struct Route<'a> {
+    /// The client side with this node's (or an enrolment) identity.
+    pub config: &'a Arc<ClientConfig>,
+    /// The address connected from.
+    pub bind: IpAddr,
+    /// The peer, `host[:port]`.
+    pub target: &'a str,
+}
+
+/// One request's content: method, path, body and the headers beyond the
+/// `x-mxgate-*` ones every request carries.
+pub struct Outgoing<'a> {
+    /// `GET`, `POST`, `PUT`.
+    pub method: &'a str,
+    /// The path.
+    pub path: &'a str,
+    /// The body's media type.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Bytes,
+    /// More headers (name, value).
+    pub headers: &'a [(&'static str, String)],
+}
+
+/// One HTTPS request with a JSON body (or none) to `target` (`host[:port]`)
+/// from `bind` with `config`.
 #[allow(clippy::too_many_arguments)]
 pub async fn call<B: Serialize>(
     config: Arc<ClientConfig>,
@@ -302,42 +173,80 @@ pub async fn call<B: Serialize>(
     body: Option<&B>,
     limit: Duration,
 ) -> Result<Answer> {
-    let fut = call_inner(config, bind, target, method, path, sender, body);
-    match tokio::time::timeout(limit, fut).await {
+    let body = match body {
+        Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| {
+            ClusterError::Transport(format!("cannot encode a request for {target}: {e}"))
+        })?),
+        None => Bytes::new(),
+    };
+    let outgoing = Outgoing {
+        method,
+        path,
+        content_type: "application/json",
+        body,
+        headers: &[],
+    };
+    let route = Route {
+        config: &config,
+        bind,
+        target,
+    };
+    send(route, sender, outgoing, limit).await
+}
+
+/// One HTTPS request, answered within `limit`.
+pub async fn send(
+    route: Route<'_>,
+    sender: &Sender,
+    outgoing: Outgoing<'_>,
+    limit: Duration,
+) -> Result<Answer> {
+    match tokio::time::timeout(limit, exchange(route, sender, outgoing)).await {
         Ok(answer) => answer,
         Err(_) => Err(ClusterError::Transport(format!(
-            "{target} did not answer within {}s",
+            "{} did not answer within {}s",
+            route.target,
             limit.as_secs()
         ))),
     }
 }
 
-async fn call_inner<B: Serialize>(
-    config: Arc<ClientConfig>,
-    bind: IpAddr,
-    target: &str,
-    method: &str,
-    path: &str,
-    sender: &Sender,
-    body: Option<&B>,
-) -> Result<Answer> {
-    let net = |what: &str, e: &dyn std::fmt::Display| {
-        ClusterError::Transport(format!(
-            "cannot {what} {target}: {e}; is it running and reachable?"
-        ))
-    };
+fn unreachable(target: &str, what: &str, e: &dyn std::fmt::Display) -> ClusterError {
+    ClusterError::Transport(format!(
+        "cannot {what} {target}: {e}; is it running and reachable?"
+    ))
+}
+
+/// A refusal of this node's certificate arrives as an alert: at the
+/// handshake (TLS 1.2) or at the first read after it (TLS 1.3).
+fn refused(target: &str, what: &str, e: &(dyn std::error::Error + 'static)) -> ClusterError {
+    match alert_in(e) {
+        Some(AlertDescription::CertificateRevoked) => ClusterError::Revoked {
+            peer: target.to_owned(),
+        },
+        Some(AlertDescription::AccessDenied) => ClusterError::NotAdmitted {
+            peer: target.to_owned(),
+        },
+        _ => unreachable(target, what, &e),
+    }
+}
+
+/// A TCP connection from `bind` to `target`.
+async fn connect(bind: IpAddr, target: &str) -> Result<tokio::net::TcpStream> {
     let (host, port) = host_port(target)?;
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await
-        .map_err(|e| net("resolve", &e))?
+        .map_err(|e| unreachable(target, "resolve", &e))?
         .find(|a| a.is_ipv4() == bind.is_ipv4())
-        .ok_or_else(|| net("resolve", &"no address of the advertise address's family"))?;
+        .ok_or_else(|| {
+            unreachable(target, "resolve", &"no address of the advertise address's family")
+        })?;
     let socket = if bind.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
     }
-    .map_err(|e| net("connect to", &e))?;
+    .map_err(|e| unreachable(target, "connect to", &e))?;
     socket.bind(SocketAddr::new(bind, 0)).map_err(|e| {
         ClusterError::Transport(format!(
             "cannot bind the [cluster] advertise address {bind}: {e}; is it an address of this host?"
@@ -346,41 +255,52 @@ async fn call_inner<B: Serialize>(
     let stream = socket
         .connect(addr)
         .await
-        .map_err(|e| net("connect to", &e))?;
+        .map_err(|e| unreachable(target, "connect to", &e))?;
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn exchange(route: Route<'_>, sender: &Sender, outgoing: Outgoing<'_>) -> Result<Answer> {
+    let target = route.target;
+    let stream = connect(route.bind, target).await?;
+    let addr = stream
+        .peer_addr()
+        .map_err(|e| unreachable(target, "connect to", &e))?;
     // Node certificates name the node's advertise address: verify the
     // address connected to, whether the operator gave a name or an address.
     let name = ServerName::IpAddress(addr.ip().into());
-    // A refusal of this node's certificate arrives as an alert: at the
-    // handshake (TLS 1.2) or at the first read after it (TLS 1.3).
-    let refused = |what: &str, e: &(dyn std::error::Error + 'static)| match alert_in(e) {
-        Some(AlertDescription::CertificateRevoked) => ClusterError::Revoked {
-            peer: target.to_owned(),
-        },
-        Some(AlertDescription::AccessDenied) => ClusterError::NotAdmitted {
-            peer: target.to_owned(),
-        },
-        _ => net(what, &e),
-    };
-    let tls = TlsConnector::from(config)
+    let tls = TlsConnector::from(route.config.clone())
         .connect(name, stream)
         .await
-        .map_err(|e| refused("make a TLS connection to", &e))?;
+        .map_err(|e| refused(target, "make a TLS connection to", &e))?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
-        .map_err(|e| refused("talk HTTP to", &e))?;
+        .map_err(|e| refused(target, "talk HTTP to", &e))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let bytes = match body {
-        Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| net("encode for", &e))?),
-        None => Bytes::new(),
-    };
+    let request = request(target, sender, outgoing)?;
+    let response = send
+        .send_request(request)
+        .await
+        .map_err(|e| refused(target, "get an answer from", &e))?;
+    let status = response.status().as_u16();
+    let hint = MasterHint::from_headers(response.headers());
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unreachable(target, "read the answer of", &e))?
+        .to_bytes();
+    Ok(Answer { status, body, hint })
+}
+
+fn request(target: &str, sender: &Sender, outgoing: Outgoing<'_>) -> Result<Request<Full<Bytes>>> {
     let mut request = Request::builder()
-        .method(method)
-        .uri(path)
+        .method(outgoing.method)
+        .uri(outgoing.path)
         .header("host", target)
-        .header("content-type", "application/json")
+        .header("content-type", outgoing.content_type)
         .header(H_EPOCH, sender.epoch)
         .header(H_NODE, &sender.node)
         .header(H_VERSION, env!("CARGO_PKG_VERSION"))
@@ -390,59 +310,17 @@ async fn call_inner<B: Serialize>(
             .header(H_MASTER, master)
             .header(H_MASTER_ADDRESS, address);
     }
-    let request = request
-        .body(Full::new(bytes))
-        .map_err(|e| net("build a request for", &e))?;
-    let response = send
-        .send_request(request)
-        .await
-        .map_err(|e| refused("get an answer from", &e))?;
-    let status = response.status().as_u16();
-    let hint = MasterHint::from_headers(response.headers());
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| net("read the answer of", &e))?
-        .to_bytes();
-    Ok(Answer { status, body, hint })
-}
-
-/// The TLS alert the peer sent, found anywhere in `error`'s chain (hyper
-/// wraps the I/O error, which wraps rustls's).
-fn alert_in(error: &(dyn std::error::Error + 'static)) -> Option<AlertDescription> {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            (e.downcast_ref::<std::io::Error>())
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(rustls::Error::AlertReceived(alert)) = tls {
-            return Some(*alert);
-        }
-        next = e.source();
+    for (name, value) in outgoing.headers {
+        request = request.header(*name, value);
     }
-    None
+    request
+        .body(Full::new(outgoing.body))
+        .map_err(|e| unreachable(target, "build a request for", &e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::host_port;
-
-    #[test]
-    fn an_alert_is_found_through_io_and_hyper_layers() {
-        use rustls::AlertDescription;
-        let io = std::io::Error::other(rustls::Error::AlertReceived(
-            AlertDescription::CertificateRevoked,
-        ));
-        assert_eq!(
-            super::alert_in(&io),
-            Some(AlertDescription::CertificateRevoked)
-        );
-        let plain = std::io::Error::other("certificate revoked");
-        assert_eq!(super::alert_in(&plain), None);
-    }
 
     #[test]
     fn host_port_defaults_to_7025() {

@@ -16,17 +16,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use tokio::net::TcpSocket;
-use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Lft;
 use super::queue::Entry;
 use super::store::{Meta, hex, is_sha256, sha256_hex, unhex};
-use crate::cluster::transport::{H_EPOCH, H_NODE, H_UPTIME, H_VERSION, host_port};
+use crate::cluster::transport;
 use crate::cluster::{ClusterNode, MemberRecord, time};
 
 /// Header carrying the attachment's [`Meta`] as hex-encoded JSON.
@@ -125,7 +121,7 @@ async fn upload(lft: &Lft, entry: &Entry) -> Result<(), (String, bool)> {
         format!(
             "{} answered {status}: {}",
             record.address,
-            crate::cluster::transport::error_text(&body, status)
+            transport::error_text(&body, status)
         )
     };
     match status {
@@ -137,80 +133,32 @@ async fn upload(lft: &Lft, entry: &Entry) -> Result<(), (String, bool)> {
     }
 }
 
-/// `PUT /lft/SHA256` with the content to the control plane at `target`.
+/// `PUT /lft/SHA256` with the content to the control plane at `target`,
+/// through the control plane's client ([`transport::send`]).
 pub async fn put(
     node: &ClusterNode,
     target: &str,
     meta: &Meta,
     data: Bytes,
 ) -> Result<(u16, Bytes), String> {
-    let attempt = async {
-        let config = node.client_config().map_err(|e| e.to_string())?;
-        let (host, port) = host_port(target).map_err(|e| e.to_string())?;
-        let bind = node.advertise.ip();
-        let addr = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| format!("cannot resolve {target}: {e}"))?
-            .find(|a| a.is_ipv4() == bind.is_ipv4())
-            .ok_or_else(|| format!("{target} has no address of the advertise address's family"))?;
-        let socket = if bind.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(|e| e.to_string())?;
-        socket
-            .bind(SocketAddr::new(bind, 0))
-            .map_err(|e| format!("cannot bind {bind}: {e}"))?;
-        let stream = socket
-            .connect(addr)
-            .await
-            .map_err(|e| format!("cannot connect to {target}: {e}"))?;
-        let tls = TlsConnector::from(config)
-            .connect(ServerName::IpAddress(addr.ip().into()), stream)
-            .await
-            .map_err(|e| format!("TLS with {target}: {e}"))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("HTTP with {target}: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let sender = node.sender();
-        let meta_json = serde_json::to_vec(meta).map_err(|e| e.to_string())?;
-        let request = Request::builder()
-            .method("PUT")
-            .uri(format!("/lft/{}", meta.sha256))
-            .header("host", target)
-            .header("content-type", "application/octet-stream")
-            .header(H_EPOCH, sender.epoch)
-            .header(H_NODE, &sender.node)
-            .header(H_VERSION, env!("CARGO_PKG_VERSION"))
-            .header(H_UPTIME, sender.uptime)
-            .header(H_META, hex(&meta_json))
-            .body(Full::new(data))
-            .map_err(|e| e.to_string())?;
-        let response = send
-            .send_request(request)
-            .await
-            .map_err(|e| format!("no answer from {target}: {e}"))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("cannot read the answer of {target}: {e}"))?
-            .to_bytes();
-        Ok((status, body))
+    let config = node.client_config().map_err(|e| e.to_string())?;
+    let meta_json = serde_json::to_vec(meta).map_err(|e| e.to_string())?;
+    let route = transport::Route {
+        config: &config,
+        bind: node.advertise.ip(),
+        target,
     };
-    tokio::time::timeout(UPLOAD_TIMEOUT, attempt)
+    let outgoing = transport::Outgoing {
+        method: "PUT",
+        path: &format!("/lft/{}", meta.sha256),
+        content_type: "application/octet-stream",
+        body: data,
+        headers: &[(H_META, hex(&meta_json))],
+    };
+    let answer = transport::send(route, &node.sender(), outgoing, UPLOAD_TIMEOUT)
         .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "{target} did not answer within {}s",
-                UPLOAD_TIMEOUT.as_secs()
-            ))
-        })
+        .map_err(|e| e.to_string())?;
+    Ok((answer.status, answer.body))
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {

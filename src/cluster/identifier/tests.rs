@@ -162,7 +162,7 @@ fn identifiers_exported_with_scrypt_are_still_read() {
     let key = id.key(Some("old-s3cret")).unwrap();
     assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
     // The key is the one of the enrolment certificate: TLS accepts the pair.
-    crate::cluster::transport::client_config(&id.ca_cert_pem, &id.cert_pem, &key).unwrap();
+    crate::tls::mutual::client_config(&id.ca_cert_pem, &id.cert_pem, &key).unwrap();
     assert!(matches!(
         id.key(Some("wrong")).unwrap_err(),
         ClusterError::Password

@@ -21,6 +21,9 @@
 //! still has to hold the key of the certificate it shows.
 //!
 //! [`MemberStream`] is the member connection: plain TCP until STARTTLS, TLS after.
+//! [`mutual`] holds the control plane's mutual TLS over the cluster CA.
+
+pub mod mutual;
 
 use std::collections::HashMap;
 use std::io;
@@ -146,6 +149,7 @@ fn error(e: &TlsError, fallback: &Path, key: String) -> ConfigError {
     }
 }
 
+/// The crypto provider of every configuration (ring).
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
