@@ -10,13 +10,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -93,6 +94,8 @@ pub struct Gateway {
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterNode>>,
     /// The replicated policy of a clustered node: reloads keep it instead of the local file.
     cluster_policy: arc_swap::ArcSwapOption<config::Policy>,
+    /// Held while a published policy is put in place (by the follower task or an admin answer).
+    following: std::sync::Mutex<()>,
     /// The LFT attachment store and its uploader.
     pub lft: std::sync::OnceLock<Arc<crate::lft::Lft>>,
     /// The descriptor limit and budget planned at start.
@@ -102,10 +105,28 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Makes the policy the cluster published the one in use, unless it is
+    /// already ([`crate::cluster::ClusterNode::policy`]): the replicated one,
+    /// or the node's own file again once none is published.
+    pub fn follow_cluster_policy(&self) {
+        let Some(node) = self.cluster.get() else {
+            return;
+        };
+        let published = node.policy().borrow().clone();
+        let Ok(_following) = self.following.lock() else {
+            return;
+        };
+        match (published, self.cluster_policy.load_full()) {
+            (Some(new), Some(old)) if Arc::ptr_eq(&new, &old) => {}
+            (Some(new), _) => self.apply_policy(new),
+            (None, Some(_)) => self.drop_cluster_policy(),
+            (None, None) => {}
+        }
+    }
+
     /// Applies a new policy live (the replicated one of a cluster), like a
     /// SIGHUP reload: new sessions use it, sessions in flight keep theirs.
-    pub fn apply_policy(&self, policy: config::Policy) {
-        let policy = Arc::new(policy);
+    fn apply_policy(&self, policy: Arc<config::Policy>) {
         self.cluster_policy.store(Some(policy.clone()));
         let mut config = (*self.snapshot().config).clone();
         config.policy = policy;
@@ -118,9 +139,9 @@ impl Gateway {
         }
     }
 
-    /// Stops using the replicated policy (a frontend that detached): the
-    /// node's own policy file applies again, re-read now.
-    pub fn drop_cluster_policy(&self) {
+    /// Stops using the replicated policy (a node that left, a frontend that
+    /// detached): the node's own policy file applies again, re-read now.
+    fn drop_cluster_policy(&self) {
         self.cluster_policy.store(None);
         match self.reload() {
             Ok(()) => info!("the node's own policy file applies again"),
@@ -268,6 +289,48 @@ fn spawn_member_refresh(gateway: Arc<Gateway>, stop: CancellationToken) {
     });
 }
 
+/// Starts the control plane (when `[cluster]` is configured) and the LFT
+/// store, and follows the policy the control plane publishes.
+async fn start_subsystems(gateway: &Arc<Gateway>, stop: &CancellationToken) -> anyhow::Result<()> {
+    let config = gateway.snapshot().config.clone();
+    if let Some(node) = crate::cluster::start(&config, stop.clone()).await? {
+        let _ = gateway.cluster.set(node.clone());
+        gateway.follow_cluster_policy();
+        spawn_policy_follower(gateway.clone(), node.policy(), stop.clone());
+    }
+    let host: Weak<dyn crate::lft::Host> = Arc::downgrade(gateway) as Weak<dyn crate::lft::Host>;
+    let lft = crate::lft::start(&config, host, stop.clone())?;
+    let _ = gateway.lft.set(lft);
+    Ok(())
+}
+
+/// Puts every policy the control plane publishes in place, until `stop`.
+fn spawn_policy_follower(
+    gateway: Arc<Gateway>,
+    mut published: watch::Receiver<Option<Arc<config::Policy>>>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = published.changed() => if changed.is_err() { return },
+            }
+            gateway.follow_cluster_policy();
+        }
+    });
+}
+
+impl crate::lft::Host for Gateway {
+    fn policy(&self) -> Arc<config::Policy> {
+        self.snapshot().config.policy.clone()
+    }
+
+    fn cluster(&self) -> Option<Arc<crate::cluster::ClusterNode>> {
+        self.cluster.get().cloned()
+    }
+}
+
 /// Raises the descriptor limit and plans the budget of `config` under it
 /// (logged; a warning when the listeners' `max_sessions` do not fit).
 fn plan_descriptors(config: &Config) -> (Limit, Budget) {
@@ -337,6 +400,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         config_path,
         cluster: std::sync::OnceLock::new(),
         cluster_policy: arc_swap::ArcSwapOption::empty(),
+        following: std::sync::Mutex::new(()),
         lft: std::sync::OnceLock::new(),
         descriptors: (limit, budget),
         gate,
@@ -348,8 +412,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     if metrics_on {
         spawn_member_refresh(gateway.clone(), stop.clone());
     }
-    crate::cluster::start(&gateway, stop.clone()).await?;
-    crate::lft::start(&gateway, stop.clone())?;
+    start_subsystems(&gateway, &stop).await?;
     tokio::spawn(admin::serve(admin_socket, gateway.clone(), stop.clone()));
     crate::dns::UpstreamResolver::global().configure(&gateway.snapshot().config.policy.dns);
     let source = gateway.clone();

@@ -43,7 +43,7 @@ impl Enrolment {
         let id = identifier::parse(&text).expect("parse identifier");
         let key = id.key(Some(password)).expect("decrypt the enrolment key");
         Enrolment {
-            config: transport::client_config(&id.ca_cert_pem, &id.cert_pem, &key)
+            config: mxgate::tls::mutual::client_config(&id.ca_cert_pem, &id.cert_pem, &key)
                 .expect("client config"),
             master: id.master,
         }

@@ -73,7 +73,12 @@ async fn answer(stream: UnixStream, gateway: Arc<Gateway>) {
             let report = crate::dns::check(&policy, &domains).await;
             serde_json::to_value(report).map_err(|e| e.to_string())
         }
-        Ok(Request::Cluster(request)) => crate::cluster::admin::handle(&gateway, request).await,
+        Ok(Request::Cluster(request)) => {
+            let answer = crate::cluster::admin::handle(gateway.cluster.get(), request).await;
+            // A change is answered once the daemon uses the policy it published.
+            gateway.follow_cluster_policy();
+            answer
+        }
         Ok(request) => handle(&gateway, request),
         Err(e) => Err(format!("bad request: {e}")),
     };
@@ -111,7 +116,10 @@ fn handle(gateway: &Gateway, request: Request) -> Result<serde_json::Value, Stri
                 serde_json::to_value(route)
             }
         }
-        Request::LftStatus => serde_json::to_value(crate::lft::status::collect(gateway)),
+        Request::LftStatus => serde_json::to_value(crate::lft::status::collect(
+            gateway.lft.get().map(|lft| &**lft),
+            &gateway.snapshot().config.policy,
+        )),
         Request::DnsCheck { .. } | Request::Cluster(_) => {
             return Err("this request is answered asynchronously".into());
         }

@@ -22,7 +22,7 @@ impl Admission for ClusterNode {
                 Admit::Valid
             };
         }
-        let is = |list: &[String]| list.iter().any(|f| *f == fingerprint);
+        let is = |list: &[String]| list.contains(&fingerprint);
         if is(&identifier.enrolment_fingerprints) {
             Admit::Valid
         } else if is(&identifier.retired_fingerprints) {

@@ -1,6 +1,10 @@
 //! The running control plane of one node: its database, identity, the
 //! master's write lock and change notification, what the master knows of
 //! its followers, and what a follower knows of its master.
+//!
+//! The effective routing policy is published on a `watch` channel
+//! ([`ClusterNode::policy`]): the daemon follows it; the control plane
+//! knows nothing of the daemon.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,10 +20,9 @@ use tracing::{error, info, warn};
 use super::db::Db;
 use super::frontend::{self, BackendRef, FrontendFile};
 use super::transport::{self, Answer, MasterHint, Sender};
-use crate::tls::mutual::{self, Admission};
 use super::{Change, ClusterError, ClusterMeta, LocalNode, LogEntry, Result, Role, time};
-use crate::config::LocalConfig;
-use crate::daemon::Gateway;
+use crate::config::{Config, LocalConfig, Policy};
+use crate::tls::mutual::{self, Admission};
 
 /// What the master last heard from a follower.
 #[derive(Debug, Clone)]
@@ -85,7 +88,12 @@ pub struct ClusterNode {
     probe: Mutex<Option<CancellationToken>>,
     /// Daemon shutdown.
     pub stop: CancellationToken,
-    gateway: Weak<Gateway>,
+    /// `[node] policy`: the node's own policy file, under the replicated one.
+    policy_file: std::path::PathBuf,
+    /// The effective replicated policy; `None`: the node's own file applies.
+    policy: watch::Sender<Option<Arc<Policy>>>,
+    /// What serves the control plane's `/lft/` routes, once it runs.
+    attachments: std::sync::OnceLock<Arc<dyn super::server::Attachments>>,
     /// The server side of the control plane (None: not in a cluster).
     pub server_tls: ArcSwapOption<rustls::ServerConfig>,
     /// Frontend: its backends, in the order it tries them.
@@ -224,18 +232,20 @@ fn lag_of(
 }
 
 /// Opens the database and starts the control plane when `[cluster]` is
-/// configured: the mutual-TLS listener, and the follower on a backend.
-/// Applies the replicated policy at once when the node is clustered.
-pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::Result<()> {
-    let snapshot = gateway.snapshot();
-    let config = &snapshot.config;
+/// configured (`None` otherwise): the mutual-TLS listener, and the follower
+/// on a backend. A clustered node's replicated policy is published before
+/// this returns ([`ClusterNode::policy`]).
+pub async fn start(
+    config: &Config,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<Arc<ClusterNode>>> {
     let Some(cluster) = &config.cluster else {
         if super::db::path(&config.node.data_dir).exists() {
             warn!(
                 "data_dir holds a cluster database but mxgate.toml has no [cluster]: the node does not take part in the cluster"
             );
         }
-        return Ok(());
+        return Ok(None);
     };
     let listener = tokio::net::TcpListener::bind(cluster.listen)
         .await
@@ -258,18 +268,18 @@ pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::R
         None => Db::open(&config.node.data_dir)?,
     };
     let head = db.head()?;
-    let node = Arc::new(ClusterNode::new(
+    let mut node = ClusterNode::new(
         config.node.name.clone(),
         config.node.data_dir.clone(),
         (listen, cluster.advertise),
         config.local.clone(),
         (db, head),
         stop.clone(),
-        Arc::downgrade(gateway),
         frontend_file.map(|f| f.backends).unwrap_or_default(),
-    ));
+    );
+    node.policy_file = config.node.policy.clone();
+    let node = Arc::new(node);
     let _ = node.me.set(Arc::downgrade(&node));
-    let _ = gateway.cluster.set(node.clone());
     info!(addr = %listen, "cluster control plane listening");
     tokio::spawn(super::server::serve(listener, node.clone(), stop));
     if let (Some(meta), Some(local)) = (node.db.meta()?, node.db.local()?) {
@@ -285,7 +295,7 @@ pub async fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::R
         }
         info!(cluster = %meta.cluster_id, master = %meta.master, cid = local.cid, "cluster member");
     }
-    Ok(())
+    Ok(Some(node))
 }
 
 impl ClusterNode {
@@ -302,7 +312,6 @@ impl ClusterNode {
             None,
             (db, 0),
             CancellationToken::new(),
-            Weak::new(),
             Vec::new(),
         )
     }
@@ -317,7 +326,6 @@ impl ClusterNode {
         local: Option<LocalConfig>,
         (db, head): (Db, u64),
         stop: CancellationToken,
-        gateway: Weak<Gateway>,
         backends: Vec<BackendRef>,
     ) -> ClusterNode {
         ClusterNode {
@@ -337,7 +345,9 @@ impl ClusterNode {
             contacts: Mutex::new(HashMap::new()),
             probe: Mutex::new(None),
             stop,
-            gateway,
+            policy_file: std::path::PathBuf::new(),
+            policy: watch::channel(None).0,
+            attachments: std::sync::OnceLock::new(),
             server_tls: ArcSwapOption::empty(),
             backends: Mutex::new(backends),
             current_backend: AtomicUsize::new(0),
@@ -345,9 +355,25 @@ impl ClusterNode {
         }
     }
 
-    /// The daemon this node belongs to, while it runs.
-    pub fn gateway(&self) -> Option<Arc<Gateway>> {
-        self.gateway.upgrade()
+    /// `[node] policy`: the node's own policy file.
+    pub fn policy_file(&self) -> &std::path::Path {
+        &self.policy_file
+    }
+
+    /// The effective replicated policy as it changes; `None`: the node's
+    /// own policy file applies (not clustered, or detached).
+    pub fn policy(&self) -> watch::Receiver<Option<Arc<Policy>>> {
+        self.policy.subscribe()
+    }
+
+    /// Plugs in what serves the `/lft/` routes (the LFT store, once it runs).
+    pub fn serve_attachments(&self, attachments: Arc<dyn super::server::Attachments>) {
+        let _ = self.attachments.set(attachments);
+    }
+
+    /// What serves the `/lft/` routes, when it runs.
+    pub fn attachments(&self) -> Option<&Arc<dyn super::server::Attachments>> {
+        self.attachments.get()
     }
 
     /// The `x-mxgate-*` header values of this node.
@@ -537,8 +563,7 @@ impl ClusterNode {
             // Not shared yet (unit tests): nobody is admitted.
             Weak::<ClusterNode>::new()
         });
-        let config =
-            mutual::server_config(&meta.ca_cert_pem, &local.cert_pem, &local.key_pem, me)?;
+        let config = mutual::server_config(&meta.ca_cert_pem, &local.cert_pem, &local.key_pem, me)?;
         self.server_tls.store(Some(config));
         Ok(())
     }
@@ -553,13 +578,13 @@ impl ClusterNode {
         )?)
     }
 
-    /// Rebuilds the effective routing policy from the database and applies it.
+    /// Rebuilds the effective routing policy from the database and
+    /// publishes it ([`ClusterNode::policy`]).
     pub fn refresh_policy(&self) {
-        let Some(gateway) = self.gateway.upgrade() else {
-            return;
-        };
-        match super::policy::effective(&self.db, &gateway.snapshot().config.node.policy) {
-            Ok(Some(policy)) => gateway.apply_policy(policy),
+        match super::policy::effective(&self.db, &self.policy_file) {
+            Ok(Some(policy)) => {
+                self.policy.send_replace(Some(Arc::new(policy)));
+            }
             Ok(None) => {}
             Err(e) => {
                 error!(error = %e, "cannot build the replicated policy; the running one stays")
@@ -670,9 +695,9 @@ impl ClusterNode {
             *f = FollowState::default();
         }
         super::join::remove_files(&self.data_dir);
-        if let Some(gateway) = self.gateway.upgrade() {
-            gateway.drop_cluster_policy();
-        }
+        // The node's own policy file applies again.
+        self.policy
+            .send_if_modified(|policy| policy.take().is_some());
         Ok(())
     }
 

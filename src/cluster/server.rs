@@ -21,7 +21,9 @@
 //! carries the (epoch, master, master address) this node knows.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +52,19 @@ pub enum Caller {
     Member(Box<MemberRecord>),
     /// An identifier's enrolment identity of the current generation.
     Enrolment,
+}
+
+/// What serves the `/lft/` routes for an authenticated member: the LFT
+/// store, plugged in by the daemon ([`ClusterNode::serve_attachments`]).
+pub trait Attachments: Send + Sync {
+    /// The answer to `req` from `caller` at `peer`.
+    fn serve<'a>(
+        &'a self,
+        node: &'a ClusterNode,
+        peer: SocketAddr,
+        caller: &'a MemberRecord,
+        req: Request<Incoming>,
+    ) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send + 'a>>;
 }
 
 /// A refusal: status and reason (also logged).
@@ -248,7 +263,14 @@ async fn route(
                     node.learn(&hint);
                 }
                 if route == Some(Route::Lft) {
-                    return crate::lft::sync::serve_upload(node, peer, member, req).await;
+                    return match node.attachments() {
+                        Some(attachments) => attachments.serve(node, peer, member, req).await,
+                        None => {
+                            let reason = "the LFT store is not running";
+                            warn!(%peer, %path, status = 503, %reason, "LFT upload refused");
+                            respond(Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, reason.into())))
+                        }
+                    };
                 }
             }
             let query = req.uri().query().unwrap_or("").to_string();

@@ -239,7 +239,11 @@ async fn connect(bind: IpAddr, target: &str) -> Result<tokio::net::TcpStream> {
         .map_err(|e| unreachable(target, "resolve", &e))?
         .find(|a| a.is_ipv4() == bind.is_ipv4())
         .ok_or_else(|| {
-            unreachable(target, "resolve", &"no address of the advertise address's family")
+            unreachable(
+                target,
+                "resolve",
+                &"no address of the advertise address's family",
+            )
         })?;
     let socket = if bind.is_ipv4() {
         TcpSocket::new_v4()

@@ -28,10 +28,9 @@ use std::sync::{Arc, Weak};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
-use crate::config::Policy;
-use crate::daemon::Gateway;
+use crate::cluster::ClusterNode;
+use crate::config::{Config, Policy};
 
 pub use tap::LftTap;
 
@@ -70,6 +69,14 @@ pub const MAX_IN_FLIGHT: u64 = 32 << 20;
 /// Messages spooled at once; more are skipped for LFT.
 pub const MAX_SPOOLS: usize = 32;
 
+/// What LFT needs of the daemon it runs in (supplied by the daemon).
+pub trait Host: Send + Sync {
+    /// The effective policy now (the replicated one in a cluster).
+    fn policy(&self) -> Arc<Policy>;
+    /// The node's control plane, when `[cluster]` is configured.
+    fn cluster(&self) -> Option<Arc<ClusterNode>>;
+}
+
 /// The LFT service of one daemon.
 #[derive(Debug)]
 pub struct Lft {
@@ -83,14 +90,14 @@ pub struct Lft {
     pub queue: queue::Queue,
     /// Wakes the uploader.
     pub wake: Notify,
-    gateway: Weak<Gateway>,
+    host: Weak<dyn Host>,
     in_flight: Arc<AtomicU64>,
     spools: Arc<AtomicUsize>,
 }
 
 impl Lft {
     /// The service over `data_dir/lft` (directories made here; leftover spool files removed).
-    pub fn open(node_name: &str, data_dir: &Path, gateway: Weak<Gateway>) -> Result<Lft> {
+    pub fn open(node_name: &str, data_dir: &Path, host: Weak<dyn Host>) -> Result<Lft> {
         let dir = data_dir.join("lft");
         for sub in ["objects", "queue", "spool"] {
             let d = dir.join(sub);
@@ -107,20 +114,20 @@ impl Lft {
             queue: queue::Queue::new(&dir.join("queue")),
             dir,
             wake: Notify::new(),
-            gateway,
+            host,
             in_flight: Arc::new(AtomicU64::new(0)),
             spools: Arc::new(AtomicUsize::new(0)),
         })
     }
 
     /// The daemon, while it runs.
-    pub fn gateway(&self) -> Option<Arc<Gateway>> {
-        self.gateway.upgrade()
+    pub fn host(&self) -> Option<Arc<dyn Host>> {
+        self.host.upgrade()
     }
 
     /// The effective policy now (the replicated one in a cluster).
     pub fn policy(&self) -> Option<Arc<Policy>> {
-        self.gateway().map(|g| g.snapshot().config.policy.clone())
+        self.host().map(|host| host.policy())
     }
 
     /// Every member named in some `lft_sync_to`, sorted.
@@ -144,20 +151,18 @@ impl Lft {
     }
 }
 
-/// Opens the store and starts the uploader; the daemon keeps it in
-/// [`Gateway::lft`] so sessions and the control plane find it.
-pub fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::Result<()> {
-    let config = gateway.snapshot().config.clone();
-    let lft = Arc::new(Lft::open(
-        &config.node.name,
-        &config.node.data_dir,
-        Arc::downgrade(gateway),
-    )?);
-    if gateway.lft.set(lft.clone()).is_err() {
-        warn!("LFT store started twice; the first one stays");
-        return Ok(());
+/// Opens the store and starts the uploader; the daemon keeps the service
+/// and plugs it into the sessions and the control plane (`/lft/` uploads).
+pub fn start(
+    config: &Config,
+    host: Weak<dyn Host>,
+    stop: CancellationToken,
+) -> anyhow::Result<Arc<Lft>> {
+    let lft = Arc::new(Lft::open(&config.node.name, &config.node.data_dir, host)?);
+    if let Some(node) = lft.host().and_then(|host| host.cluster()) {
+        node.serve_attachments(lft.clone());
     }
     lft.refresh_metrics();
-    tokio::spawn(sync::run(lft, stop));
-    Ok(())
+    tokio::spawn(sync::run(lft.clone(), stop));
+    Ok(lft)
 }

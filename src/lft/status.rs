@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Lft;
 use crate::cluster::time::rfc3339;
-use crate::daemon::Gateway;
+use crate::config::Policy;
 
 /// One target's row (SPEC section 9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,12 +28,13 @@ pub struct LftStatus {
     pub targets: Vec<TargetStatus>,
 }
 
-/// The daemon's answer to the admin request.
-pub fn collect(gateway: &Gateway) -> LftStatus {
-    let Some(lft) = gateway.lft.get() else {
+/// The daemon's answer to the admin request: the queue of `lft` (`None`:
+/// not running) for the targets of `policy`.
+pub fn collect(lft: Option<&Lft>, policy: &Policy) -> LftStatus {
+    let Some(lft) = lft else {
         return LftStatus::default();
     };
-    let targets = super::Lft::targets(&gateway.snapshot().config.policy);
+    let targets = Lft::targets(policy);
     LftStatus {
         targets: lft
             .queue

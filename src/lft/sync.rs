@@ -8,7 +8,9 @@
 //! accepts an upload only when the effective policy's `lft_sync_to` of the
 //! calling member (identified by its certificate) names the receiving node.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use tracing::{info, warn};
 use super::Lft;
 use super::queue::Entry;
 use super::store::{Meta, hex, is_sha256, sha256_hex, unhex};
+use crate::cluster::server::Attachments;
 use crate::cluster::transport;
 use crate::cluster::{ClusterNode, MemberRecord, time};
 
@@ -82,10 +85,10 @@ async fn upload(lft: &Lft, entry: &Entry) -> Result<(), (String, bool)> {
         }
         Err(e) => return Err(retry(e.to_string())),
     };
-    let gateway = lft
-        .gateway()
+    let host = lft
+        .host()
         .ok_or_else(|| retry("the daemon is stopping".into()))?;
-    let policy = gateway.snapshot().config.policy.clone();
+    let policy = host.policy();
     let allowed = policy
         .member(&meta.source_member)
         .is_some_and(|m| m.lft_sync_to.contains(&entry.target));
@@ -95,9 +98,8 @@ async fn upload(lft: &Lft, entry: &Entry) -> Result<(), (String, bool)> {
             entry.target, meta.source_member
         )));
     }
-    let node = gateway
-        .cluster
-        .get()
+    let node = host
+        .cluster()
         .ok_or_else(|| retry("this node has no [cluster]; uploads wait".into()))?;
     let record = node
         .db
@@ -114,7 +116,7 @@ async fn upload(lft: &Lft, entry: &Entry) -> Result<(), (String, bool)> {
     let data = tokio::fs::read(lft.store.object_path(&entry.sha256))
         .await
         .map_err(|e| retry(format!("cannot read the object: {e}")))?;
-    let (status, body) = put(node, &record.address, &meta, Bytes::from(data))
+    let (status, body) = put(&node, &record.address, &meta, Bytes::from(data))
         .await
         .map_err(retry)?;
     let reason = || {
@@ -192,6 +194,7 @@ fn upload_deadline(max_size: u64) -> Duration {
 /// The control plane's `/lft/...` routes for an authenticated member:
 /// `PUT /lft/SHA256` stores an upload when `caller` may sync to this node.
 pub async fn serve_upload(
+    lft: &Lft,
     node: &ClusterNode,
     peer: SocketAddr,
     caller: &MemberRecord,
@@ -215,18 +218,14 @@ pub async fn serve_upload(
             "expected /lft/ and a SHA-256 in lowercase hex".into(),
         );
     }
-    let Some((gateway, lft)) = node
-        .gateway()
-        .and_then(|g| g.lft.get().cloned().map(|l| (g, l)))
-    else {
+    let Some(policy) = lft.policy() else {
         return refuse(
             peer,
             &path,
             StatusCode::SERVICE_UNAVAILABLE,
-            "the LFT store is not running".into(),
+            "the daemon is stopping".into(),
         );
     };
-    let policy = gateway.snapshot().config.policy.clone();
     let allowed = policy
         .member(&caller.name)
         .is_some_and(|m| m.lft_sync_to.contains(&node.name));
@@ -331,5 +330,17 @@ pub async fn serve_upload(
             StatusCode::INTERNAL_SERVER_ERROR,
             e.to_string(),
         ),
+    }
+}
+
+impl Attachments for Lft {
+    fn serve<'a>(
+        &'a self,
+        node: &'a ClusterNode,
+        peer: SocketAddr,
+        caller: &'a MemberRecord,
+        req: Request<Incoming>,
+    ) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send + 'a>> {
+        Box::pin(serve_upload(self, node, peer, caller, req))
     }
 }

@@ -79,7 +79,8 @@ pub fn client_config(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<Arc<ClientConfig>, MutualTlsError> {
-    let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca_pem)?, provider()).build()?;
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(roots(ca_pem)?, provider()).build()?;
     let (certs, key) = identity(cert_pem, key_pem)?;
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?

@@ -18,7 +18,6 @@ use super::{
     Change, ClusterError, ClusterMeta, Csn, IdentifierState, LocalNode, LogEntry, Result, Role,
     join, status, time,
 };
-use crate::daemon::Gateway;
 
 mod identifier;
 use identifier::{export, protect, rotate};
@@ -127,66 +126,60 @@ pub enum ClusterRequest {
     },
 }
 
-/// Answers one cluster request.
+/// Answers one cluster request on `node` (`None`: no `[cluster]`).
 pub async fn handle(
-    gateway: &Arc<Gateway>,
+    node: Option<&Arc<ClusterNode>>,
     request: ClusterRequest,
 ) -> std::result::Result<serde_json::Value, String> {
-    let node = gateway
-        .cluster
-        .get()
-        .cloned()
-        .ok_or_else(|| ClusterError::NoClusterSection.to_string())?;
+    let node = node.ok_or_else(|| ClusterError::NoClusterSection.to_string())?;
     let value = match request {
-        ClusterRequest::Create => create(&node, &gateway.snapshot().config.node.policy)
-            .await
-            .map(to_json),
+        ClusterRequest::Create => create(node, node.policy_file()).await.map(to_json),
         ClusterRequest::IdentifierExport {
             password,
             insecure_no_password,
             allow_ip,
-        } => export(&node, password, insecure_no_password, allow_ip)
+        } => export(node, password, insecure_no_password, allow_ip)
             .await
             .map(to_json),
         ClusterRequest::IdentifierProtect { allow_ip, clear } => {
-            protect(&node, allow_ip, clear).await.map(to_json)
+            protect(node, allow_ip, clear).await.map(to_json)
         }
-        ClusterRequest::IdentifierRotate => rotate(&node).await.map(to_json),
+        ClusterRequest::IdentifierRotate => rotate(node).await.map(to_json),
         ClusterRequest::Join {
             identifier,
             password,
             master,
             role,
-        } => join::join(&node, &identifier, password.as_deref(), &master, role)
+        } => join::join(node, &identifier, password.as_deref(), &master, role)
             .await
             .map(to_json),
-        ClusterRequest::Status => status::collect(&node).await.map(to_json),
-        ClusterRequest::Replication => status::replication(&node).await.map(to_json),
-        ClusterRequest::Delete { member } => delete(&node, &member).await.map(to_json),
-        ClusterRequest::Leave { force } => join::leave(&node, force).await.map(to_json),
+        ClusterRequest::Status => status::collect(node).await.map(to_json),
+        ClusterRequest::Replication => status::replication(node).await.map(to_json),
+        ClusterRequest::Delete { member } => delete(node, &member).await.map(to_json),
+        ClusterRequest::Leave { force } => join::leave(node, force).await.map(to_json),
         ClusterRequest::PolicyApply { name, text } => {
-            apply_policy(&node, &name, text).await.map(to_json)
+            apply_policy(node, &name, text).await.map(to_json)
         }
-        ClusterRequest::PolicyShow => show_policy(&node).map(to_json),
-        ClusterRequest::InjectSet { member, to } => set_list(&node, &member, ListKey::InjectTo, to)
+        ClusterRequest::PolicyShow => show_policy(node).map(to_json),
+        ClusterRequest::InjectSet { member, to } => set_list(node, &member, ListKey::InjectTo, to)
             .await
             .map(to_json),
-        ClusterRequest::LftSet { member, to } => set_list(&node, &member, ListKey::LftSyncTo, to)
+        ClusterRequest::LftSet { member, to } => set_list(node, &member, ListKey::LftSyncTo, to)
             .await
             .map(to_json),
         ClusterRequest::Promote { force } => {
-            super::promote::promote(&node, force).await.map(to_json)
+            super::promote::promote(node, force).await.map(to_json)
         }
-        ClusterRequest::Sync { master } => super::promote::sync(&node, &master).await.map(to_json),
-        ClusterRequest::AddBackend { backend } => super::frontend::add_backend(&node, &backend)
+        ClusterRequest::Sync { master } => super::promote::sync(node, &master).await.map(to_json),
+        ClusterRequest::AddBackend { backend } => super::frontend::add_backend(node, &backend)
             .await
             .map(to_json),
-        ClusterRequest::Detach => super::frontend::detach(&node).await.map(to_json),
+        ClusterRequest::Detach => super::frontend::detach(node).await.map(to_json),
         ClusterRequest::MemberSet {
             member,
             comment,
             location,
-        } => member_set(&node, &member, comment, location)
+        } => member_set(node, &member, comment, location)
             .await
             .map(to_json),
     };
