@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::admin;
 use crate::config::{self, Config, SmtpListener};
 use crate::descriptors::{Budget, Limit, SessionGate};
 use crate::health;
@@ -351,12 +350,10 @@ fn plan_descriptors(config: &Config) -> (Limit, Budget) {
     (limit, budget)
 }
 
-/// Binds every listener and the admin socket and starts accepting.
-/// `config_path` is re-read on reload (`None`: reload does nothing).
+/// Binds every listener and starts accepting (the admin socket is
+/// [`crate::admin::start`]'s). `config_path` is re-read on reload (`None`:
+/// reload does nothing).
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Daemon> {
-    let data_dir = config.node.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let mut sockets = Vec::new();
     let mut bound = Vec::new();
     for listener in &config.smtp {
@@ -407,13 +404,13 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     });
     let sessions = TaskTracker::new();
     let admin_path = gateway.snapshot().config.node.admin_socket();
-    // A start that fails from here on must not leave the health checks running.
-    let admin_socket = admin::bind(&admin_path).inspect_err(|_| stop.cancel())?;
     if metrics_on {
         spawn_member_refresh(gateway.clone(), stop.clone());
     }
-    start_subsystems(&gateway, &stop).await?;
-    tokio::spawn(admin::serve(admin_socket, gateway.clone(), stop.clone()));
+    // A start that fails from here on must not leave the health checks running.
+    start_subsystems(&gateway, &stop)
+        .await
+        .inspect_err(|_| stop.cancel())?;
     crate::dns::UpstreamResolver::global().configure(&gateway.snapshot().config.policy.dns);
     let source = gateway.clone();
     (gateway.dns.clone()).spawn(
@@ -456,7 +453,6 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             workers,
         )?;
     }
-    info!(node = %gateway.snapshot().config.node.name, admin = %admin_path.display(), "ready");
     Ok(Daemon {
         gateway,
         stop,
@@ -466,6 +462,11 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
 }
 
 impl Daemon {
+    /// Cancelled when the daemon stops accepting.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     /// Stops accepting at once, lets sessions finish their transaction for up
     /// to `drain` (each then gets `421 4.3.2`), then ends the rest with `421 4.3.2`.
     pub async fn shutdown(self, drain: Duration) {
@@ -510,11 +511,4 @@ impl Daemon {
         info!("stopped");
         Ok(())
     }
-}
-
-/// `mxgate serve`: load, start, run until a signal.
-pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
-    let config = config::load(config_path)?;
-    let daemon = start(config, Some(config_path.to_path_buf())).await?;
-    daemon.run_until_signal().await
 }

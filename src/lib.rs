@@ -25,12 +25,14 @@
 //! [`dns`] (MX / round-robin check, member host names), [`cluster`]
 //! (control plane: identity, join, replicated policy over mutual TLS), [`lft`]
 //! (attachment store of injected mail and its synchronisation), [`text`]
-//! (escaping what the CLI prints, so no value can forge a line).
+//! (escaping what the CLI prints, so no value can forge a line), [`cli`]
+//! (the command line). `docs/architecture.md` draws the layers they form.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod accept;
 pub mod admin;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;

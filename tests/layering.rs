@@ -37,14 +37,12 @@ const LAYERS: &[(&str, u8)] = &[
     // Composition root, then what runs it.
     ("daemon", 11),
     ("admin", 12),
-    ("cli", 13),
     ("demo", 13),
+    ("cli", 14),
 ];
 
 /// Forbidden imports that remain, as (importing file, imported module).
 const KNOWN: &[(&str, &str)] = &[
-    ("src/cluster/cli.rs", "admin"),
-    ("src/daemon.rs", "admin"),
     ("src/http/mod.rs", "lft"),
     ("src/http/proxy.rs", "lft"),
     ("src/routing/service.rs", "health"),

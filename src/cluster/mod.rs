@@ -12,11 +12,10 @@
 //! [`identifier`] (`clusterid.txt`), [`transport`] (TLS configs and the
 //! client), [`server`] (control-plane routes and authorisation), [`join`],
 //! [`replicate`], [`promote`] (failover), [`frontend`] (DMZ nodes), [`policy`], [`status`], [`admin`] (admin-socket handlers),
-//! [`cli`] (the `mxgate cluster` subcommands), [`node`] (the running state).
+//! [`node`] (the running state). The `mxgate cluster` subcommands are in `crate::cli::cluster`.
 
 pub mod admin;
 mod admission;
-pub mod cli;
 pub mod db;
 pub mod frontend;
 pub mod identifier;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::{self, LogFormat};
-use crate::{daemon, logging};
+use crate::{admin, logging};
 
 /// Where the demo's SMTP listener is.
 pub const DEMO_SMTP: &str = "127.0.0.1:2525";
@@ -39,7 +39,7 @@ pub async fn run() -> anyhow::Result<()> {
     let config_path = write_config(&dir, [sink1, sink2], [web1, web2])?;
     let config =
         config::load(&config_path).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
-    let daemon = daemon::start(config, Some(config_path.clone()))
+    let daemon = admin::start(config, Some(config_path.clone()))
         .await
         .with_context(|| {
             format!(

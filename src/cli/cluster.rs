@@ -1,5 +1,6 @@
 //! `mxgate cluster ...`: argument definitions and the client side of each
-//! command (read files and passwords, ask the daemon, print the answer).
+//! command (read files and passwords, ask the daemon through
+//! [`super::call`], print the answer).
 //! Everything printed but `--json` is escaped ([`crate::text`]): each value
 //! from the daemon on its own ([`render`]), then the whole text, line breaks
 //! kept.
@@ -11,11 +12,12 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::Role;
-use super::admin::ClusterRequest;
-use crate::admin::{self, Request};
-use crate::config;
-use crate::text::escape_lines;
+use super::Exit;
+use super::call::{ANSWER_WITHIN, call};
+use super::output::{failed, print_error, print_text};
+use crate::admin::Request;
+use crate::cluster::Role;
+use crate::cluster::admin::ClusterRequest;
 
 mod render;
 use render::Output;
@@ -198,10 +200,10 @@ pub enum RoleArg {
 /// Runs one `mxgate cluster` command against the daemon of `config_path`.
 pub fn run(config_path: &Path, command: ClusterCommand) -> ExitCode {
     match build(command) {
-        Ok((request, output)) => call(config_path, request, output),
+        Ok((request, output)) => ask(config_path, request, output),
         Err(message) => {
-            eprintln!("mxgate: {}", escape_lines(&message));
-            ExitCode::from(64)
+            print_error(&format!("mxgate: {message}"));
+            Exit::Usage.into()
         }
     }
 }
@@ -258,7 +260,7 @@ fn build(command: ClusterCommand) -> Result<(ClusterRequest, Output), String> {
         } => {
             let text = std::fs::read_to_string(&identifier)
                 .map_err(|e| format!("cannot read the identifier {}: {e}", identifier.display()))?;
-            let parsed = super::identifier::parse(&text).map_err(|e| {
+            let parsed = crate::cluster::identifier::parse(&text).map_err(|e| {
                 format!(
                     "{}: {e}; export a new one on the master",
                     identifier.display()
@@ -343,28 +345,11 @@ fn build(command: ClusterCommand) -> Result<(ClusterRequest, Output), String> {
     })
 }
 
-fn call(config_path: &Path, request: ClusterRequest, output: Output) -> ExitCode {
-    let socket = match config::load_node(config_path) {
-        Ok(node) => node.admin_socket(),
-        Err(errors) => {
-            let message = format!(
-                "{errors}\nmxgate: cannot read {} to find the daemon; pass the daemon's file with -c",
-                config_path.display()
-            );
-            eprintln!("{}", escape_lines(&message));
-            return ExitCode::from(78);
-        }
-    };
-    let value = match admin::request(&socket, &Request::Cluster(request)) {
+/// Asks the daemon and prints its answer as `output` says.
+fn ask(config_path: &Path, request: ClusterRequest, output: Output) -> ExitCode {
+    let value = match call(config_path, &Request::Cluster(request), ANSWER_WITHIN) {
         Ok(value) => value,
-        Err(admin::ClientError::Refused(error)) => {
-            eprintln!("mxgate: {}", escape_lines(&error));
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            eprintln!("mxgate: {}", escape_lines(&e.to_string()));
-            return ExitCode::from(69);
-        }
+        Err(error) => return failed(&error).into(),
     };
     let json = matches!(output, Output::Json);
     match render::render(&value, output) {
@@ -373,12 +358,12 @@ fn call(config_path: &Path, request: ClusterRequest, output: Output) -> ExitCode
             ExitCode::SUCCESS
         }
         Ok(text) => {
-            println!("{}", escape_lines(text.trim_end()));
+            print_text(&text);
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("mxgate: {}", escape_lines(&e));
-            ExitCode::FAILURE
+            print_error(&format!("mxgate: {e}"));
+            Exit::Failed.into()
         }
     }
 }
