@@ -52,8 +52,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/http/proxy.rs", "lft"),
     ("src/lft/mod.rs", "daemon"),
     ("src/lft/status.rs", "daemon"),
-    ("src/routing/service.rs", "health"),
-    ("src/routing/table.rs", "health"),
     ("src/smtp/session.rs", "lft"),
 ];
 
