@@ -48,8 +48,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/cluster/node.rs", "daemon"),
     ("src/cluster/server.rs", "lft"),
     ("src/daemon.rs", "admin"),
-    ("src/http/mod.rs", "lft"),
-    ("src/http/proxy.rs", "lft"),
     ("src/lft/mod.rs", "daemon"),
     ("src/lft/status.rs", "daemon"),
     ("src/smtp/session.rs", "lft"),
