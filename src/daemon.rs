@@ -232,7 +232,10 @@ impl crate::http::server::HttpContextSource for Gateway {
             snapshot.router.clone(),
             self.members.clone(),
             self.shutdown.clone(),
-            self.lft.get().cloned(),
+            self.lft
+                .get()
+                .cloned()
+                .map(|lft| lft as Arc<dyn crate::http::LocalContent>),
         )
     }
 }

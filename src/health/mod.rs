@@ -10,20 +10,20 @@
 //! checks at once, then every `interval` (a check that outlasts the interval
 //! delays the next one; they never overlap), and records each result
 //! ([`MemberTable::record_check`]), where the rise/fall machine
-//! ([`state::CheckState`]) decides up and down. [`Supervisor::update`] (on
-//! reload) stops the tasks of jobs that went away or changed and starts the
-//! new ones; a member keeps its state unless its upstream address or check
-//! kind changed. Everything stops when the daemon's `CancellationToken` fires.
+//! ([`CheckState`], owned by routing: [`crate::routing::health_state`])
+//! decides up and down. [`Supervisor::update`] (on reload) stops the tasks of
+//! jobs that went away or changed and starts the new ones; a member keeps its
+//! state unless its upstream address or check kind changed. Everything stops
+//! when the daemon's `CancellationToken` fires.
 //!
-//! Files: [`state`] (the pure rise/fall machine), `probe` (the SMTP check
-//! dialogue, sans-IO), [`smtp_check`], [`http_check`], [`tcp_check`] (the I/O),
-//! [`report`] (what `mxgate status` shows).
+//! Files: `probe` (the SMTP check dialogue, sans-IO), [`smtp_check`],
+//! [`http_check`], [`tcp_check`] (the I/O), [`report`] (what `mxgate status`
+//! shows).
 
 pub mod http_check;
 mod probe;
 pub mod report;
 pub mod smtp_check;
-pub mod state;
 pub mod tcp_check;
 
 #[cfg(test)]
@@ -43,10 +43,10 @@ use tracing::{debug, info, warn};
 use crate::config::{
     Config, GinaCheck, HostPort, SmtpCheck, UpstreamPolicy, UpstreamTls, format_duration,
 };
+use crate::routing::health_state::{CheckState, LastCheck, Outcome, Thresholds, Transition};
 use crate::routing::{MemberTable, Service};
 use http_check::HttpSpec;
 use smtp_check::SmtpSpec;
-use state::{CheckState, LastCheck, Outcome, Thresholds, Transition};
 
 /// What one job checks.
 #[derive(Debug, Clone, PartialEq)]

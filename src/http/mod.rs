@@ -8,7 +8,9 @@
 //!    HTTP/1.1 and HTTP/2 with hyper's auto server; on drain it shuts each
 //!    connection down gracefully (requests in flight finish); a [`watchdog`]
 //!    closes a connection that sends no request head for 30 s.
-//! 2. [`proxy`] routes each request like a public SMTP session
+//! 2. [`proxy`] answers itself what the listener's [`LocalContent`] claims
+//!    (the LFT store's `/lft/SHA256`, [`local_content`]); it routes every
+//!    other request like a public SMTP session
 //!    ([`crate::routing::Router::route_http`]: the same rendezvous order over
 //!    the client and the address it reached, over `ingress` members with a
 //!    `gina` upstream; [`route`] keeps that order per connection while member
@@ -25,6 +27,7 @@
 pub mod body;
 pub mod headers;
 pub mod joint;
+pub mod local_content;
 pub mod log;
 pub mod proxy;
 pub mod route;
@@ -45,6 +48,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, ConfigError, ConfigErrors, HttpListener};
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::Shutdown;
+pub use local_content::LocalContent;
 use upstream::Upstreams;
 
 /// The HTTP side of one configuration snapshot: listener settings and
@@ -130,7 +134,7 @@ impl HttpSnapshot {
         router: Arc<Router>,
         members: Arc<MemberTable>,
         shutdown: Shutdown,
-        lft: Option<Arc<crate::lft::Lft>>,
+        local_content: Option<Arc<dyn LocalContent>>,
     ) -> Option<HttpContext> {
         let l = self.listeners.get(listener)?;
         let policy = router.policy().clone();
@@ -145,7 +149,7 @@ impl HttpSnapshot {
             shutdown,
             backoff: policy.upstream.backoff,
             max_attempts: usize::try_from(policy.routing.max_attempts.max(1)).unwrap_or(1),
-            lft,
+            local_content,
         })
     }
 }
@@ -185,6 +189,7 @@ pub struct HttpContext {
     pub backoff: Duration,
     /// Members tried per request (`[routing] max_attempts`).
     pub max_attempts: usize,
-    /// The LFT store, served at `/lft/<sha256>` (SPEC section 9).
-    pub lft: Option<Arc<crate::lft::Lft>>,
+    /// What the listener answers itself (the LFT store at `/lft/SHA256`,
+    /// SPEC section 9), supplied by the daemon.
+    pub local_content: Option<Arc<dyn LocalContent>>,
 }

@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 use super::HttpContext;
 use super::body::{PendingBody, ResponseBody};
 use super::headers::{self, ConnForward};
+use super::local_content::LocalResponse;
 use super::log::Access;
 use super::route::RouteCache;
 use super::upstream::{LocalPool, SendError};
@@ -85,13 +86,13 @@ pub async fn handle(
             "CONNECT is not supported",
         );
     }
-    // Boxed (and only for its paths): inline, these futures would be moved
-    // with every request's future.
-    if let Some(lft) = &ctx.lft
-        && req.uri().path().starts_with("/lft/")
-        && let Some(stored) = Box::pin(crate::lft::serve::serve(&lft.store, &req)).await
+    // Boxed (and only for the paths it claims): inline, these futures would
+    // be moved with every request's future.
+    if let Some(content) = &ctx.local_content
+        && content.claims(req.uri().path())
+        && let Some(answer) = content.serve(&req).await
     {
-        return Box::pin(stored_attachment(stored, access)).await;
+        return Box::pin(served_locally(answer, access)).await;
     }
     let limit = ctx.listener.max_body_size;
     if content_length(req.headers()).is_some_and(|len| len > limit) {
@@ -259,13 +260,11 @@ fn respond(
     Response::from_parts(parts, ResponseBody::upstream(body, access))
 }
 
-/// An answer from the local LFT store (`GET`/`HEAD /lft/<sha256>`).
-async fn stored_attachment(
-    stored: Response<http_body_util::Full<Bytes>>,
-    mut access: Access,
-) -> Response<ResponseBody> {
+/// An answer of the listener's [`LocalContent`](super::LocalContent) (the
+/// LFT store: `GET`/`HEAD /lft/SHA256`).
+async fn served_locally(answer: LocalResponse, mut access: Access) -> Response<ResponseBody> {
     use http_body_util::BodyExt;
-    let (parts, body) = stored.into_parts();
+    let (parts, body) = answer.into_parts();
     access.status = parts.status.as_u16();
     // `Full` cannot fail: its error type is `Infallible`.
     let bytes = match body.collect().await {

@@ -1,20 +1,38 @@
 //! `GET`/`HEAD /lft/SHA256` for a GINA listener: the stored attachment with
 //! its content type and file name, from the local store; `404` when absent.
 //!
-//! The GINA proxy calls [`serve`] first for every request; `None` means the
-//! path is not an LFT path and the proxy handles the request as usual. The
-//! body is read whole (attachments are bounded by `[lft] max_message_size`).
+//! The GINA proxy reaches it as the listener's [`LocalContent`], which
+//! [`Lft`] implements: it claims the paths under `/lft/` and answers them
+//! with [`serve`]; every other request is proxied as usual. The body is read
+//! whole (attachments are bounded by `[lft] max_message_size`).
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::Lft;
 use super::store::{Store, is_sha256};
+use crate::http::LocalContent;
+use crate::http::local_content::LocalFuture;
+
+/// The paths of stored attachments: `/lft/SHA256`.
+const PREFIX: &str = "/lft/";
+
+impl LocalContent for Lft {
+    fn claims(&self, path: &str) -> bool {
+        path.starts_with(PREFIX)
+    }
+
+    fn serve<'a>(&'a self, req: &'a Request<Incoming>) -> LocalFuture<'a> {
+        Box::pin(serve(&self.store, req))
+    }
+}
 
 /// The answer to `req` when its path is `/lft/...`; `None` otherwise.
 pub async fn serve<B>(store: &Store, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
-    let sha = req.uri().path().strip_prefix("/lft/")?;
+    let sha = req.uri().path().strip_prefix(PREFIX)?;
     let head = match *req.method() {
         Method::GET => false,
         Method::HEAD => true,

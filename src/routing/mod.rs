@@ -9,10 +9,13 @@
 //!
 //! Files: [`hash`] (the fixed key encoding, hash and score: a product
 //! guarantee), `table` (live member state), `service` (one
-//! service's health: passive back-off or active checks), `router` (the decision),
-//! `explain` (the result and its text rendering).
+//! service's health: passive back-off or active checks), [`health_state`]
+//! (the pure rise/fall machine of an actively checked service, fed by
+//! `health`), `router` (the decision), `explain` (the result and its text
+//! rendering).
 
 pub mod hash;
+pub mod health_state;
 
 mod explain;
 mod router;

@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::health_state::{CheckState, DownReason, LastCheck, Transition};
 use super::table::MemberHealth;
-use crate::health::state::{CheckState, DownReason, LastCheck, Transition};
 
 /// Which of a member's upstreams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -21,9 +21,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::health_state::{CheckState, LastCheck, Outcome, Transition};
 pub(super) use super::service::Down;
 use super::service::{Service, ServiceReport, ServiceState};
-use crate::health::state::{CheckState, LastCheck, Outcome, Transition};
 
 /// Live state of every member: passive failures (back-off) and active sessions.
 /// Shared by all sessions; survives reloads (members are matched by name).

@@ -1,9 +1,11 @@
-//! The rise/fall state machine of one actively checked service of one member.
+//! The rise/fall state machine of one actively checked service of one member:
+//! this module owns the member health state that routing reads.
 //!
-//! Pure: no clock, no I/O. The scheduler feeds it check outcomes
-//! ([`CheckState::record`]), sessions feed it passive failures
+//! Pure: no clock, no I/O. The health checks ([`crate::health`]) feed it
+//! check outcomes ([`CheckState::record`]), sessions feed it passive failures
 //! ([`CheckState::suspect`]); the routing table reads [`CheckState::is_up`] and
-//! renders [`CheckState::down_reason`].
+//! renders [`CheckState::down_reason`]. It lives in `routing`, below `health`,
+//! so that `health` reports into it and the two do not import each other.
 //!
 //! Rules (see `docs/health.md`):
 //! - A service starts **up** with no history, so a fresh daemon serves at once;
