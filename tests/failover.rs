@@ -11,9 +11,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::logs::{EndLines, LOG_WAIT, session_end, wait_for};
 use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member};
 
-const LOG_WAIT: Duration = Duration::from_secs(10);
 const CLIENT: &str = "127.0.0.33";
 
 /// `[upstream]` defaults of the shared `policy()` helper, with overrides.
@@ -81,40 +81,8 @@ impl Pair {
 
     /// The one `session end` line of `client`'s session (after QUIT).
     fn session_end(&self, client: SocketAddr) -> String {
-        session_end(&self.gw, client)
+        session_end(&self.gw, client, EndLines::OneSettled)
     }
-}
-
-/// Waits until some log line satisfies `pred`; returns all that do.
-fn wait_for(gw: &Mxgate, pred: impl Fn(&str) -> bool) -> Vec<String> {
-    let deadline = Instant::now() + LOG_WAIT;
-    loop {
-        let lines: Vec<String> = gw.logs().into_iter().filter(|l| pred(l)).collect();
-        if !lines.is_empty() || Instant::now() >= deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn session_end(gw: &Mxgate, client: SocketAddr) -> String {
-    let needle = format!("client={client} ");
-    let lines = wait_for(gw, |l| l.contains("session end") && l.contains(&needle));
-    assert_eq!(
-        lines.len(),
-        1,
-        "exactly one session end line for {client}:\n{}",
-        gw.logs().join("\n")
-    );
-    // Give a duplicate a moment to show up, then count again.
-    std::thread::sleep(Duration::from_millis(50));
-    let again: Vec<String> = gw
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("session end") && l.contains(&needle))
-        .collect();
-    assert_eq!(again.len(), 1, "{again:#?}");
-    lines[0].clone()
 }
 
 /// Asserts the session-end fields.

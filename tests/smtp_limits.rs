@@ -13,9 +13,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::logs::{EndLines, LOG_WAIT, session_end};
 use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, one_member};
-
-const LOG_WAIT: Duration = Duration::from_secs(10);
 
 /// Asserts the reply starts with `expected` (code, enhanced code, text).
 #[track_caller]
@@ -199,21 +198,6 @@ fn raw_expect(stream: &mut TcpStream, line: &str, expected: &str) {
     assert!(reply.starts_with(expected), "{line}: {reply}");
 }
 
-/// Waits for the `session end` line of the client at `client`.
-fn session_end(gw: &Mxgate, client: SocketAddr) -> String {
-    let needle = format!("client={client} ");
-    let find = || {
-        gw.logs()
-            .into_iter()
-            .find(|l| l.contains("session end") && l.contains(&needle))
-    };
-    assert!(
-        common::eventually(LOG_WAIT, || find().is_some()),
-        "no session end for {client}"
-    );
-    find().unwrap_or_default()
-}
-
 /// Writes `bytes` one at a time, `every` apart, until the server answers;
 /// returns the answer (its last line) and how many bytes were written.
 /// Bounded: at most `bytes.len()` writes.
@@ -259,7 +243,7 @@ fn a_dripped_command_line_is_cut_by_command_timeout() {
         took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
         "cut after {took:?}"
     );
-    let end = session_end(&gw, stream.local_addr().expect("addr"));
+    let end = session_end(&gw, stream.local_addr().expect("addr"), EndLines::First);
     assert!(end.contains("outcome=client timeout"), "{end}");
 }
 
@@ -305,7 +289,7 @@ fn dripped_data_is_cut_by_the_minimum_data_rate() {
         "cut after {took:?} and {written} bytes"
     );
     assert!(fake.messages().is_empty(), "the member discarded it");
-    let end = session_end(&gw, stream.local_addr().expect("addr"));
+    let end = session_end(&gw, stream.local_addr().expect("addr"), EndLines::First);
     assert!(end.contains("outcome=client timeout"), "{end}");
     // Steady data at 40 bytes a second for longer than data_timeout is fine.
     let mut c = Client::greeted_from(ip("127.0.21.7"), gw.smtp_addr());

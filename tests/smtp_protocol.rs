@@ -9,12 +9,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use common::fake_mta::Options;
+use common::logs::{EndLines, LOG_WAIT, session_end};
 use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member, policy};
-
-const LOG_WAIT: Duration = Duration::from_secs(10);
 
 /// A policy with one member and extra `[upstream]` keys (the shared helper
 /// fixes `[upstream]`, so this one writes its own).
@@ -34,33 +32,6 @@ fn assert_reply(r: &common::client::Reply, expected: &str) {
         "expected {expected:?}, got {:?}",
         r.text
     );
-}
-
-/// The `session end` log line of the session whose client is `client`.
-fn session_end(gw: &Mxgate, client: SocketAddr) -> String {
-    let needle = format!("client={client} ");
-    let deadline = std::time::Instant::now() + LOG_WAIT;
-    loop {
-        let lines: Vec<String> = gw
-            .logs()
-            .into_iter()
-            .filter(|l| l.contains("session end") && l.contains(&needle))
-            .collect();
-        if !lines.is_empty() {
-            assert_eq!(
-                lines.len(),
-                1,
-                "one session end line per session: {lines:#?}"
-            );
-            return lines[0].clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no session end for {client}:\n{}",
-            gw.logs().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// EHLO keywords (first word of each line after the first).
@@ -181,7 +152,7 @@ fn relay_is_byte_identical_and_member_replies_are_verbatim() {
     );
     assert_eq!(msgs[0].rcpts, ["RCPT TO:<b@y>", "RCPT TO:<c@y>"]);
     c.cmd("QUIT");
-    let end = session_end(&gw, c.local_addr());
+    let end = session_end(&gw, c.local_addr(), EndLines::One);
     assert!(end.contains("messages=1 "), "{end}");
     assert!(end.contains("recipients=2 "), "{end}");
 }
@@ -198,7 +169,7 @@ fn final_reply_from_member_is_verbatim_and_not_counted() {
     // The session carries on.
     assert_eq!(c.cmd("NOOP").code, 250);
     c.cmd("QUIT");
-    let end = session_end(&gw, c.local_addr());
+    let end = session_end(&gw, c.local_addr(), EndLines::One);
     assert!(
         end.contains("messages=0 "),
         "a refused message is not counted as accepted: {end}"
@@ -455,7 +426,7 @@ fn transactions_reuse_the_member_connection() {
         "RSET relayed to the member"
     );
     c.cmd("QUIT");
-    let end = session_end(&gw, c.local_addr());
+    let end = session_end(&gw, c.local_addr(), EndLines::One);
     assert!(
         end.contains("messages=3 ") && end.contains("recipients=3 "),
         "{end}"

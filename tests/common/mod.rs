@@ -10,6 +10,7 @@ pub mod dnsmasq;
 // fake_mta.rs is owned elsewhere; its `.max(0)` on a usize trips clippy.
 #[allow(clippy::unnecessary_min_or_max)]
 pub mod fake_mta;
+pub mod logs;
 pub mod netns;
 pub mod peers;
 pub mod web;
