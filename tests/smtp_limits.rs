@@ -13,18 +13,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::client::assert_reply;
 use common::logs::{EndLines, LOG_WAIT, session_end};
 use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, one_member};
-
-/// Asserts the reply starts with `expected` (code, enhanced code, text).
-#[track_caller]
-fn assert_reply(r: &common::client::Reply, expected: &str) {
-    assert!(
-        r.text.starts_with(expected),
-        "expected {expected:?}, got {:?}",
-        r.text
-    );
-}
 
 /// `MAIL`, then `n` recipients `r0@y` ... in one pipelined write (what a
 /// PIPELINING sender such as Postfix does), optionally followed by DATA.
@@ -145,16 +136,7 @@ fn recipients_beyond_the_overshoot_allowance_count_as_errors() {
 
 /// A raw client connection from `source`, greeted, for dripping bytes.
 fn greeted_raw(source: &str, addr: SocketAddr) -> TcpStream {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::new(ip(source), 0).into())
-        .expect("bind");
-    socket
-        .connect_timeout(&addr.into(), Duration::from_secs(5))
-        .expect("connect");
-    let mut stream: TcpStream = socket.into();
-    stream.set_nodelay(true).expect("nodelay");
+    let mut stream = common::client::stream_from(ip(source), addr);
     stream
         .set_write_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");

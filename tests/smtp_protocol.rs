@@ -10,6 +10,7 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::client::{assert_reply, ehlo_keywords};
 use common::fake_mta::Options;
 use common::logs::{EndLines, LOG_WAIT, session_end};
 use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member, policy};
@@ -22,25 +23,6 @@ fn one_member_upstream(fake: &FakeMta, upstream: &str) -> String {
         common::PASSIVE_HEALTH,
         member("m1", fake.addr, "")
     )
-}
-
-/// Asserts the reply starts with `expected` (code, enhanced code, text).
-#[track_caller]
-fn assert_reply(r: &common::client::Reply, expected: &str) {
-    assert!(
-        r.text.starts_with(expected),
-        "expected {expected:?}, got {:?}",
-        r.text
-    );
-}
-
-/// EHLO keywords (first word of each line after the first).
-fn ehlo_keywords(r: &common::client::Reply) -> Vec<String> {
-    r.text
-        .lines()
-        .skip(1)
-        .map(|l| l[4..].split(' ').next().unwrap_or("").to_ascii_uppercase())
-        .collect()
 }
 
 // 1. Greeting and EHLO -------------------------------------------------------
@@ -76,7 +58,7 @@ fn ehlo_advertises_exactly_what_mxgate_carries() {
     let ehlo = c.cmd("EHLO client.example");
     assert_eq!(ehlo.code, 250);
     assert_eq!(
-        ehlo_keywords(&ehlo),
+        ehlo_keywords(&ehlo.text),
         ["PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES"],
         "{ehlo}"
     );
@@ -93,7 +75,7 @@ fn ehlo_advertises_exactly_what_mxgate_carries() {
     // The trusted proxy additionally sees XCLIENT.
     let mut p = Client::greeted_from(ip("127.0.0.2"), gw.smtp_addr());
     let ehlo = p.cmd("EHLO proxy.example");
-    let keys = ehlo_keywords(&ehlo);
+    let keys = ehlo_keywords(&ehlo.text);
     assert!(keys.contains(&"XCLIENT".to_owned()), "{ehlo}");
     for k in ["PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES"] {
         assert!(keys.contains(&k.to_owned()), "{k} missing: {ehlo}");

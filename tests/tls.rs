@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::client::ehlo_keywords;
 use common::logs::{EndLines, LOG_WAIT, session_end};
 use common::peers::{PostfixInstance, SmtpSink};
 use common::{Behavior, FakeMta, Mxgate, member, one_member, require, require_root, run_bounded};
@@ -217,16 +218,6 @@ impl TlsClient {
         self.send(format!("{body}\r\n.\r\n").as_bytes());
         self.reply()
     }
-}
-
-fn ehlo_keywords(reply: &str) -> Vec<String> {
-    reply
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.get(4..))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_ascii_uppercase)
-        .collect()
 }
 
 #[test]
