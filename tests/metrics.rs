@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
+use common::client::send_one;
 use common::peers::SmtpSink;
 use common::{Behavior, Client, FakeMta, Mxgate, eventually, free_port, ip, member};
 
@@ -53,6 +54,11 @@ impl Gw {
             gw: Mxgate::start_with(&node, &policy),
             metrics,
         }
+    }
+
+    /// One message from `client` ([`send_one`]): the reply to its end of data.
+    fn send(&self, client: IpAddr, body: &str) -> common::client::Reply {
+        send_one(client, self.gw.smtp_addr(), body)
     }
 
     fn scrape(&self) -> Scrape {
@@ -160,14 +166,6 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
     body.to_owned()
 }
 
-fn send_one(gw: &Gw, client: IpAddr, body: &str) -> common::client::Reply {
-    let mut c = Client::greeted_from(client, gw.gw.smtp_addr());
-    assert!(c.cmd("EHLO client.example").ok());
-    let r = c.send_mail("s@source.test", &["r@example.com"], body);
-    assert_eq!(c.cmd("QUIT").code, 221);
-    r
-}
-
 #[test]
 fn every_series_is_described_and_messages_count_by_member_and_result() {
     let ok = FakeMta::start("ok", Behavior::Normal);
@@ -239,12 +237,12 @@ fn every_series_is_described_and_messages_count_by_member_and_result() {
     // one refused by mxgate for a bare LF (on `ok`).
     let body = "Subject: metrics\r\n\r\nhello";
     for _ in 0..2 {
-        let r = send_one(&gw, ip(CLIENT), body);
+        let r = gw.send(ip(CLIENT), body);
         assert!(r.ok(), "end of data: {r}");
     }
-    let r = send_one(&gw, ip("127.0.8.1"), body);
+    let r = gw.send(ip("127.0.8.1"), body);
     assert_eq!(r.code, 554, "end of data on no: {r}");
-    let r = send_one(&gw, ip(CLIENT), "Subject: bare\n\nLF only");
+    let r = gw.send(ip(CLIENT), "Subject: bare\n\nLF only");
     assert_eq!(r.code, 550, "bare LF: {r}");
 
     let msgs = "mxgate_smtp_messages_total";
@@ -330,7 +328,7 @@ fn failover_counts_and_a_killed_member_goes_down_then_up_after_restart() {
     gw.wait_value("mxgate_member_up", &[("member", &first)], 1.0);
     first_mta.kill();
 
-    let r = send_one(&gw, ip(CLIENT), "Subject: failover\r\n\r\nhello");
+    let r = gw.send(ip(CLIENT), "Subject: failover\r\n\r\nhello");
     assert!(r.ok(), "end of data after failover: {r}");
     assert_eq!(second_mta.messages().len(), 1);
     gw.wait_value("mxgate_member_up", &[("member", &first)], 0.0);
@@ -375,7 +373,7 @@ fn failover_counts_and_a_killed_member_goes_down_then_up_after_restart() {
     let restarted = common::require("smtp-sink").then(|| SmtpSink::start_at(first_mta.addr));
     gw.wait_value("mxgate_member_up", &[("member", &first)], 1.0);
     if let Some(sink) = restarted {
-        let r = send_one(&gw, ip(CLIENT), "Subject: back\r\n\r\nhello again");
+        let r = gw.send(ip(CLIENT), "Subject: back\r\n\r\nhello again");
         assert!(r.ok(), "end of data on the restarted member: {r}");
         assert_eq!(sink.wait_count(1, WAIT), 1);
         gw.wait_value(
@@ -414,7 +412,7 @@ fn no_member_is_a_tempfail_and_the_member_comes_back_up() {
 
     solo.set_behavior(Behavior::Normal);
     gw.wait_value("mxgate_member_up", &[("member", "solo")], 1.0);
-    let r = send_one(&gw, ip(CLIENT), "Subject: up\r\n\r\nhello");
+    let r = gw.send(ip(CLIENT), "Subject: up\r\n\r\nhello");
     assert!(r.ok(), "end of data: {r}");
     gw.wait_value(
         "mxgate_smtp_messages_total",

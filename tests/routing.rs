@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::peers::SmtpSink;
 use common::{
-    Behavior, Client, FakeMta, Mxgate, member, order_of, policy, require, tag_of, tagged_body,
+    Behavior, Client, FakeMta, Mxgate, member, order_of, policy, require, send_tagged, tag_of,
+    tagged_body,
 };
 
 fn ip(a: u8, b: u8, c: u8) -> IpAddr {
@@ -17,18 +18,8 @@ fn ip(a: u8, b: u8, c: u8) -> IpAddr {
 }
 
 /// One session from `client`: EHLO, one message tagged with the client's address, QUIT.
-fn send_one(gw: &Mxgate, client: IpAddr) {
-    let mut c = Client::greeted_from(client, gw.smtp_addr());
-    let r = c.cmd("EHLO client.example");
-    assert!(r.ok(), "EHLO: {r}");
-    let r = c.send_mail(
-        "s@source.test",
-        &["r@example.com"],
-        &tagged_body(&client.to_string()),
-    );
-    assert!(r.ok(), "end of data from {client}: {r}");
-    let r = c.cmd("QUIT");
-    assert_eq!(r.code, 221, "QUIT: {r}");
+fn send_from(gw: &Mxgate, client: IpAddr) {
+    send_tagged(client, gw.smtp_addr(), &client.to_string());
 }
 
 fn fakes(names: &[&str]) -> Vec<FakeMta> {
@@ -90,7 +81,7 @@ fn sixty_clients_stick_to_their_explained_first_choice() {
     let clients: Vec<IpAddr> = (1..=60).map(|i| ip(1, 0, i)).collect();
     for _ in 0..3 {
         for &c in &clients {
-            send_one(&gw, c);
+            send_from(&gw, c);
         }
     }
     let got = deliveries(&fakes);
@@ -140,7 +131,7 @@ fn killed_member_moves_only_its_own_clients_and_they_come_back() {
     let orders: BTreeMap<IpAddr, Vec<String>> =
         clients.iter().map(|&c| (c, order(&gw, c))).collect();
     for &c in &clients {
-        send_one(&gw, c);
+        send_from(&gw, c);
     }
     let before: BTreeMap<IpAddr, String> = clients
         .iter()
@@ -177,7 +168,7 @@ fn killed_member_moves_only_its_own_clients_and_they_come_back() {
     assert!(!victims.is_empty());
 
     for &c in &clients {
-        send_one(&gw, c);
+        send_from(&gw, c);
     }
     for &c in &clients {
         let members = landed(&fakes, c);
@@ -224,7 +215,7 @@ fn killed_member_moves_only_its_own_clients_and_they_come_back() {
         gw.explain(probe)
     );
     for &c in &clients {
-        send_one(&gw, c);
+        send_from(&gw, c);
     }
     let tags: Vec<String> = sink
         .messages()
@@ -269,7 +260,7 @@ fn affinity_source_groups_a_slash_24() {
             .expect("first")
             .to_owned();
         for &c in &group {
-            send_one(&gw, c);
+            send_from(&gw, c);
             assert_eq!(gw.first_choice(c).as_deref(), Some(first.as_str()), "{c}");
         }
         for &c in &group {
@@ -337,7 +328,7 @@ fn affinity_none_spreads_concurrent_sessions_of_one_client() {
 
     // Sessions in sequence from many clients also spread (ties keep the rendezvous order).
     for i in 1..=12 {
-        send_one(&gw, ip(3, 1, i));
+        send_from(&gw, ip(3, 1, i));
     }
     for f in &fakes {
         assert!(
@@ -368,7 +359,7 @@ fn drained_and_non_ingress_members_get_no_public_sessions() {
     let gw = Mxgate::start(&policy("", &members_of(&fakes, &extra)));
     let clients: Vec<IpAddr> = (1..=30).map(|i| ip(4, 0, i)).collect();
     for &c in &clients {
-        send_one(&gw, c);
+        send_from(&gw, c);
     }
     assert_eq!(fakes[0].connections(), 0, "drained gw1 was connected to");
     assert_eq!(

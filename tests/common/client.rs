@@ -71,6 +71,20 @@ pub fn ehlo_keywords(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// One session from `source` to `addr`: EHLO, one message with `body`
+/// (from `s@source.test` to `r@example.com`), QUIT; returns the reply to the
+/// end of data. Panics if EHLO or the envelope is refused or QUIT is not
+/// answered 221.
+pub fn send_one(source: IpAddr, addr: SocketAddr, body: &str) -> Reply {
+    let mut c = Client::greeted_from(source, addr);
+    let r = c.cmd("EHLO client.example");
+    assert!(r.ok(), "EHLO: {r}");
+    let r = c.send_mail("s@source.test", &["r@example.com"], body);
+    let quit = c.cmd("QUIT");
+    assert_eq!(quit.code, 221, "QUIT: {quit}");
+    r
+}
+
 /// A client connection.
 pub struct Client {
     stream: TcpStream,

@@ -498,6 +498,14 @@ pub fn tagged_body(tag: &str) -> String {
     )
 }
 
+/// One session from `source` to `addr` ([`client::send_one`]) with a message
+/// tagged `tag` ([`tagged_body`]); asserts that the message was accepted.
+#[track_caller]
+pub fn send_tagged(source: IpAddr, addr: SocketAddr, tag: &str) {
+    let r = client::send_one(source, addr, &tagged_body(tag));
+    assert!(r.ok(), "end of data from {source} to {addr} ({tag}): {r}");
+}
+
 /// The `X-Test-Client` tag of a message, if any.
 pub fn tag_of(data: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(data);
