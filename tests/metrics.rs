@@ -7,14 +7,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
 use common::client::send_one;
+use common::metrics::{http_get_text, metrics_addr, with_metrics};
 use common::peers::SmtpSink;
-use common::{Behavior, Client, FakeMta, Mxgate, eventually, free_port, ip, member};
+use common::{Behavior, Client, FakeMta, Mxgate, eventually, ip, listener, member};
 
 const WAIT: Duration = Duration::from_secs(10);
 const CLIENT: &str = "127.0.0.33";
@@ -39,12 +39,8 @@ struct Gw {
 
 impl Gw {
     fn start(listener_extra: &str, backoff: &str, members: &[String]) -> Gw {
-        let port = free_port("127.0.0.1");
-        let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let node = format!(
-            "[[smtp]]\nname = \"inbound\"\nlisten = \"127.0.0.1:0\"\nhostname = \"mx.test\"\n{listener_extra}\n\n\
-             [metrics]\nlisten = \"{metrics}\"\n"
-        );
+        let metrics = metrics_addr();
+        let node = with_metrics(&listener(listener_extra), metrics);
         let policy = format!(
             "[routing]\n\n[upstream]\nbackoff = \"{backoff}\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n\n{}\n{}",
             common::PASSIVE_HEALTH,
@@ -62,7 +58,7 @@ impl Gw {
     }
 
     fn scrape(&self) -> Scrape {
-        Scrape::parse(&http_get(self.metrics, "/metrics"))
+        Scrape::parse(&http_get_text(self.metrics, "/metrics"))
     }
 
     /// Polls until `name{labels}` has the value `want`; panics with the last scrape otherwise.
@@ -141,29 +137,6 @@ impl Scrape {
             .map(|(_, v)| v)
             .sum()
     }
-}
-
-/// A plain HTTP/1.1 GET over a real socket; returns the body of a 200.
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut response = Vec::new();
-    s.read_to_end(&mut response).expect("read response");
-    let response = String::from_utf8(response).expect("utf-8 response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
-    assert!(head.starts_with("HTTP/1.1 200"), "response head: {head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain"),
-        "response head: {head}"
-    );
-    body.to_owned()
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub mod dnsmasq;
 #[allow(clippy::unnecessary_min_or_max)]
 pub mod fake_mta;
 pub mod logs;
+pub mod metrics;
 pub mod netns;
 pub mod peers;
 pub mod web;
