@@ -12,30 +12,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::logs::{EndLines, LOG_WAIT, session_end, wait_for};
-use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member};
+use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member, policy_with};
 
 const CLIENT: &str = "127.0.0.33";
-
-/// `[upstream]` defaults of the shared `policy()` helper, with overrides.
-fn policy_with(routing: &str, upstream: &[(&str, &str)], members: &[String]) -> String {
-    let mut keys: Vec<(&str, String)> = vec![
-        ("backoff", "\"30s\"".into()),
-        ("connect_timeout", "\"2s\"".into()),
-        ("greeting_timeout", "\"3s\"".into()),
-    ];
-    for (k, v) in upstream {
-        match keys.iter_mut().find(|(name, _)| name == k) {
-            Some(slot) => slot.1 = (*v).to_owned(),
-            None => keys.push((k, (*v).to_owned())),
-        }
-    }
-    let upstream: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
-    format!(
-        "[routing]\n{routing}\n\n[upstream]\n{upstream}\n{}\n{}",
-        common::PASSIVE_HEALTH,
-        members.join("\n")
-    )
-}
 
 /// A gateway in front of two fakes, with the client's first choice known.
 struct Pair {

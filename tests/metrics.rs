@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::client::send_one;
 use common::metrics::{http_get_text, metrics_addr, with_metrics};
 use common::peers::SmtpSink;
-use common::{Behavior, Client, FakeMta, Mxgate, eventually, ip, listener, member};
+use common::{Behavior, Client, FakeMta, Mxgate, eventually, ip, listener, member, policy_with};
 
 const WAIT: Duration = Duration::from_secs(10);
 const CLIENT: &str = "127.0.0.33";
@@ -41,11 +41,7 @@ impl Gw {
     fn start(listener_extra: &str, backoff: &str, members: &[String]) -> Gw {
         let metrics = metrics_addr();
         let node = with_metrics(&listener(listener_extra), metrics);
-        let policy = format!(
-            "[routing]\n\n[upstream]\nbackoff = \"{backoff}\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n\n{}\n{}",
-            common::PASSIVE_HEALTH,
-            members.join("\n")
-        );
+        let policy = policy_with("", &[("backoff", &format!("\"{backoff}\""))], members);
         Gw {
             gw: Mxgate::start_with(&node, &policy),
             metrics,

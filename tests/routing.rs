@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::peers::SmtpSink;
 use common::{
-    Behavior, Client, FakeMta, Mxgate, member, order_of, policy, require, send_tagged, tag_of,
-    tagged_body,
+    Behavior, Client, FakeMta, Mxgate, member, order_of, policy, policy_with, require, send_tagged,
+    tag_of, tagged_body,
 };
 
 fn ip(a: u8, b: u8, c: u8) -> IpAddr {
@@ -124,8 +124,7 @@ fn sixty_clients_stick_to_their_explained_first_choice() {
 #[test]
 fn killed_member_moves_only_its_own_clients_and_they_come_back() {
     let fakes = fakes(&["gw1", "gw2", "gw3"]);
-    let text =
-        policy("", &members_of(&fakes, &[])).replace("backoff = \"30s\"", "backoff = \"1s\"");
+    let text = policy_with("", &[("backoff", "\"1s\"")], &members_of(&fakes, &[]));
     let gw = Mxgate::start(&text);
     let clients: Vec<IpAddr> = (1..=30).map(|i| ip(1, 1, i)).collect();
     let orders: BTreeMap<IpAddr, Vec<String>> =

@@ -13,17 +13,9 @@ use std::net::SocketAddr;
 use common::client::{assert_reply, ehlo_keywords};
 use common::fake_mta::Options;
 use common::logs::{EndLines, LOG_WAIT, session_end};
-use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member, policy};
-
-/// A policy with one member and extra `[upstream]` keys (the shared helper
-/// fixes `[upstream]`, so this one writes its own).
-fn one_member_upstream(fake: &FakeMta, upstream: &str) -> String {
-    format!(
-        "[routing]\n\n[upstream]\nbackoff = \"30s\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n{upstream}\n\n{}\n{}",
-        common::PASSIVE_HEALTH,
-        member("m1", fake.addr, "")
-    )
-}
+use common::{
+    Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member, policy, policy_with,
+};
 
 // 1. Greeting and EHLO -------------------------------------------------------
 
@@ -230,7 +222,11 @@ fn helo_client_gets_proto_smtp_in_xclient() {
 #[test]
 fn no_xclient_when_policy_forbids_it() {
     let fake = FakeMta::start("m1", Behavior::Normal);
-    let gw = Mxgate::start(&one_member_upstream(&fake, "xclient = false"));
+    let gw = Mxgate::start(&policy_with(
+        "",
+        &[("xclient", "false")],
+        &[member("m1", fake.addr, "")],
+    ));
     let mut c = Client::greeted_from(ip("127.0.0.7"), gw.smtp_addr());
     c.cmd("EHLO client.example");
     assert_eq!(c.send_mail("a@x", &["b@y"], "hi").code, 250);
@@ -266,9 +262,10 @@ fn proxy_to_member(version: &str) -> (Vec<u8>, SocketAddr, SocketAddr, Vec<Strin
             ..Options::default()
         },
     );
-    let gw = Mxgate::start(&one_member_upstream(
-        &fake,
-        &format!("proxy_protocol = \"{version}\""),
+    let gw = Mxgate::start(&policy_with(
+        "",
+        &[("proxy_protocol", &format!("\"{version}\""))],
+        &[member("m1", fake.addr, "")],
     ));
     let mut c = Client::greeted_from(ip("127.0.0.8"), gw.smtp_addr());
     c.cmd("EHLO client.example");

@@ -406,8 +406,27 @@ pub const PASSIVE_HEALTH: &str = "[health]\nsmtp_check = \"none\"\ngina_check = 
 /// A policy with the given member sections and `[routing]` defaults
 /// (active health checks off: [`PASSIVE_HEALTH`]).
 pub fn policy(routing: &str, members: &[String]) -> String {
+    policy_with(routing, &[], members)
+}
+
+/// Like [`policy`], with `[upstream]` keys (`(key, TOML value)`) that replace
+/// its defaults (`backoff = "30s"`, `connect_timeout = "2s"`,
+/// `greeting_timeout = "3s"`) or come after them.
+pub fn policy_with(routing: &str, upstream: &[(&str, &str)], members: &[String]) -> String {
+    let mut keys: Vec<(&str, String)> = vec![
+        ("backoff", "\"30s\"".into()),
+        ("connect_timeout", "\"2s\"".into()),
+        ("greeting_timeout", "\"3s\"".into()),
+    ];
+    for (k, v) in upstream {
+        match keys.iter_mut().find(|(name, _)| name == k) {
+            Some(slot) => slot.1 = (*v).to_owned(),
+            None => keys.push((k, (*v).to_owned())),
+        }
+    }
+    let upstream: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
     format!(
-        "[routing]\n{routing}\n\n[upstream]\nbackoff = \"30s\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n\n{PASSIVE_HEALTH}\n{}",
+        "[routing]\n{routing}\n\n[upstream]\n{upstream}\n{PASSIVE_HEALTH}\n{}",
         members.join("\n")
     )
 }
