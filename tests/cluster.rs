@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::cluster::{Node, all_in_sync, rows};
-use common::{Behavior, FakeMta, eventually, ip, order_of, policy};
+use common::{Behavior, FakeMta, eventually, fakes, ip, order_of, policy};
 
 const SYNC: Duration = Duration::from_secs(15);
 
@@ -25,10 +25,7 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 
 #[test]
 fn create_join_replicate_catch_up_delete_leave() {
-    let fakes: Vec<FakeMta> = ["f1", "f2", "f3"]
-        .iter()
-        .map(|n| FakeMta::start(n, Behavior::Normal))
-        .collect();
+    let fakes = fakes(&["f1", "f2", "f3"]);
     let gw1 = start("gw1", "127.61.0.1", &fakes[0]);
     let gw2 = start("gw2", "127.61.0.2", &fakes[1]);
     let mut gw3 = start("gw3", "127.61.0.3", &fakes[2]);

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{Node, all_in_sync, rows};
-use common::{Behavior, FakeMta, eventually, policy, signal};
+use common::{FakeMta, eventually, fakes, policy, signal};
 
 const SYNC: Duration = Duration::from_secs(15);
 /// SPEC section 8: after a promote, the others follow within 30 s.
@@ -61,10 +61,7 @@ fn stop(node: &mut Node) {
 
 #[test]
 fn promote_follow_step_down_handover_and_heal() {
-    let fakes: Vec<FakeMta> = ["f1", "f2", "f3"]
-        .iter()
-        .map(|n| FakeMta::start(n, Behavior::Normal))
-        .collect();
+    let fakes = fakes(&["f1", "f2", "f3"]);
     let mut gw1 = start("gw1", "127.62.0.1", &fakes[0]);
     let mut gw2 = start("gw2", "127.62.0.2", &fakes[1]);
     let mut gw3 = start("gw3", "127.62.0.3", &fakes[2]);

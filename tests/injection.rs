@@ -7,19 +7,12 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::{Behavior, Client, FakeMta, Mxgate, member, order_of, policy, receivers, send_tagged};
+use common::{Client, FakeMta, Mxgate, fakes, member, order_of, policy, receivers, send_tagged};
 
 /// Six listeners on 127.0.6.1..6, so sessions reach different destinations.
 fn listeners() -> String {
     (1..=6)
         .map(|i| format!("[[smtp]]\nname = \"l{i}\"\nlisten = \"127.0.6.{i}:0\"\nhostname = \"mx{i}.test\"\n\n"))
-        .collect()
-}
-
-fn three_fakes() -> Vec<FakeMta> {
-    ["gw1", "gw2", "gw3"]
-        .iter()
-        .map(|n| FakeMta::start(n, Behavior::Normal))
         .collect()
 }
 
@@ -34,7 +27,7 @@ fn injection_gateway(fakes: &[FakeMta], gw1_extra: &str) -> Mxgate {
 
 #[test]
 fn member_injects_only_into_its_inject_to_and_public_clients_route_normally() {
-    let fakes = three_fakes();
+    let fakes = fakes(&["gw1", "gw2", "gw3"]);
     let gw = injection_gateway(
         &fakes,
         "addresses = [\"127.0.5.1\", \"127.0.7.0/28\"]\ninject_to = [\"gw2\"]",
@@ -129,7 +122,7 @@ fn member_injects_only_into_its_inject_to_and_public_clients_route_normally() {
 
 #[test]
 fn empty_inject_to_denies_mail_with_550_and_reaches_nobody() {
-    let fakes = three_fakes();
+    let fakes = fakes(&["gw1", "gw2", "gw3"]);
     let gw = injection_gateway(&fakes, "addresses = [\"127.0.5.1\"]\ninject_to = []");
     let mut c = Client::greeted_from("127.0.5.1".parse().expect("ip"), gw.smtp_addr());
     assert!(c.cmd("EHLO gw1.example").ok());
@@ -159,7 +152,7 @@ fn empty_inject_to_denies_mail_with_550_and_reaches_nobody() {
 
 #[test]
 fn injection_target_down_gives_451_and_never_falls_back() {
-    let fakes = three_fakes();
+    let fakes = fakes(&["gw1", "gw2", "gw3"]);
     let gw = injection_gateway(&fakes, "addresses = [\"127.0.5.1\"]\ninject_to = [\"gw2\"]");
     fakes[1].kill();
     for attempt in 0..3 {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::peers::SmtpSink;
 use common::{
-    Behavior, Client, FakeMta, Mxgate, member, order_of, policy, policy_with, require, send_tagged,
+    Client, FakeMta, Mxgate, fakes, member, order_of, policy, policy_with, require, send_tagged,
     tag_of, tagged_body,
 };
 
@@ -20,13 +20,6 @@ fn ip(a: u8, b: u8, c: u8) -> IpAddr {
 /// One session from `client`: EHLO, one message tagged with the client's address, QUIT.
 fn send_from(gw: &Mxgate, client: IpAddr) {
     send_tagged(client, gw.smtp_addr(), &client.to_string());
-}
-
-fn fakes(names: &[&str]) -> Vec<FakeMta> {
-    names
-        .iter()
-        .map(|n| FakeMta::start(n, Behavior::Normal))
-        .collect()
 }
 
 fn members_of(fakes: &[FakeMta], extra: &[(&str, &str)]) -> Vec<String> {
@@ -62,16 +55,6 @@ fn landed(fakes: &[FakeMta], client: IpAddr) -> BTreeMap<String, usize> {
     deliveries(fakes)
         .remove(&client.to_string())
         .unwrap_or_default()
-}
-
-/// `route explain` order (member names) for `client`.
-fn order(gw: &Mxgate, client: IpAddr) -> Vec<String> {
-    gw.explain(client)["order"]
-        .as_array()
-        .expect("order")
-        .iter()
-        .map(|r| r["member"].as_str().expect("member").to_owned())
-        .collect()
 }
 
 #[test]
@@ -127,8 +110,10 @@ fn killed_member_moves_only_its_own_clients_and_they_come_back() {
     let text = policy_with("", &[("backoff", "\"1s\"")], &members_of(&fakes, &[]));
     let gw = Mxgate::start(&text);
     let clients: Vec<IpAddr> = (1..=30).map(|i| ip(1, 1, i)).collect();
-    let orders: BTreeMap<IpAddr, Vec<String>> =
-        clients.iter().map(|&c| (c, order(&gw, c))).collect();
+    let orders: BTreeMap<IpAddr, Vec<String>> = clients
+        .iter()
+        .map(|&c| (c, order_of(&gw.explain(c))))
+        .collect();
     for &c in &clients {
         send_from(&gw, c);
     }
@@ -208,7 +193,8 @@ fn killed_member_moves_only_its_own_clients_and_they_come_back() {
     let sink = SmtpSink::start_at(victim_addr);
     let probe = victims[0];
     assert!(
-        common::eventually(Duration::from_secs(10), || order(&gw, probe).first()
+        common::eventually(Duration::from_secs(10), || order_of(&gw.explain(probe))
+            .first()
             == Some(&victim)),
         "route explain for {probe} should list {victim} first again after the back-off: {}",
         gw.explain(probe)

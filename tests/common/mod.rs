@@ -85,6 +85,14 @@ pub fn one_member(fake: &FakeMta) -> String {
     policy("", &[member("m1", fake.addr, "")])
 }
 
+/// Well-behaved fake MTAs, one for each name.
+pub fn fakes(names: &[&str]) -> Vec<FakeMta> {
+    names
+        .iter()
+        .map(|n| FakeMta::start(n, Behavior::Normal))
+        .collect()
+}
+
 /// The `[[smtp]]` listener most tests use.
 pub fn default_listener() -> String {
     "[[smtp]]\nname = \"inbound\"\nlisten = \"127.0.0.1:0\"\nhostname = \"mx.test\"\n".to_owned()
