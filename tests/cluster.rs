@@ -11,10 +11,6 @@ use common::{Behavior, FakeMta, eventually, fakes, ip, order_of, policy};
 
 const SYNC: Duration = Duration::from_secs(15);
 
-fn start(name: &str, ip: &str, fake: &FakeMta) -> Node {
-    Node::start(name, ip, &fake.addr.to_string(), &policy("", &[]))
-}
-
 fn order(node: &Node, client: &str) -> BTreeSet<String> {
     order_of(&node.gw.explain(ip(client))).into_iter().collect()
 }
@@ -26,9 +22,9 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 #[test]
 fn create_join_replicate_catch_up_delete_leave() {
     let fakes = fakes(&["f1", "f2", "f3"]);
-    let gw1 = start("gw1", "127.61.0.1", &fakes[0]);
-    let gw2 = start("gw2", "127.61.0.2", &fakes[1]);
-    let mut gw3 = start("gw3", "127.61.0.3", &fakes[2]);
+    let gw1 = Node::with_fake("gw1", "127.61.0.1", &fakes[0]);
+    let gw2 = Node::with_fake("gw2", "127.61.0.2", &fakes[1]);
+    let mut gw3 = Node::with_fake("gw3", "127.61.0.3", &fakes[2]);
 
     let out = gw1.ok(&["cluster", "create"]);
     assert!(out.contains("gw1 is its master"), "{out}");
@@ -136,8 +132,7 @@ fn create_join_replicate_catch_up_delete_leave() {
     assert_eq!(order(&gw2, "192.0.2.7"), set(&["gw2"]));
 
     // A node that is down during two changes catches up when it returns.
-    gw3.gw.terminate();
-    assert!(gw3.gw.wait_exit(Duration::from_secs(10)).is_some());
+    gw3.stop();
     let p3 = gw1.file("p3.toml", "[members.gw2]\ningress = false\n");
     gw1.ok(&["cluster", "policy", "apply", p3.to_str().unwrap()]);
     let out = gw1.ok(&["cluster", "inject", "set", "gw1", "--to", "gw2,gw3"]);
@@ -249,9 +244,9 @@ fn curl_status(
 #[test]
 fn parallel_joins_get_distinct_numbers() {
     let fake = FakeMta::start("f", Behavior::Normal);
-    let gw1 = start("gw1", "127.63.0.1", &fake);
-    let gw2 = start("gw2", "127.63.0.2", &fake);
-    let gw3 = start("gw3", "127.63.0.3", &fake);
+    let gw1 = Node::with_fake("gw1", "127.63.0.1", &fake);
+    let gw2 = Node::with_fake("gw2", "127.63.0.2", &fake);
+    let gw3 = Node::with_fake("gw3", "127.63.0.3", &fake);
     gw1.ok(&["cluster", "create"]);
     let id = gw1.gw.dir.path().join("id.txt");
     gw1.ok(&[
@@ -284,9 +279,9 @@ fn parallel_joins_get_distinct_numbers() {
 #[test]
 fn disaster_recovery_without_the_master() {
     let fake = FakeMta::start("f", Behavior::Normal);
-    let gw1 = start("gw1", "127.64.0.1", &fake);
-    let gw2 = start("gw2", "127.64.0.2", &fake);
-    let gw3 = start("gw3", "127.64.0.3", &fake);
+    let gw1 = Node::with_fake("gw1", "127.64.0.1", &fake);
+    let gw2 = Node::with_fake("gw2", "127.64.0.2", &fake);
+    let gw3 = Node::with_fake("gw3", "127.64.0.3", &fake);
     gw1.ok(&["cluster", "create"]);
     let id = gw1.gw.dir.path().join("id.txt");
     let out = gw1.ok(&[
@@ -308,8 +303,7 @@ fn disaster_recovery_without_the_master() {
 
     // The master is lost for good.
     let mut gw1 = gw1;
-    gw1.gw.terminate();
-    assert!(gw1.gw.wait_exit(Duration::from_secs(10)).is_some());
+    gw1.stop();
     // The backends keep routing with the last policy.
     assert_eq!(order(&gw2, "192.0.2.9"), set(&["gw2", "gw3"]));
     let err = gw2.fails(&["cluster", "leave"]);

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{Node, rows, try_status};
+use common::cluster::{Node, rows, try_member_row, try_status};
 use common::netns::Lan;
 use common::{eventually, policy};
 
@@ -24,13 +24,6 @@ const CATCH_UP: Duration = Duration::from_secs(15);
 const NOTICE: Duration = Duration::from_secs(60);
 
 const IPS: [&str; 3] = ["127.64.0.1", "127.64.0.2", "127.64.0.3"];
-
-fn member<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
-    status["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["name"] == name)
-}
 
 fn apply(master: &Node, file: &str, text: &str) -> String {
     let path = master.file(file, text);
@@ -105,12 +98,12 @@ fn a_partitioned_backend_converges_after_the_heal() {
     assert!(
         eventually(NOTICE, || {
             let s = gw1.status();
-            member(&s, "gw3").is_some_and(|m| {
+            try_member_row(&s, "gw3").is_some_and(|m| {
                 m["state"] == "S" && m["replication_lag_s"].as_u64().is_some_and(|l| l >= 3)
             })
         }),
         "the master does not show gw3 lagging: {:?}",
-        member(&gw1.status(), "gw3")
+        try_member_row(&gw1.status(), "gw3")
     );
     // gw3 shows that it cannot reach the master and that it lags (the
     // lag of its own row is its mxgate_cluster_replication_lag_seconds);
@@ -119,9 +112,9 @@ fn a_partitioned_backend_converges_after_the_heal() {
     assert!(
         eventually(NOTICE, || {
             try_status(gw3).is_some_and(|s| {
-                let master = member(&s, "gw1").map(|m| m["state"].to_string());
+                let master = try_member_row(&s, "gw1").map(|m| m["state"].to_string());
                 master.is_some_and(|st| st.contains("ERROR") && st.contains("unreachable"))
-                    && member(&s, "gw3")
+                    && try_member_row(&s, "gw3")
                         .is_some_and(|m| m["replication_lag_s"].as_u64().is_some_and(|l| l >= 3))
             })
         }),
@@ -131,7 +124,7 @@ fn a_partitioned_backend_converges_after_the_heal() {
     assert!(
         eventually(NOTICE, || {
             try_status(gw3).is_some_and(|s| {
-                member(&s, "gw3").is_some_and(|m| m["state"].to_string().contains("ERROR"))
+                try_member_row(&s, "gw3").is_some_and(|m| m["state"].to_string().contains("ERROR"))
             })
         }),
         "gw3 does not show the partition: {:?}",
@@ -154,7 +147,7 @@ fn a_partitioned_backend_converges_after_the_heal() {
         let (Some(s1), Some(s3)) = (try_status(gw1), try_status(gw3)) else {
             return false;
         };
-        let own = member(&s3, "gw3").cloned().unwrap_or_default();
+        let own = try_member_row(&s3, "gw3").cloned().unwrap_or_default();
         let ok = s3["log"] == s1["log"]
             && own["state"] == "A"
             && own["comment"] == "was cut off"

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::{Node, rows};
-use common::{Behavior, FakeMta, policy, require};
+use common::{Behavior, FakeMta, require};
 
 /// The master's number of change-log entries.
 fn entries(master: &Node) -> u64 {
@@ -35,18 +35,8 @@ fn refusals_change_nothing() {
         return;
     }
     let fake = FakeMta::start("f", Behavior::Normal);
-    let gw1 = Node::start(
-        "gw1",
-        "127.62.0.1",
-        &fake.addr.to_string(),
-        &policy("", &[]),
-    );
-    let gw2 = Node::start(
-        "gw2",
-        "127.62.0.2",
-        &fake.addr.to_string(),
-        &policy("", &[]),
-    );
+    let gw1 = Node::with_fake("gw1", "127.62.0.1", &fake);
+    let gw2 = Node::with_fake("gw2", "127.62.0.2", &fake);
 
     // Not in a cluster yet: commands say what to do.
     let err = gw1.fails(&["cluster", "status"]);

@@ -227,9 +227,8 @@ fn hold_open(
 fn retired_and_deleted_certificates_cannot_hold_the_control_plane() {
     mxgate::descriptors::raise_limit();
     let fake = FakeMta::start("f", Behavior::Normal);
-    let upstream = fake.addr.to_string();
-    let gw1 = Node::start("gw1", "127.83.0.1", &upstream, &policy("", &[]));
-    let gw2 = Node::start("gw2", "127.83.0.2", &upstream, &policy("", &[]));
+    let gw1 = Node::with_fake("gw1", "127.83.0.1", &fake);
+    let gw2 = Node::with_fake("gw2", "127.83.0.2", &fake);
     gw1.ok(&["cluster", "create"]);
     let old = gw1.export_identifier("s3cret");
     let text = std::fs::read_to_string(&old).expect("identifier");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use super::{Mxgate, eventually, free_port};
+use super::{FakeMta, Mxgate, eventually, free_port};
 
 /// One node of a test cluster.
 pub struct Node {
@@ -23,6 +23,12 @@ impl Node {
     /// Starts node `name` on `ip` offering `smtp_upstream` as its `[local]` MTA.
     pub fn start(name: &str, ip: &str, smtp_upstream: &str, policy: &str) -> Node {
         Self::start_wrapped(&[], name, ip, smtp_upstream, policy)
+    }
+
+    /// Starts node `name` on `ip` with `fake` as its `[local]` MTA and an
+    /// empty policy.
+    pub fn with_fake(name: &str, ip: &str, fake: &FakeMta) -> Node {
+        Self::start(name, ip, &fake.addr.to_string(), &super::policy("", &[]))
     }
 
     /// Like [`Node::start`], with the daemon run under `wrap` (e.g.
@@ -59,6 +65,18 @@ impl Node {
             ip: ip.to_owned(),
             port,
         }
+    }
+
+    /// Stops the daemon (SIGTERM) and asserts that it exits within 10 s
+    /// (`self.gw.restart()` brings it back).
+    #[track_caller]
+    pub fn stop(&mut self) {
+        self.gw.terminate();
+        assert!(
+            self.gw.wait_exit(Duration::from_secs(10)).is_some(),
+            "{} did not exit",
+            self.name
+        );
     }
 
     /// `HOST:PORT` of the control plane.
@@ -184,6 +202,24 @@ pub fn rows(status: &serde_json::Value) -> Vec<(String, u64, String, u64, u64)> 
         .collect()
 }
 
+/// The row of member `name` in `cluster status --json`, if it is listed.
+pub fn try_member_row<'a>(
+    status: &'a serde_json::Value,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+}
+
+/// The row of member `name` in `cluster status --json`; panics (showing
+/// the status) when it is not listed.
+#[track_caller]
+pub fn member_row<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    try_member_row(status, name).unwrap_or_else(|| panic!("no member {name} in {status:#}"))
+}
+
 /// Waits (bounded) until every member of `node`'s status is in state A with
 /// matching entry counts and there are `count` of them.
 pub fn all_in_sync(node: &Node, count: usize, limit: Duration) -> bool {
@@ -213,6 +249,19 @@ pub fn writers(nodes: &[&Node]) -> Vec<(u64, String)> {
                 .then(|| (s["node_epoch"].as_u64().unwrap_or(0), node.name.clone()))
         })
         .collect()
+}
+
+/// Asserts that no two of `nodes` accept changes in the same epoch (SPEC
+/// section 8); returns the [`writers`] it saw.
+#[track_caller]
+pub fn one_master_per_epoch(nodes: &[&Node]) -> Vec<(u64, String)> {
+    let now = writers(nodes);
+    for (i, a) in now.iter().enumerate() {
+        for b in &now[i + 1..] {
+            assert_ne!(a.0, b.0, "two nodes accept writes in one epoch: {now:?}");
+        }
+    }
+    now
 }
 
 /// Makes `nodes[0]` master of a new cluster and joins the others as
