@@ -248,15 +248,7 @@ fn parallel_joins_get_distinct_numbers() {
     let gw2 = Node::with_fake("gw2", "127.63.0.2", &fake);
     let gw3 = Node::with_fake("gw3", "127.63.0.3", &fake);
     gw1.ok(&["cluster", "create"]);
-    let id = gw1.gw.dir.path().join("id.txt");
-    gw1.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        id.to_str().unwrap(),
-        "--insecure-no-password",
-    ]);
+    let (id, _) = gw1.export_unencrypted("id.txt");
     let text = std::fs::read_to_string(&id).unwrap();
     assert!(text.contains("BEGIN PRIVATE KEY") && !text.contains("ENCRYPTED"));
     let (a, b) = std::thread::scope(|s| {
@@ -283,15 +275,7 @@ fn disaster_recovery_without_the_master() {
     let gw2 = Node::with_fake("gw2", "127.64.0.2", &fake);
     let gw3 = Node::with_fake("gw3", "127.64.0.3", &fake);
     gw1.ok(&["cluster", "create"]);
-    let id = gw1.gw.dir.path().join("id.txt");
-    let out = gw1.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        id.to_str().unwrap(),
-        "--insecure-no-password",
-    ]);
+    let (id, out) = gw1.export_unencrypted("id.txt");
     assert!(out.contains("NOT encrypted"), "{out}");
     for node in [&gw2, &gw3] {
         assert!(node.join(&gw1, &id, None).status.success());
@@ -317,15 +301,7 @@ fn disaster_recovery_without_the_master() {
         gw2.ok(&["cluster", "policy", "show"])
             .contains("ingress = false")
     );
-    let id2 = gw2.gw.dir.path().join("id2.txt");
-    gw2.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        id2.to_str().unwrap(),
-        "--insecure-no-password",
-    ]);
+    let (id2, _) = gw2.export_unencrypted("id2.txt");
     gw3.ok(&["cluster", "leave", "--force"]);
     let out = gw3.join(&gw2, &id2, None);
     assert!(

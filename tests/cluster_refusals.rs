@@ -149,15 +149,7 @@ fn refusals_change_nothing() {
     assert_eq!(entries(&gw1), before);
 
     // The enrolment identity may only join.
-    let open = gw1.gw.dir.path().join("open.txt");
-    gw1.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        open.to_str().unwrap(),
-        "--insecure-no-password",
-    ]);
+    let (open, _) = gw1.export_unencrypted("open.txt");
     let text = std::fs::read_to_string(&open).unwrap();
     let blocks: Vec<&str> = text.split_inclusive("-----\n").collect();
     let pem = |label: &str, nth: usize| -> String {

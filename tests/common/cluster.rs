@@ -147,6 +147,22 @@ impl Node {
         id
     }
 
+    /// Exports the cluster identifier without a password
+    /// (`--insecure-no-password`) to `file` in the node's directory; its path
+    /// and what the command printed.
+    pub fn export_unencrypted(&self, file: &str) -> (PathBuf, String) {
+        let id = self.gw.dir.path().join(file);
+        let out = self.ok(&[
+            "cluster",
+            "identifier",
+            "export",
+            "--out",
+            id.to_str().expect("path"),
+            "--insecure-no-password",
+        ]);
+        (id, out)
+    }
+
     /// Joins the cluster of `master` with `identifier` (and `password`).
     pub fn join(
         &self,
