@@ -112,11 +112,10 @@ fn create_join_replicate_catch_up_delete_leave() {
     }
 
     // A policy change on the master changes routing on every node.
-    let p2 = gw1.file(
+    let out = gw1.apply_policy(
         "p2.toml",
         "[routing]\nmax_attempts = 2\n\n[members.gw1]\ningress = false\n\n[members.gw3]\ningress = false\n",
     );
-    let out = gw1.ok(&["cluster", "policy", "apply", p2.to_str().unwrap()]);
     assert!(out.contains("policy version 2"), "{out}");
     for node in [&gw1, &gw2, &gw3] {
         assert!(
@@ -280,8 +279,7 @@ fn disaster_recovery_without_the_master() {
     for node in [&gw2, &gw3] {
         assert!(node.join(&gw1, &id, None).status.success());
     }
-    let p2 = gw1.file("p2.toml", "[members.gw1]\ningress = false\n");
-    gw1.ok(&["cluster", "policy", "apply", p2.to_str().unwrap()]);
+    gw1.apply_policy("p2.toml", "[members.gw1]\ningress = false\n");
     assert!(eventually(SYNC, || gw2.policy_version() == Some(2)
         && gw3.policy_version() == Some(2)));
 

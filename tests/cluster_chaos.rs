@@ -135,7 +135,7 @@ impl Chaos {
     fn apply(&mut self, step: usize) {
         self.version += 1;
         let master = &self.nodes[self.master];
-        let path = master.file(
+        let out = master.apply_policy(
             &format!("step{step}.toml"),
             &format!(
                 "# chaos step {step} on {}\n[routing]\nmax_attempts = {}\n",
@@ -143,7 +143,6 @@ impl Chaos {
                 2 + step % 7
             ),
         );
-        let out = master.ok(&["cluster", "policy", "apply", path.to_str().unwrap()]);
         assert!(out.contains("policy version"), "{out}");
         eprintln!("  step {step}: {} on {}", out.trim(), master.name);
     }
@@ -457,8 +456,7 @@ fn a_handover_after_an_unnoticed_promotion_takes_a_new_epoch() {
     kill(&mut nodes[0]);
     let out = nodes[1].ok(&["cluster", "promote"]);
     assert!(out.contains("gw2 is now the master at epoch 2"), "{out}");
-    let p = nodes[1].file("p.toml", "[routing]\nmax_attempts = 9\n");
-    nodes[1].ok(&["cluster", "policy", "apply", p.to_str().unwrap()]);
+    nodes[1].apply_policy("p.toml", "[routing]\nmax_attempts = 9\n");
     kill(&mut nodes[1]);
     nodes[0].gw.restart();
     let out = nodes[2].ok(&["cluster", "promote", "--force"]);

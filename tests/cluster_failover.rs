@@ -64,8 +64,7 @@ fn promote_follow_step_down_handover_and_heal() {
         try_status(&gw3)
     );
     // A policy change on the new master reaches it.
-    let p2 = gw2.file("p2.toml", "[routing]\nmax_attempts = 3\n");
-    let out = gw2.ok(&["cluster", "policy", "apply", p2.to_str().unwrap()]);
+    let out = gw2.apply_policy("p2.toml", "[routing]\nmax_attempts = 3\n");
     assert!(
         out.contains("policy version 2") && out.contains("change 2."),
         "{out}"
@@ -149,11 +148,10 @@ fn promote_follow_step_down_handover_and_heal() {
     // Cut gw1 off (SIGSTOP) while changes are made; it converges by itself.
     signal(gw1.gw.pid(), "STOP");
     for (i, max) in [5, 6].iter().enumerate() {
-        let p = gw3.file(
+        gw3.apply_policy(
             &format!("q{i}.toml"),
             &format!("[routing]\nmax_attempts = {max}\n"),
         );
-        gw3.ok(&["cluster", "policy", "apply", p.to_str().unwrap()]);
     }
     std::thread::sleep(Duration::from_secs(3));
     signal(gw1.gw.pid(), "CONT");

@@ -133,8 +133,7 @@ fn frontend_follows_its_backends_in_memory_only_and_detaches() {
     assert!(eventually(CHANGE, || delivered(&sinks, "via-frontend-1") == 1));
 
     // A policy change on the master reaches the frontend within seconds.
-    let p2 = gw1.file("p2.toml", &format!("{base}\n# version two\n"));
-    gw1.ok(&["cluster", "policy", "apply", p2.to_str().expect("path")]);
+    gw1.apply_policy("p2.toml", &format!("{base}\n# version two\n"));
     assert!(
         eventually(CHANGE, || policy_version(&fe) == Some(2)),
         "frontend holds policy {:?}",
@@ -149,8 +148,7 @@ fn frontend_follows_its_backends_in_memory_only_and_detaches() {
     assert!(eventually(CHANGE, || delivered(&sinks, "via-frontend-2") == 1));
     let out = gw2.ok(&["cluster", "promote", "--force"]);
     assert!(out.contains("gw2 is now the master at epoch 2"), "{out}");
-    let p3 = gw2.file("p3.toml", &format!("{base}\n# version three\n"));
-    gw2.ok(&["cluster", "policy", "apply", p3.to_str().expect("path")]);
+    gw2.apply_policy("p3.toml", &format!("{base}\n# version three\n"));
     assert!(
         eventually(CHANGE, || policy_version(&fe) == Some(3)),
         "frontend holds policy {:?} after gw1 was lost",

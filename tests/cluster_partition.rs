@@ -25,11 +25,6 @@ const NOTICE: Duration = Duration::from_secs(60);
 
 const IPS: [&str; 3] = ["127.64.0.1", "127.64.0.2", "127.64.0.3"];
 
-fn apply(master: &Node, file: &str, text: &str) -> String {
-    let path = master.file(file, text);
-    master.ok(&["cluster", "policy", "apply", path.to_str().unwrap()])
-}
-
 #[test]
 fn a_partitioned_backend_converges_after_the_heal() {
     if !common::require_root("a network partition (ip netns)") || !common::require("ip") {
@@ -71,8 +66,7 @@ fn a_partitioned_backend_converges_after_the_heal() {
     lan.cut(2);
     let cut_at = Instant::now();
     for (i, max) in [3, 4, 5].iter().enumerate() {
-        let out = apply(
-            gw1,
+        let out = gw1.apply_policy(
             &format!("p{i}.toml"),
             &format!("# while gw3 is cut off, change {i}\n[routing]\nmax_attempts = {max}\n"),
         );
@@ -174,7 +168,7 @@ fn a_partitioned_backend_converges_after_the_heal() {
     // A short cut, while gw3's long-poll is held open: the master's answer
     // with the next change is lost on the wire and only TCP retransmits it.
     lan.cut(2);
-    let out = apply(gw1, "q.toml", "[routing]\nmax_attempts = 6\n");
+    let out = gw1.apply_policy("q.toml", "[routing]\nmax_attempts = 6\n");
     assert!(out.contains("policy version 5"), "{out}");
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(gw3.policy_version(), Some(4), "the partition leaked");

@@ -113,6 +113,13 @@ impl Node {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Writes `text` to `file` in the node's directory and applies it with
+    /// `cluster policy apply`, which must succeed; returns its stdout.
+    pub fn apply_policy(&self, file: &str, text: &str) -> String {
+        let path = self.file(file, text);
+        self.ok(&["cluster", "policy", "apply", path.to_str().expect("path")])
+    }
+
     /// `cluster status --json`.
     pub fn status(&self) -> serde_json::Value {
         let text = self.ok(&["cluster", "status", "--json"]);
