@@ -10,9 +10,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::cluster::{Node, member_row};
+use common::cluster::Node;
 use common::peers::{self, SmtpSink};
-use common::{eventually, policy, require};
+use common::{eventually, member_row, policy, require};
 
 /// SPEC section 8: a change reaches every reachable node within 10 s.
 const CHANGE: Duration = Duration::from_secs(10);

@@ -11,9 +11,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{Node, rows, try_member_row, try_status};
+use common::cluster::{Node, rows, try_status};
 use common::netns::Lan;
-use common::{eventually, policy};
+use common::{eventually, policy, try_member_row};
 
 /// SPEC section 8: a change reaches every reachable node within 10 s.
 const CHANGE: Duration = Duration::from_secs(10);

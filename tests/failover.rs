@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::logs::{EndLines, LOG_WAIT, session_end, wait_for};
-use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member, policy_with};
+use common::{
+    Behavior, Client, FakeMta, Mxgate, ip, listener, member, member_row, one_member, policy_with,
+};
 
 const CLIENT: &str = "127.0.0.33";
 
@@ -276,10 +278,7 @@ fn no_member_left_mid_envelope_tempfails_the_rest() {
     c.expect("RSET", "250");
     c.expect("MAIL FROM:<sender@x>", "250");
     let status = pair.gw.status();
-    let first = status["members"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["name"] == pair.first.name.as_str()))
-        .expect("first member in status");
+    let first = member_row(&status, &pair.first.name);
     assert_eq!(first["healthy"], true, "{status}");
     c.expect("QUIT", "221");
     let end = pair.session_end(c.local_addr());
@@ -362,23 +361,13 @@ fn failed_member_is_backed_off_and_reported() {
     let mut c = pair.client();
     deliver(&mut c, &["r@y"], "one");
     let status = pair.gw.status();
-    let m = status["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .find(|m| m["name"] == first.as_str())
-        .expect("member");
+    let m = member_row(&status, &first);
     assert_eq!(m["healthy"], false, "{status}");
     assert!(
         m["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "{status}"
     );
-    let other = status["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .find(|m| m["name"] == second.as_str())
-        .expect("member");
+    let other = member_row(&status, &second);
     assert_eq!(other["healthy"], true, "{status}");
     let explain = pair.gw.explain(ip(CLIENT));
     assert_eq!(explain["order"][0]["member"], second.as_str(), "{explain}");

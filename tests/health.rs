@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use common::fake_mta::Options;
 use common::metrics::{http_get, metrics_addr, with_metrics};
 use common::peers::SmtpSink;
-use common::{Behavior, Client, FakeMta, Mxgate, eventually, ip, member, order_of, require};
+use common::{
+    Behavior, Client, FakeMta, Mxgate, eventually, ip, member, member_row, order_of, require,
+};
 use serde_json::Value;
 
 /// Check interval in these tests.
@@ -39,10 +41,7 @@ fn policy(health: &str, members: &[String]) -> String {
 
 /// The member entry of `status --json`.
 fn status_member(gw: &Mxgate, name: &str) -> Value {
-    gw.status()["members"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["name"] == name).cloned())
-        .unwrap_or_else(|| panic!("no member {name} in status"))
+    member_row(&gw.status(), name).clone()
 }
 
 /// The reason `route explain` gives for leaving `name` out, if it does.

@@ -225,24 +225,6 @@ pub fn rows(status: &serde_json::Value) -> Vec<(String, u64, String, u64, u64)> 
         .collect()
 }
 
-/// The row of member `name` in `cluster status --json`, if it is listed.
-pub fn try_member_row<'a>(
-    status: &'a serde_json::Value,
-    name: &str,
-) -> Option<&'a serde_json::Value> {
-    status["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["name"] == name)
-}
-
-/// The row of member `name` in `cluster status --json`; panics (showing
-/// the status) when it is not listed.
-#[track_caller]
-pub fn member_row<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    try_member_row(status, name).unwrap_or_else(|| panic!("no member {name} in {status:#}"))
-}
-
 /// Waits (bounded) until every member of `node`'s status is in state A with
 /// matching entry counts and there are `count` of them.
 pub fn all_in_sync(node: &Node, count: usize, limit: Duration) -> bool {

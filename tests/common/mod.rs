@@ -555,6 +555,26 @@ pub fn order_of(explain: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The row of member `name` in the `members` of `status --json` or
+/// `cluster status --json`, if it is listed.
+pub fn try_member_row<'a>(
+    status: &'a serde_json::Value,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+}
+
+/// The row of member `name` in the `members` of `status --json` or
+/// `cluster status --json`; panics (showing the status) when it is not
+/// listed.
+#[track_caller]
+pub fn member_row<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    try_member_row(status, name).unwrap_or_else(|| panic!("no member {name} in {status:#}"))
+}
+
 /// Which fakes received the message tagged `tag` (see [`tagged_body`]).
 pub fn receivers<'a>(fakes: impl IntoIterator<Item = &'a FakeMta>, tag: &str) -> Vec<String> {
     fakes
