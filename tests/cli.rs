@@ -292,12 +292,9 @@ fn status_without_a_running_daemon_says_what_to_do() {
     );
 }
 
+/// One message tagged `tag` from 127.0.9.9.
 fn send(gw: &Mxgate, tag: &str) {
-    let mut c = Client::greeted_from("127.0.9.9".parse().expect("ip"), gw.smtp_addr());
-    assert!(c.cmd("EHLO x").ok());
-    let r = c.send_mail("s@source.test", &["r@example.com"], &tagged_body(tag));
-    assert!(r.ok(), "{tag}: {r}");
-    assert_eq!(c.cmd("QUIT").code, 221);
+    common::send_tagged("127.0.9.9".parse().expect("ip"), gw.smtp_addr(), tag);
 }
 
 fn member_names(gw: &Mxgate) -> Vec<String> {

@@ -7,13 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::cluster::{Node, all_in_sync, rows};
-use common::{Behavior, FakeMta, eventually, ip, order_of, policy};
+use common::{Behavior, FakeMta, eventually, fakes, ip, order_of, policy};
 
 const SYNC: Duration = Duration::from_secs(15);
-
-fn start(name: &str, ip: &str, fake: &FakeMta) -> Node {
-    Node::start(name, ip, &fake.addr.to_string(), &policy("", &[]))
-}
 
 fn order(node: &Node, client: &str) -> BTreeSet<String> {
     order_of(&node.gw.explain(ip(client))).into_iter().collect()
@@ -25,13 +21,10 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 
 #[test]
 fn create_join_replicate_catch_up_delete_leave() {
-    let fakes: Vec<FakeMta> = ["f1", "f2", "f3"]
-        .iter()
-        .map(|n| FakeMta::start(n, Behavior::Normal))
-        .collect();
-    let gw1 = start("gw1", "127.61.0.1", &fakes[0]);
-    let gw2 = start("gw2", "127.61.0.2", &fakes[1]);
-    let mut gw3 = start("gw3", "127.61.0.3", &fakes[2]);
+    let fakes = fakes(&["f1", "f2", "f3"]);
+    let gw1 = Node::with_fake("gw1", "127.61.0.1", &fakes[0]);
+    let gw2 = Node::with_fake("gw2", "127.61.0.2", &fakes[1]);
+    let mut gw3 = Node::with_fake("gw3", "127.61.0.3", &fakes[2]);
 
     let out = gw1.ok(&["cluster", "create"]);
     assert!(out.contains("gw1 is its master"), "{out}");
@@ -119,11 +112,10 @@ fn create_join_replicate_catch_up_delete_leave() {
     }
 
     // A policy change on the master changes routing on every node.
-    let p2 = gw1.file(
+    let out = gw1.apply_policy(
         "p2.toml",
         "[routing]\nmax_attempts = 2\n\n[members.gw1]\ningress = false\n\n[members.gw3]\ningress = false\n",
     );
-    let out = gw1.ok(&["cluster", "policy", "apply", p2.to_str().unwrap()]);
     assert!(out.contains("policy version 2"), "{out}");
     for node in [&gw1, &gw2, &gw3] {
         assert!(
@@ -139,8 +131,7 @@ fn create_join_replicate_catch_up_delete_leave() {
     assert_eq!(order(&gw2, "192.0.2.7"), set(&["gw2"]));
 
     // A node that is down during two changes catches up when it returns.
-    gw3.gw.terminate();
-    assert!(gw3.gw.wait_exit(Duration::from_secs(10)).is_some());
+    gw3.stop();
     let p3 = gw1.file("p3.toml", "[members.gw2]\ningress = false\n");
     gw1.ok(&["cluster", "policy", "apply", p3.to_str().unwrap()]);
     let out = gw1.ok(&["cluster", "inject", "set", "gw1", "--to", "gw2,gw3"]);
@@ -252,19 +243,11 @@ fn curl_status(
 #[test]
 fn parallel_joins_get_distinct_numbers() {
     let fake = FakeMta::start("f", Behavior::Normal);
-    let gw1 = start("gw1", "127.63.0.1", &fake);
-    let gw2 = start("gw2", "127.63.0.2", &fake);
-    let gw3 = start("gw3", "127.63.0.3", &fake);
+    let gw1 = Node::with_fake("gw1", "127.63.0.1", &fake);
+    let gw2 = Node::with_fake("gw2", "127.63.0.2", &fake);
+    let gw3 = Node::with_fake("gw3", "127.63.0.3", &fake);
     gw1.ok(&["cluster", "create"]);
-    let id = gw1.gw.dir.path().join("id.txt");
-    gw1.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        id.to_str().unwrap(),
-        "--insecure-no-password",
-    ]);
+    let (id, _) = gw1.export_unencrypted("id.txt");
     let text = std::fs::read_to_string(&id).unwrap();
     assert!(text.contains("BEGIN PRIVATE KEY") && !text.contains("ENCRYPTED"));
     let (a, b) = std::thread::scope(|s| {
@@ -287,32 +270,22 @@ fn parallel_joins_get_distinct_numbers() {
 #[test]
 fn disaster_recovery_without_the_master() {
     let fake = FakeMta::start("f", Behavior::Normal);
-    let gw1 = start("gw1", "127.64.0.1", &fake);
-    let gw2 = start("gw2", "127.64.0.2", &fake);
-    let gw3 = start("gw3", "127.64.0.3", &fake);
+    let gw1 = Node::with_fake("gw1", "127.64.0.1", &fake);
+    let gw2 = Node::with_fake("gw2", "127.64.0.2", &fake);
+    let gw3 = Node::with_fake("gw3", "127.64.0.3", &fake);
     gw1.ok(&["cluster", "create"]);
-    let id = gw1.gw.dir.path().join("id.txt");
-    let out = gw1.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        id.to_str().unwrap(),
-        "--insecure-no-password",
-    ]);
+    let (id, out) = gw1.export_unencrypted("id.txt");
     assert!(out.contains("NOT encrypted"), "{out}");
     for node in [&gw2, &gw3] {
         assert!(node.join(&gw1, &id, None).status.success());
     }
-    let p2 = gw1.file("p2.toml", "[members.gw1]\ningress = false\n");
-    gw1.ok(&["cluster", "policy", "apply", p2.to_str().unwrap()]);
+    gw1.apply_policy("p2.toml", "[members.gw1]\ningress = false\n");
     assert!(eventually(SYNC, || gw2.policy_version() == Some(2)
         && gw3.policy_version() == Some(2)));
 
     // The master is lost for good.
     let mut gw1 = gw1;
-    gw1.gw.terminate();
-    assert!(gw1.gw.wait_exit(Duration::from_secs(10)).is_some());
+    gw1.stop();
     // The backends keep routing with the last policy.
     assert_eq!(order(&gw2, "192.0.2.9"), set(&["gw2", "gw3"]));
     let err = gw2.fails(&["cluster", "leave"]);
@@ -326,15 +299,7 @@ fn disaster_recovery_without_the_master() {
         gw2.ok(&["cluster", "policy", "show"])
             .contains("ingress = false")
     );
-    let id2 = gw2.gw.dir.path().join("id2.txt");
-    gw2.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        id2.to_str().unwrap(),
-        "--insecure-no-password",
-    ]);
+    let (id2, _) = gw2.export_unencrypted("id2.txt");
     gw3.ok(&["cluster", "leave", "--force"]);
     let out = gw3.join(&gw2, &id2, None);
     assert!(

@@ -8,42 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Node, all_in_sync, rows};
-use common::{Behavior, FakeMta, eventually, policy, signal};
+use common::cluster::{Node, all_in_sync, one_master_per_epoch, rows, try_status};
+use common::{eventually, fakes, signal};
 
 const SYNC: Duration = Duration::from_secs(15);
 /// SPEC section 8: after a promote, the others follow within 30 s.
 const FOLLOW: Duration = Duration::from_secs(30);
-
-fn start(name: &str, ip: &str, fake: &FakeMta) -> Node {
-    Node::start(name, ip, &fake.addr.to_string(), &policy("", &[]))
-}
-
-/// `cluster status --json` of a node, or None when it does not answer.
-fn try_status(node: &Node) -> Option<serde_json::Value> {
-    let out = node.cli(&["cluster", "status", "--json"]);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-/// No two live nodes accept changes in the same epoch (SPEC section 8).
-fn one_master_per_epoch(nodes: &[&Node]) {
-    let mut writers: Vec<(u64, String)> = Vec::new();
-    for node in nodes {
-        if let Some(s) = try_status(node)
-            && s["accepts_writes"] == true
-        {
-            writers.push((s["node_epoch"].as_u64().unwrap_or(0), node.name.clone()));
-        }
-    }
-    for (i, a) in writers.iter().enumerate() {
-        for b in &writers[i + 1..] {
-            assert_ne!(a.0, b.0, "two masters in one epoch: {writers:?}");
-        }
-    }
-}
 
 fn master_of(node: &Node) -> Option<(String, u64)> {
     let s = try_status(node)?;
@@ -54,20 +24,12 @@ fn policy_text(node: &Node) -> String {
     node.ok(&["cluster", "policy", "show"])
 }
 
-fn stop(node: &mut Node) {
-    node.gw.terminate();
-    assert!(node.gw.wait_exit(Duration::from_secs(10)).is_some());
-}
-
 #[test]
 fn promote_follow_step_down_handover_and_heal() {
-    let fakes: Vec<FakeMta> = ["f1", "f2", "f3"]
-        .iter()
-        .map(|n| FakeMta::start(n, Behavior::Normal))
-        .collect();
-    let mut gw1 = start("gw1", "127.62.0.1", &fakes[0]);
-    let mut gw2 = start("gw2", "127.62.0.2", &fakes[1]);
-    let mut gw3 = start("gw3", "127.62.0.3", &fakes[2]);
+    let fakes = fakes(&["f1", "f2", "f3"]);
+    let mut gw1 = Node::with_fake("gw1", "127.62.0.1", &fakes[0]);
+    let mut gw2 = Node::with_fake("gw2", "127.62.0.2", &fakes[1]);
+    let mut gw3 = Node::with_fake("gw3", "127.62.0.3", &fakes[2]);
     common::cluster::form(&[&gw1, &gw2, &gw3], SYNC);
     one_master_per_epoch(&[&gw1, &gw2, &gw3]);
 
@@ -79,12 +41,12 @@ fn promote_follow_step_down_handover_and_heal() {
     );
 
     // The master makes a change nobody replicates, then dies.
-    stop(&mut gw2);
-    stop(&mut gw3);
+    gw2.stop();
+    gw3.stop();
     let lost = gw1.file("lost.toml", "[routing]\nmax_attempts = 7\n");
     let out = gw1.ok(&["cluster", "policy", "apply", lost.to_str().unwrap()]);
     assert!(out.contains("policy version 2"), "{out}");
-    stop(&mut gw1);
+    gw1.stop();
     gw2.gw.restart();
     gw3.gw.restart();
 
@@ -102,8 +64,7 @@ fn promote_follow_step_down_handover_and_heal() {
         try_status(&gw3)
     );
     // A policy change on the new master reaches it.
-    let p2 = gw2.file("p2.toml", "[routing]\nmax_attempts = 3\n");
-    let out = gw2.ok(&["cluster", "policy", "apply", p2.to_str().unwrap()]);
+    let out = gw2.apply_policy("p2.toml", "[routing]\nmax_attempts = 3\n");
     assert!(
         out.contains("policy version 2") && out.contains("change 2."),
         "{out}"
@@ -187,11 +148,10 @@ fn promote_follow_step_down_handover_and_heal() {
     // Cut gw1 off (SIGSTOP) while changes are made; it converges by itself.
     signal(gw1.gw.pid(), "STOP");
     for (i, max) in [5, 6].iter().enumerate() {
-        let p = gw3.file(
+        gw3.apply_policy(
             &format!("q{i}.toml"),
             &format!("[routing]\nmax_attempts = {max}\n"),
         );
-        gw3.ok(&["cluster", "policy", "apply", p.to_str().unwrap()]);
     }
     std::thread::sleep(Duration::from_secs(3));
     signal(gw1.gw.pid(), "CONT");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::cluster::Node;
 use common::peers::{self, SmtpSink};
-use common::{eventually, policy, require};
+use common::{eventually, member_row, policy, require};
 
 /// SPEC section 8: a change reaches every reachable node within 10 s.
 const CHANGE: Duration = Duration::from_secs(10);
@@ -37,13 +37,6 @@ fn policy_version(node: &Node) -> Option<u64> {
     node.policy_version()
 }
 
-fn member<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["members"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["name"] == name))
-        .unwrap_or_else(|| panic!("no member {name} in {status:#}"))
-}
-
 fn names(value: &serde_json::Value) -> Vec<String> {
     value
         .as_array()
@@ -53,11 +46,6 @@ fn names(value: &serde_json::Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn stop(node: &mut Node) {
-    node.gw.terminate();
-    assert!(node.gw.wait_exit(Duration::from_secs(10)).is_some());
 }
 
 #[test]
@@ -112,9 +100,9 @@ fn frontend_follows_its_backends_in_memory_only_and_detaches() {
     assert!(
         eventually(CHANGE, || {
             let s = gw1.status();
-            member(&s, "fe1")["role"] == "frontend"
-                && member(&s, "fe1")["state"] == "A"
-                && names(&member(&s, "gw1")["backend_of"]) == ["fe1"]
+            member_row(&s, "fe1")["role"] == "frontend"
+                && member_row(&s, "fe1")["state"] == "A"
+                && names(&member_row(&s, "gw1")["backend_of"]) == ["fe1"]
         }),
         "{:#}",
         gw1.status()
@@ -128,8 +116,8 @@ fn frontend_follows_its_backends_in_memory_only_and_detaches() {
     assert!(
         eventually(CHANGE, || {
             let s = gw2.status();
-            names(&member(&s, "fe1")["frontend_of"]) == ["gw1", "gw2"]
-                && names(&member(&s, "gw2")["backend_of"]) == ["fe1"]
+            names(&member_row(&s, "fe1")["frontend_of"]) == ["gw1", "gw2"]
+                && names(&member_row(&s, "gw2")["backend_of"]) == ["fe1"]
         }),
         "{:#}",
         gw2.status()
@@ -145,8 +133,7 @@ fn frontend_follows_its_backends_in_memory_only_and_detaches() {
     assert!(eventually(CHANGE, || delivered(&sinks, "via-frontend-1") == 1));
 
     // A policy change on the master reaches the frontend within seconds.
-    let p2 = gw1.file("p2.toml", &format!("{base}\n# version two\n"));
-    gw1.ok(&["cluster", "policy", "apply", p2.to_str().expect("path")]);
+    gw1.apply_policy("p2.toml", &format!("{base}\n# version two\n"));
     assert!(
         eventually(CHANGE, || policy_version(&fe) == Some(2)),
         "frontend holds policy {:?}",
@@ -155,14 +142,13 @@ fn frontend_follows_its_backends_in_memory_only_and_detaches() {
 
     // Lose the master (one of its two backends): the frontend keeps routing,
     // moves to gw2, and follows gw2 once it is promoted.
-    stop(&mut gw1);
+    gw1.stop();
     let (out, ok) = swaks(fe.gw.smtp_addr(), "via-frontend-2");
     assert!(ok, "swaks after losing gw1 failed:\n{out}");
     assert!(eventually(CHANGE, || delivered(&sinks, "via-frontend-2") == 1));
     let out = gw2.ok(&["cluster", "promote", "--force"]);
     assert!(out.contains("gw2 is now the master at epoch 2"), "{out}");
-    let p3 = gw2.file("p3.toml", &format!("{base}\n# version three\n"));
-    gw2.ok(&["cluster", "policy", "apply", p3.to_str().expect("path")]);
+    gw2.apply_policy("p3.toml", &format!("{base}\n# version three\n"));
     assert!(
         eventually(CHANGE, || policy_version(&fe) == Some(3)),
         "frontend holds policy {:?} after gw1 was lost",
@@ -170,7 +156,7 @@ fn frontend_follows_its_backends_in_memory_only_and_detaches() {
     );
 
     // A restart refills the frontend from a backend that answers.
-    stop(&mut fe);
+    fe.stop();
     fe.gw.restart();
     assert!(
         eventually(CHANGE, || policy_version(&fe) == Some(3)),
@@ -181,8 +167,8 @@ fn frontend_follows_its_backends_in_memory_only_and_detaches() {
 
     // No backend answers: the restarted frontend starts with nothing, says
     // so, and routes nothing (the client is told to come back later).
-    stop(&mut gw2);
-    stop(&mut fe);
+    gw2.stop();
+    fe.stop();
     fe.gw.restart();
     assert!(
         fe.gw
@@ -225,7 +211,7 @@ fn frontend_follows_its_backends_in_memory_only_and_detaches() {
     }
     let err = fe.fails(&["cluster", "status"]);
     assert!(err.contains("not in a cluster"), "{err}");
-    stop(&mut fe);
+    fe.stop();
     fe.gw.restart();
     let err = fe.fails(&["cluster", "status"]);
     assert!(err.contains("not in a cluster"), "{err}");

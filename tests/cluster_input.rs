@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Node, rows};
-use common::{Behavior, FakeMta, policy, require};
+use common::{Behavior, FakeMta, require};
 use mxgate::cluster::join::JoinRequest;
 use mxgate::cluster::transport::{self, Sender};
 use mxgate::cluster::{Role, identifier, identity};
@@ -98,12 +98,7 @@ fn request(name: &str, address: &str) -> JoinRequest {
 #[test]
 fn joins_check_config_would_refuse_get_400_and_change_nothing() {
     let fake = FakeMta::start("f", Behavior::Normal);
-    let gw1 = Node::start(
-        "gw1",
-        "127.63.0.1",
-        &fake.addr.to_string(),
-        &policy("", &[]),
-    );
+    let gw1 = Node::with_fake("gw1", "127.63.0.1", &fake);
     gw1.ok(&["cluster", "create"]);
     let id = gw1.export_identifier("s3cret");
     let enrolment = Enrolment::read(&id, "s3cret");
@@ -171,18 +166,8 @@ fn identifier_keys_are_pbes2_that_openssl_reads() {
         return;
     }
     let fake = FakeMta::start("f", Behavior::Normal);
-    let gw1 = Node::start(
-        "gw1",
-        "127.63.1.1",
-        &fake.addr.to_string(),
-        &policy("", &[]),
-    );
-    let gw2 = Node::start(
-        "gw2",
-        "127.63.1.2",
-        &fake.addr.to_string(),
-        &policy("", &[]),
-    );
+    let gw1 = Node::with_fake("gw1", "127.63.1.1", &fake);
+    let gw2 = Node::with_fake("gw2", "127.63.1.2", &fake);
     gw1.ok(&["cluster", "create"]);
     let started = Instant::now();
     let id = gw1.export_identifier("s3cret pass");

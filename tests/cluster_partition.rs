@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Node, rows, try_status};
 use common::netns::Lan;
-use common::{eventually, policy};
+use common::{eventually, policy, try_member_row};
 
 /// SPEC section 8: a change reaches every reachable node within 10 s.
 const CHANGE: Duration = Duration::from_secs(10);
@@ -24,18 +24,6 @@ const CATCH_UP: Duration = Duration::from_secs(15);
 const NOTICE: Duration = Duration::from_secs(60);
 
 const IPS: [&str; 3] = ["127.64.0.1", "127.64.0.2", "127.64.0.3"];
-
-fn member<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
-    status["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["name"] == name)
-}
-
-fn apply(master: &Node, file: &str, text: &str) -> String {
-    let path = master.file(file, text);
-    master.ok(&["cluster", "policy", "apply", path.to_str().unwrap()])
-}
 
 #[test]
 fn a_partitioned_backend_converges_after_the_heal() {
@@ -78,8 +66,7 @@ fn a_partitioned_backend_converges_after_the_heal() {
     lan.cut(2);
     let cut_at = Instant::now();
     for (i, max) in [3, 4, 5].iter().enumerate() {
-        let out = apply(
-            gw1,
+        let out = gw1.apply_policy(
             &format!("p{i}.toml"),
             &format!("# while gw3 is cut off, change {i}\n[routing]\nmax_attempts = {max}\n"),
         );
@@ -105,12 +92,12 @@ fn a_partitioned_backend_converges_after_the_heal() {
     assert!(
         eventually(NOTICE, || {
             let s = gw1.status();
-            member(&s, "gw3").is_some_and(|m| {
+            try_member_row(&s, "gw3").is_some_and(|m| {
                 m["state"] == "S" && m["replication_lag_s"].as_u64().is_some_and(|l| l >= 3)
             })
         }),
         "the master does not show gw3 lagging: {:?}",
-        member(&gw1.status(), "gw3")
+        try_member_row(&gw1.status(), "gw3")
     );
     // gw3 shows that it cannot reach the master and that it lags (the
     // lag of its own row is its mxgate_cluster_replication_lag_seconds);
@@ -119,9 +106,9 @@ fn a_partitioned_backend_converges_after_the_heal() {
     assert!(
         eventually(NOTICE, || {
             try_status(gw3).is_some_and(|s| {
-                let master = member(&s, "gw1").map(|m| m["state"].to_string());
+                let master = try_member_row(&s, "gw1").map(|m| m["state"].to_string());
                 master.is_some_and(|st| st.contains("ERROR") && st.contains("unreachable"))
-                    && member(&s, "gw3")
+                    && try_member_row(&s, "gw3")
                         .is_some_and(|m| m["replication_lag_s"].as_u64().is_some_and(|l| l >= 3))
             })
         }),
@@ -131,7 +118,7 @@ fn a_partitioned_backend_converges_after_the_heal() {
     assert!(
         eventually(NOTICE, || {
             try_status(gw3).is_some_and(|s| {
-                member(&s, "gw3").is_some_and(|m| m["state"].to_string().contains("ERROR"))
+                try_member_row(&s, "gw3").is_some_and(|m| m["state"].to_string().contains("ERROR"))
             })
         }),
         "gw3 does not show the partition: {:?}",
@@ -154,7 +141,7 @@ fn a_partitioned_backend_converges_after_the_heal() {
         let (Some(s1), Some(s3)) = (try_status(gw1), try_status(gw3)) else {
             return false;
         };
-        let own = member(&s3, "gw3").cloned().unwrap_or_default();
+        let own = try_member_row(&s3, "gw3").cloned().unwrap_or_default();
         let ok = s3["log"] == s1["log"]
             && own["state"] == "A"
             && own["comment"] == "was cut off"
@@ -181,7 +168,7 @@ fn a_partitioned_backend_converges_after_the_heal() {
     // A short cut, while gw3's long-poll is held open: the master's answer
     // with the next change is lost on the wire and only TCP retransmits it.
     lan.cut(2);
-    let out = apply(gw1, "q.toml", "[routing]\nmax_attempts = 6\n");
+    let out = gw1.apply_policy("q.toml", "[routing]\nmax_attempts = 6\n");
     assert!(out.contains("policy version 5"), "{out}");
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(gw3.policy_version(), Some(4), "the partition leaked");

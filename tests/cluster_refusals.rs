@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::{Node, rows};
-use common::{Behavior, FakeMta, policy, require};
+use common::{Behavior, FakeMta, require};
 
 /// The master's number of change-log entries.
 fn entries(master: &Node) -> u64 {
@@ -35,18 +35,8 @@ fn refusals_change_nothing() {
         return;
     }
     let fake = FakeMta::start("f", Behavior::Normal);
-    let gw1 = Node::start(
-        "gw1",
-        "127.62.0.1",
-        &fake.addr.to_string(),
-        &policy("", &[]),
-    );
-    let gw2 = Node::start(
-        "gw2",
-        "127.62.0.2",
-        &fake.addr.to_string(),
-        &policy("", &[]),
-    );
+    let gw1 = Node::with_fake("gw1", "127.62.0.1", &fake);
+    let gw2 = Node::with_fake("gw2", "127.62.0.2", &fake);
 
     // Not in a cluster yet: commands say what to do.
     let err = gw1.fails(&["cluster", "status"]);
@@ -159,15 +149,7 @@ fn refusals_change_nothing() {
     assert_eq!(entries(&gw1), before);
 
     // The enrolment identity may only join.
-    let open = gw1.gw.dir.path().join("open.txt");
-    gw1.ok(&[
-        "cluster",
-        "identifier",
-        "export",
-        "--out",
-        open.to_str().unwrap(),
-        "--insecure-no-password",
-    ]);
+    let (open, _) = gw1.export_unencrypted("open.txt");
     let text = std::fs::read_to_string(&open).unwrap();
     let blocks: Vec<&str> = text.split_inclusive("-----\n").collect();
     let pem = |label: &str, nth: usize| -> String {

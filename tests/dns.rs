@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::dnsmasq::Dnsmasq;
+use common::metrics::{http_get, metrics_addr, with_metrics};
 use common::peers::SmtpSink;
 use common::*;
 use serde_json::Value;
@@ -366,18 +366,6 @@ fn unreachable_daemon_is_unknown() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Is `mxgate serve` running"));
 }
 
-/// GET `path` over plain HTTP/1.0.
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 #[test]
 fn periodic_check_feeds_status_and_metrics() {
     if !tools() {
@@ -386,13 +374,8 @@ fn periodic_check_feeds_status_and_metrics() {
     let p = "127.53.3";
     let dns = Dnsmasq::start(&format!("{p}.53"), &zone(p));
     let _sinks = sinks(p, &[1]);
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-        .parse()
-        .expect("addr");
-    let node = format!(
-        "{}\n[metrics]\nlisten = \"{metrics}\"\n",
-        default_listener()
-    );
+    let metrics = metrics_addr();
+    let node = with_metrics(&default_listener(), metrics);
     let policy = dns_policy(
         dns.addr,
         "domains = [\"ok.mx.test\", \"down.mx.test\"]\ninterval = \"1s\"",

@@ -11,31 +11,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member};
+use common::logs::{EndLines, LOG_WAIT, session_end, wait_for};
+use common::{
+    Behavior, Client, FakeMta, Mxgate, ip, listener, member, member_row, one_member, policy_with,
+};
 
-const LOG_WAIT: Duration = Duration::from_secs(10);
 const CLIENT: &str = "127.0.0.33";
-
-/// `[upstream]` defaults of the shared `policy()` helper, with overrides.
-fn policy_with(routing: &str, upstream: &[(&str, &str)], members: &[String]) -> String {
-    let mut keys: Vec<(&str, String)> = vec![
-        ("backoff", "\"30s\"".into()),
-        ("connect_timeout", "\"2s\"".into()),
-        ("greeting_timeout", "\"3s\"".into()),
-    ];
-    for (k, v) in upstream {
-        match keys.iter_mut().find(|(name, _)| name == k) {
-            Some(slot) => slot.1 = (*v).to_owned(),
-            None => keys.push((k, (*v).to_owned())),
-        }
-    }
-    let upstream: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
-    format!(
-        "[routing]\n{routing}\n\n[upstream]\n{upstream}\n{}\n{}",
-        common::PASSIVE_HEALTH,
-        members.join("\n")
-    )
-}
 
 /// A gateway in front of two fakes, with the client's first choice known.
 struct Pair {
@@ -81,40 +62,8 @@ impl Pair {
 
     /// The one `session end` line of `client`'s session (after QUIT).
     fn session_end(&self, client: SocketAddr) -> String {
-        session_end(&self.gw, client)
+        session_end(&self.gw, client, EndLines::OneSettled)
     }
-}
-
-/// Waits until some log line satisfies `pred`; returns all that do.
-fn wait_for(gw: &Mxgate, pred: impl Fn(&str) -> bool) -> Vec<String> {
-    let deadline = Instant::now() + LOG_WAIT;
-    loop {
-        let lines: Vec<String> = gw.logs().into_iter().filter(|l| pred(l)).collect();
-        if !lines.is_empty() || Instant::now() >= deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn session_end(gw: &Mxgate, client: SocketAddr) -> String {
-    let needle = format!("client={client} ");
-    let lines = wait_for(gw, |l| l.contains("session end") && l.contains(&needle));
-    assert_eq!(
-        lines.len(),
-        1,
-        "exactly one session end line for {client}:\n{}",
-        gw.logs().join("\n")
-    );
-    // Give a duplicate a moment to show up, then count again.
-    std::thread::sleep(Duration::from_millis(50));
-    let again: Vec<String> = gw
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("session end") && l.contains(&needle))
-        .collect();
-    assert_eq!(again.len(), 1, "{again:#?}");
-    lines[0].clone()
 }
 
 /// Asserts the session-end fields.
@@ -329,10 +278,7 @@ fn no_member_left_mid_envelope_tempfails_the_rest() {
     c.expect("RSET", "250");
     c.expect("MAIL FROM:<sender@x>", "250");
     let status = pair.gw.status();
-    let first = status["members"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["name"] == pair.first.name.as_str()))
-        .expect("first member in status");
+    let first = member_row(&status, &pair.first.name);
     assert_eq!(first["healthy"], true, "{status}");
     c.expect("QUIT", "221");
     let end = pair.session_end(c.local_addr());
@@ -415,23 +361,13 @@ fn failed_member_is_backed_off_and_reported() {
     let mut c = pair.client();
     deliver(&mut c, &["r@y"], "one");
     let status = pair.gw.status();
-    let m = status["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .find(|m| m["name"] == first.as_str())
-        .expect("member");
+    let m = member_row(&status, &first);
     assert_eq!(m["healthy"], false, "{status}");
     assert!(
         m["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "{status}"
     );
-    let other = status["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .find(|m| m["name"] == second.as_str())
-        .expect("member");
+    let other = member_row(&status, &second);
     assert_eq!(other["healthy"], true, "{status}");
     let explain = pair.gw.explain(ip(CLIENT));
     assert_eq!(explain["order"][0]["member"], second.as_str(), "{explain}");

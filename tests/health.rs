@@ -7,15 +7,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use common::fake_mta::Options;
+use common::metrics::{http_get, metrics_addr, with_metrics};
 use common::peers::SmtpSink;
-use common::{Behavior, Client, FakeMta, Mxgate, eventually, ip, member, order_of, require};
+use common::{
+    Behavior, Client, FakeMta, Mxgate, eventually, ip, member, member_row, order_of, require,
+};
 use serde_json::Value;
 
 /// Check interval in these tests.
@@ -38,10 +41,7 @@ fn policy(health: &str, members: &[String]) -> String {
 
 /// The member entry of `status --json`.
 fn status_member(gw: &Mxgate, name: &str) -> Value {
-    gw.status()["members"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["name"] == name).cloned())
-        .unwrap_or_else(|| panic!("no member {name} in status"))
+    member_row(&gw.status(), name).clone()
 }
 
 /// The reason `route explain` gives for leaving `name` out, if it does.
@@ -213,7 +213,7 @@ fn member_answering_421_is_down() {
     let good = FakeMta::start("good", Behavior::Normal);
     let metrics = metrics_addr();
     let gw = Mxgate::start_with(
-        &with_metrics(metrics),
+        &with_metrics(&common::default_listener(), metrics),
         &policy(
             "",
             &[member("busy", busy.addr, ""), member("good", good.addr, "")],
@@ -326,39 +326,12 @@ fn answer(stream: TcpStream, code: u16) -> std::io::Result<()> {
     )
 }
 
-/// A free address for `[metrics] listen`.
-fn metrics_addr() -> SocketAddr {
-    SocketAddr::new(ip("127.0.0.1"), common::free_port("127.0.0.1"))
-}
-
-/// The default listener and `[metrics] listen = addr`.
-fn with_metrics(addr: SocketAddr) -> String {
-    format!(
-        "{}\n[metrics]\nlisten = \"{addr}\"\n",
-        common::default_listener()
-    )
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 #[test]
 fn gina_http_health_is_separate_from_smtp_health() {
     let fake = FakeMta::start("m1", Behavior::Normal);
     let web = WebMember::start();
     let metrics = metrics_addr();
-    let node = with_metrics(metrics);
+    let node = with_metrics(&common::default_listener(), metrics);
     let gina = format!("gina = \"{}\"", web.addr);
     let gw = Mxgate::start_with(
         &node,

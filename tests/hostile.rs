@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::client::Client;
 use common::cluster::Node;
 use common::{Behavior, FakeMta, eventually, policy, run_bounded};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use mxgate::cluster::transport::client_config;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// CPU seconds (user + system) the process `pid` has used.
@@ -131,34 +131,6 @@ fn a_descriptor_flood_neither_spins_nor_floods_the_log() {
     assert!(reply.ok(), "{reply}");
 }
 
-/// PEM text to rustls's client identity.
-fn identity(
-    cert_pem: &str,
-    key_pem: &str,
-) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .expect("certificate");
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
-    (certs, key)
-}
-
-fn client_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(ca.expect("CA")).expect("root");
-    }
-    let (certs, key) = identity(cert_pem, key_pem);
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .expect("client auth");
-    Arc::new(config)
-}
-
 /// Opens `count` TLS connections to `node`'s control plane with `config`,
 /// each sending an unfinished request head, and returns how long it took
 /// until the server had closed every one of them (at most `limit`).
@@ -227,15 +199,14 @@ fn hold_open(
 fn retired_and_deleted_certificates_cannot_hold_the_control_plane() {
     mxgate::descriptors::raise_limit();
     let fake = FakeMta::start("f", Behavior::Normal);
-    let upstream = fake.addr.to_string();
-    let gw1 = Node::start("gw1", "127.83.0.1", &upstream, &policy("", &[]));
-    let gw2 = Node::start("gw2", "127.83.0.2", &upstream, &policy("", &[]));
+    let gw1 = Node::with_fake("gw1", "127.83.0.1", &fake);
+    let gw2 = Node::with_fake("gw2", "127.83.0.2", &fake);
     gw1.ok(&["cluster", "create"]);
     let old = gw1.export_identifier("s3cret");
     let text = std::fs::read_to_string(&old).expect("identifier");
     let id = mxgate::cluster::identifier::parse(&text).expect("parse");
     let key = id.key(Some("s3cret")).expect("key");
-    let enrolment = client_config(&id.ca_cert_pem, &id.cert_pem, &key);
+    let enrolment = client_config(&id.ca_cert_pem, &id.cert_pem, &key).expect("enrolment config");
 
     // Before rotate the enrolment identity completes a handshake (its
     // requests are refused by route); after it, it cannot.
@@ -253,7 +224,7 @@ fn retired_and_deleted_certificates_cannot_hold_the_control_plane() {
     );
     let cert = std::fs::read_to_string(gw2.data("cluster-node.pem")).expect("cert");
     let key = std::fs::read_to_string(gw2.data("cluster-node.key")).expect("key");
-    let member = client_config(&id.ca_cert_pem, &cert, &key);
+    let member = client_config(&id.ca_cert_pem, &cert, &key).expect("member config");
     // Still a member: its handshake completes and a request is answered.
     assert!(
         answers(&gw1, member.clone()),

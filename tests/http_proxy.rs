@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
+use common::metrics::{metrics_addr, with_metrics};
 use common::web::{HangingMember, WebMember};
 use common::{Mxgate, free_port, ip, order_of, run_bounded};
 
@@ -89,11 +90,8 @@ fn each_source_address_sticks_to_the_smtp_member_and_only_a_killed_members_users
         .map(|n| WebMember::start(n, "127.0.0.1"))
         .collect();
     let members: Vec<(&str, String)> = webs.iter().map(|w| (w.name.as_str(), w.gina())).collect();
-    let metrics = free_port("127.0.0.1");
-    let node = format!(
-        "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
-        node("")
-    );
+    let metrics = metrics_addr();
+    let node = with_metrics(&node(""), metrics);
     let gw = Mxgate::start_with(&node, &policy(&members));
     let target = url(&gw, "/portal");
     let dest = gw.listener_addr("gina").ip();
@@ -161,7 +159,7 @@ fn each_source_address_sticks_to_the_smtp_member_and_only_a_killed_members_users
             .any(|l| l["name"] == "gina" && l["kind"] == "http"),
         "{status}"
     );
-    let (text, _) = curl(&[&format!("http://127.0.0.1:{metrics}/metrics")]);
+    let (text, _) = curl(&[&format!("http://{metrics}/metrics")]);
     let survivor = first.values().find(|m| **m != victim).expect("survivor");
     assert!(
         text.contains(&format!(

@@ -4,31 +4,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use common::{Behavior, Client, FakeMta, Mxgate, member, order_of, policy, receivers, tagged_body};
+use common::{Client, FakeMta, Mxgate, fakes, member, order_of, policy, receivers, send_tagged};
 
 /// Six listeners on 127.0.6.1..6, so sessions reach different destinations.
 fn listeners() -> String {
     (1..=6)
         .map(|i| format!("[[smtp]]\nname = \"l{i}\"\nlisten = \"127.0.6.{i}:0\"\nhostname = \"mx{i}.test\"\n\n"))
         .collect()
-}
-
-fn three_fakes() -> Vec<FakeMta> {
-    ["gw1", "gw2", "gw3"]
-        .iter()
-        .map(|n| FakeMta::start(n, Behavior::Normal))
-        .collect()
-}
-
-fn send_tagged(addr: SocketAddr, client: IpAddr, tag: &str) {
-    let mut c = Client::greeted_from(client, addr);
-    assert!(c.cmd("EHLO client.example").ok());
-    let r = c.send_mail("s@source.test", &["r@example.com"], &tagged_body(tag));
-    assert!(r.ok(), "end of data from {client} to {addr}: {r}");
-    assert_eq!(c.cmd("QUIT").code, 221);
 }
 
 fn injection_gateway(fakes: &[FakeMta], gw1_extra: &str) -> Mxgate {
@@ -42,7 +27,7 @@ fn injection_gateway(fakes: &[FakeMta], gw1_extra: &str) -> Mxgate {
 
 #[test]
 fn member_injects_only_into_its_inject_to_and_public_clients_route_normally() {
-    let fakes = three_fakes();
+    let fakes = fakes(&["gw1", "gw2", "gw3"]);
     let gw = injection_gateway(
         &fakes,
         "addresses = [\"127.0.5.1\", \"127.0.7.0/28\"]\ninject_to = [\"gw2\"]",
@@ -73,7 +58,7 @@ fn member_injects_only_into_its_inject_to_and_public_clients_route_normally() {
                 continue;
             }
             let tag = format!("inject {src} -> {name}");
-            send_tagged(addr, src, &tag);
+            send_tagged(src, addr, &tag);
             assert_eq!(receivers(&fakes, &tag), vec!["gw2"], "{tag}");
         }
 
@@ -88,7 +73,7 @@ fn member_injects_only_into_its_inject_to_and_public_clients_route_normally() {
                 .expect("first")
                 .to_owned();
             let tag = format!("public {client} -> {name}");
-            send_tagged(addr, client, &tag);
+            send_tagged(client, addr, &tag);
             assert_eq!(receivers(&fakes, &tag), vec![expected.clone()], "{tag}");
             public_firsts.insert(expected);
         }
@@ -137,7 +122,7 @@ fn member_injects_only_into_its_inject_to_and_public_clients_route_normally() {
 
 #[test]
 fn empty_inject_to_denies_mail_with_550_and_reaches_nobody() {
-    let fakes = three_fakes();
+    let fakes = fakes(&["gw1", "gw2", "gw3"]);
     let gw = injection_gateway(&fakes, "addresses = [\"127.0.5.1\"]\ninject_to = []");
     let mut c = Client::greeted_from("127.0.5.1".parse().expect("ip"), gw.smtp_addr());
     assert!(c.cmd("EHLO gw1.example").ok());
@@ -167,7 +152,7 @@ fn empty_inject_to_denies_mail_with_550_and_reaches_nobody() {
 
 #[test]
 fn injection_target_down_gives_451_and_never_falls_back() {
-    let fakes = three_fakes();
+    let fakes = fakes(&["gw1", "gw2", "gw3"]);
     let gw = injection_gateway(&fakes, "addresses = [\"127.0.5.1\"]\ninject_to = [\"gw2\"]");
     fakes[1].kill();
     for attempt in 0..3 {
@@ -205,7 +190,7 @@ fn injection_target_down_gives_451_and_never_falls_back() {
 
     // Public clients are unaffected.
     let tag = "public while gw2 is down";
-    send_tagged(gw.smtp_addr(), "127.0.8.8".parse().expect("ip"), tag);
+    send_tagged("127.0.8.8".parse().expect("ip"), gw.smtp_addr(), tag);
     let got = receivers(&fakes, tag);
     assert!(got == vec!["gw1"] || got == vec!["gw3"], "{got:?}");
 }

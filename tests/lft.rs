@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::client::Client;
 use common::cluster::{Node, all_in_sync};
-use common::{Behavior, FakeMta, eventually, ip, policy};
+use common::{Behavior, eventually, fakes, ip, policy};
 use sha2::{Digest, Sha256};
 
 const SYNC: Duration = Duration::from_secs(20);
@@ -159,10 +159,7 @@ fn attachments_sync_to_lft_sync_to_only_with_retries_and_checks() {
     if !common::require("curl") {
         return;
     }
-    let fakes: Vec<FakeMta> = ["f1", "f2", "f3"]
-        .iter()
-        .map(|n| FakeMta::start(n, Behavior::Normal))
-        .collect();
+    let fakes = fakes(&["f1", "f2", "f3"]);
     let local = policy(
         "",
         &[format!(

@@ -7,13 +7,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
+use common::client::send_one;
+use common::metrics::{http_get_text, metrics_addr, with_metrics};
 use common::peers::SmtpSink;
-use common::{Behavior, Client, FakeMta, Mxgate, eventually, free_port, ip, member};
+use common::{Behavior, Client, FakeMta, Mxgate, eventually, ip, listener, member, policy_with};
 
 const WAIT: Duration = Duration::from_secs(10);
 const CLIENT: &str = "127.0.0.33";
@@ -38,25 +39,22 @@ struct Gw {
 
 impl Gw {
     fn start(listener_extra: &str, backoff: &str, members: &[String]) -> Gw {
-        let port = free_port("127.0.0.1");
-        let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let node = format!(
-            "[[smtp]]\nname = \"inbound\"\nlisten = \"127.0.0.1:0\"\nhostname = \"mx.test\"\n{listener_extra}\n\n\
-             [metrics]\nlisten = \"{metrics}\"\n"
-        );
-        let policy = format!(
-            "[routing]\n\n[upstream]\nbackoff = \"{backoff}\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n\n{}\n{}",
-            common::PASSIVE_HEALTH,
-            members.join("\n")
-        );
+        let metrics = metrics_addr();
+        let node = with_metrics(&listener(listener_extra), metrics);
+        let policy = policy_with("", &[("backoff", &format!("\"{backoff}\""))], members);
         Gw {
             gw: Mxgate::start_with(&node, &policy),
             metrics,
         }
     }
 
+    /// One message from `client` ([`send_one`]): the reply to its end of data.
+    fn send(&self, client: IpAddr, body: &str) -> common::client::Reply {
+        send_one(client, self.gw.smtp_addr(), body)
+    }
+
     fn scrape(&self) -> Scrape {
-        Scrape::parse(&http_get(self.metrics, "/metrics"))
+        Scrape::parse(&http_get_text(self.metrics, "/metrics"))
     }
 
     /// Polls until `name{labels}` has the value `want`; panics with the last scrape otherwise.
@@ -137,37 +135,6 @@ impl Scrape {
     }
 }
 
-/// A plain HTTP/1.1 GET over a real socket; returns the body of a 200.
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut response = Vec::new();
-    s.read_to_end(&mut response).expect("read response");
-    let response = String::from_utf8(response).expect("utf-8 response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
-    assert!(head.starts_with("HTTP/1.1 200"), "response head: {head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain"),
-        "response head: {head}"
-    );
-    body.to_owned()
-}
-
-fn send_one(gw: &Gw, client: IpAddr, body: &str) -> common::client::Reply {
-    let mut c = Client::greeted_from(client, gw.gw.smtp_addr());
-    assert!(c.cmd("EHLO client.example").ok());
-    let r = c.send_mail("s@source.test", &["r@example.com"], body);
-    assert_eq!(c.cmd("QUIT").code, 221);
-    r
-}
-
 #[test]
 fn every_series_is_described_and_messages_count_by_member_and_result() {
     let ok = FakeMta::start("ok", Behavior::Normal);
@@ -239,12 +206,12 @@ fn every_series_is_described_and_messages_count_by_member_and_result() {
     // one refused by mxgate for a bare LF (on `ok`).
     let body = "Subject: metrics\r\n\r\nhello";
     for _ in 0..2 {
-        let r = send_one(&gw, ip(CLIENT), body);
+        let r = gw.send(ip(CLIENT), body);
         assert!(r.ok(), "end of data: {r}");
     }
-    let r = send_one(&gw, ip("127.0.8.1"), body);
+    let r = gw.send(ip("127.0.8.1"), body);
     assert_eq!(r.code, 554, "end of data on no: {r}");
-    let r = send_one(&gw, ip(CLIENT), "Subject: bare\n\nLF only");
+    let r = gw.send(ip(CLIENT), "Subject: bare\n\nLF only");
     assert_eq!(r.code, 550, "bare LF: {r}");
 
     let msgs = "mxgate_smtp_messages_total";
@@ -330,7 +297,7 @@ fn failover_counts_and_a_killed_member_goes_down_then_up_after_restart() {
     gw.wait_value("mxgate_member_up", &[("member", &first)], 1.0);
     first_mta.kill();
 
-    let r = send_one(&gw, ip(CLIENT), "Subject: failover\r\n\r\nhello");
+    let r = gw.send(ip(CLIENT), "Subject: failover\r\n\r\nhello");
     assert!(r.ok(), "end of data after failover: {r}");
     assert_eq!(second_mta.messages().len(), 1);
     gw.wait_value("mxgate_member_up", &[("member", &first)], 0.0);
@@ -375,7 +342,7 @@ fn failover_counts_and_a_killed_member_goes_down_then_up_after_restart() {
     let restarted = common::require("smtp-sink").then(|| SmtpSink::start_at(first_mta.addr));
     gw.wait_value("mxgate_member_up", &[("member", &first)], 1.0);
     if let Some(sink) = restarted {
-        let r = send_one(&gw, ip(CLIENT), "Subject: back\r\n\r\nhello again");
+        let r = gw.send(ip(CLIENT), "Subject: back\r\n\r\nhello again");
         assert!(r.ok(), "end of data on the restarted member: {r}");
         assert_eq!(sink.wait_count(1, WAIT), 1);
         gw.wait_value(
@@ -414,7 +381,7 @@ fn no_member_is_a_tempfail_and_the_member_comes_back_up() {
 
     solo.set_behavior(Behavior::Normal);
     gw.wait_value("mxgate_member_up", &[("member", "solo")], 1.0);
-    let r = send_one(&gw, ip(CLIENT), "Subject: up\r\n\r\nhello");
+    let r = gw.send(ip(CLIENT), "Subject: up\r\n\r\nhello");
     assert!(r.ok(), "end of data: {r}");
     gw.wait_value(
         "mxgate_smtp_messages_total",

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::peers::{PostfixInstance, SmtpSink, swaks};
-use common::{Mxgate, member, policy, require, require_root, run_bounded};
+use common::{Mxgate, member, policy, policy_with, require, require_root, run_bounded};
 
 /// Upper bound for one load run; smtp-source is killed after it.
 const LOAD_LIMIT: Duration = Duration::from_secs(120);
@@ -271,8 +271,7 @@ fn postfix_member_sees_original_client_via_proxy_v2() {
     let sink = SmtpSink::start("127.0.0.1");
     let postfix = PostfixInstance::start(sink.addr, true);
     let members = [member("pfx", postfix.addr, "")];
-    let text =
-        policy("", &members).replace("[upstream]\n", "[upstream]\nproxy_protocol = \"v2\"\n");
+    let text = policy_with("", &[("proxy_protocol", "\"v2\"")], &members);
     let gw = Mxgate::start(&text);
     send_from_77(&gw);
     let received = postfix_received(&sink);

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::peers::SmtpSink;
 use common::{
-    Behavior, Client, FakeMta, Mxgate, member, order_of, policy, require, tag_of, tagged_body,
+    Client, FakeMta, Mxgate, fakes, member, order_of, policy, policy_with, require, send_tagged,
+    tag_of, tagged_body,
 };
 
 fn ip(a: u8, b: u8, c: u8) -> IpAddr {
@@ -17,25 +18,8 @@ fn ip(a: u8, b: u8, c: u8) -> IpAddr {
 }
 
 /// One session from `client`: EHLO, one message tagged with the client's address, QUIT.
-fn send_one(gw: &Mxgate, client: IpAddr) {
-    let mut c = Client::greeted_from(client, gw.smtp_addr());
-    let r = c.cmd("EHLO client.example");
-    assert!(r.ok(), "EHLO: {r}");
-    let r = c.send_mail(
-        "s@source.test",
-        &["r@example.com"],
-        &tagged_body(&client.to_string()),
-    );
-    assert!(r.ok(), "end of data from {client}: {r}");
-    let r = c.cmd("QUIT");
-    assert_eq!(r.code, 221, "QUIT: {r}");
-}
-
-fn fakes(names: &[&str]) -> Vec<FakeMta> {
-    names
-        .iter()
-        .map(|n| FakeMta::start(n, Behavior::Normal))
-        .collect()
+fn send_from(gw: &Mxgate, client: IpAddr) {
+    send_tagged(client, gw.smtp_addr(), &client.to_string());
 }
 
 fn members_of(fakes: &[FakeMta], extra: &[(&str, &str)]) -> Vec<String> {
@@ -73,16 +57,6 @@ fn landed(fakes: &[FakeMta], client: IpAddr) -> BTreeMap<String, usize> {
         .unwrap_or_default()
 }
 
-/// `route explain` order (member names) for `client`.
-fn order(gw: &Mxgate, client: IpAddr) -> Vec<String> {
-    gw.explain(client)["order"]
-        .as_array()
-        .expect("order")
-        .iter()
-        .map(|r| r["member"].as_str().expect("member").to_owned())
-        .collect()
-}
-
 #[test]
 fn sixty_clients_stick_to_their_explained_first_choice() {
     let fakes = fakes(&["gw1", "gw2", "gw3"]);
@@ -90,7 +64,7 @@ fn sixty_clients_stick_to_their_explained_first_choice() {
     let clients: Vec<IpAddr> = (1..=60).map(|i| ip(1, 0, i)).collect();
     for _ in 0..3 {
         for &c in &clients {
-            send_one(&gw, c);
+            send_from(&gw, c);
         }
     }
     let got = deliveries(&fakes);
@@ -133,14 +107,15 @@ fn sixty_clients_stick_to_their_explained_first_choice() {
 #[test]
 fn killed_member_moves_only_its_own_clients_and_they_come_back() {
     let fakes = fakes(&["gw1", "gw2", "gw3"]);
-    let text =
-        policy("", &members_of(&fakes, &[])).replace("backoff = \"30s\"", "backoff = \"1s\"");
+    let text = policy_with("", &[("backoff", "\"1s\"")], &members_of(&fakes, &[]));
     let gw = Mxgate::start(&text);
     let clients: Vec<IpAddr> = (1..=30).map(|i| ip(1, 1, i)).collect();
-    let orders: BTreeMap<IpAddr, Vec<String>> =
-        clients.iter().map(|&c| (c, order(&gw, c))).collect();
+    let orders: BTreeMap<IpAddr, Vec<String>> = clients
+        .iter()
+        .map(|&c| (c, order_of(&gw.explain(c))))
+        .collect();
     for &c in &clients {
-        send_one(&gw, c);
+        send_from(&gw, c);
     }
     let before: BTreeMap<IpAddr, String> = clients
         .iter()
@@ -177,7 +152,7 @@ fn killed_member_moves_only_its_own_clients_and_they_come_back() {
     assert!(!victims.is_empty());
 
     for &c in &clients {
-        send_one(&gw, c);
+        send_from(&gw, c);
     }
     for &c in &clients {
         let members = landed(&fakes, c);
@@ -218,13 +193,14 @@ fn killed_member_moves_only_its_own_clients_and_they_come_back() {
     let sink = SmtpSink::start_at(victim_addr);
     let probe = victims[0];
     assert!(
-        common::eventually(Duration::from_secs(10), || order(&gw, probe).first()
+        common::eventually(Duration::from_secs(10), || order_of(&gw.explain(probe))
+            .first()
             == Some(&victim)),
         "route explain for {probe} should list {victim} first again after the back-off: {}",
         gw.explain(probe)
     );
     for &c in &clients {
-        send_one(&gw, c);
+        send_from(&gw, c);
     }
     let tags: Vec<String> = sink
         .messages()
@@ -269,7 +245,7 @@ fn affinity_source_groups_a_slash_24() {
             .expect("first")
             .to_owned();
         for &c in &group {
-            send_one(&gw, c);
+            send_from(&gw, c);
             assert_eq!(gw.first_choice(c).as_deref(), Some(first.as_str()), "{c}");
         }
         for &c in &group {
@@ -337,7 +313,7 @@ fn affinity_none_spreads_concurrent_sessions_of_one_client() {
 
     // Sessions in sequence from many clients also spread (ties keep the rendezvous order).
     for i in 1..=12 {
-        send_one(&gw, ip(3, 1, i));
+        send_from(&gw, ip(3, 1, i));
     }
     for f in &fakes {
         assert!(
@@ -368,7 +344,7 @@ fn drained_and_non_ingress_members_get_no_public_sessions() {
     let gw = Mxgate::start(&policy("", &members_of(&fakes, &extra)));
     let clients: Vec<IpAddr> = (1..=30).map(|i| ip(4, 0, i)).collect();
     for &c in &clients {
-        send_one(&gw, c);
+        send_from(&gw, c);
     }
     assert_eq!(fakes[0].connections(), 0, "drained gw1 was connected to");
     assert_eq!(

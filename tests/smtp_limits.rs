@@ -13,19 +13,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::client::assert_reply;
+use common::logs::{EndLines, LOG_WAIT, session_end};
 use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, one_member};
-
-const LOG_WAIT: Duration = Duration::from_secs(10);
-
-/// Asserts the reply starts with `expected` (code, enhanced code, text).
-#[track_caller]
-fn assert_reply(r: &common::client::Reply, expected: &str) {
-    assert!(
-        r.text.starts_with(expected),
-        "expected {expected:?}, got {:?}",
-        r.text
-    );
-}
 
 /// `MAIL`, then `n` recipients `r0@y` ... in one pipelined write (what a
 /// PIPELINING sender such as Postfix does), optionally followed by DATA.
@@ -146,16 +136,7 @@ fn recipients_beyond_the_overshoot_allowance_count_as_errors() {
 
 /// A raw client connection from `source`, greeted, for dripping bytes.
 fn greeted_raw(source: &str, addr: SocketAddr) -> TcpStream {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::new(ip(source), 0).into())
-        .expect("bind");
-    socket
-        .connect_timeout(&addr.into(), Duration::from_secs(5))
-        .expect("connect");
-    let mut stream: TcpStream = socket.into();
-    stream.set_nodelay(true).expect("nodelay");
+    let mut stream = common::client::stream_from(ip(source), addr);
     stream
         .set_write_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -197,21 +178,6 @@ fn raw_expect(stream: &mut TcpStream, line: &str, expected: &str) {
         .expect("send");
     let reply = raw_reply(stream);
     assert!(reply.starts_with(expected), "{line}: {reply}");
-}
-
-/// Waits for the `session end` line of the client at `client`.
-fn session_end(gw: &Mxgate, client: SocketAddr) -> String {
-    let needle = format!("client={client} ");
-    let find = || {
-        gw.logs()
-            .into_iter()
-            .find(|l| l.contains("session end") && l.contains(&needle))
-    };
-    assert!(
-        common::eventually(LOG_WAIT, || find().is_some()),
-        "no session end for {client}"
-    );
-    find().unwrap_or_default()
 }
 
 /// Writes `bytes` one at a time, `every` apart, until the server answers;
@@ -259,7 +225,7 @@ fn a_dripped_command_line_is_cut_by_command_timeout() {
         took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
         "cut after {took:?}"
     );
-    let end = session_end(&gw, stream.local_addr().expect("addr"));
+    let end = session_end(&gw, stream.local_addr().expect("addr"), EndLines::First);
     assert!(end.contains("outcome=client timeout"), "{end}");
 }
 
@@ -305,7 +271,7 @@ fn dripped_data_is_cut_by_the_minimum_data_rate() {
         "cut after {took:?} and {written} bytes"
     );
     assert!(fake.messages().is_empty(), "the member discarded it");
-    let end = session_end(&gw, stream.local_addr().expect("addr"));
+    let end = session_end(&gw, stream.local_addr().expect("addr"), EndLines::First);
     assert!(end.contains("outcome=client timeout"), "{end}");
     // Steady data at 40 bytes a second for longer than data_timeout is fine.
     let mut c = Client::greeted_from(ip("127.0.21.7"), gw.smtp_addr());

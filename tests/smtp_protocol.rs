@@ -9,68 +9,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
+use common::client::{assert_reply, ehlo_keywords};
 use common::fake_mta::Options;
-use common::{Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member, policy};
-
-const LOG_WAIT: Duration = Duration::from_secs(10);
-
-/// A policy with one member and extra `[upstream]` keys (the shared helper
-/// fixes `[upstream]`, so this one writes its own).
-fn one_member_upstream(fake: &FakeMta, upstream: &str) -> String {
-    format!(
-        "[routing]\n\n[upstream]\nbackoff = \"30s\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n{upstream}\n\n{}\n{}",
-        common::PASSIVE_HEALTH,
-        member("m1", fake.addr, "")
-    )
-}
-
-/// Asserts the reply starts with `expected` (code, enhanced code, text).
-#[track_caller]
-fn assert_reply(r: &common::client::Reply, expected: &str) {
-    assert!(
-        r.text.starts_with(expected),
-        "expected {expected:?}, got {:?}",
-        r.text
-    );
-}
-
-/// The `session end` log line of the session whose client is `client`.
-fn session_end(gw: &Mxgate, client: SocketAddr) -> String {
-    let needle = format!("client={client} ");
-    let deadline = std::time::Instant::now() + LOG_WAIT;
-    loop {
-        let lines: Vec<String> = gw
-            .logs()
-            .into_iter()
-            .filter(|l| l.contains("session end") && l.contains(&needle))
-            .collect();
-        if !lines.is_empty() {
-            assert_eq!(
-                lines.len(),
-                1,
-                "one session end line per session: {lines:#?}"
-            );
-            return lines[0].clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no session end for {client}:\n{}",
-            gw.logs().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// EHLO keywords (first word of each line after the first).
-fn ehlo_keywords(r: &common::client::Reply) -> Vec<String> {
-    r.text
-        .lines()
-        .skip(1)
-        .map(|l| l[4..].split(' ').next().unwrap_or("").to_ascii_uppercase())
-        .collect()
-}
+use common::logs::{EndLines, LOG_WAIT, session_end};
+use common::{
+    Behavior, Client, FakeMta, Mxgate, ip, listener, member, one_member, policy, policy_with,
+};
 
 // 1. Greeting and EHLO -------------------------------------------------------
 
@@ -105,7 +50,7 @@ fn ehlo_advertises_exactly_what_mxgate_carries() {
     let ehlo = c.cmd("EHLO client.example");
     assert_eq!(ehlo.code, 250);
     assert_eq!(
-        ehlo_keywords(&ehlo),
+        ehlo_keywords(&ehlo.text),
         ["PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES"],
         "{ehlo}"
     );
@@ -122,7 +67,7 @@ fn ehlo_advertises_exactly_what_mxgate_carries() {
     // The trusted proxy additionally sees XCLIENT.
     let mut p = Client::greeted_from(ip("127.0.0.2"), gw.smtp_addr());
     let ehlo = p.cmd("EHLO proxy.example");
-    let keys = ehlo_keywords(&ehlo);
+    let keys = ehlo_keywords(&ehlo.text);
     assert!(keys.contains(&"XCLIENT".to_owned()), "{ehlo}");
     for k in ["PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES"] {
         assert!(keys.contains(&k.to_owned()), "{k} missing: {ehlo}");
@@ -181,7 +126,7 @@ fn relay_is_byte_identical_and_member_replies_are_verbatim() {
     );
     assert_eq!(msgs[0].rcpts, ["RCPT TO:<b@y>", "RCPT TO:<c@y>"]);
     c.cmd("QUIT");
-    let end = session_end(&gw, c.local_addr());
+    let end = session_end(&gw, c.local_addr(), EndLines::One);
     assert!(end.contains("messages=1 "), "{end}");
     assert!(end.contains("recipients=2 "), "{end}");
 }
@@ -198,7 +143,7 @@ fn final_reply_from_member_is_verbatim_and_not_counted() {
     // The session carries on.
     assert_eq!(c.cmd("NOOP").code, 250);
     c.cmd("QUIT");
-    let end = session_end(&gw, c.local_addr());
+    let end = session_end(&gw, c.local_addr(), EndLines::One);
     assert!(
         end.contains("messages=0 "),
         "a refused message is not counted as accepted: {end}"
@@ -277,7 +222,11 @@ fn helo_client_gets_proto_smtp_in_xclient() {
 #[test]
 fn no_xclient_when_policy_forbids_it() {
     let fake = FakeMta::start("m1", Behavior::Normal);
-    let gw = Mxgate::start(&one_member_upstream(&fake, "xclient = false"));
+    let gw = Mxgate::start(&policy_with(
+        "",
+        &[("xclient", "false")],
+        &[member("m1", fake.addr, "")],
+    ));
     let mut c = Client::greeted_from(ip("127.0.0.7"), gw.smtp_addr());
     c.cmd("EHLO client.example");
     assert_eq!(c.send_mail("a@x", &["b@y"], "hi").code, 250);
@@ -313,9 +262,10 @@ fn proxy_to_member(version: &str) -> (Vec<u8>, SocketAddr, SocketAddr, Vec<Strin
             ..Options::default()
         },
     );
-    let gw = Mxgate::start(&one_member_upstream(
-        &fake,
-        &format!("proxy_protocol = \"{version}\""),
+    let gw = Mxgate::start(&policy_with(
+        "",
+        &[("proxy_protocol", &format!("\"{version}\""))],
+        &[member("m1", fake.addr, "")],
     ));
     let mut c = Client::greeted_from(ip("127.0.0.8"), gw.smtp_addr());
     c.cmd("EHLO client.example");
@@ -455,7 +405,7 @@ fn transactions_reuse_the_member_connection() {
         "RSET relayed to the member"
     );
     c.cmd("QUIT");
-    let end = session_end(&gw, c.local_addr());
+    let end = session_end(&gw, c.local_addr(), EndLines::One);
     assert!(
         end.contains("messages=3 ") && end.contains("recipients=3 "),
         "{end}"

@@ -9,8 +9,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::client::ehlo_keywords;
+use common::logs::{EndLines, LOG_WAIT, session_end};
 use common::peers::{PostfixInstance, SmtpSink};
 use common::{Behavior, FakeMta, Mxgate, member, one_member, require, require_root, run_bounded};
 use rcgen::{
@@ -18,8 +20,6 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-
-const LOG_WAIT: Duration = Duration::from_secs(10);
 
 /// A test CA and one leaf certificate it signed (SAN 127.0.0.1 and localhost),
 /// as PEM files in a temporary directory.
@@ -220,37 +220,6 @@ impl TlsClient {
     }
 }
 
-fn ehlo_keywords(reply: &str) -> Vec<String> {
-    reply
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.get(4..))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_ascii_uppercase)
-        .collect()
-}
-
-/// The one `session end` line of the session whose client is `client`.
-fn session_end(gw: &Mxgate, client: SocketAddr) -> String {
-    let needle = format!("client={client} ");
-    let deadline = Instant::now() + LOG_WAIT;
-    loop {
-        let line = gw
-            .logs()
-            .into_iter()
-            .find(|l| l.contains("session end") && l.contains(&needle));
-        if let Some(line) = line {
-            return line;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no session end for {client}:\n{}",
-            gw.logs().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn swaks_starttls_delivers_through_mxgate() {
     if !require("swaks") {
@@ -327,7 +296,7 @@ fn starttls_negotiates_tls_and_resets_the_session() {
     );
     assert!(reply.starts_with("250"), "end of data: {reply}");
     c.expect("QUIT", "221");
-    let end = session_end(&gw, client);
+    let end = session_end(&gw, client, EndLines::First);
     assert!(end.contains("tls=true"), "session end: {end}");
     assert!(end.contains("messages=1"), "session end: {end}");
     let messages = fake.messages();
@@ -356,7 +325,7 @@ fn starttls_not_offered_without_a_certificate() {
     assert!(!ehlo_keywords(&ehlo).contains(&"STARTTLS".to_owned()));
     c.expect("STARTTLS", "502 5.5.1");
     c.expect("QUIT", "221");
-    let end = session_end(&gw, client);
+    let end = session_end(&gw, client, EndLines::First);
     assert!(end.contains("tls=false"), "session end: {end}");
 }
 
@@ -411,7 +380,7 @@ fn commands_pipelined_after_starttls_are_discarded() {
     c.expect("MAIL FROM:<good@source.test>", "250");
     c.expect("RSET", "250");
     c.expect("QUIT", "221");
-    session_end(&gw, client);
+    session_end(&gw, client, EndLines::First);
     assert!(
         !fake
             .commands()

@@ -26,6 +26,65 @@ impl std::fmt::Display for Reply {
     }
 }
 
+/// A TCP connection from `source` (any 127.x address works on loopback) to
+/// `addr`: no delay, 20 s read and write timeouts. [`Client`] reads and
+/// writes SMTP on it; a test that needs the bare socket takes it as is.
+pub fn stream_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .expect("bind source");
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(5))
+        .expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    stream
+}
+
+/// Asserts the reply starts with `expected` (code, enhanced code, text).
+#[track_caller]
+pub fn assert_reply(r: &Reply, expected: &str) {
+    assert!(
+        r.text.starts_with(expected),
+        "expected {expected:?}, got {:?}",
+        r.text
+    );
+}
+
+/// The keywords of an EHLO reply (`text`, lines joined by `\n`): one for
+/// each line after the first, its first word upper-cased (empty when the
+/// line has none, so that a list compared whole shows it).
+pub fn ehlo_keywords(text: &str) -> Vec<String> {
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let keyword = l.get(4..).unwrap_or("").split(' ').next().unwrap_or("");
+            keyword.to_ascii_uppercase()
+        })
+        .collect()
+}
+
+/// One session from `source` to `addr`: EHLO, one message with `body`
+/// (from `s@source.test` to `r@example.com`), QUIT; returns the reply to the
+/// end of data. Panics if EHLO or the envelope is refused or QUIT is not
+/// answered 221.
+pub fn send_one(source: IpAddr, addr: SocketAddr, body: &str) -> Reply {
+    let mut c = Client::greeted_from(source, addr);
+    let r = c.cmd("EHLO client.example");
+    assert!(r.ok(), "EHLO: {r}");
+    let r = c.send_mail("s@source.test", &["r@example.com"], body);
+    let quit = c.cmd("QUIT");
+    assert_eq!(quit.code, 221, "QUIT: {quit}");
+    r
+}
+
 /// A client connection.
 pub struct Client {
     stream: TcpStream,
@@ -40,23 +99,8 @@ impl Client {
 
     /// Connects from `source` (any 127.x address works on loopback).
     pub fn connect_from(source: IpAddr, addr: SocketAddr) -> Client {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
-        socket
-            .bind(&SocketAddr::new(source, 0).into())
-            .expect("bind source");
-        socket
-            .connect_timeout(&addr.into(), Duration::from_secs(5))
-            .expect("connect");
-        let stream: TcpStream = socket.into();
-        stream.set_nodelay(true).expect("nodelay");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        stream
-            .set_write_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
         Client {
-            stream,
+            stream: stream_from(source, addr),
             buf: Vec::new(),
         }
     }

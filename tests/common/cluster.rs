@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use super::{Mxgate, eventually, free_port};
+use super::{FakeMta, Mxgate, eventually, free_port};
 
 /// One node of a test cluster.
 pub struct Node {
@@ -23,6 +23,12 @@ impl Node {
     /// Starts node `name` on `ip` offering `smtp_upstream` as its `[local]` MTA.
     pub fn start(name: &str, ip: &str, smtp_upstream: &str, policy: &str) -> Node {
         Self::start_wrapped(&[], name, ip, smtp_upstream, policy)
+    }
+
+    /// Starts node `name` on `ip` with `fake` as its `[local]` MTA and an
+    /// empty policy.
+    pub fn with_fake(name: &str, ip: &str, fake: &FakeMta) -> Node {
+        Self::start(name, ip, &fake.addr.to_string(), &super::policy("", &[]))
     }
 
     /// Like [`Node::start`], with the daemon run under `wrap` (e.g.
@@ -61,6 +67,18 @@ impl Node {
         }
     }
 
+    /// Stops the daemon (SIGTERM) and asserts that it exits within 10 s
+    /// (`self.gw.restart()` brings it back).
+    #[track_caller]
+    pub fn stop(&mut self) {
+        self.gw.terminate();
+        assert!(
+            self.gw.wait_exit(Duration::from_secs(10)).is_some(),
+            "{} did not exit",
+            self.name
+        );
+    }
+
     /// `HOST:PORT` of the control plane.
     pub fn address(&self) -> String {
         format!("{}:{}", self.ip, self.port)
@@ -95,6 +113,13 @@ impl Node {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Writes `text` to `file` in the node's directory and applies it with
+    /// `cluster policy apply`, which must succeed; returns its stdout.
+    pub fn apply_policy(&self, file: &str, text: &str) -> String {
+        let path = self.file(file, text);
+        self.ok(&["cluster", "policy", "apply", path.to_str().expect("path")])
+    }
+
     /// `cluster status --json`.
     pub fn status(&self) -> serde_json::Value {
         let text = self.ok(&["cluster", "status", "--json"]);
@@ -127,6 +152,22 @@ impl Node {
             password.to_str().expect("path"),
         ]);
         id
+    }
+
+    /// Exports the cluster identifier without a password
+    /// (`--insecure-no-password`) to `file` in the node's directory; its path
+    /// and what the command printed.
+    pub fn export_unencrypted(&self, file: &str) -> (PathBuf, String) {
+        let id = self.gw.dir.path().join(file);
+        let out = self.ok(&[
+            "cluster",
+            "identifier",
+            "export",
+            "--out",
+            id.to_str().expect("path"),
+            "--insecure-no-password",
+        ]);
+        (id, out)
     }
 
     /// Joins the cluster of `master` with `identifier` (and `password`).
@@ -213,6 +254,19 @@ pub fn writers(nodes: &[&Node]) -> Vec<(u64, String)> {
                 .then(|| (s["node_epoch"].as_u64().unwrap_or(0), node.name.clone()))
         })
         .collect()
+}
+
+/// Asserts that no two of `nodes` accept changes in the same epoch (SPEC
+/// section 8); returns the [`writers`] it saw.
+#[track_caller]
+pub fn one_master_per_epoch(nodes: &[&Node]) -> Vec<(u64, String)> {
+    let now = writers(nodes);
+    for (i, a) in now.iter().enumerate() {
+        for b in &now[i + 1..] {
+            assert_ne!(a.0, b.0, "two nodes accept writes in one epoch: {now:?}");
+        }
+    }
+    now
 }
 
 /// Makes `nodes[0]` master of a new cluster and joins the others as

@@ -10,6 +10,8 @@ pub mod dnsmasq;
 // fake_mta.rs is owned elsewhere; its `.max(0)` on a usize trips clippy.
 #[allow(clippy::unnecessary_min_or_max)]
 pub mod fake_mta;
+pub mod logs;
+pub mod metrics;
 pub mod netns;
 pub mod peers;
 pub mod web;
@@ -81,6 +83,14 @@ pub fn listener(extra: &str) -> String {
 /// A policy with one member `m1` pointing at `fake`.
 pub fn one_member(fake: &FakeMta) -> String {
     policy("", &[member("m1", fake.addr, "")])
+}
+
+/// Well-behaved fake MTAs, one for each name.
+pub fn fakes(names: &[&str]) -> Vec<FakeMta> {
+    names
+        .iter()
+        .map(|n| FakeMta::start(n, Behavior::Normal))
+        .collect()
 }
 
 /// The `[[smtp]]` listener most tests use.
@@ -404,8 +414,27 @@ pub const PASSIVE_HEALTH: &str = "[health]\nsmtp_check = \"none\"\ngina_check = 
 /// A policy with the given member sections and `[routing]` defaults
 /// (active health checks off: [`PASSIVE_HEALTH`]).
 pub fn policy(routing: &str, members: &[String]) -> String {
+    policy_with(routing, &[], members)
+}
+
+/// Like [`policy`], with `[upstream]` keys (`(key, TOML value)`) that replace
+/// its defaults (`backoff = "30s"`, `connect_timeout = "2s"`,
+/// `greeting_timeout = "3s"`) or come after them.
+pub fn policy_with(routing: &str, upstream: &[(&str, &str)], members: &[String]) -> String {
+    let mut keys: Vec<(&str, String)> = vec![
+        ("backoff", "\"30s\"".into()),
+        ("connect_timeout", "\"2s\"".into()),
+        ("greeting_timeout", "\"3s\"".into()),
+    ];
+    for (k, v) in upstream {
+        match keys.iter_mut().find(|(name, _)| name == k) {
+            Some(slot) => slot.1 = (*v).to_owned(),
+            None => keys.push((k, (*v).to_owned())),
+        }
+    }
+    let upstream: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
     format!(
-        "[routing]\n{routing}\n\n[upstream]\nbackoff = \"30s\"\nconnect_timeout = \"2s\"\ngreeting_timeout = \"3s\"\n\n{PASSIVE_HEALTH}\n{}",
+        "[routing]\n{routing}\n\n[upstream]\n{upstream}\n{PASSIVE_HEALTH}\n{}",
         members.join("\n")
     )
 }
@@ -497,6 +526,14 @@ pub fn tagged_body(tag: &str) -> String {
     )
 }
 
+/// One session from `source` to `addr` ([`client::send_one`]) with a message
+/// tagged `tag` ([`tagged_body`]); asserts that the message was accepted.
+#[track_caller]
+pub fn send_tagged(source: IpAddr, addr: SocketAddr, tag: &str) {
+    let r = client::send_one(source, addr, &tagged_body(tag));
+    assert!(r.ok(), "end of data from {source} to {addr} ({tag}): {r}");
+}
+
 /// The `X-Test-Client` tag of a message, if any.
 pub fn tag_of(data: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(data);
@@ -516,6 +553,26 @@ pub fn order_of(explain: &serde_json::Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The row of member `name` in the `members` of `status --json` or
+/// `cluster status --json`, if it is listed.
+pub fn try_member_row<'a>(
+    status: &'a serde_json::Value,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+}
+
+/// The row of member `name` in the `members` of `status --json` or
+/// `cluster status --json`; panics (showing the status) when it is not
+/// listed.
+#[track_caller]
+pub fn member_row<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    try_member_row(status, name).unwrap_or_else(|| panic!("no member {name} in {status:#}"))
 }
 
 /// Which fakes received the message tagged `tag` (see [`tagged_body`]).
