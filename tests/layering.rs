@@ -54,7 +54,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/lft/status.rs", "daemon"),
     ("src/routing/service.rs", "health"),
     ("src/routing/table.rs", "health"),
-    ("src/smtp/session.rs", "lft"),
 ];
 
 fn layer(module: &str) -> Option<u8> {

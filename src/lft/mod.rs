@@ -2,9 +2,10 @@
 //! section 9).
 //!
 //! Data flow: for an injected session (the client is a member's address),
-//! the relay hands every chunk it forwards to an [`tap::LftTap`]. The tap
-//! never waits: it passes the chunk on an unbounded channel whose bytes in
-//! flight are bounded, to a spool task that un-dot-stuffs it into
+//! the relay hands every chunk it forwards to an [`tap::LftTap`] (the data
+//! plane's [`crate::smtp::tap::MessageTap`] is [`Lft`]). The tap never
+//! waits: it passes the chunk on an unbounded channel whose bytes in flight
+//! are bounded, to a spool task that un-dot-stuffs it into
 //! `data_dir/lft/spool`. When the member accepted the message (end of data
 //! `2xx`), the spool is parsed ([`extract`], mail-parser) off the runtime
 //! and every attachment of at least `[lft] threshold` goes into the
@@ -84,13 +85,15 @@ pub struct Lft {
     /// Wakes the uploader.
     pub wake: Notify,
     gateway: Weak<Gateway>,
+    /// This service, for the spool tasks its taps start.
+    me: Weak<Lft>,
     in_flight: Arc<AtomicU64>,
     spools: Arc<AtomicUsize>,
 }
 
 impl Lft {
     /// The service over `data_dir/lft` (directories made here; leftover spool files removed).
-    pub fn open(node_name: &str, data_dir: &Path, gateway: Weak<Gateway>) -> Result<Lft> {
+    pub fn open(node_name: &str, data_dir: &Path, gateway: Weak<Gateway>) -> Result<Arc<Lft>> {
         let dir = data_dir.join("lft");
         for sub in ["objects", "queue", "spool"] {
             let d = dir.join(sub);
@@ -101,16 +104,17 @@ impl Lft {
                 let _ = std::fs::remove_file(f.path());
             }
         }
-        Ok(Lft {
+        Ok(Arc::new_cyclic(|me| Lft {
             node_name: node_name.to_owned(),
             store: store::Store::new(&dir.join("objects")),
             queue: queue::Queue::new(&dir.join("queue")),
             dir,
             wake: Notify::new(),
             gateway,
+            me: me.clone(),
             in_flight: Arc::new(AtomicU64::new(0)),
             spools: Arc::new(AtomicUsize::new(0)),
-        })
+        }))
     }
 
     /// The daemon, while it runs.
@@ -148,11 +152,11 @@ impl Lft {
 /// [`Gateway::lft`] so sessions and the control plane find it.
 pub fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> anyhow::Result<()> {
     let config = gateway.snapshot().config.clone();
-    let lft = Arc::new(Lft::open(
+    let lft = Lft::open(
         &config.node.name,
         &config.node.data_dir,
         Arc::downgrade(gateway),
-    )?);
+    )?;
     if gateway.lft.set(lft.clone()).is_err() {
         warn!("LFT store started twice; the first one stays");
         return Ok(());

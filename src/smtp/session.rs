@@ -31,6 +31,7 @@ use crate::shutdown::{Shutdown, StageWatch};
 use crate::smtp::deadline::{Deadline, later};
 use crate::smtp::proto::{self, LineReader, MailFrom, RcptTo, Reply};
 use crate::smtp::server::is_trusted;
+use crate::smtp::tap::MessageTap;
 use crate::smtp::upstream::Upstream;
 
 mod classify;
@@ -65,8 +66,9 @@ pub struct SessionContext {
     pub tls: Option<Arc<ServerConfig>>,
     /// STARTTLS to members (`None`: `[upstream] tls = "none"`).
     pub upstream_tls: Option<Arc<ClientConfig>>,
-    /// The LFT store: injected messages are tapped for attachments.
-    pub lft: Option<Arc<crate::lft::Lft>>,
+    /// Takes a copy of relayed messages (LFT: injected messages are
+    /// searched for attachments); `None`: no copies.
+    pub tap: Option<Arc<dyn MessageTap>>,
 }
 
 /// Where the client is, as far as the session knows.

@@ -36,8 +36,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut room = DATA_READ_FIRST;
         let mut refused = None;
         let mut lost: Option<UpstreamError> = None;
-        let mut tap = self.ctx.lft.as_ref().and_then(|lft| {
-            lft.tap(
+        let mut tap = self.ctx.tap.as_ref().and_then(|tap| {
+            tap.tap(
                 &self.ctx.config.policy,
                 &self.ctx.router,
                 self.peer.client.ip(),
