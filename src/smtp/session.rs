@@ -32,11 +32,12 @@ use crate::smtp::deadline::{Deadline, later};
 use crate::smtp::proto::{self, LineReader, MailFrom, RcptTo, Reply};
 use crate::smtp::server::is_trusted;
 use crate::smtp::tap::MessageTap;
-use crate::smtp::upstream::Upstream;
 
 mod classify;
+mod link;
 
 pub(crate) use classify::too_many_recipients;
+pub(crate) use link::{MemberLink, Transaction};
 
 /// Room made in the input buffer before each read from the client.
 /// Room made before reading commands: a command line is at most 512 octets,
@@ -104,13 +105,6 @@ pub(crate) enum Pending {
     Rset,
 }
 
-/// The open transaction as the member has accepted it (replayed on failover).
-#[derive(Debug, Clone)]
-pub(crate) struct Transaction {
-    pub mail: MailFrom,
-    pub rcpts: Vec<RcptTo>,
-}
-
 /// Counters for the session-end log line.
 #[derive(Debug, Default)]
 pub(crate) struct SessionStats {
@@ -155,13 +149,8 @@ pub struct Session<S> {
     rcpts_asked: usize,
     /// Recipients of this transaction refused for `max_recipients` so far.
     overshoot: usize,
-    // Resolution view: what the member has accepted.
-    pub(crate) txn: Option<Transaction>,
-    /// The transaction could not be placed anywhere: later commands of it get 451.
-    pub(crate) broken: bool,
-    pub(crate) upstream: Option<Upstream>,
-    pub(crate) tried: Vec<String>,
-    pub(crate) attempts: u32,
+    /// The member's side: its connection and what it has accepted.
+    pub(crate) link: MemberLink,
     /// Error replies (4xx/5xx) given so far, against `max_errors`.
     pub(crate) errors: usize,
     pub(crate) stats: SessionStats,
@@ -193,11 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             mail_open: false,
             rcpts_asked: 0,
             overshoot: 0,
-            txn: None,
-            broken: false,
-            upstream: None,
-            tried: Vec::new(),
-            attempts: 0,
+            link: MemberLink::default(),
             errors: 0,
             stats: SessionStats::default(),
             deadline: Deadline::new(),
@@ -301,7 +286,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if let Err(end) = self.flush().await {
                     return end;
                 }
-                let idle = self.txn.is_none() && !self.mail_open;
+                let idle = self.link.transaction().is_none() && !self.mail_open;
                 let due = |now| *line_due.get_or_insert_with(|| later(now, command_timeout));
                 if let Err(end) = self.read_more(due, idle, COMMAND_READ).await {
                     return end;
@@ -312,8 +297,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if !start_data {
                 // What the member accepted is the truth: a refused MAIL opens
                 // no transaction, a refused DATA leaves it open.
-                self.mail_open = self.txn.is_some();
-                self.rcpts_asked = self.txn.as_ref().map_or(0, |t| t.rcpts.len());
+                let txn = self.link.transaction();
+                self.mail_open = txn.is_some();
+                self.rcpts_asked = txn.map_or(0, |t| t.rcpts.len());
             }
             if start_data {
                 if let Err(end) = self.flush().await {
@@ -384,7 +370,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 // Whatever was half written is abandoned; the member never got
                 // an end of data from this session, so it discards the message.
                 self.wbuf.clear();
-                self.upstream = None;
+                self.link.drop_upstream();
                 let text = "Service shutting down, closing transmission channel";
                 self.close_with(421, "4.3.2", text, End::Shutdown).await
             }
@@ -463,11 +449,7 @@ impl<S> Session<S> {
             mail_open,
             rcpts_asked,
             overshoot,
-            txn,
-            broken,
-            upstream,
-            tried,
-            attempts,
+            link,
             errors,
             stats,
             deadline,
@@ -488,11 +470,7 @@ impl<S> Session<S> {
             mail_open,
             rcpts_asked,
             overshoot,
-            txn,
-            broken,
-            upstream,
-            tried,
-            attempts,
+            link,
             errors,
             stats,
             deadline,
@@ -511,14 +489,14 @@ impl<S> Session<S> {
             peer,
             helo,
             tls,
-            upstream,
+            mut link,
             stats,
             ..
         } = self;
         // The client has had its last reply: it need not wait for the QUIT
         // exchange with the member before it sees the connection close.
         drop(io);
-        if let Some(up) = upstream {
+        if let Some(up) = link.take_upstream() {
             up.quit().await;
         }
         info!(

@@ -38,7 +38,7 @@ impl<S> Session<S> {
             Command::Data => {
                 // A transaction no member could take stays answered with 451
                 // (retry later) until RSET or a new MAIL.
-                if self.mail_open || self.broken {
+                if self.mail_open || self.link.is_broken() {
                     self.forget_envelope();
                     Pending::Data
                 } else {
@@ -154,7 +154,7 @@ impl<S> Session<S> {
     }
 
     fn rcpt(&mut self, rcpt: RcptTo) -> Pending {
-        if !self.mail_open && !self.broken {
+        if !self.mail_open && !self.link.is_broken() {
             return reply(503, "5.5.1", "Error: need MAIL command");
         }
         if !rcpt.params.is_empty() {
