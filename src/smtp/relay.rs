@@ -62,9 +62,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             match item.pending {
                 Pending::Reply(reply) => self.queue(&reply),
                 // Not an error against max_errors (see RCPT_OVERSHOOT_LIMIT).
-                Pending::Overshoot => self
-                    .wbuf
-                    .extend_from_slice(too_many_recipients().as_bytes()),
+                Pending::Overshoot => self.queue_uncounted(&too_many_recipients()),
                 Pending::Reset(reply) => {
                     self.end_member_connection();
                     self.link.end_transaction();
@@ -117,13 +115,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.queue(&Reply::new(250, "2.0.0", "Ok"));
     }
 
-    fn queue(&mut self, reply: &Reply) {
-        if reply.code() >= 400 {
-            self.errors += 1;
-        }
-        self.wbuf.extend_from_slice(reply.as_bytes());
-    }
-
     /// Answers a relayed command for which no member could be found or is open.
     fn queue_unplaced(&mut self, pending: &Pending) {
         if matches!(pending, Pending::Rset) {
@@ -172,8 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             let pipelining = up.capabilities().pipelining;
             // The session's encode buffer, reused for every batch.
-            let mut out = std::mem::take(&mut self.obuf);
-            out.clear();
+            let out = self.bufs.encoder();
             for item in items.iter_mut() {
                 if !item.is_relayed() {
                     // A reset ends the member connection: nothing past it may go ahead.
@@ -185,20 +175,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if item.sent {
                     continue;
                 }
-                encode(&item.pending, up, &mut out);
+                encode(&item.pending, up, out);
                 item.sent = true;
                 if !pipelining {
                     break;
                 }
             }
             if out.is_empty() {
-                self.obuf = out;
                 return Ok(());
             }
             let sent = up
-                .send(&out, self.ctx.config.policy.upstream.command_timeout)
+                .send(out, self.ctx.config.policy.upstream.command_timeout)
                 .await;
-            self.obuf = out;
             match sent {
                 Ok(()) => return Ok(()),
                 Err(err) => {

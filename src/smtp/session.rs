@@ -29,13 +29,15 @@ use crate::metrics;
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::{Shutdown, StageWatch};
 use crate::smtp::deadline::{Deadline, later};
-use crate::smtp::proto::{self, LineReader, MailFrom, RcptTo, Reply};
+use crate::smtp::proto::{self, MailFrom, RcptTo, Reply};
 use crate::smtp::server::is_trusted;
 use crate::smtp::tap::MessageTap;
 
+mod buffers;
 mod classify;
 mod link;
 
+use buffers::Buffers;
 pub(crate) use classify::too_many_recipients;
 pub(crate) use link::{MemberLink, Transaction};
 
@@ -134,9 +136,8 @@ pub struct Session<S> {
     pub(crate) io: S,
     pub(crate) ctx: SessionContext,
     pub(crate) peer: Peer,
-    pub(crate) rbuf: BytesMut,
-    pub(crate) wbuf: BytesMut,
-    lines: LineReader,
+    /// Client input, replies queued for the client, member commands.
+    pub(crate) bufs: Buffers,
     /// Client trusted for XCLIENT (its address is in `trusted_proxies`).
     trusted: bool,
     helo: Option<(String, &'static str)>,
@@ -152,14 +153,12 @@ pub struct Session<S> {
     /// The member's side: its connection and what it has accepted.
     pub(crate) link: MemberLink,
     /// Error replies (4xx/5xx) given so far, against `max_errors`.
-    pub(crate) errors: usize,
+    errors: usize,
     pub(crate) stats: SessionStats,
     /// The timer of every client read and write (one per connection).
     deadline: Deadline,
     /// Draining, watched by reads between transactions.
     drain: StageWatch,
-    /// Commands encoded for the member, reused for every batch.
-    pub(crate) obuf: BytesMut,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -172,9 +171,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             io,
             ctx,
             peer,
-            rbuf,
-            wbuf: BytesMut::with_capacity(512),
-            lines: LineReader::new(),
+            bufs: Buffers::new(rbuf),
             trusted,
             helo: None,
             tls: false,
@@ -187,7 +184,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             stats: SessionStats::default(),
             deadline: Deadline::new(),
             drain,
-            obuf: BytesMut::new(),
         }
     }
 
@@ -260,7 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let mut batch = Vec::with_capacity(8);
             let mut quit = false;
             loop {
-                match self.lines.next_line(&mut self.rbuf) {
+                match self.bufs.next_line() {
                     Ok(Some(line)) => {
                         line_due = None;
                         let (item, last) = self.classify(&line);
@@ -325,8 +321,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 // RFC 3207 and the STARTTLS injection class (CVE-2011-0411):
                 // what the client sent after STARTTLS, before the handshake,
                 // is thrown away, never executed inside the TLS session.
-                self.rbuf.clear();
-                self.lines = LineReader::new();
+                self.bufs.discard_input();
                 self.starttls = false;
                 return match self.flush().await {
                     Ok(()) => End::StartTls,
@@ -338,13 +333,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Writes the queued replies to the client.
     pub(crate) async fn flush(&mut self) -> Result<(), End> {
-        if self.wbuf.is_empty() {
+        if self.bufs.output().is_empty() {
             return Ok(());
         }
         // A client that stops reading must not hold its session forever.
         let limit = self.ctx.listener.command_timeout;
         let write = async {
-            self.io.write_all(&self.wbuf).await?;
+            self.io.write_all(self.bufs.output()).await?;
             // A TLS stream may keep records buffered until flushed.
             self.io.flush().await
         };
@@ -355,7 +350,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "client does not read its replies",
             )),
         };
-        self.wbuf.clear();
+        self.bufs.clear_output();
         result.map_err(End::Io)
     }
 
@@ -369,7 +364,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             None => {
                 // Whatever was half written is abandoned; the member never got
                 // an end of data from this session, so it discards the message.
-                self.wbuf.clear();
+                self.bufs.clear_output();
                 self.link.drop_upstream();
                 let text = "Service shutting down, closing transmission channel";
                 self.close_with(421, "4.3.2", text, End::Shutdown).await
@@ -390,11 +385,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         room: usize,
     ) -> Result<usize, End> {
         // BytesMut only grows by 64 bytes when full: make room for a real read.
-        self.rbuf.reserve(room);
+        let input = self.bufs.input();
+        input.reserve(room);
         // Abort is not watched here: every read runs inside serve_or_abort,
         // which ends the session with the same 421 4.3.2 (one waiter less
         // to register and remove per read).
-        let read = self.deadline.run(self.io.read_buf(&mut self.rbuf), due);
+        let read = self.deadline.run(self.io.read_buf(input), due);
         let read = if idle {
             // Draining is checked first, as before every read.
             self.drain.unless(read).await
@@ -422,8 +418,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends a final reply (with what is still queued) and ends the session as `end`.
     async fn close_with(&mut self, code: u16, enhanced: &str, text: &str, end: End) -> End {
         let text = format!("{} {text}", self.ctx.listener.hostname);
-        self.wbuf
-            .extend_from_slice(Reply::new(code, enhanced, &text).as_bytes());
+        self.bufs.reply(&Reply::new(code, enhanced, &text));
         match self.flush().await {
             Ok(()) => end,
             Err(io) => io,
@@ -439,9 +434,7 @@ impl<S> Session<S> {
             io: old,
             ctx,
             peer,
-            rbuf,
-            wbuf,
-            lines,
+            bufs,
             trusted,
             helo,
             tls,
@@ -454,15 +447,12 @@ impl<S> Session<S> {
             stats,
             deadline,
             drain,
-            obuf,
         } = self;
         let session = Session {
             io,
             ctx,
             peer,
-            rbuf,
-            wbuf,
-            lines,
+            bufs,
             trusted,
             helo,
             tls,
@@ -475,9 +465,22 @@ impl<S> Session<S> {
             stats,
             deadline,
             drain,
-            obuf,
         };
         (session, old)
+    }
+
+    /// Queues `reply` for the client; an error reply counts against `max_errors`.
+    pub(crate) fn queue(&mut self, reply: &Reply) {
+        if reply.code() >= 400 {
+            self.errors += 1;
+        }
+        self.bufs.reply(reply);
+    }
+
+    /// Queues `reply` without counting it as an error (a recipient over
+    /// `max_recipients`, see [`classify::RCPT_OVERSHOOT_LIMIT`]).
+    pub(crate) fn queue_uncounted(&mut self, reply: &Reply) {
+        self.bufs.reply(reply);
     }
 
     /// Closes the client connection, ends the member connection and logs

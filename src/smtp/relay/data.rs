@@ -45,7 +45,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             )
         });
         loop {
-            match receiver.feed(&mut self.rbuf) {
+            match receiver.feed(self.bufs.input()) {
                 DataStep::Forward(bytes) => {
                     if let Some(tap) = tap.as_mut() {
                         tap.feed(&bytes);
