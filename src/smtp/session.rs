@@ -35,10 +35,12 @@ use crate::smtp::tap::MessageTap;
 
 mod buffers;
 mod classify;
+mod client;
 mod link;
 
 use buffers::Buffers;
 pub(crate) use classify::too_many_recipients;
+use client::ClientState;
 pub(crate) use link::{MemberLink, Transaction};
 
 /// Room made in the input buffer before each read from the client.
@@ -132,28 +134,19 @@ pub(crate) enum End {
 }
 
 /// A client session over any stream (plain TCP, then TLS after STARTTLS).
+/// Its state is in groups, each owning its changes: the client's side, the
+/// member's, the buffers and the counters.
 pub struct Session<S> {
     pub(crate) io: S,
     pub(crate) ctx: SessionContext,
     pub(crate) peer: Peer,
-    /// Client input, replies queued for the client, member commands.
-    pub(crate) bufs: Buffers,
-    /// Client trusted for XCLIENT (its address is in `trusted_proxies`).
-    trusted: bool,
-    helo: Option<(String, &'static str)>,
-    /// The stream is TLS (STARTTLS done).
-    tls: bool,
-    /// STARTTLS was accepted in the batch being read: nothing after it is read.
-    starttls: bool,
-    // Classification view: what the client has asked for so far.
-    mail_open: bool,
-    rcpts_asked: usize,
-    /// Recipients of this transaction refused for `max_recipients` so far.
-    overshoot: usize,
+    /// The client's side: what it has said and been told.
+    client: ClientState,
     /// The member's side: its connection and what it has accepted.
     pub(crate) link: MemberLink,
-    /// Error replies (4xx/5xx) given so far, against `max_errors`.
-    errors: usize,
+    /// Client input, replies queued for the client, member commands.
+    pub(crate) bufs: Buffers,
+    /// Counters for the session-end log line.
     pub(crate) stats: SessionStats,
     /// The timer of every client read and write (one per connection).
     deadline: Deadline,
@@ -165,22 +158,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A session whose greeting was sent ([`crate::smtp::greeting`]); `rbuf`
     /// holds bytes already read.
     pub fn new(io: S, ctx: SessionContext, peer: Peer, rbuf: BytesMut) -> Self {
-        let trusted = is_trusted(&ctx.listener, peer.client);
+        let client = ClientState::new(is_trusted(&ctx.listener, peer.client));
         let drain = ctx.shutdown.watch_drain();
         Session {
             io,
             ctx,
             peer,
-            bufs: Buffers::new(rbuf),
-            trusted,
-            helo: None,
-            tls: false,
-            starttls: false,
-            mail_open: false,
-            rcpts_asked: 0,
-            overshoot: 0,
+            client,
             link: MemberLink::default(),
-            errors: 0,
+            bufs: Buffers::new(rbuf),
             stats: SessionStats::default(),
             deadline: Deadline::new(),
             drain,
@@ -228,7 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match timeout(limit, TlsAcceptor::from(config).accept(io)).await {
             Ok(Ok(stream)) => {
                 let (mut session, ()) = parked.replace_io(stream);
-                session.tls = true;
+                session.client.tls = true;
                 Ok(session)
             }
             Ok(Err(e)) => {
@@ -266,7 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             quit = true;
                             break;
                         }
-                        if is_data || self.starttls {
+                        if is_data || self.client.starttls {
                             break;
                         }
                     }
@@ -282,7 +268,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if let Err(end) = self.flush().await {
                     return end;
                 }
-                let idle = self.link.transaction().is_none() && !self.mail_open;
+                let idle = self.link.transaction().is_none() && !self.client.mail_open;
                 let due = |now| *line_due.get_or_insert_with(|| later(now, command_timeout));
                 if let Err(end) = self.read_more(due, idle, COMMAND_READ).await {
                     return end;
@@ -291,11 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             let start_data = self.resolve(batch).await;
             if !start_data {
-                // What the member accepted is the truth: a refused MAIL opens
-                // no transaction, a refused DATA leaves it open.
-                let txn = self.link.transaction();
-                self.mail_open = txn.is_some();
-                self.rcpts_asked = txn.map_or(0, |t| t.rcpts.len());
+                self.client.align_to(self.link.transaction());
             }
             if start_data {
                 if let Err(end) = self.flush().await {
@@ -305,7 +287,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return end;
                 }
             }
-            if self.errors >= self.ctx.listener.max_errors {
+            if self.client.too_many_errors(self.ctx.listener.max_errors) {
                 metrics::refused(&self.ctx.listener.name, metrics::reason::MAX_ERRORS);
                 return self
                     .close_with(421, "4.7.0", "Error: too many errors", End::TooManyErrors)
@@ -317,12 +299,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Err(end) => end,
                 };
             }
-            if self.starttls {
+            if self.client.starttls {
                 // RFC 3207 and the STARTTLS injection class (CVE-2011-0411):
                 // what the client sent after STARTTLS, before the handshake,
                 // is thrown away, never executed inside the TLS session.
                 self.bufs.discard_input();
-                self.starttls = false;
+                self.client.starttls = false;
                 return match self.flush().await {
                     Ok(()) => End::StartTls,
                     Err(end) => end,
@@ -434,16 +416,9 @@ impl<S> Session<S> {
             io: old,
             ctx,
             peer,
-            bufs,
-            trusted,
-            helo,
-            tls,
-            starttls,
-            mail_open,
-            rcpts_asked,
-            overshoot,
+            client,
             link,
-            errors,
+            bufs,
             stats,
             deadline,
             drain,
@@ -452,16 +427,9 @@ impl<S> Session<S> {
             io,
             ctx,
             peer,
-            bufs,
-            trusted,
-            helo,
-            tls,
-            starttls,
-            mail_open,
-            rcpts_asked,
-            overshoot,
+            client,
             link,
-            errors,
+            bufs,
             stats,
             deadline,
             drain,
@@ -471,9 +439,7 @@ impl<S> Session<S> {
 
     /// Queues `reply` for the client; an error reply counts against `max_errors`.
     pub(crate) fn queue(&mut self, reply: &Reply) {
-        if reply.code() >= 400 {
-            self.errors += 1;
-        }
+        self.client.answered(reply);
         self.bufs.reply(reply);
     }
 
@@ -490,8 +456,7 @@ impl<S> Session<S> {
             io,
             ctx,
             peer,
-            helo,
-            tls,
+            client,
             mut link,
             stats,
             ..
@@ -506,8 +471,8 @@ impl<S> Session<S> {
             session = peer.id,
             listener = %ctx.listener.name,
             client = %peer.client,
-            helo = helo.as_ref().map(|h| h.0.as_str()).unwrap_or(""),
-            tls = tls,
+            helo = client.helo.as_ref().map(|h| h.0.as_str()).unwrap_or(""),
+            tls = client.tls,
             member = %Joined(&stats.members),
             messages = stats.messages,
             recipients = stats.recipients,
