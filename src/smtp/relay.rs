@@ -377,9 +377,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         metrics::failover(&from, &name);
                     }
                     self.ctx.members.mark_ok(&name);
-                    if !self.stats.members.contains(&name) {
-                        self.stats.members.push(name);
-                    }
+                    self.stats.used(name);
                     self.link.connected(up);
                     return Ok(());
                 }

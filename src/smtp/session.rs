@@ -112,10 +112,45 @@ pub(crate) enum Pending {
 /// Counters for the session-end log line.
 #[derive(Debug, Default)]
 pub(crate) struct SessionStats {
-    pub messages: u64,
-    pub recipients: u64,
-    pub bytes: u64,
-    pub members: Vec<String>,
+    messages: u64,
+    recipients: u64,
+    bytes: u64,
+    /// Every member used, in the order first used.
+    members: Vec<String>,
+}
+
+impl SessionStats {
+    /// A connection to `member` was set up.
+    pub(crate) fn used(&mut self, member: String) {
+        if !self.members.contains(&member) {
+            self.members.push(member);
+        }
+    }
+
+    /// The member used last, if any.
+    pub(crate) fn last_member(&self) -> Option<&str> {
+        self.members.last().map(String::as_str)
+    }
+
+    /// Message content of `bytes` was received, whatever became of it.
+    pub(crate) fn received(&mut self, bytes: u64) {
+        self.bytes += bytes;
+    }
+
+    /// A member accepted a message for `recipients`.
+    pub(crate) fn delivered(&mut self, recipients: u64) {
+        self.messages += 1;
+        self.recipients += recipients;
+    }
+}
+
+/// What ends a wait on the client: the deadline of each read and write,
+/// and draining.
+struct Waits {
+    /// The timer of every client read and write (one per connection).
+    deadline: Deadline,
+    /// Draining, watched by reads between transactions.
+    drain: StageWatch,
 }
 
 /// Why the session ended.
@@ -135,7 +170,7 @@ pub(crate) enum End {
 
 /// A client session over any stream (plain TCP, then TLS after STARTTLS).
 /// Its state is in groups, each owning its changes: the client's side, the
-/// member's, the buffers and the counters.
+/// member's, the buffers, the counters and what bounds waits on the client.
 pub struct Session<S> {
     pub(crate) io: S,
     pub(crate) ctx: SessionContext,
@@ -148,10 +183,8 @@ pub struct Session<S> {
     pub(crate) bufs: Buffers,
     /// Counters for the session-end log line.
     pub(crate) stats: SessionStats,
-    /// The timer of every client read and write (one per connection).
-    deadline: Deadline,
-    /// Draining, watched by reads between transactions.
-    drain: StageWatch,
+    /// The client's deadline, and draining.
+    waits: Waits,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -159,7 +192,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// holds bytes already read.
     pub fn new(io: S, ctx: SessionContext, peer: Peer, rbuf: BytesMut) -> Self {
         let client = ClientState::new(is_trusted(&ctx.listener, peer.client));
-        let drain = ctx.shutdown.watch_drain();
+        let waits = Waits {
+            deadline: Deadline::new(),
+            drain: ctx.shutdown.watch_drain(),
+        };
         Session {
             io,
             ctx,
@@ -168,8 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             link: MemberLink::default(),
             bufs: Buffers::new(rbuf),
             stats: SessionStats::default(),
-            deadline: Deadline::new(),
-            drain,
+            waits,
         }
     }
 
@@ -325,7 +360,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // A TLS stream may keep records buffered until flushed.
             self.io.flush().await
         };
-        let result = match self.deadline.within(limit, write).await {
+        let result = match self.waits.deadline.within(limit, write).await {
             Ok(result) => result,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -372,10 +407,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Abort is not watched here: every read runs inside serve_or_abort,
         // which ends the session with the same 421 4.3.2 (one waiter less
         // to register and remove per read).
-        let read = self.deadline.run(self.io.read_buf(input), due);
+        let read = self.waits.deadline.run(self.io.read_buf(input), due);
         let read = if idle {
             // Draining is checked first, as before every read.
-            self.drain.unless(read).await
+            self.waits.drain.unless(read).await
         } else {
             Some(read.await)
         };
@@ -420,8 +455,7 @@ impl<S> Session<S> {
             link,
             bufs,
             stats,
-            deadline,
-            drain,
+            waits,
         } = self;
         let session = Session {
             io,
@@ -431,8 +465,7 @@ impl<S> Session<S> {
             link,
             bufs,
             stats,
-            deadline,
-            drain,
+            waits,
         };
         (session, old)
     }

@@ -82,7 +82,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        self.stats.bytes += receiver.size();
+        self.stats.received(receiver.size());
         let rcpts = self
             .link
             .take_transaction()
@@ -134,8 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(reply) => {
                 up.transaction_done();
                 if reply.is_positive() {
-                    self.stats.messages += 1;
-                    self.stats.recipients += rcpts;
+                    self.stats.delivered(rcpts);
                 }
                 reply
             }
@@ -148,7 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .link
             .take_upstream()
             .map(|up| up.member().to_owned())
-            .or_else(|| self.stats.members.last().cloned())
+            .or_else(|| self.stats.last_member().map(str::to_owned))
             .unwrap_or_default();
         warn!(session = self.peer.id, client = %self.peer.client, member = %member, reason = %err.reason(), "member lost during DATA; client told to retry");
         Reply::new(
