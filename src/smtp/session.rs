@@ -12,6 +12,11 @@
 //! session state is moved onto the TLS stream ([`Session::run`] re-wraps `S`
 //! in `tokio_rustls::server::TlsStream<S>`) with HELO/EHLO, any transaction
 //! and the member connection forgotten.
+//!
+//! The session's state is in groups, each in its own file under `session/`
+//! and changed through its methods: the client's side (`client`), the link
+//! to the member (`link`, driven by the relay) and the buffers (`buffers`);
+//! the counters and the client's waits are small groups of their own here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
