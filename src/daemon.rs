@@ -219,7 +219,7 @@ impl ContextSource for Gateway {
             shutdown: self.shutdown.clone(),
             tls: snapshot.tls.listener(listener),
             upstream_tls: snapshot.tls.upstream(),
-            lft: self.lft.get().cloned(),
+            tap: self.lft.get().map(|lft| lft.clone() as _),
         })
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::client::Client;
 use common::cluster::Node;
 use common::{Behavior, FakeMta, eventually, policy, run_bounded};
-use mxgate::cluster::transport::client_config;
+use mxgate::tls::mutual::client_config;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

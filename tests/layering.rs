@@ -2,10 +2,9 @@
 //! top-level module of `src/` (and `smtp::proto`, the sans-IO core) may
 //! import only modules of a lower layer, so the modules form no cycle.
 //!
-//! The layering is being reached step by step (issue 16): [`KNOWN`] lists
-//! the imports that still break it. The test fails on any other forbidden
-//! import, and on an entry of [`KNOWN`] that no longer occurs, so the list
-//! can only shrink; at the end of the issue it is empty.
+//! A failure names the file and the module it may not import: move the
+//! code down, or let the lower module declare a small trait that the
+//! composition root (`daemon`) supplies.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -39,11 +38,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("admin", 12),
     ("demo", 13),
     ("cli", 14),
-];
-
-/// Forbidden imports that remain, as (importing file, imported module).
-const KNOWN: &[(&str, &str)] = &[
-    ("src/smtp/session.rs", "lft"),
 ];
 
 fn layer(module: &str) -> Option<u8> {
@@ -203,34 +197,18 @@ fn every_module_imports_only_lower_layers() {
         unknown.is_empty(),
         "modules without a layer (add them to LAYERS and docs/architecture.md): {unknown:#?}"
     );
-    let known: BTreeSet<(String, String)> = KNOWN
-        .iter()
-        .map(|(f, m)| (f.to_string(), m.to_string()))
-        .collect();
-    let new: Vec<_> = forbidden.difference(&known).collect();
-    let gone: Vec<_> = known.difference(&forbidden).collect();
     assert!(
-        new.is_empty(),
-        "imports against the layers of docs/architecture.md (file, module it may not import): {new:#?}"
-    );
-    assert!(
-        gone.is_empty(),
-        "no longer imported: remove these from KNOWN in tests/layering.rs: {gone:#?}"
+        forbidden.is_empty(),
+        "imports against the layers of docs/architecture.md (file, module it may not import): {forbidden:#?}"
     );
 }
 
 #[test]
-fn the_top_level_modules_form_no_cycle_beyond_the_known_imports() {
+fn the_top_level_modules_form_no_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let known: BTreeSet<(String, String)> = KNOWN
-        .iter()
-        .map(|(f, m)| (f.to_string(), m.to_string()))
-        .collect();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (file, from, to) in edges(&src) {
-        if !known.contains(&(file, to.clone())) {
-            graph.entry(from).or_default().insert(to);
-        }
+    for (_, from, to) in edges(&src) {
+        graph.entry(from).or_default().insert(to);
     }
     // Depth-first search for a back edge.
     fn visit(

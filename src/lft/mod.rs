@@ -2,9 +2,10 @@
 //! section 9).
 //!
 //! Data flow: for an injected session (the client is a member's address),
-//! the relay hands every chunk it forwards to an [`tap::LftTap`]. The tap
-//! never waits: it passes the chunk on an unbounded channel whose bytes in
-//! flight are bounded, to a spool task that un-dot-stuffs it into
+//! the relay hands every chunk it forwards to an [`tap::LftTap`] (the data
+//! plane's [`crate::smtp::tap::MessageTap`] is [`Lft`]). The tap never
+//! waits: it passes the chunk on an unbounded channel whose bytes in flight
+//! are bounded, to a spool task that un-dot-stuffs it into
 //! `data_dir/lft/spool`. When the member accepted the message (end of data
 //! `2xx`), the spool is parsed ([`extract`], mail-parser) off the runtime
 //! and every attachment of at least `[lft] threshold` goes into the
@@ -77,6 +78,21 @@ pub trait Host: Send + Sync {
     fn cluster(&self) -> Option<Arc<ClusterNode>>;
 }
 
+/// No daemon: a service on its own (unit tests).
+#[cfg(test)]
+pub(crate) fn no_host() -> Weak<dyn Host> {
+    struct NoHost;
+    impl Host for NoHost {
+        fn policy(&self) -> Arc<Policy> {
+            unreachable!("a Weak::new() is never upgraded")
+        }
+        fn cluster(&self) -> Option<Arc<ClusterNode>> {
+            None
+        }
+    }
+    Weak::<NoHost>::new()
+}
+
 /// The LFT service of one daemon.
 #[derive(Debug)]
 pub struct Lft {
@@ -91,13 +107,15 @@ pub struct Lft {
     /// Wakes the uploader.
     pub wake: Notify,
     host: Weak<dyn Host>,
+    /// This service, for the spool tasks its taps start.
+    me: Weak<Lft>,
     in_flight: Arc<AtomicU64>,
     spools: Arc<AtomicUsize>,
 }
 
 impl Lft {
     /// The service over `data_dir/lft` (directories made here; leftover spool files removed).
-    pub fn open(node_name: &str, data_dir: &Path, host: Weak<dyn Host>) -> Result<Lft> {
+    pub fn open(node_name: &str, data_dir: &Path, host: Weak<dyn Host>) -> Result<Arc<Lft>> {
         let dir = data_dir.join("lft");
         for sub in ["objects", "queue", "spool"] {
             let d = dir.join(sub);
@@ -108,16 +126,17 @@ impl Lft {
                 let _ = std::fs::remove_file(f.path());
             }
         }
-        Ok(Lft {
+        Ok(Arc::new_cyclic(|me| Lft {
             node_name: node_name.to_owned(),
             store: store::Store::new(&dir.join("objects")),
             queue: queue::Queue::new(&dir.join("queue")),
             dir,
             wake: Notify::new(),
             host,
+            me: me.clone(),
             in_flight: Arc::new(AtomicU64::new(0)),
             spools: Arc::new(AtomicUsize::new(0)),
-        })
+        }))
     }
 
     /// The daemon, while it runs.
@@ -158,7 +177,7 @@ pub fn start(
     host: Weak<dyn Host>,
     stop: CancellationToken,
 ) -> anyhow::Result<Arc<Lft>> {
-    let lft = Arc::new(Lft::open(&config.node.name, &config.node.data_dir, host)?);
+    let lft = Lft::open(&config.node.name, &config.node.data_dir, host)?;
     if let Some(node) = lft.host().and_then(|host| host.cluster()) {
         node.serve_attachments(lft.clone());
     }

@@ -1,7 +1,8 @@
-//! The relay's side of LFT: [`LftTap`] receives the bytes the relay forwards
-//! to the member and hands them to a spool task without ever waiting; the
-//! transaction's end-of-data result decides whether the spool is parsed
-//! and stored or discarded.
+//! The relay's side of LFT: [`Lft`] is the data plane's [`MessageTap`], and
+//! the [`LftTap`] it gives for an injected message receives the bytes the
+//! relay forwards to the member and hands them to a spool task without ever
+//! waiting; the transaction's end-of-data result decides whether the spool
+//! is parsed and stored or discarded.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,9 +18,10 @@ use super::store::Meta;
 use super::{Lft, MAX_IN_FLIGHT, MAX_SPOOLS};
 use crate::config::Policy;
 use crate::routing::Router;
+use crate::smtp::tap::{MessageCopy, MessageTap};
 
 /// Copies one message's relayed bytes to a spool task. Dropping it (or
-/// [`LftTap::finish`] with `false`) discards the spool.
+/// [`MessageCopy::finish`] with `false`) discards the spool.
 #[derive(Debug)]
 pub struct LftTap {
     tx: Option<mpsc::UnboundedSender<Bytes>>,
@@ -31,19 +33,20 @@ pub struct LftTap {
     source: String,
 }
 
-impl Lft {
+impl MessageTap for Lft {
     /// A tap for a message of `session` from `client`, when the client is a
     /// member (an injected message); `None` otherwise or when too many
     /// messages are being spooled.
-    pub fn tap(
-        self: &Arc<Self>,
+    fn tap(
+        &self,
         policy: &Arc<Policy>,
         router: &Router,
         client: std::net::IpAddr,
         session: u64,
-    ) -> Option<LftTap> {
+    ) -> Option<Box<dyn MessageCopy>> {
         let source = router.source_member(client)?.to_owned();
         let targets = policy.member(&source)?.lft_sync_to.clone();
+        let lft = self.me.upgrade()?;
         if self.spools.fetch_add(1, Ordering::SeqCst) >= MAX_SPOOLS {
             self.spools.fetch_sub(1, Ordering::SeqCst);
             warn!(session, source = %source, "LFT: too many messages being spooled; this one is not searched for attachments");
@@ -52,7 +55,7 @@ impl Lft {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done, outcome) = oneshot::channel();
         let job = Job {
-            lft: self.clone(),
+            lft,
             path: self
                 .dir
                 .join("spool")
@@ -63,7 +66,7 @@ impl Lft {
             threshold: policy.lft.threshold,
         };
         tokio::spawn(job.run(rx, outcome, self.in_flight.clone(), self.spools.clone()));
-        Some(LftTap {
+        Some(Box::new(LftTap {
             tx: Some(tx),
             done: Some(done),
             in_flight: self.in_flight.clone(),
@@ -71,13 +74,13 @@ impl Lft {
             limit: policy.lft.max_message_size,
             session,
             source,
-        })
+        }))
     }
 }
 
-impl LftTap {
+impl MessageCopy for LftTap {
     /// Takes a copy of bytes being forwarded (a reference count, no copy).
-    pub fn feed(&mut self, chunk: &Bytes) {
+    fn feed(&mut self, chunk: &Bytes) {
         let Some(tx) = &self.tx else { return };
         self.size += chunk.len() as u64;
         let why = if self.size > self.limit {
@@ -109,7 +112,7 @@ impl LftTap {
 
     /// The member's verdict: `accepted` (end of data `2xx`) stores the
     /// attachments, anything else discards the spool.
-    pub fn finish(mut self, accepted: bool) {
+    fn finish(mut self: Box<Self>, accepted: bool) {
         self.tx = None;
         if let Some(done) = self.done.take() {
             let _ = done.send(accepted);

@@ -4,7 +4,7 @@
 //! session limits); [`greeting`] sends the greeting unless the client talked
 //! first (pre-greet); [`session`] runs the client conversation; [`relay`] moves the
 //! transaction to a member with failover; [`upstream`] is the member-side
-//! SMTP client; [`tls`] builds the STARTTLS configurations of a snapshot;
+//! SMTP client; [`tap`] is how a subsystem gets a copy of relayed messages;
 //! [`proto`] is the sans-IO protocol code under all of them.
 
 mod deadline;
@@ -13,4 +13,5 @@ pub mod proto;
 mod relay;
 pub mod server;
 pub mod session;
+pub mod tap;
 pub mod upstream;

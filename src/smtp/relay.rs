@@ -62,12 +62,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             match item.pending {
                 Pending::Reply(reply) => self.queue(&reply),
                 // Not an error against max_errors (see RCPT_OVERSHOOT_LIMIT).
-                Pending::Overshoot => self
-                    .wbuf
-                    .extend_from_slice(too_many_recipients().as_bytes()),
+                Pending::Overshoot => self.queue_uncounted(&too_many_recipients()),
                 Pending::Reset(reply) => {
                     self.end_member_connection();
-                    self.end_transaction();
+                    self.link.end_transaction();
                     self.queue(&reply);
                 }
                 Pending::Rset => {
@@ -111,29 +109,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         false
     }
 
-    /// Forgets the transaction, whether the member had it or none could take it.
-    fn end_transaction(&mut self) {
-        self.txn = None;
-        self.broken = false;
-    }
-
     /// RSET always succeeds: it ends whatever transaction there was.
     fn answer_rset(&mut self) {
-        self.end_transaction();
+        self.link.end_transaction();
         self.queue(&Reply::new(250, "2.0.0", "Ok"));
-    }
-
-    /// A new transaction (or a reconnect from the top) may try every member again.
-    fn restart_attempts(&mut self) {
-        self.tried.clear();
-        self.attempts = 0;
-    }
-
-    fn queue(&mut self, reply: &Reply) {
-        if reply.code() >= 400 {
-            self.errors += 1;
-        }
-        self.wbuf.extend_from_slice(reply.as_bytes());
     }
 
     /// Answers a relayed command for which no member could be found or is open.
@@ -142,7 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.answer_rset();
             return;
         }
-        let reply = if self.broken {
+        let reply = if self.link.is_broken() {
             tempfail_no_member()
         } else {
             match pending {
@@ -161,16 +140,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(front) = items.front() else {
             return Ok(());
         };
-        if self.upstream.is_none() {
+        if self.link.upstream().is_none() {
             match &front.pending {
                 Pending::Mail(_) => {
-                    self.broken = false;
-                    self.restart_attempts();
+                    self.link.begin();
                     if let Err(reply) = Box::pin(self.connect_next()).await {
-                        self.broken = reply.is_transient();
-                        if self.broken {
-                            let member =
-                                self.tried.last().map_or(metrics::NO_MEMBER, String::as_str);
+                        if self.link.unplaced(&reply) {
+                            let member = self.link.last_tried().unwrap_or(metrics::NO_MEMBER);
                             metrics::message(member, MessageResult::Tempfail);
                         }
                         return Err(Some(reply));
@@ -182,13 +158,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         loop {
-            let Some(up) = self.upstream.as_mut() else {
+            let Some(up) = self.link.upstream_mut() else {
                 return Err(None);
             };
             let pipelining = up.capabilities().pipelining;
             // The session's encode buffer, reused for every batch.
-            let mut out = std::mem::take(&mut self.obuf);
-            out.clear();
+            let out = self.bufs.encoder();
             for item in items.iter_mut() {
                 if !item.is_relayed() {
                     // A reset ends the member connection: nothing past it may go ahead.
@@ -200,20 +175,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if item.sent {
                     continue;
                 }
-                encode(&item.pending, up, &mut out);
+                encode(&item.pending, up, out);
                 item.sent = true;
                 if !pipelining {
                     break;
                 }
             }
             if out.is_empty() {
-                self.obuf = out;
                 return Ok(());
             }
             let sent = up
-                .send(&out, self.ctx.config.policy.upstream.command_timeout)
+                .send(out, self.ctx.config.policy.upstream.command_timeout)
                 .await;
-            self.obuf = out;
             match sent {
                 Ok(()) => return Ok(()),
                 Err(err) => {
@@ -229,7 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Reads the member's reply to a relayed command (`record` then updates the transaction).
     async fn collect(&mut self, pending: &Pending) -> Collected {
         let limit = self.ctx.config.policy.upstream.command_timeout;
-        let Some(up) = self.upstream.as_mut() else {
+        let Some(up) = self.link.upstream_mut() else {
             return Collected::Failed(UpstreamError::Closed);
         };
         let reply = match up.reply(limit).await {
@@ -256,17 +229,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return;
         }
         match pending {
-            Pending::Mail(mail) => {
-                self.txn = Some(Transaction {
-                    mail,
-                    rcpts: Vec::new(),
-                });
-            }
-            Pending::Rcpt(rcpt) => {
-                if let Some(txn) = self.txn.as_mut() {
-                    txn.rcpts.push(rcpt);
-                }
-            }
+            Pending::Mail(mail) => self.link.open(mail),
+            Pending::Rcpt(rcpt) => self.link.add_rcpt(rcpt),
             _ => {}
         }
     }
@@ -275,29 +239,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Returns false when the connection was dropped.
     async fn collect_rset(&mut self) -> bool {
         let limit = self.ctx.config.policy.upstream.command_timeout;
-        let Some(up) = self.upstream.as_mut() else {
+        let Some(up) = self.link.upstream_mut() else {
             return false;
         };
         if matches!(up.reply(limit).await, Ok(reply) if reply.is_positive()) {
             return true;
         }
-        self.upstream = None;
+        self.link.drop_upstream();
         false
     }
 
     /// The member failed before end of DATA: move the transaction to the next
     /// member. Returns false when none is left (the transaction is then broken).
     async fn fail_over(&mut self, err: UpstreamError) -> bool {
-        let Some(failed) = self.upstream.take() else {
-            return false;
-        };
-        let from = failed.member().to_owned();
         // A connection kept from an earlier transaction may simply have been
         // closed by the member while idle: that is no failure of the member.
-        let stale = failed.transactions() > 0 && self.txn.is_none();
+        let Some((from, stale)) = self.link.fail() else {
+            return false;
+        };
         if stale {
             info!(session = self.peer.id, member = %from, reason = %err.reason(), "kept member connection is gone; reconnecting");
-            self.restart_attempts();
         } else if matches!(err, UpstreamError::Timeout(_)) {
             // A member that stops answering is unwell for everyone.
             self.ctx.members.mark_failed(
@@ -314,7 +275,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         loop {
             let reply = match Box::pin(self.connect_next()).await {
                 Ok(()) => {
-                    let Some(up) = self.upstream.as_mut() else {
+                    let txn = self.link.transaction().cloned();
+                    let Some(up) = self.link.upstream_mut() else {
                         return false;
                     };
                     let to = up.member().to_owned();
@@ -322,13 +284,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         warn!(session = self.peer.id, client = %self.peer.client, from = %from, to = %to, reason = %err.reason(), "failover");
                         metrics::failover(&from, &to);
                     }
-                    let Some(txn) = self.txn.clone() else {
+                    let Some(txn) = txn else {
                         return true;
                     };
                     match replay(up, &txn, self.ctx.config.policy.upstream.command_timeout).await {
                         Ok(()) => return true,
                         Err(replay_err) => {
-                            self.upstream = None;
+                            self.link.drop_upstream();
                             self.ctx.members.mark_failed(
                                 &to,
                                 &replay_err.reason(),
@@ -342,8 +304,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             warn!(session = self.peer.id, client = %self.peer.client, from = %from, reason = %err.reason(), reply = %String::from_utf8_lossy(reply.as_bytes()).trim_end(), "no member left for the transaction");
             metrics::message(&from, MessageResult::Tempfail);
-            self.txn = None;
-            self.broken = true;
+            self.link.break_transaction();
             return false;
         }
     }
@@ -359,7 +320,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // later one works, that is a failover and is logged as one.
         let mut failed: Option<(String, String)> = None;
         loop {
-            if self.attempts >= policy.routing.max_attempts {
+            if self.link.attempts() >= policy.routing.max_attempts {
                 return Err(tempfail_no_member());
             }
             let route = self.ctx.router.route(
@@ -381,16 +342,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Verdict::Unavailable => return Err(tempfail_no_member()),
             }
-            let Some(next) = route.order.iter().find(|r| !self.tried.contains(&r.member)) else {
+            let Some(next) = route.order.iter().find(|r| self.link.untried(&r.member)) else {
                 return Err(tempfail_no_member());
             };
             let name = next.member.clone();
-            self.tried.push(name.clone());
-            self.attempts += 1;
+            self.link.attempt(name.clone());
             let Some(addr) = policy.member(&name).and_then(|m| m.smtp.clone()) else {
                 continue;
             };
-            if self.attempts == 1 {
+            if self.link.attempts() == 1 {
                 // debug: at info every session would write two lines; the
                 // session-end line names the member, `route explain` the order.
                 let order = route.order.iter().map(|r| r.member.as_str());
@@ -417,10 +377,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         metrics::failover(&from, &name);
                     }
                     self.ctx.members.mark_ok(&name);
-                    if !self.stats.members.contains(&name) {
-                        self.stats.members.push(name);
-                    }
-                    self.upstream = Some(up);
+                    self.stats.used(name);
+                    self.link.connected(up);
                     return Ok(());
                 }
                 Err(err) => {
@@ -437,7 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Drops the member connection (saying QUIT) before the client identity changes.
     /// The QUIT exchange runs in the background: the client's reply does not wait for it.
     fn end_member_connection(&mut self) {
-        if let Some(up) = self.upstream.take() {
+        if let Some(up) = self.link.take_upstream() {
             tokio::spawn(up.quit());
         }
     }

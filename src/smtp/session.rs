@@ -12,6 +12,11 @@
 //! session state is moved onto the TLS stream ([`Session::run`] re-wraps `S`
 //! in `tokio_rustls::server::TlsStream<S>`) with HELO/EHLO, any transaction
 //! and the member connection forgotten.
+//!
+//! The session's state is in groups, each in its own file under `session/`
+//! and changed through its methods: the client's side (`client`), the link
+//! to the member (`link`, driven by the relay) and the buffers (`buffers`);
+//! the counters and the client's waits are small groups of their own here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,13 +34,19 @@ use crate::metrics;
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::{Shutdown, StageWatch};
 use crate::smtp::deadline::{Deadline, later};
-use crate::smtp::proto::{self, LineReader, MailFrom, RcptTo, Reply};
+use crate::smtp::proto::{self, MailFrom, RcptTo, Reply};
 use crate::smtp::server::is_trusted;
-use crate::smtp::upstream::Upstream;
+use crate::smtp::tap::MessageTap;
 
+mod buffers;
 mod classify;
+mod client;
+mod link;
 
+use buffers::Buffers;
 pub(crate) use classify::too_many_recipients;
+use client::ClientState;
+pub(crate) use link::{MemberLink, Transaction};
 
 /// Room made in the input buffer before each read from the client.
 /// Room made before reading commands: a command line is at most 512 octets,
@@ -65,8 +76,9 @@ pub struct SessionContext {
     pub tls: Option<Arc<ServerConfig>>,
     /// STARTTLS to members (`None`: `[upstream] tls = "none"`).
     pub upstream_tls: Option<Arc<ClientConfig>>,
-    /// The LFT store: injected messages are tapped for attachments.
-    pub lft: Option<Arc<crate::lft::Lft>>,
+    /// Takes a copy of relayed messages (LFT: injected messages are
+    /// searched for attachments); `None`: no copies.
+    pub tap: Option<Arc<dyn MessageTap>>,
 }
 
 /// Where the client is, as far as the session knows.
@@ -102,20 +114,48 @@ pub(crate) enum Pending {
     Rset,
 }
 
-/// The open transaction as the member has accepted it (replayed on failover).
-#[derive(Debug, Clone)]
-pub(crate) struct Transaction {
-    pub mail: MailFrom,
-    pub rcpts: Vec<RcptTo>,
-}
-
 /// Counters for the session-end log line.
 #[derive(Debug, Default)]
 pub(crate) struct SessionStats {
-    pub messages: u64,
-    pub recipients: u64,
-    pub bytes: u64,
-    pub members: Vec<String>,
+    messages: u64,
+    recipients: u64,
+    bytes: u64,
+    /// Every member used, in the order first used.
+    members: Vec<String>,
+}
+
+impl SessionStats {
+    /// A connection to `member` was set up.
+    pub(crate) fn used(&mut self, member: String) {
+        if !self.members.contains(&member) {
+            self.members.push(member);
+        }
+    }
+
+    /// The member used last, if any.
+    pub(crate) fn last_member(&self) -> Option<&str> {
+        self.members.last().map(String::as_str)
+    }
+
+    /// Message content of `bytes` was received, whatever became of it.
+    pub(crate) fn received(&mut self, bytes: u64) {
+        self.bytes += bytes;
+    }
+
+    /// A member accepted a message for `recipients`.
+    pub(crate) fn delivered(&mut self, recipients: u64) {
+        self.messages += 1;
+        self.recipients += recipients;
+    }
+}
+
+/// What ends a wait on the client: the deadline of each read and write,
+/// and draining.
+struct Waits {
+    /// The timer of every client read and write (one per connection).
+    deadline: Deadline,
+    /// Draining, watched by reads between transactions.
+    drain: StageWatch,
 }
 
 /// Why the session ended.
@@ -134,73 +174,42 @@ pub(crate) enum End {
 }
 
 /// A client session over any stream (plain TCP, then TLS after STARTTLS).
+/// Its state is in groups, each owning its changes: the client's side, the
+/// member's, the buffers, the counters and what bounds waits on the client.
 pub struct Session<S> {
     pub(crate) io: S,
     pub(crate) ctx: SessionContext,
     pub(crate) peer: Peer,
-    pub(crate) rbuf: BytesMut,
-    pub(crate) wbuf: BytesMut,
-    lines: LineReader,
-    /// Client trusted for XCLIENT (its address is in `trusted_proxies`).
-    trusted: bool,
-    helo: Option<(String, &'static str)>,
-    /// The stream is TLS (STARTTLS done).
-    tls: bool,
-    /// STARTTLS was accepted in the batch being read: nothing after it is read.
-    starttls: bool,
-    // Classification view: what the client has asked for so far.
-    mail_open: bool,
-    rcpts_asked: usize,
-    /// Recipients of this transaction refused for `max_recipients` so far.
-    overshoot: usize,
-    // Resolution view: what the member has accepted.
-    pub(crate) txn: Option<Transaction>,
-    /// The transaction could not be placed anywhere: later commands of it get 451.
-    pub(crate) broken: bool,
-    pub(crate) upstream: Option<Upstream>,
-    pub(crate) tried: Vec<String>,
-    pub(crate) attempts: u32,
-    /// Error replies (4xx/5xx) given so far, against `max_errors`.
-    pub(crate) errors: usize,
+    /// The client's side: what it has said and been told.
+    client: ClientState,
+    /// The member's side: its connection and what it has accepted.
+    pub(crate) link: MemberLink,
+    /// Client input, replies queued for the client, member commands.
+    pub(crate) bufs: Buffers,
+    /// Counters for the session-end log line.
     pub(crate) stats: SessionStats,
-    /// The timer of every client read and write (one per connection).
-    deadline: Deadline,
-    /// Draining, watched by reads between transactions.
-    drain: StageWatch,
-    /// Commands encoded for the member, reused for every batch.
-    pub(crate) obuf: BytesMut,
+    /// The client's deadline, and draining.
+    waits: Waits,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A session whose greeting was sent ([`crate::smtp::greeting`]); `rbuf`
     /// holds bytes already read.
     pub fn new(io: S, ctx: SessionContext, peer: Peer, rbuf: BytesMut) -> Self {
-        let trusted = is_trusted(&ctx.listener, peer.client);
-        let drain = ctx.shutdown.watch_drain();
+        let client = ClientState::new(is_trusted(&ctx.listener, peer.client));
+        let waits = Waits {
+            deadline: Deadline::new(),
+            drain: ctx.shutdown.watch_drain(),
+        };
         Session {
             io,
             ctx,
             peer,
-            rbuf,
-            wbuf: BytesMut::with_capacity(512),
-            lines: LineReader::new(),
-            trusted,
-            helo: None,
-            tls: false,
-            starttls: false,
-            mail_open: false,
-            rcpts_asked: 0,
-            overshoot: 0,
-            txn: None,
-            broken: false,
-            upstream: None,
-            tried: Vec::new(),
-            attempts: 0,
-            errors: 0,
+            client,
+            link: MemberLink::default(),
+            bufs: Buffers::new(rbuf),
             stats: SessionStats::default(),
-            deadline: Deadline::new(),
-            drain,
-            obuf: BytesMut::new(),
+            waits,
         }
     }
 
@@ -245,7 +254,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match timeout(limit, TlsAcceptor::from(config).accept(io)).await {
             Ok(Ok(stream)) => {
                 let (mut session, ()) = parked.replace_io(stream);
-                session.tls = true;
+                session.client.tls = true;
                 Ok(session)
             }
             Ok(Err(e)) => {
@@ -273,7 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let mut batch = Vec::with_capacity(8);
             let mut quit = false;
             loop {
-                match self.lines.next_line(&mut self.rbuf) {
+                match self.bufs.next_line() {
                     Ok(Some(line)) => {
                         line_due = None;
                         let (item, last) = self.classify(&line);
@@ -283,7 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             quit = true;
                             break;
                         }
-                        if is_data || self.starttls {
+                        if is_data || self.client.starttls {
                             break;
                         }
                     }
@@ -299,7 +308,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if let Err(end) = self.flush().await {
                     return end;
                 }
-                let idle = self.txn.is_none() && !self.mail_open;
+                let idle = self.link.transaction().is_none() && !self.client.mail_open;
                 let due = |now| *line_due.get_or_insert_with(|| later(now, command_timeout));
                 if let Err(end) = self.read_more(due, idle, COMMAND_READ).await {
                     return end;
@@ -308,10 +317,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             let start_data = self.resolve(batch).await;
             if !start_data {
-                // What the member accepted is the truth: a refused MAIL opens
-                // no transaction, a refused DATA leaves it open.
-                self.mail_open = self.txn.is_some();
-                self.rcpts_asked = self.txn.as_ref().map_or(0, |t| t.rcpts.len());
+                self.client.align_to(self.link.transaction());
             }
             if start_data {
                 if let Err(end) = self.flush().await {
@@ -321,7 +327,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return end;
                 }
             }
-            if self.errors >= self.ctx.listener.max_errors {
+            if self.client.too_many_errors(self.ctx.listener.max_errors) {
                 metrics::refused(&self.ctx.listener.name, metrics::reason::MAX_ERRORS);
                 return self
                     .close_with(421, "4.7.0", "Error: too many errors", End::TooManyErrors)
@@ -333,13 +339,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Err(end) => end,
                 };
             }
-            if self.starttls {
+            if self.client.starttls {
                 // RFC 3207 and the STARTTLS injection class (CVE-2011-0411):
                 // what the client sent after STARTTLS, before the handshake,
                 // is thrown away, never executed inside the TLS session.
-                self.rbuf.clear();
-                self.lines = LineReader::new();
-                self.starttls = false;
+                self.bufs.discard_input();
+                self.client.starttls = false;
                 return match self.flush().await {
                     Ok(()) => End::StartTls,
                     Err(end) => end,
@@ -350,24 +355,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Writes the queued replies to the client.
     pub(crate) async fn flush(&mut self) -> Result<(), End> {
-        if self.wbuf.is_empty() {
+        if self.bufs.output().is_empty() {
             return Ok(());
         }
         // A client that stops reading must not hold its session forever.
         let limit = self.ctx.listener.command_timeout;
         let write = async {
-            self.io.write_all(&self.wbuf).await?;
+            self.io.write_all(self.bufs.output()).await?;
             // A TLS stream may keep records buffered until flushed.
             self.io.flush().await
         };
-        let result = match self.deadline.within(limit, write).await {
+        let result = match self.waits.deadline.within(limit, write).await {
             Ok(result) => result,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "client does not read its replies",
             )),
         };
-        self.wbuf.clear();
+        self.bufs.clear_output();
         result.map_err(End::Io)
     }
 
@@ -381,8 +386,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             None => {
                 // Whatever was half written is abandoned; the member never got
                 // an end of data from this session, so it discards the message.
-                self.wbuf.clear();
-                self.upstream = None;
+                self.bufs.clear_output();
+                self.link.drop_upstream();
                 let text = "Service shutting down, closing transmission channel";
                 self.close_with(421, "4.3.2", text, End::Shutdown).await
             }
@@ -402,14 +407,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         room: usize,
     ) -> Result<usize, End> {
         // BytesMut only grows by 64 bytes when full: make room for a real read.
-        self.rbuf.reserve(room);
+        let input = self.bufs.input();
+        input.reserve(room);
         // Abort is not watched here: every read runs inside serve_or_abort,
         // which ends the session with the same 421 4.3.2 (one waiter less
         // to register and remove per read).
-        let read = self.deadline.run(self.io.read_buf(&mut self.rbuf), due);
+        let read = self.waits.deadline.run(self.io.read_buf(input), due);
         let read = if idle {
             // Draining is checked first, as before every read.
-            self.drain.unless(read).await
+            self.waits.drain.unless(read).await
         } else {
             Some(read.await)
         };
@@ -434,8 +440,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends a final reply (with what is still queued) and ends the session as `end`.
     async fn close_with(&mut self, code: u16, enhanced: &str, text: &str, end: End) -> End {
         let text = format!("{} {text}", self.ctx.listener.hostname);
-        self.wbuf
-            .extend_from_slice(Reply::new(code, enhanced, &text).as_bytes());
+        self.bufs.reply(&Reply::new(code, enhanced, &text));
         match self.flush().await {
             Ok(()) => end,
             Err(io) => io,
@@ -451,53 +456,35 @@ impl<S> Session<S> {
             io: old,
             ctx,
             peer,
-            rbuf,
-            wbuf,
-            lines,
-            trusted,
-            helo,
-            tls,
-            starttls,
-            mail_open,
-            rcpts_asked,
-            overshoot,
-            txn,
-            broken,
-            upstream,
-            tried,
-            attempts,
-            errors,
+            client,
+            link,
+            bufs,
             stats,
-            deadline,
-            drain,
-            obuf,
+            waits,
         } = self;
         let session = Session {
             io,
             ctx,
             peer,
-            rbuf,
-            wbuf,
-            lines,
-            trusted,
-            helo,
-            tls,
-            starttls,
-            mail_open,
-            rcpts_asked,
-            overshoot,
-            txn,
-            broken,
-            upstream,
-            tried,
-            attempts,
-            errors,
+            client,
+            link,
+            bufs,
             stats,
-            deadline,
-            drain,
-            obuf,
+            waits,
         };
         (session, old)
+    }
+
+    /// Queues `reply` for the client; an error reply counts against `max_errors`.
+    pub(crate) fn queue(&mut self, reply: &Reply) {
+        self.client.answered(reply);
+        self.bufs.reply(reply);
+    }
+
+    /// Queues `reply` without counting it as an error (a recipient over
+    /// `max_recipients`, see [`classify::RCPT_OVERSHOOT_LIMIT`]).
+    pub(crate) fn queue_uncounted(&mut self, reply: &Reply) {
+        self.bufs.reply(reply);
     }
 
     /// Closes the client connection, ends the member connection and logs
@@ -507,24 +494,23 @@ impl<S> Session<S> {
             io,
             ctx,
             peer,
-            helo,
-            tls,
-            upstream,
+            client,
+            mut link,
             stats,
             ..
         } = self;
         // The client has had its last reply: it need not wait for the QUIT
         // exchange with the member before it sees the connection close.
         drop(io);
-        if let Some(up) = upstream {
+        if let Some(up) = link.take_upstream() {
             up.quit().await;
         }
         info!(
             session = peer.id,
             listener = %ctx.listener.name,
             client = %peer.client,
-            helo = helo.as_ref().map(|h| h.0.as_str()).unwrap_or(""),
-            tls = tls,
+            helo = client.helo.as_ref().map(|h| h.0.as_str()).unwrap_or(""),
+            tls = client.tls,
             member = %Joined(&stats.members),
             messages = stats.messages,
             recipients = stats.recipients,

@@ -151,8 +151,8 @@ async fn over_a_hyper_server() {
 #[test]
 fn lft_claims_only_its_paths() {
     let dir = tempfile::tempdir().unwrap();
-    let lft = Lft::open("n1", dir.path(), std::sync::Weak::new()).unwrap();
-    let content: &dyn LocalContent = &lft;
+    let lft = Lft::open("n1", dir.path(), crate::lft::no_host()).unwrap();
+    let content: &dyn LocalContent = &*lft;
     assert!(content.claims("/lft/"));
     assert!(content.claims(&format!("/lft/{}", "a".repeat(64))));
     for path in ["/", "/lft", "/portal/lft/x", "/LFT/x"] {

@@ -23,8 +23,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(crate) async fn stream_data(&mut self) -> Result<(), End> {
         let listener = self.ctx.listener.clone();
         let member = self
-            .upstream
-            .as_ref()
+            .link
+            .upstream()
             .map_or(metrics::NO_MEMBER, |u| u.member())
             .to_owned();
         let mut receiver = DataReceiver::new(listener.bare_lf, listener.max_message_size);
@@ -36,8 +36,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut room = DATA_READ_FIRST;
         let mut refused = None;
         let mut lost: Option<UpstreamError> = None;
-        let mut tap = self.ctx.lft.as_ref().and_then(|lft| {
-            lft.tap(
+        let mut tap = self.ctx.tap.as_ref().and_then(|tap| {
+            tap.tap(
                 &self.ctx.config.policy,
                 &self.ctx.router,
                 self.peer.client.ip(),
@@ -45,17 +45,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             )
         });
         loop {
-            match receiver.feed(&mut self.rbuf) {
+            match receiver.feed(self.bufs.input()) {
                 DataStep::Forward(bytes) => {
                     if let Some(tap) = tap.as_mut() {
                         tap.feed(&bytes);
                     }
-                    if let Some(up) = self.upstream.as_mut()
+                    if let Some(up) = self.link.upstream_mut()
                         && lost.is_none()
                         && let Err(err) = up.send(&bytes, DATA_BLOCK_TIMEOUT).await
                     {
                         lost = Some(err);
-                        self.upstream = None;
+                        self.link.drop_upstream();
                     }
                 }
                 DataStep::NeedMore => {
@@ -69,7 +69,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         }
                         Err(end) => {
                             // The member never sees an end of data: it discards the message.
-                            self.upstream = None;
+                            self.link.drop_upstream();
                             return Err(end);
                         }
                     }
@@ -78,12 +78,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 DataStep::Refused(why) => {
                     refused = Some(why);
                     // Closing without end of data makes the member discard what it got.
-                    self.upstream = None;
+                    self.link.drop_upstream();
                 }
             }
         }
-        self.stats.bytes += receiver.size();
-        let rcpts = self.txn.take().map_or(0, |t| t.rcpts.len() as u64);
+        self.stats.received(receiver.size());
+        let rcpts = self
+            .link
+            .take_transaction()
+            .map_or(0, |t| t.rcpts.len() as u64);
         let reply = match (refused, lost) {
             (Some(DataRefusal::BareLineEnding), _) => {
                 metrics::refused(&listener.name, metrics::reason::BARE_LINE_ENDING);
@@ -104,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(tap) = tap {
             tap.finish(result == MessageResult::Accepted);
         }
-        match self.upstream.as_mut() {
+        match self.link.upstream_mut() {
             // Accepted: the member answered 2xx on this same connection.
             Some(up) if result == MessageResult::Accepted => up.count_accepted(receiver.size()),
             _ => {
@@ -120,7 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn final_reply(&mut self, rcpts: u64) -> Reply {
         let limit = self.ctx.config.policy.upstream.data_timeout;
-        let Some(up) = self.upstream.as_mut() else {
+        let Some(up) = self.link.upstream_mut() else {
             return self.lost_during_data(UpstreamError::Closed);
         };
         match up.reply(limit).await {
@@ -131,8 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(reply) => {
                 up.transaction_done();
                 if reply.is_positive() {
-                    self.stats.messages += 1;
-                    self.stats.recipients += rcpts;
+                    self.stats.delivered(rcpts);
                 }
                 reply
             }
@@ -142,10 +144,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     fn lost_during_data(&mut self, err: UpstreamError) -> Reply {
         let member = self
-            .upstream
-            .take()
+            .link
+            .take_upstream()
             .map(|up| up.member().to_owned())
-            .or_else(|| self.stats.members.last().cloned())
+            .or_else(|| self.stats.last_member().map(str::to_owned))
             .unwrap_or_default();
         warn!(session = self.peer.id, client = %self.peer.client, member = %member, reason = %err.reason(), "member lost during DATA; client told to retry");
         Reply::new(

@@ -38,15 +38,15 @@ impl<S> Session<S> {
             Command::Data => {
                 // A transaction no member could take stays answered with 451
                 // (retry later) until RSET or a new MAIL.
-                if self.mail_open || self.broken {
-                    self.forget_envelope();
+                if self.client.mail_open || self.link.is_broken() {
+                    self.client.forget_envelope();
                     Pending::Data
                 } else {
                     reply(503, "5.5.1", "Error: need RCPT command")
                 }
             }
             Command::Rset => {
-                self.forget_envelope();
+                self.client.forget_envelope();
                 Pending::Rset
             }
             Command::Noop => reply(250, "2.0.0", "Ok"),
@@ -68,15 +68,8 @@ impl<S> Session<S> {
         (item, false)
     }
 
-    /// The client's view: no MAIL is open any more (RSET, EHLO, XCLIENT, DATA).
-    fn forget_envelope(&mut self) {
-        self.mail_open = false;
-        self.rcpts_asked = 0;
-        self.overshoot = 0;
-    }
-
     fn greet(&mut self, name: String, proto: &'static str) -> Pending {
-        self.forget_envelope();
+        self.client.forget_envelope();
         let listener = &self.ctx.listener;
         let reply = if proto == "SMTP" {
             Reply::new(250, "", &listener.hostname)
@@ -84,42 +77,42 @@ impl<S> Session<S> {
             let size = format!("SIZE {}", listener.max_message_size);
             let xclient = format!("XCLIENT {XCLIENT_ATTRS}");
             let mut lines = vec![listener.hostname.as_str(), "PIPELINING", size.as_str()];
-            if self.trusted {
+            if self.client.trusted {
                 lines.push(xclient.as_str());
             }
-            if self.ctx.tls.is_some() && !self.tls {
+            if self.ctx.tls.is_some() && !self.client.tls {
                 lines.push("STARTTLS");
             }
             lines.extend(["8BITMIME", "ENHANCEDSTATUSCODES"]);
             Reply::multiline(250, &lines)
         };
-        self.helo = Some((name, proto));
+        self.client.helo = Some((name, proto));
         Pending::Reset(reply)
     }
 
     /// STARTTLS: accepted once, when offered. The reply resets the session
     /// (HELO/EHLO, transaction, member connection), as RFC 3207 requires.
     fn starttls(&mut self) -> Pending {
-        if self.tls {
+        if self.client.tls {
             return reply(503, "5.5.1", "Error: TLS already active");
         }
         if self.ctx.tls.is_none() {
             return reply(502, "5.5.1", "Error: STARTTLS not offered here");
         }
-        self.starttls = true;
-        self.helo = None;
-        self.forget_envelope();
+        self.client.starttls = true;
+        self.client.helo = None;
+        self.client.forget_envelope();
         Pending::Reset(Reply::new(220, "2.0.0", "Ready to start TLS"))
     }
 
     fn mail(&mut self, mail: MailFrom) -> Pending {
-        if self.helo.is_none() {
+        if self.client.helo.is_none() {
             return reply(503, "5.5.1", "Error: send HELO/EHLO first");
         }
-        if self.ctx.listener.require_tls && !self.tls {
+        if self.ctx.listener.require_tls && !self.client.tls {
             return reply(530, "5.7.0", "Must issue a STARTTLS command first");
         }
-        if self.mail_open {
+        if self.client.mail_open {
             return reply(503, "5.5.1", "Error: nested MAIL command");
         }
         for param in &mail.params {
@@ -147,32 +140,31 @@ impl<S> Session<S> {
             metrics::refused(&self.ctx.listener.name, metrics::reason::MESSAGE_SIZE);
             return reply(552, "5.3.4", "Error: message size exceeds fixed limit");
         }
-        self.mail_open = true;
-        self.rcpts_asked = 0;
-        self.overshoot = 0;
+        self.client.open_mail();
         Pending::Mail(mail)
     }
 
     fn rcpt(&mut self, rcpt: RcptTo) -> Pending {
-        if !self.mail_open && !self.broken {
+        let client = &mut self.client;
+        if !client.mail_open && !self.link.is_broken() {
             return reply(503, "5.5.1", "Error: need MAIL command");
         }
         if !rcpt.params.is_empty() {
             return reply(555, "5.5.4", "Error: unsupported RCPT parameter");
         }
-        if self.rcpts_asked >= self.ctx.listener.max_recipients {
-            self.overshoot += 1;
-            if self.overshoot <= RCPT_OVERSHOOT_LIMIT {
+        if client.rcpts_asked >= self.ctx.listener.max_recipients {
+            client.overshoot += 1;
+            if client.overshoot <= RCPT_OVERSHOOT_LIMIT {
                 return Pending::Overshoot;
             }
             return Pending::Reply(too_many_recipients());
         }
-        self.rcpts_asked += 1;
+        client.rcpts_asked += 1;
         Pending::Rcpt(rcpt)
     }
 
     fn xclient(&mut self, attrs: Vec<(String, String)>) -> Pending {
-        if !self.trusted {
+        if !self.client.trusted {
             warn!(session = self.peer.id, client = %self.peer.client, "XCLIENT refused: client is not in trusted_proxies");
             metrics::refused(&self.ctx.listener.name, metrics::reason::XCLIENT_UNTRUSTED);
             return reply(550, "5.7.1", "Error: insufficient authorization");
@@ -221,9 +213,9 @@ impl<S> Session<S> {
         // Like Postfix, trust is decided once per connection: a proxy may send
         // several XCLIENT commands, and attributes not named stay as they were.
         if let Some(name) = helo {
-            self.helo = Some((name, "ESMTP"));
+            self.client.helo = Some((name, "ESMTP"));
         }
-        self.forget_envelope();
+        self.client.forget_envelope();
         let greeting = [self.ctx.listener.hostname.as_str(), " ESMTP"].concat();
         Pending::Reset(Reply::new(220, "", &greeting))
     }
@@ -231,6 +223,7 @@ impl<S> Session<S> {
     /// The identity passed to the member (XCLIENT or PROXY).
     pub(crate) fn identity(&self) -> ClientIdentity {
         let (helo, proto) = self
+            .client
             .helo
             .clone()
             .unwrap_or_else(|| (self.peer.client.ip().to_string(), "SMTP"));
