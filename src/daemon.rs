@@ -265,6 +265,33 @@ async fn bind(
     Ok(socket)
 }
 
+/// Binds each listener (`kind` for the log) and records its address in `bound`.
+async fn bind_all<'a>(
+    listeners: impl Iterator<Item = (&'a String, SocketAddr)>,
+    kind: &str,
+    bound: &mut Vec<(String, SocketAddr)>,
+) -> anyhow::Result<Vec<(String, TcpListener)>> {
+    let mut sockets = Vec::new();
+    for (name, listen) in listeners {
+        sockets.push((name.clone(), bind(name, listen, kind, bound).await?));
+    }
+    Ok(sockets)
+}
+
+/// Starts the workers of each bound listener with `spawn` (SMTP or GINA),
+/// handing it the listener's counters.
+fn spawn_listeners(
+    gateway: &Gateway,
+    sockets: Vec<(String, TcpListener)>,
+    spawn: impl Fn(TcpListener, String, Arc<ListenerStats>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    for (name, socket) in sockets {
+        let stats = (gateway.listener_stats.get(&name).cloned()).unwrap_or_default();
+        spawn(socket, name, stats)?;
+    }
+    Ok(())
+}
+
 /// How often `mxgate_member_up` is refreshed: back-off expires without an event.
 const MEMBER_REFRESH: Duration = Duration::from_secs(1);
 
@@ -357,17 +384,11 @@ fn plan_descriptors(config: &Config) -> (Limit, Budget) {
 /// [`crate::admin::start`]'s). `config_path` is re-read on reload (`None`:
 /// reload does nothing).
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Daemon> {
-    let mut sockets = Vec::new();
     let mut bound = Vec::new();
-    for listener in &config.smtp {
-        let socket = bind(&listener.name, listener.listen, "SMTP", &mut bound).await?;
-        sockets.push((listener.name.clone(), socket));
-    }
-    let mut http_sockets = Vec::new();
-    for listener in &config.http {
-        let socket = bind(&listener.name, listener.listen, "GINA HTTP", &mut bound).await?;
-        http_sockets.push((listener.name.clone(), socket));
-    }
+    let smtp = config.smtp.iter().map(|l| (&l.name, l.listen));
+    let sockets = bind_all(smtp, "SMTP", &mut bound).await?;
+    let http = config.http.iter().map(|l| (&l.name, l.listen));
+    let http_sockets = bind_all(http, "GINA HTTP", &mut bound).await?;
     let stop = CancellationToken::new();
     let metrics_on = crate::metrics::install(&config, stop.clone())?;
     let (limit, budget) = plan_descriptors(&config);
@@ -420,42 +441,17 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         move || source.snapshot().config.policy.clone(),
         stop.clone(),
     );
-    for (name, socket) in sockets {
-        let stats = gateway
-            .listener_stats
-            .get(&name)
-            .cloned()
-            .unwrap_or_default();
-        let source: Arc<dyn ContextSource> = gateway.clone();
-        let workers = crate::workers::count(gateway.snapshot().config.node.worker_threads);
-        server::spawn_workers(
-            socket,
-            name,
-            source,
-            stats,
-            stop.clone(),
-            sessions.clone(),
-            workers,
-        )?;
-    }
-    for (name, socket) in http_sockets {
-        let stats = gateway
-            .listener_stats
-            .get(&name)
-            .cloned()
-            .unwrap_or_default();
-        let source: Arc<dyn crate::http::server::HttpContextSource> = gateway.clone();
-        let workers = crate::workers::count(gateway.snapshot().config.node.worker_threads);
-        crate::http::server::spawn_workers(
-            socket,
-            name,
-            source,
-            stats,
-            stop.clone(),
-            sessions.clone(),
-            workers,
-        )?;
-    }
+    let workers = crate::workers::count(gateway.snapshot().config.node.worker_threads);
+    let smtp: Arc<dyn ContextSource> = gateway.clone();
+    spawn_listeners(&gateway, sockets, |socket, name, stats| {
+        let (stop, tasks) = (stop.clone(), sessions.clone());
+        server::spawn_workers(socket, name, smtp.clone(), stats, stop, tasks, workers)
+    })?;
+    let http: Arc<dyn crate::http::server::HttpContextSource> = gateway.clone();
+    spawn_listeners(&gateway, http_sockets, |socket, name, stats| {
+        let (stop, tasks) = (stop.clone(), sessions.clone());
+        crate::http::server::spawn_workers(socket, name, http.clone(), stats, stop, tasks, workers)
+    })?;
     Ok(Daemon {
         gateway,
         stop,
