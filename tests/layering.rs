@@ -252,3 +252,27 @@ fn imports_are_read_from_paths_and_groups() {
     let got: Vec<String> = imports(text).into_iter().collect();
     assert_eq!(got, ["config", "health", "smtp", "smtp::proto", "time"]);
 }
+
+/// `cluster/api.rs` holds the control plane's wire types and imports no
+/// handler code: of the cluster, only the plain data types (`types`).
+#[test]
+fn the_cluster_wire_types_import_no_handler_code() {
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cluster/api.rs");
+    let text = std::fs::read_to_string(&api).expect("read src/cluster/api.rs");
+    let handlers: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .flat_map(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')))
+        .filter_map(|path| {
+            let rest = (path.strip_prefix("super::"))
+                .or_else(|| path.strip_prefix("crate::cluster::"))?;
+            let module = rest.split("::").next()?;
+            let is_module = rest.contains("::") && module.starts_with(char::is_lowercase);
+            (is_module && module != "types").then_some(module)
+        })
+        .collect();
+    assert!(
+        handlers.is_empty(),
+        "src/cluster/api.rs imports cluster modules {handlers:?}; it may use only the data types"
+    );
+}

@@ -28,6 +28,7 @@ use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+pub use super::api::{BackendRef, BackendsChanged, BackendsRequest, Detached};
 use super::node::ClusterNode;
 use super::promote::Hello;
 use super::server::{Refusal, Reply, refuse, to_reply};
@@ -35,15 +36,6 @@ use super::{Change, ClusterError, ClusterMeta, LocalNode, MemberRecord, Result, 
 
 /// The frontend's file in `data_dir`.
 pub const FILE_NAME: &str = "cluster-frontend.json";
-
-/// One backend a frontend follows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackendRef {
-    /// Its `[node] name`.
-    pub name: String,
-    /// Its control-plane address.
-    pub address: String,
-}
 
 /// What a frontend keeps on disk: its identity and where its backends are.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,13 +85,6 @@ pub fn label(backend_cids: &[u32]) -> String {
     format!("F({})", cids.join(","))
 }
 
-/// `POST /backends` body: the frontend's new list of backends.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackendsRequest {
-    /// Backend names, in the order the frontend tries them.
-    pub backends: Vec<String>,
-}
-
 /// Master: `POST /backends` from a frontend: records its list of backends.
 pub async fn serve_backends(node: &Arc<ClusterNode>, member: &MemberRecord, body: &[u8]) -> Reply {
     let request: BackendsRequest = serde_json::from_slice(body)
@@ -137,17 +122,6 @@ pub async fn serve_backends(node: &Arc<ClusterNode>, member: &MemberRecord, body
         .map_err(refuse(StatusCode::INTERNAL_SERVER_ERROR))?;
     info!(frontend = %member.name, seq = entry.csn.seq, "frontend's backends recorded");
     to_reply(&entry.csn)
-}
-
-/// What `cluster add-backend` reports.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackendsChanged {
-    /// This frontend.
-    pub frontend: String,
-    /// Its backends now.
-    pub backends: Vec<BackendRef>,
-    /// `F(1,2)`.
-    pub label: String,
 }
 
 /// Frontend: `cluster add-backend HOST[:PORT]`: asks that node who it is,
@@ -223,15 +197,6 @@ pub async fn add_backend(node: &Arc<ClusterNode>, address: &str) -> Result<Backe
         backends,
         label: label(&cids),
     })
-}
-
-/// What `cluster detach` reports.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Detached {
-    /// This node.
-    pub detached: String,
-    /// Whether the master was told (it removes the frontend's record).
-    pub told: bool,
 }
 
 /// Frontend: `cluster detach`: leaves the cluster (telling the master when

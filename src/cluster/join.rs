@@ -16,54 +16,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+pub use super::api::{JoinReply, Joined, Left};
 use super::identity::{self, Purpose};
 use super::node::ClusterNode;
 use super::server::{Refusal, Reply, refuse, to_reply};
 use super::transport::{self, Sender};
 use super::{
-    Change, ClusterError, ClusterMeta, LocalNode, LogEntry, MemberRecord, Result, Role, identifier,
-    time,
+    Change, ClusterError, ClusterMeta, LocalNode, MemberRecord, Result, Role, identifier, time,
 };
 
 mod request;
 pub use request::{
     JoinField, JoinInvalid, JoinRequest, MAX_CSR_PEM, MAX_VERSION, ValidJoin, parse_request,
 };
-
-/// `POST /join` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinReply {
-    /// The new member's record.
-    pub member: MemberRecord,
-    /// Its certificate.
-    pub cert_pem: String,
-    /// The master's whole log (the snapshot).
-    pub entries: Vec<LogEntry>,
-    /// The cluster CA key, for backends only (sent over mutual TLS), so
-    /// that any backend can be promoted and sign joins.
-    #[serde(default)]
-    pub ca_key_pem: Option<String>,
-}
-
-/// What `cluster join` reports.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Joined {
-    /// Cluster id.
-    pub cluster_id: String,
-    /// Master name.
-    pub master: String,
-    /// This node's number.
-    pub cid: u32,
-    /// Device id.
-    pub device_id: String,
-    /// UUID.
-    pub uuid: String,
-    /// Log entries taken over.
-    pub entries: u64,
-}
 
 /// A fresh device id: 12 upper-case hex digits.
 pub fn device_id() -> String {
@@ -357,17 +324,6 @@ pub fn write_private(data_dir: &std::path::Path, name: &str, text: &str, mode: u
         f.write_all(text.as_bytes()).map_err(io)?;
     }
     std::fs::rename(&tmp, data_dir.join(name)).map_err(io)
-}
-
-/// What `cluster leave` reports.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Left {
-    /// This node.
-    pub left: String,
-    /// The master.
-    pub master: String,
-    /// Whether the master was told (not with `--force` and the master unreachable).
-    pub told: bool,
 }
 
 /// Node: `cluster leave`: tells the master, keeps the database, stops

@@ -16,6 +16,7 @@
 
 pub mod admin;
 mod admission;
+pub mod api;
 pub mod db;
 pub mod frontend;
 pub mod identifier;

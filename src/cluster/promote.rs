@@ -19,58 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+pub use super::api::{Candidacy, Hello, Promoted};
 use super::node::ClusterNode;
 use super::replicate::Changes;
 use super::server::{Refusal, Reply, refuse, to_reply};
 use super::transport::MasterHint;
 use super::{Change, ClusterError, MemberRecord, Promise, Result, Role, time};
-
-/// `GET /hello` answer: who this node is and the master it knows.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Hello {
-    /// The answering node.
-    pub name: String,
-    /// The highest epoch it knows.
-    pub epoch: u64,
-    /// The master of that epoch.
-    pub master: String,
-    /// Its address.
-    pub master_address: String,
-}
-
-/// `POST /promise` and `POST /handover` body: the candidate's log position.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Candidacy {
-    /// The epoch the candidate wants to become master of (at a handover:
-    /// the lowest it accepts, above every epoch it has seen or promised).
-    pub epoch: u64,
-    /// The candidate's head.
-    pub head: u64,
-    /// The epoch of its last entry.
-    pub last_epoch: u64,
-}
-
-/// What `cluster promote` reports.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Promoted {
-    /// The new epoch.
-    pub epoch: u64,
-    /// This node.
-    pub master: String,
-    /// The master before.
-    pub previous: String,
-    /// True when the previous master handed over (nothing lost).
-    pub handover: bool,
-    /// Backends that promised the epoch (this node included).
-    pub promises: Vec<String>,
-    /// Backends in the cluster.
-    pub backends: usize,
-    /// The CSN sequence of the promotion.
-    pub seq: u64,
-}
 
 /// `GET /hello`.
 pub fn serve_hello(node: &Arc<ClusterNode>) -> Reply {

@@ -12,31 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use super::api::Changes;
 use super::node::ClusterNode;
 use super::server::{Refusal, Reply, refuse, to_reply};
-use super::{Change, ClusterError, LogEntry, Result, Role, time};
+use super::{Change, ClusterError, Result, Role, time};
 
 /// Longest time the master holds a long-poll.
 pub const HOLD: Duration = Duration::from_secs(25);
 /// Most entries in one answer.
 pub const BATCH: usize = 500;
-
-/// `GET /changes` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Changes {
-    /// The master's epoch.
-    pub epoch: u64,
-    /// The master's head.
-    pub head: u64,
-    /// The entries are the whole log: replace the local one.
-    pub reset: bool,
-    /// Entries after the requested sequence.
-    pub entries: Vec<LogEntry>,
-}
 
 /// `after=N` of a query string.
 pub fn after_param(query: &str) -> Option<u64> {

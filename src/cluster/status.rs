@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
-use serde::{Deserialize, Serialize};
 
+pub use super::api::{BackendPosition, ClusterStatus, MemberStatus, Replication, Summary};
 use super::node::ClusterNode;
 use super::server::{Reply, refuse, to_reply};
-use super::{Csn, MemberRecord, Result, Role, time};
+use super::{MemberRecord, Result, Role, time};
 
 mod log_summary;
 mod render;
@@ -26,77 +26,6 @@ pub use render::{render_replication, render_text, uptime};
 
 /// A member is shown in error when the master has not heard from it for this long.
 pub const STALE_SECS: u64 = 60;
-
-/// `cluster status --json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    /// Current epoch.
-    pub epoch: u64,
-    /// Master's name.
-    pub master: String,
-    /// One row per member, by cluster number.
-    pub members: Vec<MemberStatus>,
-    /// Changes this node discarded when it resynchronised with the master
-    /// of a later epoch (a returning old master's unreplicated changes).
-    pub discarded: Vec<serde_json::Value>,
-    /// The node that answered (the one `cluster status` ran on).
-    #[serde(default)]
-    pub node: String,
-    /// Its own epoch (of its database).
-    #[serde(default)]
-    pub node_epoch: u64,
-    /// Whether it accepts changes now (it is the master and has seen no
-    /// higher epoch).
-    #[serde(default)]
-    pub accepts_writes: bool,
-    /// Its own change log in brief (head, SHA-256 of every entry, runs by
-    /// epoch and origin): nodes hold the same log when head and digest match.
-    #[serde(default)]
-    pub log: Option<LogSummary>,
-}
-
-/// One row of `cluster status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MemberStatus {
-    /// Node name.
-    pub name: String,
-    /// Cluster number.
-    pub cid: u32,
-    /// Device id.
-    pub device_id: String,
-    /// UUID.
-    pub uuid: String,
-    /// Control-plane address.
-    pub address: String,
-    /// `master`, `backend` or `frontend`.
-    pub role: String,
-    /// `A` in sync, `S` syncing, `ERROR: reason`.
-    pub state: String,
-    /// mxgate version.
-    pub version: String,
-    /// Uptime in seconds (as last reported).
-    pub uptime_s: u64,
-    /// Last contact or change, RFC 3339 UTC.
-    pub last_update: Option<String>,
-    /// Change-log entries in the local database.
-    pub local_entries: u64,
-    /// Change-log entries in the remote database.
-    pub remote_entries: u64,
-    /// Frontends: the backends they follow, by name.
-    pub frontend_of: Vec<String>,
-    /// Backends: the frontends that follow them, by name.
-    pub backend_of: Vec<String>,
-    /// Free text.
-    pub comment: Option<String>,
-    /// Free text.
-    pub location: Option<String>,
-    /// Last answer from this member to the node that made the table, RFC 3339 UTC.
-    #[serde(default)]
-    pub last_contact: Option<String>,
-    /// Age in seconds of the oldest change the member has not applied (0: in sync).
-    #[serde(default)]
-    pub replication_lag_s: Option<u64>,
-}
 
 /// Seconds since the oldest change after `acked` was committed (0 when none).
 pub fn lag(node: &ClusterNode, acked: u64, now: u64) -> Option<u64> {
@@ -108,28 +37,6 @@ pub fn lag(node: &ClusterNode, acked: u64, now: u64) -> Option<u64> {
 
 fn contact_of(node: &ClusterNode, name: &str) -> Option<u64> {
     node.contacts.lock().ok()?.get(name)?.at
-}
-
-/// `cluster replication --json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Replication {
-    /// The master's last CSN.
-    pub head: Option<Csn>,
-    /// Per backend: the last CSN it applied.
-    pub backends: Vec<BackendPosition>,
-}
-
-/// One backend's position.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackendPosition {
-    /// Node name.
-    pub name: String,
-    /// Cluster number.
-    pub cid: u32,
-    /// Last applied CSN (origin node and time included).
-    pub last_csn: Option<Csn>,
-    /// Last contact, RFC 3339 UTC.
-    pub last_contact: Option<String>,
 }
 
 /// The master's view.
@@ -405,26 +312,6 @@ pub async fn collect(node: &Arc<ClusterNode>) -> Result<ClusterStatus> {
         .filter_map(|d| serde_json::to_value(d).ok())
         .collect();
     Ok(status)
-}
-
-/// The cluster line of `mxgate status`: this node's own view, no network.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Summary {
-    /// Cluster id.
-    pub cluster_id: String,
-    /// This node's role: `master`, `backend` or `frontend`.
-    pub role: String,
-    /// Epoch of this node's copy of the log.
-    pub epoch: u64,
-    /// The master it knows.
-    pub master: String,
-    /// `A` in sync, `S` syncing, `ERROR: reason` (detached, or the master
-    /// or backend cannot be reached).
-    pub state: String,
-    /// Log entries held.
-    pub entries: u64,
-    /// Replicated policy version held (0: none yet).
-    pub policy_version: u64,
 }
 
 /// [`Summary`] of `node`; `None` when it is in no cluster.

@@ -22,33 +22,11 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
 
+pub use super::api::{
+    H_EPOCH, H_MASTER, H_MASTER_ADDRESS, H_NODE, H_UPTIME, H_VERSION, MasterHint, Sender,
+};
 use super::{ClusterError, Result};
 use crate::tls::mutual::alert_in;
-
-/// Header: the sender's epoch.
-pub const H_EPOCH: &str = "x-mxgate-epoch";
-/// Header: the sender's node name.
-pub const H_NODE: &str = "x-mxgate-node";
-/// Header: the sender's mxgate version.
-pub const H_VERSION: &str = "x-mxgate-version";
-/// Header: the sender's uptime in seconds.
-pub const H_UPTIME: &str = "x-mxgate-uptime";
-/// Header (requests and answers): the master of the sender's epoch.
-pub const H_MASTER: &str = "x-mxgate-master";
-/// Header (requests and answers): that master's control-plane address.
-pub const H_MASTER_ADDRESS: &str = "x-mxgate-master-address";
-
-/// Who is master at which epoch, as a peer told it (headers of every
-/// control-plane request and answer).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MasterHint {
-    /// The epoch.
-    pub epoch: u64,
-    /// The master's name.
-    pub master: String,
-    /// Its control-plane address.
-    pub master_address: String,
-}
 
 impl MasterHint {
     /// Reads the hint from `x-mxgate-epoch`, `-master` and `-master-address`.
@@ -66,19 +44,6 @@ impl MasterHint {
             master_address,
         })
     }
-}
-
-/// Who is calling: the values of the `x-mxgate-*` headers.
-#[derive(Debug, Clone)]
-pub struct Sender {
-    /// Epoch the sender has seen.
-    pub epoch: u64,
-    /// Node name.
-    pub node: String,
-    /// Uptime in seconds.
-    pub uptime: u64,
-    /// The master the sender knows at `epoch` (name, address).
-    pub master: Option<(String, String)>,
 }
 
 /// A peer's answer: status and body.

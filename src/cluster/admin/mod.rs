@@ -4,11 +4,10 @@
 //! validated first, then committed durably as one change of the log before
 //! the CLI is told it is done.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::info;
 
 use super::identity::{self, Purpose};
@@ -20,111 +19,8 @@ use super::{
 };
 
 mod identifier;
+pub use crate::cluster::api::ClusterRequest;
 use identifier::{export, protect, rotate};
-
-/// One `mxgate cluster` request (the `cluster` variant of the admin request).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum ClusterRequest {
-    /// Make this node master of a new cluster.
-    Create,
-    /// Write an identifier.
-    IdentifierExport {
-        /// Encrypt the key with this password; `None` needs `insecure_no_password`.
-        password: Option<String>,
-        /// Explicit consent to an unencrypted key.
-        #[serde(default)]
-        insecure_no_password: bool,
-        /// Also limit joins to these addresses.
-        #[serde(default)]
-        allow_ip: Vec<IpAddr>,
-    },
-    /// Limit joins to source addresses.
-    IdentifierProtect {
-        /// Allowed addresses.
-        allow_ip: Vec<IpAddr>,
-        /// Lift the limit.
-        clear: bool,
-    },
-    /// Invalidate every identifier exported before.
-    IdentifierRotate,
-    /// Join a cluster.
-    Join {
-        /// `clusterid.txt` text.
-        identifier: String,
-        /// Its password.
-        password: Option<String>,
-        /// Master `host[:port]`.
-        master: String,
-        /// Role.
-        role: Role,
-    },
-    /// The members table.
-    Status,
-    /// Last CSN per backend.
-    Replication,
-    /// Remove a member (name or cluster number).
-    Delete {
-        /// Name or CID.
-        member: String,
-    },
-    /// Leave the cluster.
-    Leave {
-        /// Leave even when the master cannot be told.
-        #[serde(default)]
-        force: bool,
-    },
-    /// Replace the policy.
-    PolicyApply {
-        /// File name (for errors).
-        name: String,
-        /// Its text.
-        text: String,
-    },
-    /// The current policy.
-    PolicyShow,
-    /// Set an injection ACL.
-    InjectSet {
-        /// Member.
-        member: String,
-        /// Targets.
-        to: Vec<String>,
-    },
-    /// Set LFT sync targets.
-    LftSet {
-        /// Member.
-        member: String,
-        /// Targets.
-        to: Vec<String>,
-    },
-    /// Make this backend the master (epoch + 1).
-    Promote {
-        /// Hand over from a reachable master, or promote without a majority.
-        #[serde(default)]
-        force: bool,
-    },
-    /// Follow the master that HOST[:PORT] names.
-    Sync {
-        /// A node's control-plane address.
-        master: String,
-    },
-    /// Frontend: use one more backend.
-    AddBackend {
-        /// Its control-plane address.
-        backend: String,
-    },
-    /// Frontend: leave and forget the cluster.
-    Detach,
-    /// Set a member's comment and location.
-    MemberSet {
-        /// Name or CID.
-        member: String,
-        /// New comment (empty: remove).
-        comment: Option<String>,
-        /// New location (empty: remove).
-        location: Option<String>,
-    },
-}
 
 /// Answers one cluster request on `node` (`None`: no `[cluster]`).
 pub async fn handle(

@@ -16,35 +16,16 @@
 
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::cluster::Role;
+pub use crate::cluster::api::JoinRequest;
 use crate::config;
 
 /// Longest certificate request accepted (a P-256 CSR in PEM is about 500 bytes).
 pub const MAX_CSR_PEM: usize = 16 * 1024;
 /// Longest version string accepted.
 pub const MAX_VERSION: usize = 64;
-
-/// `POST /join` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinRequest {
-    /// `[node] name`.
-    pub name: String,
-    /// Requested role.
-    pub role: Role,
-    /// CSR of the node's own key (PEM).
-    pub csr_pem: String,
-    /// `[cluster] advertise`.
-    pub address: String,
-    /// `[local] smtp_upstream`.
-    pub smtp_upstream: Option<String>,
-    /// `[local] gina_upstream`.
-    pub gina_upstream: Option<String>,
-    /// mxgate version.
-    pub version: String,
-}
 
 /// A join request whose every field passed its rule.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,47 +4,11 @@
 //! hold the same log exactly when `head` and `sha256` are equal; the runs
 //! show which node wrote each epoch's changes (one master per epoch).
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::super::LogEntry;
 use super::super::identity::hex;
-
-/// A log position.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogPosition {
-    /// Epoch of the entry.
-    pub epoch: u64,
-    /// Its sequence number.
-    pub seq: u64,
-}
-
-/// Consecutive entries of one epoch written by one node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EpochRun {
-    /// The epoch.
-    pub epoch: u64,
-    /// The node that wrote them (the master of that epoch).
-    pub origin: String,
-    /// Sequence of the first entry of the run.
-    pub first: u64,
-    /// Sequence of the last entry of the run.
-    pub last: u64,
-}
-
-/// A node's change log in brief.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogSummary {
-    /// The last entry's position (None: empty log).
-    pub head: Option<LogPosition>,
-    /// Number of entries.
-    pub entries: u64,
-    /// Lower-case hex SHA-256 over the entries in order, each as its JSON
-    /// (the form stored and replicated) followed by a newline.
-    pub sha256: String,
-    /// The entries grouped by (epoch, origin), in log order.
-    pub epochs: Vec<EpochRun>,
-}
+pub use crate::cluster::api::{EpochRun, LogPosition, LogSummary};
 
 impl LogSummary {
     /// The summary of `entries` (the whole log, in order).
