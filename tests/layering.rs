@@ -264,8 +264,8 @@ fn the_cluster_wire_types_import_no_handler_code() {
         .filter(|l| !l.trim_start().starts_with("//"))
         .flat_map(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')))
         .filter_map(|path| {
-            let rest = (path.strip_prefix("super::"))
-                .or_else(|| path.strip_prefix("crate::cluster::"))?;
+            let rest =
+                (path.strip_prefix("super::")).or_else(|| path.strip_prefix("crate::cluster::"))?;
             let module = rest.split("::").next()?;
             let is_module = rest.contains("::") && module.starts_with(char::is_lowercase);
             (is_module && module != "types").then_some(module)
