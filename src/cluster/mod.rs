@@ -18,6 +18,7 @@ pub mod admin;
 mod admission;
 pub mod api;
 pub mod db;
+pub mod engine;
 pub mod frontend;
 pub mod identifier;
 pub mod identity;
