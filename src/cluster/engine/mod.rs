@@ -59,3 +59,46 @@ openraft::declare_raft_types!(
 
 /// A storage error of the engine.
 pub type StorageError = openraft::StorageError<u64>;
+
+/// How often the master tells the backends it is alive.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
+/// A backend that heard nothing from the master for a random time in this
+/// range stands for election: a dead master is replaced within about 3 s
+/// plus one election round on a LAN (the issue asks for 15 s at most).
+pub const ELECTION_TIMEOUT: std::ops::Range<std::time::Duration> =
+    std::time::Duration::from_millis(1500)..std::time::Duration::from_millis(3000);
+/// A snapshot is taken after this many applied entries since the last one;
+/// the log before it is then purged but for [`KEEP_AFTER_SNAPSHOT`] entries
+/// (so a backend a little behind catches up from the log, not a snapshot).
+pub const SNAPSHOT_EVERY: u64 = 500;
+/// Entries kept in the log below the last snapshot.
+pub const KEEP_AFTER_SNAPSHOT: u64 = 100;
+
+/// openraft's configuration for the control plane, validated.
+pub fn config() -> Result<openraft::Config, Box<openraft::ConfigError>> {
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    openraft::Config {
+        cluster_name: "mxgate".into(),
+        heartbeat_interval: millis(HEARTBEAT),
+        election_timeout_min: millis(ELECTION_TIMEOUT.start),
+        election_timeout_max: millis(ELECTION_TIMEOUT.end),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+        max_in_snapshot_log_to_keep: KEEP_AFTER_SNAPSHOT,
+        ..openraft::Config::default()
+    }
+    .validate()
+    .map_err(Box::new)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_engine_configuration_is_valid() {
+        let config = super::config().expect("a valid openraft configuration");
+        assert!(config.heartbeat_interval < config.election_timeout_min);
+        assert_eq!(
+            config.max_in_snapshot_log_to_keep,
+            super::KEEP_AFTER_SNAPSHOT
+        );
+    }
+}
