@@ -1,4 +1,4 @@
-//! Who may complete a control-plane TLS handshake: the database's view of
+//! Who may complete a control-plane TLS handshake: the replicated state's view of
 //! a client certificate's fingerprint, asked by the server's certificate
 //! verifier ([`crate::tls::mutual::server_config`]) at every handshake. Per
 //! request, [`super::server::authorise`] then decides what the caller may do.
@@ -9,13 +9,13 @@ use crate::tls::mutual::{Admission, Admit};
 impl Admission for ClusterNode {
     /// Members that are not deleted and enrolment identities of the current
     /// generation are valid; deleted members and retired identities are
-    /// revoked. A database error admits nobody.
+    /// revoked.
     fn admit(&self, der: &[u8]) -> Admit {
         let fingerprint = super::identity::fingerprint(der);
-        let (Ok(members), Ok(identifier)) = (self.db.members(), self.db.identifier()) else {
-            return Admit::Unknown;
-        };
-        if let Some(member) = members.iter().find(|m| m.cert_fingerprint == fingerprint) {
+        let replica = self.replica();
+        let identifier = &replica.state.identifier;
+        let members = &replica.state.members;
+        if let Some(member) = members.values().find(|m| m.cert_fingerprint == fingerprint) {
             return if member.deleted {
                 Admit::Revoked
             } else {

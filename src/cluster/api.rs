@@ -8,7 +8,99 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Csn, LogEntry, MemberRecord, Role};
+use super::engine::Replica;
+pub use super::engine::state::ChangeRecord;
+use super::{Change, Csn, MemberRecord, Role};
+
+/// The control-plane protocol this build speaks. Version 2 is the first
+/// on the consensus engine; a peer is served when its version is within
+/// one of this one ([`protocol_compatible`]), so that nodes can be
+/// upgraded one at a time.
+pub const PROTOCOL: u32 = 2;
+/// The oldest protocol this build talks to at all.
+pub const MIN_PROTOCOL: u32 = 2;
+
+/// Header (every request and answer): the sender's protocol version.
+pub const H_PROTOCOL: &str = "x-mxgate-protocol";
+
+/// Whether a peer speaking `theirs` is served: adjacent versions
+/// interoperate, older than [`MIN_PROTOCOL`] never.
+pub fn protocol_compatible(theirs: u32) -> bool {
+    theirs >= MIN_PROTOCOL && theirs.abs_diff(PROTOCOL) <= 1
+}
+
+/// What kind of refusal an answer carries: decisions are made on this,
+/// never on the text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    /// Any other refusal.
+    #[default]
+    Refused,
+    /// This node is not the master (and forwards no further).
+    NotMaster,
+    /// The master has no majority; nothing was changed.
+    NoMajority,
+    /// The change was proposed but its outcome is unknown.
+    OutcomeUnknown,
+    /// The state changed meanwhile; try again.
+    Conflict,
+    /// The candidate's log is behind the master's.
+    Behind,
+    /// The peer speaks an incompatible protocol.
+    Protocol,
+    /// The caller is no member (deleted, left, or unknown).
+    NotMember,
+    /// The request is malformed.
+    BadRequest,
+}
+
+/// One of openraft's requests between backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaftRpc {
+    /// `POST /raft/vote`.
+    Vote,
+    /// `POST /raft/append`.
+    Append,
+    /// `POST /raft/snapshot`: one chunk of a snapshot.
+    Snapshot,
+}
+
+impl RaftRpc {
+    /// Its path.
+    pub fn path(self) -> &'static str {
+        match self {
+            RaftRpc::Vote => "/raft/vote",
+            RaftRpc::Append => "/raft/append",
+            RaftRpc::Snapshot => "/raft/snapshot",
+        }
+    }
+}
+
+/// `POST /propose`: a change forwarded to the master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProposeRequest {
+    /// The change.
+    pub change: Change,
+}
+
+/// `GET /state?after=INDEX`: what a frontend pulls from its backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateReply {
+    /// The epoch the backend knows.
+    pub epoch: u64,
+    /// The master of that epoch, when known (name, address).
+    pub master: Option<(String, String)>,
+    /// The state as the backend last applied it.
+    pub replica: Replica,
+}
+
+/// `POST /handover`: a backend asks the master to let it take over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandoverRequest {
+    /// The candidate's last log index.
+    pub last_index: u64,
+}
 
 /// Header: the sender's epoch.
 pub const H_EPOCH: &str = "x-mxgate-epoch";
@@ -183,8 +275,9 @@ pub struct JoinReply {
     pub member: MemberRecord,
     /// Its certificate.
     pub cert_pem: String,
-    /// The master's whole log (the snapshot).
-    pub entries: Vec<LogEntry>,
+    /// The cluster's state as the master applied it: the new node admits
+    /// the members' certificates by it until its engine catches up.
+    pub replica: Replica,
     /// The cluster CA key, for backends only (sent over mutual TLS), so
     /// that any backend can be promoted and sign joins.
     #[serde(default)]
@@ -204,7 +297,7 @@ pub struct Joined {
     pub device_id: String,
     /// UUID.
     pub uuid: String,
-    /// Log entries taken over.
+    /// The master's last applied log index at the join.
     pub entries: u64,
 }
 
@@ -219,42 +312,36 @@ pub struct Left {
     pub told: bool,
 }
 
-/// `GET /changes` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Changes {
-    /// The master's epoch.
-    pub epoch: u64,
-    /// The master's head.
-    pub head: u64,
-    /// The entries are the whole log: replace the local one.
-    pub reset: bool,
-    /// Entries after the requested sequence.
-    pub entries: Vec<LogEntry>,
-}
-
-/// `GET /hello` answer: who this node is and the master it knows.
+/// `GET /hello` answer: who this node is, the master it knows, how far
+/// it applied the state, its version and clock (the probe of every node).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hello {
     /// The answering node.
     pub name: String,
     /// The highest epoch it knows.
     pub epoch: u64,
-    /// The master of that epoch.
+    /// The master of that epoch ("" when none is known).
     pub master: String,
     /// Its address.
     pub master_address: String,
-}
-
-/// `POST /promise` and `POST /handover` body: the candidate's log position.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Candidacy {
-    /// The epoch the candidate wants to become master of (at a handover:
-    /// the lowest it accepts, above every epoch it has seen or promised).
-    pub epoch: u64,
-    /// The candidate's head.
-    pub head: u64,
-    /// The epoch of its last entry.
-    pub last_epoch: u64,
+    /// The last log index it applied.
+    #[serde(default)]
+    pub applied: u64,
+    /// Its last log index (a backend's).
+    #[serde(default)]
+    pub last_index: u64,
+    /// Its mxgate version.
+    #[serde(default)]
+    pub version: String,
+    /// Its control-plane protocol version.
+    #[serde(default)]
+    pub protocol: u32,
+    /// Its uptime in seconds.
+    #[serde(default)]
+    pub uptime: u64,
+    /// Its clock: Unix time in milliseconds.
+    #[serde(default)]
+    pub clock_ms: u64,
 }
 
 /// What `cluster promote` reports.
@@ -264,16 +351,16 @@ pub struct Promoted {
     pub epoch: u64,
     /// This node.
     pub master: String,
-    /// The master before.
+    /// The master before ("" when there was none).
     pub previous: String,
-    /// True when the previous master handed over (nothing lost).
-    pub handover: bool,
-    /// Backends that promised the epoch (this node included).
-    pub promises: Vec<String>,
-    /// Backends in the cluster.
+    /// `--force`: the backends it kept (itself and the reachable ones).
+    #[serde(default)]
+    pub kept: Vec<String>,
+    /// `--force`: the backends it removed (fenced).
+    #[serde(default)]
+    pub removed: Vec<String>,
+    /// Voting backends now.
     pub backends: usize,
-    /// The CSN sequence of the promotion.
-    pub seq: u64,
 }
 
 /// One backend a frontend follows.
@@ -321,9 +408,9 @@ pub struct ClusterStatus {
     pub master: String,
     /// One row per member, by cluster number.
     pub members: Vec<MemberStatus>,
-    /// Changes this node discarded when it resynchronised with the master
-    /// of a later epoch (a returning old master's unreplicated changes).
-    pub discarded: Vec<serde_json::Value>,
+    /// Entries this node had appended that a new master truncated (never
+    /// committed, never acknowledged to anyone).
+    pub discarded: Vec<Discarded>,
     /// The node that answered (the one `cluster status` ran on).
     #[serde(default)]
     pub node: String,
@@ -334,10 +421,13 @@ pub struct ClusterStatus {
     /// higher epoch).
     #[serde(default)]
     pub accepts_writes: bool,
-    /// Its own change log in brief (head, SHA-256 of every entry, runs by
-    /// epoch and origin): nodes hold the same log when head and digest match.
+    /// Its own replicated state in brief: nodes hold the same state when
+    /// these match.
     #[serde(default)]
     pub log: Option<LogSummary>,
+    /// Warnings about the cluster (clocks apart, versions apart).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// One row of `cluster status`.
@@ -363,9 +453,9 @@ pub struct MemberStatus {
     pub uptime_s: u64,
     /// Last contact or change, RFC 3339 UTC.
     pub last_update: Option<String>,
-    /// Change-log entries in the local database.
+    /// Log index the node that made the table holds.
     pub local_entries: u64,
-    /// Change-log entries in the remote database.
+    /// Log index the member holds.
     pub remote_entries: u64,
     /// Frontends: the backends they follow, by name.
     pub frontend_of: Vec<String>,
@@ -381,6 +471,13 @@ pub struct MemberStatus {
     /// Age in seconds of the oldest change the member has not applied (0: in sync).
     #[serde(default)]
     pub replication_lag_s: Option<u64>,
+    /// Its clock minus the master's, in milliseconds, as the master's
+    /// probe measured it.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
+    /// Its control-plane protocol version.
+    #[serde(default)]
+    pub protocol: Option<u32>,
 }
 
 /// `cluster replication --json`.
@@ -425,38 +522,40 @@ pub struct Summary {
     pub policy_version: u64,
 }
 
-/// A node's change log in brief.
+/// A node's replicated state in brief: nodes hold the same state when
+/// these match.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogSummary {
-    /// The last entry's position (None: empty log).
+    /// The last entry applied (None: nothing yet).
     pub head: Option<LogPosition>,
-    /// Number of entries.
+    /// Its index: entries applied.
     pub entries: u64,
-    /// Lower-case hex SHA-256 over the entries in order, each as its JSON
-    /// (the form stored and replicated) followed by a newline.
+    /// Lower-case hex SHA-256 of the state as JSON (members, policy,
+    /// identifier state, recent changes).
     pub sha256: String,
-    /// The entries grouped by (epoch, origin), in log order.
-    pub epochs: Vec<EpochRun>,
+    /// The last changes applied, oldest first, with their CSNs.
+    pub recent: Vec<ChangeRecord>,
 }
 
 /// A log position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogPosition {
-    /// Epoch of the entry.
+    /// Epoch (term) of the entry.
     pub epoch: u64,
-    /// Its sequence number.
+    /// Its index.
     pub seq: u64,
 }
 
-/// Consecutive entries of one epoch written by one node.
+/// A change a node had appended but a new master truncated: it was never
+/// committed, so never acknowledged to anyone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EpochRun {
-    /// The epoch.
-    pub epoch: u64,
-    /// The node that wrote them (the master of that epoch).
-    pub origin: String,
-    /// Sequence of the first entry of the run.
-    pub first: u64,
-    /// Sequence of the last entry of the run.
-    pub last: u64,
+pub struct Discarded {
+    /// Where it was in the log.
+    pub csn: Csn,
+    /// What it was.
+    pub summary: String,
+    /// Unix time it was truncated.
+    pub discarded_at: u64,
+    /// The epoch of the master whose log replaced it.
+    pub by_epoch: u64,
 }

@@ -1,40 +1,27 @@
-//! The embedded cluster database (`data_dir/cluster.redb`; in memory on a
-//! frontend).
+//! The backend's database: `data_dir/cluster.redb`, one redb file.
 //!
-//! Tables: `meta` (cluster record, this node, identifier state, current
-//! policy; JSON values), `members` (name -> record), `policies` (version ->
-//! text) and `log` (sequence -> CSN and change). Every write is one redb
-//! write transaction, committed durably before the caller returns: the
-//! master appends a change and applies it in the same transaction, a
-//! follower applies a received entry the same way, and a join replaces
-//! everything at once.
+//! It holds this node's identity in the cluster (table `identity`: the
+//! cluster record and this node's key and certificate, never replicated)
+//! and the consensus engine's log and state machine (tables of
+//! [`super::engine::store`]). A frontend has no database: its identity is
+//! in its own file ([`super::frontend`]) and its state in memory.
+//!
+//! Earlier builds kept a hand-written change log in the same file; such a
+//! database is not migrated (nothing was released) but refused with a
+//! message that names the file to remove ([`ClusterError::OldFormat`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::ArcSwap;
+use redb::{Database, TableDefinition, TableHandle};
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use super::{ClusterError, ClusterMeta, LocalNode, Result};
 
-use super::{
-    Change, ClusterError, ClusterMeta, Csn, Discarded, IdentifierState, LocalNode, LogEntry,
-    MemberRecord, PolicyVersion, Promise, Result,
-};
+const IDENTITY: TableDefinition<&str, &str> = TableDefinition::new("identity");
+const K_IDENTITY: &str = "identity";
 
-const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
-const MEMBERS: TableDefinition<&str, &str> = TableDefinition::new("members");
-const POLICIES: TableDefinition<u64, &str> = TableDefinition::new("policies");
-const LOG: TableDefinition<u64, &str> = TableDefinition::new("log");
-
-const K_CLUSTER: &str = "cluster";
-const K_LOCAL: &str = "local";
-const K_IDENTIFIER: &str = "identifier";
-const K_POLICY: &str = "policy";
-const K_PROMISE: &str = "promise";
-const K_DISCARDED: &str = "discarded";
+/// Tables only the control plane of earlier builds made.
+const OLD_TABLES: [&str; 3] = ["log", "members", "policies"];
 
 /// File name of the database inside `data_dir`.
 pub const FILE_NAME: &str = "cluster.redb";
@@ -44,11 +31,19 @@ pub fn path(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE_NAME)
 }
 
-/// The cluster database: a file in `data_dir` on the master and on
-/// backends, memory only on a frontend (SPEC section 8).
+/// Who this node is in its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    /// The cluster record (id, CA certificate).
+    pub cluster: ClusterMeta,
+    /// This node: its key, certificate, number.
+    pub local: LocalNode,
+}
+
+/// A backend's database.
+#[derive(Clone)]
 pub struct Db {
-    db: ArcSwap<Database>,
-    in_memory: AtomicBool,
+    db: Arc<Database>,
 }
 
 impl std::fmt::Debug for Db {
@@ -58,306 +53,62 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// Opens (or creates) the database in `data_dir`.
+    /// Opens (or creates) the database in `data_dir`; refuses one of an
+    /// earlier build.
     pub fn open(data_dir: &Path) -> Result<Db> {
         use std::os::unix::fs::PermissionsExt;
         let file = path(data_dir);
         let db = Database::create(&file)?;
-        // It holds this node's private key (and the CA key on the master).
+        // It holds this node's private key and the cluster CA's key.
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
             ClusterError::Db(format!("cannot set mode 0600 on {}: {e}", file.display()))
         })?;
-        Ok(Db {
-            db: ArcSwap::from_pointee(with_tables(db)?),
-            in_memory: AtomicBool::new(false),
-        })
+        refuse_old_format(&db, &file)?;
+        let txn = db.begin_write()?;
+        txn.open_table(IDENTITY)?;
+        txn.commit()?;
+        Ok(Db { db: Arc::new(db) })
     }
 
-    /// An empty database in memory only (a frontend's).
-    pub fn open_in_memory() -> Result<Db> {
-        Ok(Db {
-            db: ArcSwap::from_pointee(memory_database()?),
-            in_memory: AtomicBool::new(true),
-        })
+    /// The redb database (the engine's storage shares it).
+    pub fn database(&self) -> Arc<Database> {
+        self.db.clone()
     }
 
-    /// Replaces the database with an empty one in memory and removes the
-    /// file from `data_dir`: a node that becomes a frontend keeps nothing
-    /// of the cluster on disk.
-    pub fn move_to_memory(&self, data_dir: &Path) -> Result<()> {
-        self.db.store(Arc::new(memory_database()?));
-        self.in_memory.store(true, Ordering::Relaxed);
-        remove_if_present(&path(data_dir))
-    }
-
-    /// Puts the database back in a file in `data_dir` (a former frontend
-    /// that joins as a backend); nothing happens when it is there already.
-    pub fn move_to_disk(&self, data_dir: &Path) -> Result<()> {
-        if !self.is_in_memory() {
-            return Ok(());
-        }
-        let disk = Db::open(data_dir)?;
-        self.db.store(disk.db.load_full());
-        self.in_memory.store(false, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Empties the in-memory database (a frontend that detaches).
-    pub fn clear_memory(&self) -> Result<()> {
-        self.db.store(Arc::new(memory_database()?));
-        Ok(())
-    }
-
-    /// Whether the database lives in memory only.
-    pub fn is_in_memory(&self) -> bool {
-        self.in_memory.load(Ordering::Relaxed)
-    }
-
-    fn begin_read(&self) -> Result<redb::ReadTransaction> {
-        Ok(self.db.load().begin_read()?)
-    }
-
-    fn begin_write(&self) -> Result<WriteTransaction> {
-        Ok(self.db.load().begin_write()?)
-    }
-
-    fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(META)?;
-        match table.get(key)? {
+    /// This node's identity, when it is in a cluster.
+    pub fn identity(&self) -> Result<Option<Identity>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(IDENTITY)?;
+        match table.get(K_IDENTITY)? {
             Some(v) => Ok(Some(serde_json::from_str(v.value())?)),
             None => Ok(None),
         }
     }
 
-    /// The cluster record; `None` when this node is in no cluster.
-    pub fn meta(&self) -> Result<Option<ClusterMeta>> {
-        self.get(K_CLUSTER)
-    }
-
-    /// This node's identity.
-    pub fn local(&self) -> Result<Option<LocalNode>> {
-        self.get(K_LOCAL)
-    }
-
-    /// Identifier generation and join restrictions.
-    pub fn identifier(&self) -> Result<IdentifierState> {
-        Ok(self.get(K_IDENTIFIER)?.unwrap_or_default())
-    }
-
-    /// The current replicated policy.
-    pub fn policy(&self) -> Result<Option<PolicyVersion>> {
-        self.get(K_POLICY)
-    }
-
-    /// Every member record, deleted ones included, by cluster number.
-    pub fn members(&self) -> Result<Vec<MemberRecord>> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(MEMBERS)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (_, v) = row?;
-            out.push(serde_json::from_str::<MemberRecord>(v.value())?);
-        }
-        out.sort_by_key(|m| m.cid);
-        Ok(out)
-    }
-
-    /// Sequence number of the last log entry (0: empty).
-    pub fn head(&self) -> Result<u64> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(LOG)?;
-        Ok(table.last()?.map_or(0, |(k, _)| k.value()))
-    }
-
-    /// Number of log entries.
-    pub fn log_len(&self) -> Result<u64> {
-        let txn = self.begin_read()?;
-        Ok(txn.open_table(LOG)?.len()?)
-    }
-
-    /// The last log entry.
-    pub fn last_entry(&self) -> Result<Option<LogEntry>> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(LOG)?;
-        match table.last()? {
-            Some((_, v)) => Ok(Some(serde_json::from_str(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Up to `limit` entries after sequence `after`.
-    pub fn entries_after(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(LOG)?;
-        let mut out = Vec::new();
-        for row in table.range(after.saturating_add(1)..)?.take(limit) {
-            let (_, v) = row?;
-            out.push(serde_json::from_str(v.value())?);
-        }
-        Ok(out)
-    }
-
-    /// The promise this node gave to a candidate master, if any.
-    pub fn promise(&self) -> Result<Option<Promise>> {
-        self.get(K_PROMISE)
-    }
-
-    /// Records a promise durably.
-    pub fn set_promise(&self, promise: &Promise) -> Result<()> {
-        let txn = self.begin_write()?;
-        put(&txn, K_PROMISE, promise)?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// The changes this node discarded at resynchronisations (oldest first).
-    pub fn discarded(&self) -> Result<Vec<Discarded>> {
-        Ok(self.get(K_DISCARDED)?.unwrap_or_default())
-    }
-
-    /// The entry at sequence `seq`.
-    pub fn entry(&self, seq: u64) -> Result<Option<LogEntry>> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(LOG)?;
-        match table.get(seq)? {
-            Some(v) => Ok(Some(serde_json::from_str(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Resynchronisation with the master of a later epoch: replaces the log
-    /// and state with `entries` (its whole log), keeping this node's identity
-    /// and promise, and records every local entry the new log does not hold
-    /// (same sequence, different CSN, or beyond its head) as discarded. One
-    /// transaction; returns the newly discarded entries.
-    pub fn resync(&self, local: &LocalNode, entries: &[LogEntry]) -> Result<Vec<Discarded>> {
-        let mine = self.entries_after(0, usize::MAX)?;
-        let by_epoch = entries.iter().map(|e| e.csn.epoch).max().unwrap_or(0);
-        let now = super::time::now();
-        let mut discarded = self.discarded()?;
-        let fresh: Vec<Discarded> = mine
-            .into_iter()
-            .filter(|e| {
-                entries
-                    .get(e.csn.seq.saturating_sub(1) as usize)
-                    .is_none_or(|theirs| theirs.csn != e.csn)
-            })
-            .map(|e| Discarded {
-                summary: e.change.summary(),
-                csn: e.csn,
-                discarded_at: now,
-                by_epoch,
-            })
-            .collect();
-        discarded.extend(fresh.iter().cloned());
-        let promise = self.promise()?;
-        self.reset_with(local, entries, |txn| {
-            put(txn, K_DISCARDED, &discarded)?;
-            if let Some(p) = &promise {
-                put(txn, K_PROMISE, p)?;
-            }
-            Ok(())
-        })?;
-        Ok(fresh)
-    }
-
-    /// Sets this node's identity (e.g. marks it detached).
-    pub fn set_local(&self, local: &LocalNode) -> Result<()> {
-        let txn = self.begin_write()?;
-        put(&txn, K_LOCAL, local)?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Master: appends `change` with the next sequence number and applies
-    /// it, in one durable transaction.
-    pub fn append(&self, epoch: u64, origin: &str, time: u64, change: Change) -> Result<LogEntry> {
-        let txn = self.begin_write()?;
-        let seq = {
-            let table = txn.open_table(LOG)?;
-            table.last()?.map_or(0, |(k, _)| k.value()) + 1
-        };
-        let entry = LogEntry {
-            csn: Csn {
-                epoch,
-                seq,
-                origin: origin.to_string(),
-                time,
-            },
-            change,
-        };
-        write_entry(&txn, &entry)?;
-        txn.commit()?;
-        Ok(entry)
-    }
-
-    /// Follower: applies one received entry, which must come right after
-    /// the local head. Each entry is its own durable transaction.
-    pub fn apply(&self, entry: &LogEntry) -> Result<()> {
-        let txn = self.begin_write()?;
-        let head = {
-            let table = txn.open_table(LOG)?;
-            table.last()?.map_or(0, |(k, _)| k.value())
-        };
-        if entry.csn.seq != head + 1 {
-            return Err(ClusterError::Db(format!(
-                "change {} does not follow the local head {head}; the node resynchronises",
-                entry.csn.seq
-            )));
-        }
-        write_entry(&txn, &entry.clone())?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Join and create: wipes every table, stores `local`, and applies
-    /// `entries` (the master's full log), all in one transaction.
-    pub fn reset(&self, local: &LocalNode, entries: &[LogEntry]) -> Result<()> {
-        self.reset_with(local, entries, |_| Ok(()))
-    }
-
-    /// A frontend at start: its identity and the cluster record it kept,
-    /// with an empty log that its backends fill.
-    pub fn seed(&self, local: &LocalNode, meta: &ClusterMeta) -> Result<()> {
-        self.reset_with(local, &[], |txn| put(txn, K_CLUSTER, meta))
-    }
-
-    fn reset_with(
-        &self,
-        local: &LocalNode,
-        entries: &[LogEntry],
-        extra: impl FnOnce(&WriteTransaction) -> Result<()>,
-    ) -> Result<()> {
-        let txn = self.begin_write()?;
-        txn.delete_table(META)
-            .map_err(|e| ClusterError::Db(e.to_string()))?;
-        txn.delete_table(MEMBERS)
-            .map_err(|e| ClusterError::Db(e.to_string()))?;
-        txn.delete_table(POLICIES)
-            .map_err(|e| ClusterError::Db(e.to_string()))?;
-        txn.delete_table(LOG)
-            .map_err(|e| ClusterError::Db(e.to_string()))?;
-        txn.open_table(MEMBERS)?;
-        txn.open_table(POLICIES)?;
-        txn.open_table(LOG)?;
-        put(&txn, K_LOCAL, local)?;
-        for (expected, entry) in (1..).zip(entries) {
-            if entry.csn.seq != expected {
-                return Err(ClusterError::Db(format!(
-                    "snapshot entry {} out of order (expected {expected})",
-                    entry.csn.seq
-                )));
-            }
-            write_entry(&txn, entry)?;
-        }
-        extra(&txn)?;
+    /// Records this node's identity (durably).
+    pub fn set_identity(&self, identity: &Identity) -> Result<()> {
+        let text = serde_json::to_string(identity)?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(IDENTITY)?
+            .insert(K_IDENTITY, text.as_str())?;
         txn.commit()?;
         Ok(())
     }
 }
 
-/// Removes `file`; a file that is not there is fine.
+/// A database with the tables of the earlier control plane is refused.
+fn refuse_old_format(db: &Database, file: &Path) -> Result<()> {
+    let txn = db.begin_read()?;
+    let old = txn
+        .list_tables()?
+        .any(|table| OLD_TABLES.contains(&table.name()));
+    if old {
+        return Err(ClusterError::OldFormat(file.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Removes `file` when it exists.
 pub fn remove_if_present(file: &Path) -> Result<()> {
     match std::fs::remove_file(file) {
         Ok(()) => Ok(()),
@@ -369,87 +120,41 @@ pub fn remove_if_present(file: &Path) -> Result<()> {
     }
 }
 
-/// Creates the tables of a new database.
-fn with_tables(db: Database) -> Result<Database> {
-    let txn = db.begin_write()?;
-    txn.open_table(META)?;
-    txn.open_table(MEMBERS)?;
-    txn.open_table(POLICIES)?;
-    txn.open_table(LOG)?;
-    txn.commit()?;
-    Ok(db)
-}
-
-fn memory_database() -> Result<Database> {
-    let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
-    with_tables(db)
-}
-
-fn put<T: Serialize>(txn: &WriteTransaction, key: &str, value: &T) -> Result<()> {
-    let text = serde_json::to_string(value)?;
-    txn.open_table(META)?.insert(key, text.as_str())?;
-    Ok(())
-}
-
-/// Inserts the entry in the log and applies its change to the state tables.
-fn write_entry(txn: &WriteTransaction, entry: &LogEntry) -> Result<()> {
-    let text = serde_json::to_string(entry)?;
-    txn.open_table(LOG)?.insert(entry.csn.seq, text.as_str())?;
-    match &entry.change {
-        Change::Created { meta } => put(txn, K_CLUSTER, meta)?,
-        Change::Member { member } => {
-            let text = serde_json::to_string(member)?;
-            txn.open_table(MEMBERS)?
-                .insert(member.name.as_str(), text.as_str())?;
-        }
-        Change::MemberDeleted { name, .. } => {
-            let mut table = txn.open_table(MEMBERS)?;
-            let record = match table.get(name.as_str())? {
-                Some(v) => Some(serde_json::from_str::<MemberRecord>(v.value())?),
-                None => None,
-            };
-            if let Some(mut record) = record {
-                record.deleted = true;
-                let text = serde_json::to_string(&record)?;
-                table.insert(name.as_str(), text.as_str())?;
-            }
-        }
-        Change::Policy { version, text } => {
-            txn.open_table(POLICIES)?.insert(*version, text.as_str())?;
-            put(
-                txn,
-                K_POLICY,
-                &PolicyVersion {
-                    version: *version,
-                    text: text.clone(),
-                },
-            )?;
-        }
-        Change::Identifier { state } => put(txn, K_IDENTIFIER, state)?,
-        Change::Promoted {
-            epoch,
-            master,
-            master_address,
-        } => {
-            let current = txn
-                .open_table(META)?
-                .get(K_CLUSTER)?
-                .map(|v| v.value().to_string());
-            let Some(current) = current else {
-                return Err(ClusterError::Db(format!(
-                    "change {}: a promotion before the cluster record",
-                    entry.csn.seq
-                )));
-            };
-            let mut meta: ClusterMeta = serde_json::from_str(&current)?;
-            meta.epoch = *epoch;
-            meta.master = master.clone();
-            meta.master_address = master_address.clone();
-            put(txn, K_CLUSTER, &meta)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_of_an_earlier_build_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let db = Database::create(path(dir.path())).expect("create");
+            let txn = db.begin_write().expect("txn");
+            let old: TableDefinition<u64, &str> = TableDefinition::new("log");
+            txn.open_table(old).expect("table");
+            txn.commit().expect("commit");
+        }
+        let err = Db::open(dir.path()).expect_err("old format");
+        let text = err.to_string();
+        assert!(matches!(err, ClusterError::OldFormat(_)), "{text}");
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        assert!(text.contains("remove"), "{text}");
+    }
+
+    #[test]
+    fn the_identity_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("dir");
+        let identity = Identity {
+            cluster: ClusterMeta {
+                cluster_id: "c".into(),
+                ca_cert_pem: "ca".into(),
+            },
+            local: LocalNode::for_tests("gw1"),
+        };
+        Db::open(dir.path())
+            .and_then(|db| db.set_identity(&identity))
+            .expect("write");
+        let again = Db::open(dir.path()).and_then(|db| db.identity());
+        assert_eq!(again.expect("read"), Some(identity));
+    }
+}

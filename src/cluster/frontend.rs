@@ -2,10 +2,10 @@
 //! database on disk.
 //!
 //! A frontend holds the cluster's policy and membership in memory only. It
-//! follows its backends, not the master: it holds a long-poll open to one
-//! of them (the first that answers, in the order of its list), and that
-//! backend answers the moment it applies a change, so changes reach the
-//! frontend within a second of reaching the backend. When the backend
+//! is no part of the consensus engine: it pulls the state from its
+//! backends ([`super::pull`]), one at a time in the order of its list, and
+//! that backend answers the moment it applies a change, so changes reach
+//! the frontend within a second of reaching the backend. When the backend
 //! cannot be reached it moves to the next one in its list; `cluster
 //! add-backend` lengthens the list (failover without a virtual IP).
 //!
@@ -29,10 +29,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 pub use super::api::{BackendRef, BackendsChanged, BackendsRequest, Detached};
+use super::api::Hello;
 use super::node::ClusterNode;
-use super::promote::Hello;
-use super::server::{Refusal, Reply, refuse, to_reply};
-use super::{Change, ClusterError, ClusterMeta, LocalNode, MemberRecord, Result, Role};
+use super::server::{Refusal, Reply, refusal_of, to_reply};
+use super::{Change, ClusterError, ClusterMeta, LocalNode, MemberRecord, Result, Role, propose};
 
 /// The frontend's file in `data_dir`.
 pub const FILE_NAME: &str = "cluster-frontend.json";
@@ -85,43 +85,38 @@ pub fn label(backend_cids: &[u32]) -> String {
     format!("F({})", cids.join(","))
 }
 
-/// Master: `POST /backends` from a frontend: records its list of backends.
+/// A backend: `POST /backends` from a frontend: records its list of
+/// backends (a change of its member record).
 pub async fn serve_backends(node: &Arc<ClusterNode>, member: &MemberRecord, body: &[u8]) -> Reply {
     let request: BackendsRequest = serde_json::from_slice(body)
-        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("bad request: {e}")))?;
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("bad request: {e}")))?;
     if member.role != Role::Frontend {
-        return Err(Refusal(
+        return Err(Refusal::new(
             StatusCode::CONFLICT,
             format!("{} is a backend; only frontends have backends", member.name),
         ));
     }
-    let _guard = node.write.lock().await;
-    let (meta, _) = node.master().map_err(refuse(StatusCode::CONFLICT))?;
-    let members = node
-        .db
-        .members()
-        .map_err(refuse(StatusCode::INTERNAL_SERVER_ERROR))?;
+    let replica = node.replica();
     for name in &request.backends {
-        if !members
-            .iter()
-            .any(|m| &m.name == name && !m.deleted && m.role == Role::Backend)
-        {
-            return Err(Refusal(
+        if !replica.state.backends().any(|m| &m.name == name) {
+            return Err(Refusal::new(
                 StatusCode::CONFLICT,
                 format!("{name} is not a backend of this cluster"),
             ));
         }
     }
-    let mut record = members
-        .into_iter()
-        .find(|m| m.name == member.name)
+    let mut record = replica
+        .state
+        .members
+        .get(&member.name)
+        .cloned()
         .unwrap_or_else(|| member.clone());
     record.backends = request.backends;
-    let entry = node
-        .commit(&meta, Change::Member { member: record })
-        .map_err(refuse(StatusCode::INTERNAL_SERVER_ERROR))?;
-    info!(frontend = %member.name, seq = entry.csn.seq, "frontend's backends recorded");
-    to_reply(&entry.csn)
+    let committed = propose::propose(node, Change::Member { member: record })
+        .await
+        .map_err(|e| refusal_of(&e))?;
+    info!(frontend = %member.name, seq = committed.csn.seq, "frontend's backends recorded");
+    to_reply(&committed.csn)
 }
 
 /// Frontend: `cluster add-backend HOST[:PORT]`: asks that node who it is,
@@ -140,10 +135,11 @@ pub async fn add_backend(node: &Arc<ClusterNode>, address: &str) -> Result<Backe
         )
         .await?
         .json(&address)?;
-    let members = node.db.members()?;
+    let replica = node.replica();
+    let members: Vec<&MemberRecord> = replica.state.live_members().collect();
     let record = members
         .iter()
-        .find(|m| m.name == hello.name && !m.deleted)
+        .find(|m| m.name == hello.name)
         .ok_or_else(|| {
             ClusterError::Invalid(format!(
                 "{address} is {}, which this frontend does not know as a member yet; wait until it has the cluster state (`cluster status`)",
@@ -167,23 +163,21 @@ pub async fn add_backend(node: &Arc<ClusterNode>, address: &str) -> Result<Backe
         name: record.name.clone(),
         address: address.clone(),
     });
-    let known = node.known_master().ok_or(ClusterError::NotClustered)?;
     let request = BackendsRequest {
         backends: backends.iter().map(|b| b.name.clone()).collect(),
     };
     node.call(
-        &known.master_address,
+        &address,
         "POST",
         "/backends",
         Some(&request),
-        Duration::from_secs(10),
+        Duration::from_secs(30),
     )
     .await
-    .and_then(|a| a.json::<serde_json::Value>(&known.master))
+    .and_then(|a| a.json::<serde_json::Value>(&record.name))
     .map_err(|e| {
         ClusterError::Transport(format!(
-            "{e}\nthe master {} ({}) must record the new backend; nothing was changed; try again when it is reachable",
-            known.master, known.master_address
+            "{e}\nthe cluster must record the new backend; nothing was changed; try again when its master is reachable"
         ))
     })?;
     node.set_backends(backends.clone())?;
@@ -203,26 +197,27 @@ pub async fn add_backend(node: &Arc<ClusterNode>, address: &str) -> Result<Backe
 /// it can be reached), forgets everything of it, in memory and on disk,
 /// and routes by its own policy file again.
 pub async fn detach(node: &Arc<ClusterNode>) -> Result<Detached> {
-    let (meta, _) = frontend_only(node, "detach")?;
+    frontend_only(node, "detach")?;
+    let backend = node.pull_target().ok_or(ClusterError::NotClustered)?;
     let told = match node
         .call(
-            &meta.master_address,
+            &backend.address,
             "POST",
             "/leave",
             None::<&()>,
-            Duration::from_secs(10),
+            Duration::from_secs(30),
         )
         .await
-        .and_then(|a| a.json::<serde_json::Value>(&meta.master))
+        .and_then(|a| a.json::<serde_json::Value>(&backend.name))
     {
         Ok(_) => true,
         Err(e) => {
-            warn!(error = %e, master = %meta.master,
-                "detaching without telling the master; run `mxgate cluster delete NAME` there");
+            warn!(error = %e, backend = %backend.name,
+                "detaching without telling the cluster; run `mxgate cluster delete NAME` on a backend");
             false
         }
     };
-    node.forget_cluster()?;
+    node.forget_cluster().await?;
     remove(&node.data_dir)?;
     info!(
         "detached from the cluster; the cluster state is gone and the node routes by its own policy file"

@@ -1,11 +1,13 @@
 //! Joining and leaving: the node side (`cluster join`, `cluster leave`)
-//! and the master side (`POST /join`, `POST /leave`).
+//! and the backend side (`POST /join`, `POST /leave`).
 //!
-//! The master serialises joins with its write lock: it picks the next
-//! cluster number, signs the node's CSR, records the member and appends the
-//! change in one transaction, then answers with the certificate and its
-//! whole log. The node then replaces its cluster state with that log in one
-//! transaction and starts following.
+//! A backend signs the node's CSR and proposes its member record; the
+//! state machine gives a new backend the next free cluster number, and
+//! the engine serialises joins. Once the record is committed the node gets
+//! its certificate and the state as applied then; it admits the members
+//! by that state until its engine has caught up: the master adds it as a
+//! learner, sends it the snapshot and makes it a voter
+//! ([`super::membership`]).
 //!
 //! The master reads a join's body only through [`parse_request`]
 //! ([`request`]): every field is checked with the rules of `check-config`
@@ -19,12 +21,15 @@ use hyper::StatusCode;
 use tracing::{info, warn};
 
 pub use super::api::{JoinReply, Joined, Left};
+use super::api::RefusalCode;
+use super::db::Identity;
 use super::identity::{self, Purpose};
 use super::node::ClusterNode;
 use super::server::{Refusal, Reply, refuse, to_reply};
 use super::transport::{self, Sender};
 use super::{
-    Change, ClusterError, ClusterMeta, LocalNode, MemberRecord, Result, Role, identifier, time,
+    Change, ClusterError, ClusterMeta, LocalNode, MemberRecord, Result, Role, identifier, propose,
+    time,
 };
 
 mod request;
@@ -69,53 +74,43 @@ pub fn record(
     }
 }
 
-/// Master: `POST /join` from an enrolment identity.
+/// A backend: `POST /join` from an enrolment identity. Any backend
+/// signs the node's certificate; the member record is proposed (and so
+/// forwarded to the master) and the answer sent once it is committed.
 pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) -> Reply {
-    let ValidJoin { request, advertise } =
-        parse_request(body).map_err(|e| Refusal(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let _guard = node.write.lock().await;
-    let (meta, local) = node.master().map_err(refuse(StatusCode::CONFLICT))?;
+    let ValidJoin { request, advertise } = parse_request(body)
+        .map_err(|e| Refusal::coded(StatusCode::BAD_REQUEST, RefusalCode::BadRequest, e.to_string()))?;
+    let (meta, local) = node.member().map_err(refuse(StatusCode::CONFLICT))?;
     let ca_key = local.ca_key_pem.as_deref().ok_or_else(|| {
-        Refusal(
+        Refusal::new(
             StatusCode::CONFLICT,
-            "this master holds no cluster CA key and cannot sign certificates".into(),
+            "this node holds no cluster CA key and cannot sign certificates; join through a backend".into(),
         )
     })?;
-    let members = node
-        .db
-        .members()
-        .map_err(refuse(StatusCode::INTERNAL_SERVER_ERROR))?;
-    if let Some(m) = members
-        .iter()
-        .find(|m| m.name == request.name && !m.deleted)
-    {
-        return Err(Refusal(
+    if let Some(m) = node.replica().state.live_members().find(|m| m.name == request.name) {
+        return Err(Refusal::coded(
             StatusCode::CONFLICT,
+            RefusalCode::Conflict,
             format!(
                 "a member called {} (cluster number {}) exists already; give the new node another [node] name, or `cluster delete {}` first",
                 m.name, m.cid, m.name
             ),
         ));
     }
-    let ips = [advertise.ip()];
-    // Backends are numbered 1, 2, ...; frontends are shown by their
-    // backends' numbers (`F(1,2)`) and get 0.
-    let cid = match request.role {
-        Role::Backend => members.iter().map(|m| m.cid).max().unwrap_or(0) + 1,
-        Role::Frontend => 0,
-    };
     let issued = identity::sign(
         &meta.ca_cert_pem,
         ca_key,
         &request.csr_pem,
         &request.name,
-        &ips,
+        &[advertise.ip()],
         Purpose::Node,
     )
     .map_err(refuse(StatusCode::BAD_REQUEST))?;
+    // Backends get the next free number from the state machine; frontends
+    // are shown by their backends' numbers (`F(1,2)`) and get 0.
     let mut member = record(
         &request.name,
-        cid,
+        0,
         request.role,
         &request.address,
         request.smtp_upstream.clone(),
@@ -124,43 +119,30 @@ pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) 
         &request.version,
     );
     if request.role == Role::Frontend {
-        // It follows the master it joined through until `add-backend`.
-        member.backends = vec![meta.master.clone()];
+        // It follows the backend it joined through until `add-backend`.
+        member.backends = vec![node.name.clone()];
         member.smtp_upstream = None;
         member.gina_upstream = None;
     }
-    node.commit(
-        &meta,
-        Change::Member {
-            member: member.clone(),
-        },
-    )
-    .map_err(refuse(StatusCode::INTERNAL_SERVER_ERROR))?;
-    info!(node = %member.name, cid, role = ?member.role, %peer, "node joined the cluster");
-    let entries = node
-        .db
-        .entries_after(0, usize::MAX)
-        .map_err(refuse(StatusCode::INTERNAL_SERVER_ERROR))?;
+    let committed = propose::propose(node, Change::Member { member: member.clone() })
+        .await
+        .map_err(|e| super::server::refusal_of(&e))?;
+    member.cid = committed.applied.cid.unwrap_or(member.cid);
+    info!(node = %member.name, cid = member.cid, role = ?member.role, %peer, "node joined the cluster");
     to_reply(&JoinReply {
         ca_key_pem: (member.role == Role::Backend).then(|| ca_key.to_string()),
         member,
         cert_pem: issued.cert_pem,
-        entries,
+        replica: (*node.replica()).clone(),
     })
 }
 
-/// Master: `POST /leave` from a member.
+/// A backend: `POST /leave` from a member: marks it as left and takes it
+/// out of the engine's membership.
 pub async fn serve_leave(node: &Arc<ClusterNode>, member: &MemberRecord) -> Reply {
-    let _guard = node.write.lock().await;
-    let (meta, _) = node.master().map_err(refuse(StatusCode::CONFLICT))?;
-    node.commit(
-        &meta,
-        Change::MemberDeleted {
-            name: member.name.clone(),
-            reason: "left".into(),
-        },
-    )
-    .map_err(refuse(StatusCode::INTERNAL_SERVER_ERROR))?;
+    super::membership::remove(node, member, "left")
+        .await
+        .map_err(|e| super::server::refusal_of(&e))?;
     info!(node = %member.name, "node left the cluster");
     to_reply(&serde_json::json!({ "left": member.name }))
 }
@@ -173,7 +155,7 @@ pub async fn join(
     master: &str,
     role: Role,
 ) -> Result<Joined> {
-    if let (Some(meta), Some(local)) = (node.db.meta()?, node.db.local()?)
+    if let Ok((meta, local)) = node.clustered()
         && local.detached.is_none()
     {
         return Err(ClusterError::AlreadyClustered(meta.cluster_id));
@@ -209,7 +191,7 @@ pub async fn join(
         "/join",
         &sender,
         Some(&request),
-        Duration::from_secs(20),
+        Duration::from_secs(30),
     )
     .await?
     .json(master)?;
@@ -219,13 +201,10 @@ pub async fn join(
         )));
     }
     let meta = reply
-        .entries
-        .iter()
-        .rev()
-        .find_map(|e| match &e.change {
-            Change::Created { meta } => Some(meta.clone()),
-            _ => None,
-        })
+        .replica
+        .state
+        .meta
+        .clone()
         .ok_or_else(|| ClusterError::Transport(format!("{master} sent no cluster record")))?;
     if meta.cluster_id != id.cluster_id {
         return Err(ClusterError::Transport(format!(
@@ -243,52 +222,35 @@ pub async fn join(
         ca_key_pem: reply.ca_key_pem.clone(),
         detached: None,
     };
-    node.stop_follower();
-    match role {
-        Role::Frontend => {
-            node.db.move_to_memory(&node.data_dir)?;
-            node.db.reset(&local, &reply.entries)?;
-            // The node that accepted the join is the master of now (the
-            // `Created` record names the first one).
-            let first = super::frontend::BackendRef {
-                name: reply
-                    .member
-                    .backends
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| meta.master.clone()),
-                address: master.to_string(),
-            };
-            node.set_backends(vec![first])?;
-        }
-        Role::Backend => {
-            node.db.move_to_disk(&node.data_dir)?;
-            node.db.reset(&local, &reply.entries)?;
-        }
+    let through = reply.member.backends.first().cloned();
+    let entries = reply.replica.index();
+    node.start_over(Identity { cluster: meta.clone(), local: local.clone() }, reply.replica)
+        .await?;
+    if role == Role::Frontend {
+        let first = super::frontend::BackendRef {
+            name: through.unwrap_or_default(),
+            address: master.to_string(),
+        };
+        node.set_backends(vec![first])?;
     }
-    node.notify(node.db.head()?);
-    let meta = node.db.meta()?.unwrap_or(meta);
     install(node, &local, &meta)?;
-    node.start_follower();
-    node.start_probe();
-    info!(cluster = %meta.cluster_id, cid = local.cid, master = %meta.master, "joined the cluster");
+    node.run().await?;
+    info!(cluster = %meta.cluster_id, cid = local.cid, "joined the cluster");
     Ok(Joined {
         cluster_id: meta.cluster_id,
-        master: meta.master,
+        master: node.leader().map(|l| l.name).unwrap_or_else(|| master.to_string()),
         cid: reply.member.cid,
         device_id: reply.member.device_id,
         uuid: reply.member.uuid,
-        entries: reply.entries.len() as u64,
+        entries,
     })
 }
 
-/// After create or join: the TLS identity, copies of the certificate and
-/// key for tools, and the replicated policy.
+/// After create or join: the TLS identity and copies of the certificate
+/// and key for tools.
 pub fn install(node: &ClusterNode, local: &LocalNode, meta: &ClusterMeta) -> Result<()> {
     node.load_identity(local, meta)?;
-    write_files(node, local, meta)?;
-    node.refresh_policy();
-    Ok(())
+    write_files(node, local, meta)
 }
 
 /// `data_dir/cluster-ca.pem`, `cluster-node.pem`, `cluster-node.key` (0600):
@@ -326,12 +288,15 @@ pub fn write_private(data_dir: &std::path::Path, name: &str, text: &str, mode: u
     std::fs::rename(&tmp, data_dir.join(name)).map_err(io)
 }
 
-/// Node: `cluster leave`: tells the master, keeps the database, stops
-/// following. With `force`, a master that cannot be reached (or refuses)
-/// is not told: disaster recovery when the master is lost.
+/// Node: `cluster leave`: has the master take this backend out of the
+/// cluster, then stops its engine and keeps its state as last applied.
+/// With `force`, a master that cannot be reached (or refuses) is not
+/// told: disaster recovery when the cluster is lost.
 pub async fn leave(node: &Arc<ClusterNode>, force: bool) -> Result<Left> {
-    let (meta, mut local) = node.clustered()?;
-    if let Some(why) = &local.detached {
+    let (_, local) = node.clustered()?;
+    if let Some(why) = &local.detached
+        && !force
+    {
         return Err(ClusterError::Invalid(format!(
             "this node is no longer in the cluster already ({why})"
         )));
@@ -341,23 +306,19 @@ pub async fn leave(node: &Arc<ClusterNode>, force: bool) -> Result<Left> {
             "this node is a frontend: `mxgate cluster detach` leaves the cluster and forgets its state".into(),
         ));
     }
-    if meta.master == node.name {
+    let leader = node.leader();
+    if leader.as_ref().is_some_and(|l| l.name == node.name) && !force {
         return Err(ClusterError::Invalid(
-            "the master cannot leave; `cluster delete` the other members first, or make another node master".into(),
+            "the master cannot leave; make another backend master (`cluster promote` there) or `cluster delete` the other members first".into(),
         ));
     }
-    let told = transport::call(
-        node.client_config()?,
-        node.advertise.ip(),
-        &meta.master_address,
-        "POST",
-        "/leave",
-        &node.sender(),
-        None::<&()>,
-        Duration::from_secs(15),
-    )
-    .await
-    .and_then(|answer| answer.json::<serde_json::Value>(&meta.master));
+    let told = match (&leader, &local.detached) {
+        (Some(leader), None) => node
+            .call(&leader.address, "POST", "/leave", None::<&()>, Duration::from_secs(30))
+            .await
+            .and_then(|answer| answer.json::<serde_json::Value>(&leader.name)),
+        _ => Err(ClusterError::Invalid("no master is known".into())),
+    };
     let told = match told {
         Ok(_) => true,
         Err(e) if force => {
@@ -366,22 +327,21 @@ pub async fn leave(node: &Arc<ClusterNode>, force: bool) -> Result<Left> {
         }
         Err(e) => {
             return Err(ClusterError::Transport(format!(
-                "{e}\nthe master must be told: try again when it is reachable, run `mxgate cluster delete {}` on the master, \
-                 or, if the master is lost, `mxgate cluster leave --force` (docs/cluster.md, disaster recovery)",
+                "{e}\nthe master must be told: try again when it is reachable, run `mxgate cluster delete {}` on a backend, \
+                 or, if the cluster is lost, `mxgate cluster leave --force` (docs/cluster.md, disaster recovery)",
                 node.name
             )));
         }
     };
-    node.stop_follower();
-    local.detached = Some(if told {
-        "left the cluster".into()
+    node.stop_engine().await;
+    node.set_detached(if told {
+        "left the cluster"
     } else {
-        "left the cluster without telling the master (--force)".into()
-    });
-    node.db.set_local(&local)?;
+        "left the cluster without telling the master (--force)"
+    })?;
     Ok(Left {
         left: node.name.clone(),
-        master: meta.master,
+        master: leader.map(|l| l.name).unwrap_or_default(),
         told,
     })
 }

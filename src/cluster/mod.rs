@@ -1,18 +1,23 @@
-//! The cluster control plane: identity, membership, the replicated change
-//! log and the mutual-TLS API between nodes (SPEC section 8).
+//! The cluster control plane: identity, membership, the replicated state
+//! and the mutual-TLS API between nodes (SPEC section 8).
 //!
-//! Data flow: the master makes every change in one durable write transaction
-//! of the embedded database ([`db`]): the change is appended to the log with
-//! its CSN and applied to the state tables together. Backends follow the log
-//! over a long-poll ([`replicate`]) and apply each change the same way; after
-//! a change to policy or membership, every node rebuilds its effective routing
-//! policy ([`policy`]) and swaps it in like a SIGHUP reload.
+//! Data flow: the backends run a consensus engine (openraft, [`engine`]);
+//! every change is proposed to it through one path ([`propose`]) and is
+//! done once a majority of the backends holds it. Each backend's state
+//! machine applies committed changes and publishes the state; frontends
+//! pull it from a backend ([`pull`]). After a change to policy or
+//! membership, every node rebuilds its effective routing policy
+//! ([`policy`]) and the daemon swaps it in like a SIGHUP reload.
 //!
-//! Files: [`db`] (tables), [`identity`] (CA, node keys, signing),
-//! [`identifier`] (`clusterid.txt`), [`transport`] (TLS configs and the
-//! client), [`server`] (control-plane routes and authorisation), [`join`],
-//! [`replicate`], [`promote`] (failover), [`frontend`] (DMZ nodes), [`policy`], [`status`], [`admin`] (admin-socket handlers),
-//! [`node`] (the running state). The `mxgate cluster` subcommands are in `crate::cli::cluster`.
+//! Files: [`engine`] (type configuration, storage, network), [`db`] (the
+//! backend's database and identity), [`identity`] (CA, node keys,
+//! signing), [`identifier`] (`clusterid.txt`), [`transport`] (the
+//! client), [`server`] (control-plane routes and authorisation),
+//! [`propose`], [`join`], [`membership`] (voters, promote, removal),
+//! [`probe`] (contact, versions, clocks), [`pull`] and [`frontend`] (DMZ
+//! nodes), [`policy`], [`status`], [`admin`] (admin-socket handlers),
+//! [`node`] (the running state). The `mxgate cluster` subcommands are in
+//! `crate::cli::cluster`.
 
 pub mod admin;
 mod admission;
@@ -23,10 +28,12 @@ pub mod frontend;
 pub mod identifier;
 pub mod identity;
 pub mod join;
+pub mod membership;
 pub mod node;
 pub mod policy;
-pub mod promote;
-pub mod replicate;
+pub mod probe;
+pub mod propose;
+pub mod pull;
 pub mod server;
 pub mod status;
 pub use crate::time;
@@ -59,6 +66,41 @@ pub enum ClusterError {
     /// A change was attempted on a backend.
     #[error("this node is not the master; run the command on the master {0}")]
     NotMaster(String),
+    /// The database was written by an earlier build.
+    #[error(
+        "{} was written by an earlier build of mxgate (before the openraft control plane) and is not migrated; stop mxgate, remove that file (the node then is in no cluster), start it again and join the cluster anew",
+        .0.display()
+    )]
+    OldFormat(std::path::PathBuf),
+    /// The node left or was removed.
+    #[error("this node is no longer in the cluster ({0}); join again to take part")]
+    Detached(String),
+    /// The master knows it has no majority: refused before the log.
+    #[error(
+        "refused, nothing was changed: {reachable} of {backends} backends are reachable and a change needs {needed}{}; bring the others back (check `mxgate cluster status`), or if they are lost for good run `mxgate cluster promote --force` (docs/cluster.md, disaster recovery)",
+        if .missing.is_empty() { String::new() } else { format!(" ({} do not answer)", .missing.join(", ")) }
+    )]
+    NoMajority {
+        /// Backends that answered, this one included.
+        reachable: usize,
+        /// Voting backends.
+        backends: usize,
+        /// A majority of them.
+        needed: usize,
+        /// Who did not answer.
+        missing: Vec<String>,
+    },
+    /// The change was proposed but not confirmed in time.
+    #[error(
+        "the outcome of {0} is unknown: the master lost its majority while the change was in flight; it was not confirmed and may still apply when the backends return. Check `mxgate cluster status` and `mxgate cluster policy show` before trying again"
+    )]
+    OutcomeUnknown(String),
+    /// The state changed meanwhile (a policy version, a name).
+    #[error("{0}; nothing was changed, try again")]
+    Conflict(String),
+    /// A peer speaks an incompatible control-plane protocol.
+    #[error("{0}")]
+    Protocol(String),
     /// Certificates, keys, CSRs.
     #[error("certificate: {0}")]
     Crypto(String),
@@ -74,11 +116,14 @@ pub enum ClusterError {
     #[error("{0}")]
     Transport(String),
     /// The peer refused the request. The reason is the peer's text: shown
-    /// escaped, so it cannot forge a line of the CLI's output.
+    /// escaped, so it cannot forge a line of the CLI's output; decisions
+    /// are made on the code.
     #[error("refused by {peer}: {}", crate::text::escape(.reason))]
     Refused {
         /// Who refused.
         peer: String,
+        /// What kind of refusal.
+        code: api::RefusalCode,
         /// Why.
         reason: String,
     },

@@ -1,14 +1,16 @@
-//! The running control plane of one node: its database, identity, the
-//! master's write lock and change notification, what the master knows of
-//! its followers, and what a follower knows of its master.
+//! The running control plane of one node: who it is in the cluster, its
+//! consensus engine (a backend's), the replicated state it last applied
+//! and what it last heard from every other member.
 //!
-//! The effective routing policy is published on a `watch` channel
-//! ([`ClusterNode::policy`]): the daemon follows it; the control plane
-//! knows nothing of the daemon.
+//! The replicated state is published on a `watch` channel: a backend's
+//! state machine publishes every apply, a frontend what it pulls from its
+//! backend ([`super::pull`]). The effective routing policy built from it
+//! is published on another ([`ClusterNode::policy`]): the daemon follows
+//! it; the control plane knows nothing of the daemon.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -17,45 +19,17 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::db::Db;
+use super::db::{Db, Identity};
+use super::engine::{self, Replica};
 use super::frontend::{self, BackendRef, FrontendFile};
-use super::transport::{self, Answer, MasterHint, Sender};
-use super::{Change, ClusterError, ClusterMeta, LocalNode, LogEntry, Result, Role, time};
+use super::transport::{self, Answer, Sender};
+use super::{ClusterError, ClusterMeta, LocalNode, Result, Role};
 use crate::config::{Config, LocalConfig, Policy};
 use crate::tls::mutual::{self, Admission};
 
-/// What the master last heard from a follower.
-#[derive(Debug, Clone)]
-pub struct PeerState {
-    /// Sequence the follower had applied when it last asked.
-    pub acked: u64,
-    /// Unix time of the last request.
-    pub contact: u64,
-    /// Its version.
-    pub version: String,
-    /// Its uptime then.
-    pub uptime: u64,
-}
+pub use super::probe::Contact;
 
-/// What a follower knows of its master.
-#[derive(Debug, Clone, Default)]
-pub struct FollowState {
-    /// Master's head at the last answer.
-    pub remote_head: u64,
-    /// Unix time of the last answer.
-    pub contact: Option<u64>,
-    /// The last failure, cleared by the next success.
-    pub error: Option<String>,
-}
-
-/// What this node last heard from another member (any control-plane answer).
-#[derive(Debug, Clone, Default)]
-pub struct Contact {
-    /// Unix time of the last answer.
-    pub at: Option<u64>,
-    /// The last failure, cleared by the next answer.
-    pub error: Option<String>,
-}
+pub use super::engine::Leader;
 
 /// The control plane of this node.
 pub struct ClusterNode {
@@ -69,25 +43,26 @@ pub struct ClusterNode {
     pub advertise: SocketAddr,
     /// `[local]`: the upstreams this node offers as a member.
     pub local: Option<LocalConfig>,
-    /// The database.
-    pub db: Db,
     /// When the daemon started.
     pub started: Instant,
-    /// Serialises every change on the master (joins included).
-    pub write: tokio::sync::Mutex<()>,
-    head: watch::Sender<u64>,
-    /// Master: followers by name.
-    pub peers: Mutex<HashMap<String, PeerState>>,
-    /// Follower: the master.
-    pub follow: Mutex<FollowState>,
-    follower: Mutex<Option<CancellationToken>>,
-    /// A master of a higher epoch than the database's, as a peer told it.
-    pub hint: Mutex<Option<MasterHint>>,
-    /// Last contact with every other member, by name (the probe loop).
-    pub contacts: Mutex<HashMap<String, Contact>>,
-    probe: Mutex<Option<CancellationToken>>,
     /// Daemon shutdown.
     pub stop: CancellationToken,
+    /// A backend's database (None on a frontend).
+    db: ArcSwapOption<Db>,
+    /// Who this node is in its cluster (None: in no cluster).
+    identity: ArcSwapOption<Identity>,
+    /// A backend's consensus engine, while it is in a cluster.
+    raft: ArcSwapOption<engine::Handle>,
+    /// The replicated state as last applied (or pulled, on a frontend).
+    replica: engine::store::Publisher,
+    /// Frontend: the master its backend last named, and the highest epoch
+    /// seen (state of a lower one is never taken).
+    pub(super) named_leader: Mutex<Option<Leader>>,
+    pub(super) seen_epoch: AtomicU64,
+    /// Last contact with every other member, by name (the probe loop).
+    pub contacts: Mutex<HashMap<String, Contact>>,
+    /// The node's background tasks (probe, pull, membership), while in a cluster.
+    tasks: Mutex<Option<CancellationToken>>,
     /// `[node] policy`: the node's own policy file, under the replicated one.
     policy_file: std::path::PathBuf,
     /// The effective replicated policy; `None`: the node's own file applies.
@@ -112,129 +87,10 @@ impl std::fmt::Debug for ClusterNode {
     }
 }
 
-/// How often every node asks every other member for its (epoch, master).
-pub const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-
-async fn probe(node: Arc<ClusterNode>, token: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(PROBE_EVERY) => {}
-        }
-        let Ok((_, local)) = node.clustered() else {
-            continue;
-        };
-        if local.detached.is_some() {
-            return;
-        }
-        let Ok(members) = node.db.members() else {
-            continue;
-        };
-        // The position rides along, so every node (the master included)
-        // knows how far each member, frontends too, has applied the log.
-        let hello = format!("/hello?after={}", node.db.head().unwrap_or(0));
-        let mut calls = tokio::task::JoinSet::new();
-        for m in members
-            .into_iter()
-            .filter(|m| !m.deleted && m.name != node.name)
-        {
-            let node = node.clone();
-            let hello = hello.clone();
-            calls.spawn(async move {
-                let answer = node
-                    .call(&m.address, "GET", &hello, None::<&()>, PROBE_EVERY)
-                    .await;
-                let mut contact = node
-                    .contacts
-                    .lock()
-                    .ok()
-                    .and_then(|c| c.get(&m.name).cloned())
-                    .unwrap_or_default();
-                match answer {
-                    Ok(a) if a.status == 200 => {
-                        // The node it follows answers again after a cut: a
-                        // long-poll sent before the heal may wait for TCP to
-                        // retransmit; start a fresh one at once.
-                        let healed = contact.error.is_some();
-                        contact.at = Some(time::now());
-                        contact.error = None;
-                        if healed
-                            && node.master().is_err()
-                            && node.follow_target().is_some_and(|(name, _)| name == m.name)
-                        {
-                            info!(peer = %m.name, "reachable again; restarting the change stream");
-                            node.start_follower();
-                        }
-                    }
-                    Ok(a) => contact.error = Some(transport::error_text(&a.body, a.status)),
-                    Err(e) => contact.error = Some(e.to_string()),
-                }
-                if let Ok(mut c) = node.contacts.lock() {
-                    c.insert(m.name, contact);
-                }
-            });
-        }
-        while calls.join_next().await.is_some() {}
-        export_metrics(&node);
-    }
-}
-
-/// `mxgate_cluster_epoch` and `mxgate_cluster_replication_lag_seconds`.
-fn export_metrics(node: &ClusterNode) {
-    let Ok(Some(meta)) = node.db.meta() else {
-        return;
-    };
-    crate::metrics::cluster_epoch(meta.epoch);
-    let now = time::now();
-    if node.master().is_ok() {
-        let peers = node.peers.lock().map(|p| p.clone()).unwrap_or_default();
-        for (name, peer) in peers {
-            if let Some(lag) = super::status::lag(node, peer.acked, now) {
-                crate::metrics::cluster_replication_lag(&name, lag);
-            }
-        }
-        crate::metrics::cluster_replication_lag(&node.name, 0);
-    } else {
-        crate::metrics::cluster_replication_lag(&node.name, follower_lag(node, now));
-    }
-}
-
-/// A follower's replication lag in seconds: 0 while it hears from the
-/// master and holds its head; otherwise the time since it last heard from
-/// the master (its long-poll or the probe), or, never having heard, the age
-/// of its last change. A follower that cannot reach the master (a failed
-/// long-poll, or a failed probe while the long-poll still hangs on a dead
-/// connection) is not in step, whatever head it last saw.
-pub fn follower_lag(node: &ClusterNode, now: u64) -> u64 {
-    let follow = node.follow.lock().map(|f| f.clone()).unwrap_or_default();
-    let probe = node
-        .known_master()
-        .and_then(|k| node.contacts.lock().ok()?.get(&k.master).cloned())
-        .unwrap_or_default();
-    let last_change = node.db.last_entry().ok().flatten().map(|e| e.csn.time);
-    let head = node.db.head().unwrap_or(0);
-    lag_of(&follow, &probe, head, last_change, now)
-}
-
-fn lag_of(
-    follow: &FollowState,
-    probe: &Contact,
-    head: u64,
-    last_change: Option<u64>,
-    now: u64,
-) -> u64 {
-    let cut_off = follow.error.is_some() || probe.error.is_some();
-    match [follow.contact, probe.at].into_iter().flatten().max() {
-        Some(_) if !cut_off && head >= follow.remote_head => 0,
-        Some(at) => now.saturating_sub(at),
-        None => now.saturating_sub(last_change.unwrap_or(now)),
-    }
-}
-
-/// Opens the database and starts the control plane when `[cluster]` is
-/// configured (`None` otherwise): the mutual-TLS listener, and the follower
-/// on a backend. A clustered node's replicated policy is published before
-/// this returns ([`ClusterNode::policy`]).
+/// Opens the node's cluster state and starts the control plane when
+/// `[cluster]` is configured (`None` otherwise): the mutual-TLS listener,
+/// and on a node in a cluster its engine or its pull, the probe and the
+/// policy follower. The replicated policy is published before this returns.
 pub async fn start(
     config: &Config,
     stop: CancellationToken,
@@ -252,81 +108,63 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("[cluster] listen: cannot bind {}: {e}", cluster.listen))?;
     let listen = listener.local_addr()?;
     let frontend_file = frontend::load(&config.node.data_dir)?;
-    let db = match &frontend_file {
-        // A frontend keeps no cluster database on disk: its state lives in
-        // memory and comes from its backends after every start.
-        Some(file) => {
-            let db = Db::open_in_memory()?;
-            db.seed(&file.local, &file.cluster)?;
-            // A database file left from before it joined as a frontend.
-            super::db::remove_if_present(&super::db::path(&config.node.data_dir))?;
-            let names: Vec<&str> = file.backends.iter().map(|b| b.name.as_str()).collect();
-            warn!(backends = %names.join(", "),
-                "frontend: started with no cluster state (it is kept in memory only); routing nothing until a backend sends it");
-            db
-        }
-        None => Db::open(&config.node.data_dir)?,
-    };
-    let head = db.head()?;
     let mut node = ClusterNode::new(
         config.node.name.clone(),
         config.node.data_dir.clone(),
         (listen, cluster.advertise),
         config.local.clone(),
-        (db, head),
         stop.clone(),
-        frontend_file.map(|f| f.backends).unwrap_or_default(),
     );
     node.policy_file = config.node.policy.clone();
     let node = Arc::new(node);
     let _ = node.me.set(Arc::downgrade(&node));
+    match frontend_file {
+        Some(file) => {
+            // A database file left from before it joined as a frontend.
+            super::db::remove_if_present(&super::db::path(&config.node.data_dir))?;
+            let names: Vec<&str> = file.backends.iter().map(|b| b.name.as_str()).collect();
+            warn!(backends = %names.join(", "),
+                "frontend: started with no cluster state (it is kept in memory only); routing nothing until a backend sends it");
+            if let Ok(mut b) = node.backends.lock() {
+                *b = file.backends;
+            }
+            node.set_identity_in_memory(Identity {
+                cluster: file.cluster,
+                local: file.local,
+            });
+        }
+        None => {
+            let db = Db::open(&config.node.data_dir)?;
+            let identity = db.identity()?;
+            node.db.store(Some(Arc::new(db)));
+            if let Some(identity) = identity {
+                node.identity.store(Some(Arc::new(identity)));
+            }
+        }
+    }
+    node.spawn_policy_follower();
     info!(addr = %listen, "cluster control plane listening");
     tokio::spawn(super::server::serve(listener, node.clone(), stop));
-    if let (Some(meta), Some(local)) = (node.db.meta()?, node.db.local()?) {
+    if let Ok((meta, local)) = node.clustered() {
         node.load_identity(&local, &meta)?;
-        node.refresh_policy();
         if let Some(why) = &local.detached {
-            warn!(reason = %why, "this node is no longer in the cluster; its database stays as last synchronised");
+            warn!(reason = %why, "this node is no longer in the cluster; its state stays as last synchronised");
+            node.open_engine_read_only().await?;
         } else {
-            if meta.master != node.name || local.role == Role::Frontend {
-                node.start_follower();
-            }
-            node.start_probe();
+            node.run().await?;
         }
-        info!(cluster = %meta.cluster_id, master = %meta.master, cid = local.cid, "cluster member");
+        info!(cluster = %meta.cluster_id, cid = local.cid, role = ?local.role, "cluster member");
     }
     Ok(Some(node))
 }
 
 impl ClusterNode {
-    /// A node over `db` that is attached to no daemon (unit tests).
-    #[cfg(test)]
-    pub(crate) fn for_tests(name: &str, db: Db) -> ClusterNode {
-        ClusterNode::new(
-            name.to_string(),
-            std::path::PathBuf::new(),
-            (
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                SocketAddr::from(([127, 0, 0, 1], 7025)),
-            ),
-            None,
-            (db, 0),
-            CancellationToken::new(),
-            Vec::new(),
-        )
-    }
-
-    /// The running state around `db` (whose log head is `head`): nothing
-    /// followed or probed yet.
-    #[allow(clippy::too_many_arguments)]
     fn new(
         name: String,
         data_dir: std::path::PathBuf,
         (listen, advertise): (SocketAddr, SocketAddr),
         local: Option<LocalConfig>,
-        (db, head): (Db, u64),
         stop: CancellationToken,
-        backends: Vec<BackendRef>,
     ) -> ClusterNode {
         ClusterNode {
             name,
@@ -334,25 +172,121 @@ impl ClusterNode {
             listen,
             advertise,
             local,
-            db,
             started: Instant::now(),
-            write: tokio::sync::Mutex::new(()),
-            head: watch::channel(head).0,
-            peers: Mutex::new(HashMap::new()),
-            follow: Mutex::new(FollowState::default()),
-            follower: Mutex::new(None),
-            hint: Mutex::new(None),
-            contacts: Mutex::new(HashMap::new()),
-            probe: Mutex::new(None),
             stop,
+            db: ArcSwapOption::empty(),
+            identity: ArcSwapOption::empty(),
+            raft: ArcSwapOption::empty(),
+            replica: Arc::new(watch::channel(Arc::new(Replica::default())).0),
+            named_leader: Mutex::new(None),
+            seen_epoch: AtomicU64::new(0),
+            contacts: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(None),
             policy_file: std::path::PathBuf::new(),
             policy: watch::channel(None).0,
             attachments: std::sync::OnceLock::new(),
             server_tls: ArcSwapOption::empty(),
-            backends: Mutex::new(backends),
+            backends: Mutex::new(Vec::new()),
             current_backend: AtomicUsize::new(0),
             me: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A node in no cluster, attached to no daemon (unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str) -> Arc<ClusterNode> {
+        let node = Arc::new(ClusterNode::new(
+            name.to_string(),
+            std::path::PathBuf::new(),
+            (
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                SocketAddr::from(([127, 0, 0, 1], 7025)),
+            ),
+            None,
+            CancellationToken::new(),
+        ));
+        let _ = node.me.set(Arc::downgrade(&node));
+        node
+    }
+
+    /// Starts what a node in a cluster runs: a backend's engine, a
+    /// frontend's pull, and on both the probe and the membership watch.
+    pub async fn run(self: &Arc<Self>) -> Result<()> {
+        let (_, local) = self.clustered()?;
+        let token = self.stop.child_token();
+        if let Ok(mut slot) = self.tasks.lock()
+            && let Some(old) = slot.replace(token.clone())
+        {
+            old.cancel();
+        }
+        if local.role == Role::Backend {
+            self.start_engine(local.cid).await?;
+            tokio::spawn(super::membership::reconcile(self.clone(), token.clone()));
+        } else {
+            tokio::spawn(super::pull::follow(self.clone(), token.clone()));
+        }
+        tokio::spawn(super::probe::run(self.clone(), token));
+        Ok(())
+    }
+
+    async fn start_engine(self: &Arc<Self>, id: u32) -> Result<()> {
+        let db = self.db.load_full().ok_or(ClusterError::NotClustered)?;
+        let network = engine::network::Network::new(
+            self.client_config()?,
+            self.advertise.ip(),
+            self.name.clone(),
+        );
+        let handle =
+            engine::Handle::start(db.database(), u64::from(id), network, self.replica.clone())
+                .await?;
+        self.raft.store(Some(Arc::new(handle)));
+        Ok(())
+    }
+
+    /// A detached backend: its state machine, read for `status` and
+    /// `policy show`, without an engine that talks to anyone.
+    async fn open_engine_read_only(&self) -> Result<()> {
+        if let Some(db) = self.db.load_full() {
+            engine::publish_stored(&db.database(), &self.replica)?;
+        }
+        Ok(())
+    }
+
+    /// Stops the engine and the background tasks (leave, delete, detach).
+    pub async fn stop_engine(&self) {
+        if let Ok(mut slot) = self.tasks.lock()
+            && let Some(old) = slot.take()
+        {
+            old.cancel();
+        }
+        if let Some(handle) = self.raft.swap(None) {
+            handle.shutdown().await;
+        }
+    }
+
+    /// The engine, when this node is a backend in a cluster.
+    pub fn raft(&self) -> Option<Arc<engine::Handle>> {
+        self.raft.load_full()
+    }
+
+    /// The backend's database.
+    pub fn db(&self) -> Result<Arc<Db>> {
+        self.db.load_full().ok_or(ClusterError::NotClustered)
+    }
+
+    /// The replicated state as last applied.
+    pub fn replica(&self) -> Arc<Replica> {
+        self.replica.borrow().clone()
+    }
+
+    /// A receiver of the replicated state.
+    pub fn watch_replica(&self) -> watch::Receiver<Arc<Replica>> {
+        self.replica.subscribe()
+    }
+
+    /// Frontend: takes the state its backend sent.
+    pub(super) fn publish_replica(&self, replica: Replica) {
+        self.replica.send_replace(Arc::new(replica));
     }
 
     /// `[node] policy`: the node's own policy file.
@@ -376,72 +310,58 @@ impl ClusterNode {
         self.attachments.get()
     }
 
+    /// The master of now: the engine's leader on a backend, the one its
+    /// backend named on a frontend.
+    pub fn leader(&self) -> Option<Leader> {
+        match self.raft() {
+            Some(raft) => raft.leader(),
+            None => self.named_leader.lock().ok()?.clone(),
+        }
+    }
+
+    /// The highest epoch this node has seen.
+    pub fn epoch(&self) -> u64 {
+        let engine = self.raft().map_or(0, |r| r.term());
+        engine.max(self.seen_epoch.load(Ordering::Relaxed))
+    }
+
+    /// Whether this node is the master and knows a majority follows it:
+    /// the engine heard from one lately, and the probe reaches one now.
+    pub fn accepts_writes(&self) -> bool {
+        let Some(engine) = self.raft() else {
+            return false;
+        };
+        if !engine.has_quorum() {
+            return false;
+        }
+        let metrics = engine.metrics();
+        let membership = metrics.membership_config.membership().clone();
+        let contacts = self.contacts.lock().map(|c| c.clone()).unwrap_or_default();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let reached = voters
+            .iter()
+            .filter_map(|id| membership.get_node(id))
+            .filter(|peer| {
+                peer.name == self.name
+                    || contacts.get(&peer.name).is_some_and(|c| c.error.is_none() && c.at.is_some())
+            })
+            .count();
+        reached > voters.len() / 2
+    }
+
     /// The `x-mxgate-*` header values of this node.
     pub fn sender(&self) -> Sender {
-        let known = self.known_master();
+        let leader = self.leader();
         Sender {
-            epoch: known.as_ref().map_or(0, |k| k.epoch),
+            epoch: self.epoch(),
             node: self.name.clone(),
             uptime: self.started.elapsed().as_secs(),
-            master: known.map(|k| (k.master, k.master_address)),
-        }
-    }
-
-    /// The master of the highest epoch this node knows: a peer's hint when
-    /// it is above the database's epoch, else the database's master.
-    pub fn known_master(&self) -> Option<MasterHint> {
-        let meta = self.db.meta().ok().flatten();
-        let hint = self.hint.lock().ok().and_then(|h| h.clone());
-        match (meta, hint) {
-            (Some(m), Some(h)) if h.epoch > m.epoch => Some(h),
-            (Some(m), _) => Some(MasterHint {
-                epoch: m.epoch,
-                master: m.master,
-                master_address: m.master_address,
-            }),
-            (None, h) => h,
-        }
-    }
-
-    /// The highest epoch this node has seen: its database's, a peer's hint,
-    /// or one it promised to a candidate. Changes of a lower epoch are refused.
-    pub fn seen_epoch(&self) -> u64 {
-        let known = self.known_master().map_or(0, |k| k.epoch);
-        let promised = self.db.promise().ok().flatten().map_or(0, |p| p.epoch);
-        known.max(promised)
-    }
-
-    /// Takes note of a peer's (epoch, master): a higher epoch than known
-    /// makes a master stop accepting writes at once and every node follow
-    /// the new master (a returning old master resynchronises).
-    pub fn learn(self: &Arc<Self>, hint: &MasterHint) {
-        let Ok(Some(meta)) = self.db.meta() else {
-            return;
-        };
-        if hint.master == self.name {
-            return;
-        }
-        let current = self.known_master().map_or(0, |k| k.epoch);
-        if hint.epoch <= current.max(meta.epoch) {
-            return;
-        }
-        if let Ok(mut slot) = self.hint.lock() {
-            *slot = Some(hint.clone());
-        }
-        if meta.master == self.name {
-            warn!(epoch = hint.epoch, master = %hint.master, address = %hint.master_address,
-                "a master of a higher epoch exists; this node stops accepting changes and steps down");
-        } else {
-            info!(epoch = hint.epoch, master = %hint.master, address = %hint.master_address,
-                "learned a new master from a peer; following it");
-        }
-        if matches!(self.db.local(), Ok(Some(l)) if l.detached.is_none()) {
-            self.start_follower();
+            master: leader.map(|l| (l.name, l.address)),
         }
     }
 
     /// One control-plane request with this node's identity, from its
-    /// advertise address; learns the peer's (epoch, master) from the answer.
+    /// advertise address.
     pub async fn call<B: serde::Serialize>(
         self: &Arc<Self>,
         target: &str,
@@ -450,7 +370,7 @@ impl ClusterNode {
         body: Option<&B>,
         limit: std::time::Duration,
     ) -> Result<Answer> {
-        let answer = transport::call(
+        transport::call(
             self.client_config()?,
             self.advertise.ip(),
             target,
@@ -460,101 +380,74 @@ impl ClusterNode {
             body,
             limit,
         )
-        .await?;
-        if let Some(hint) = &answer.hint {
-            self.learn(hint);
-        }
-        Ok(answer)
+        .await
     }
 
     /// The cluster record and this node's identity; an error when not clustered.
     pub fn clustered(&self) -> Result<(ClusterMeta, LocalNode)> {
-        match (self.db.meta()?, self.db.local()?) {
-            (Some(meta), Some(local)) => Ok((meta, local)),
-            _ => Err(ClusterError::NotClustered),
-        }
+        let identity = self.identity.load_full().ok_or(ClusterError::NotClustered)?;
+        Ok((identity.cluster.clone(), identity.local.clone()))
     }
 
-    /// Like [`Self::clustered`], and this node must be the master.
-    pub fn master(&self) -> Result<(ClusterMeta, LocalNode)> {
+    /// Like [`Self::clustered`], and this node must still be in the cluster.
+    pub fn member(&self) -> Result<(ClusterMeta, LocalNode)> {
         let (meta, local) = self.clustered()?;
         if let Some(why) = &local.detached {
-            return Err(ClusterError::Invalid(format!(
-                "this node is no longer in the cluster ({why}); join again to take part"
-            )));
-        }
-        if meta.master != self.name {
-            return Err(ClusterError::NotMaster(format!(
-                "{} ({})",
-                meta.master, meta.master_address
-            )));
-        }
-        if let Some(known) = self.known_master()
-            && known.epoch > meta.epoch
-        {
-            return Err(ClusterError::NotMaster(format!(
-                "{} ({}) of epoch {}; this node stepped down from epoch {}",
-                known.master, known.master_address, known.epoch, meta.epoch
-            )));
-        }
-        if let Some(p) = self.db.promise()?
-            && p.epoch > meta.epoch
-        {
-            return Err(ClusterError::NotMaster(format!(
-                "{} (mastership is being handed over to it at epoch {})",
-                p.candidate, p.epoch
-            )));
+            return Err(ClusterError::Detached(why.clone()));
         }
         Ok((meta, local))
     }
 
-    /// Like [`Self::master`] but also while a handover is in progress:
-    /// the master still serves its log to followers then.
-    pub fn serving_master(&self) -> Result<(ClusterMeta, LocalNode)> {
-        match self.master() {
-            Err(ClusterError::NotMaster(m)) if m.contains("being handed over") => self.clustered(),
-            other => other,
+    /// Records who this node is: in the database on a backend, in memory
+    /// (and its file, by the caller) on a frontend.
+    pub fn set_identity(&self, identity: Identity) -> Result<()> {
+        if identity.local.role == Role::Backend {
+            let db = match self.db.load_full() {
+                Some(db) => db,
+                None => {
+                    let db = Arc::new(Db::open(&self.data_dir)?);
+                    self.db.store(Some(db.clone()));
+                    db
+                }
+            };
+            db.set_identity(&identity)?;
         }
+        self.identity.store(Some(Arc::new(identity)));
+        Ok(())
     }
 
-    /// A backend (the master included) that is in the cluster: it serves
-    /// its copy of the log to frontends.
-    pub fn serving_backend(&self) -> Result<(ClusterMeta, LocalNode)> {
-        let (meta, local) = self.clustered()?;
-        if let Some(why) = &local.detached {
-            return Err(ClusterError::Invalid(format!(
-                "this node is no longer in the cluster ({why})"
-            )));
+    fn set_identity_in_memory(&self, identity: Identity) {
+        self.identity.store(Some(Arc::new(identity)));
+    }
+
+    /// Create or join: forgets any cluster this node was in (its engine,
+    /// the engine's log and state; a frontend keeps no database at all)
+    /// and takes `identity`, with `replica` as the state it knows so far.
+    pub async fn start_over(&self, identity: Identity, replica: Replica) -> Result<()> {
+        self.stop_engine().await;
+        if identity.local.role == Role::Backend {
+            self.set_identity(identity)?;
+            engine::store::LogStore::wipe(&self.db()?.database())?;
+        } else {
+            self.db.store(None);
+            super::db::remove_if_present(&super::db::path(&self.data_dir))?;
+            self.set_identity(identity)?;
         }
-        if local.role != Role::Backend {
-            return Err(ClusterError::Invalid(
-                "this node is a frontend; frontends follow backends only".into(),
-            ));
+        if let Ok(mut c) = self.contacts.lock() {
+            c.clear();
         }
-        Ok((meta, local))
+        if let Ok(mut l) = self.named_leader.lock() {
+            *l = None;
+        }
+        self.publish_replica(replica);
+        Ok(())
     }
 
-    /// Master: appends and applies a change (the caller holds [`Self::write`]),
-    /// wakes the long-polls and applies the policy here.
-    pub fn commit(&self, meta: &ClusterMeta, change: Change) -> Result<LogEntry> {
-        let summary = change.summary();
-        let entry = self
-            .db
-            .append(meta.epoch, &self.name, time::now(), change)?;
-        info!(seq = entry.csn.seq, epoch = entry.csn.epoch, change = %summary, "cluster change committed");
-        self.notify(entry.csn.seq);
-        self.refresh_policy();
-        Ok(entry)
-    }
-
-    /// Wakes every long-poll waiting for changes after `head`.
-    pub fn notify(&self, head: u64) {
-        self.head.send_replace(head);
-    }
-
-    /// A receiver of the log head.
-    pub fn watch_head(&self) -> watch::Receiver<u64> {
-        self.head.subscribe()
+    /// Marks this node as no longer in the cluster, with why.
+    pub fn set_detached(&self, why: &str) -> Result<()> {
+        let (cluster, mut local) = self.clustered()?;
+        local.detached = Some(why.to_string());
+        self.set_identity(Identity { cluster, local })
     }
 
     /// Installs the TLS identity of `local` for the server side.
@@ -578,42 +471,59 @@ impl ClusterNode {
         )?)
     }
 
-    /// Rebuilds the effective routing policy from the database and
+    /// Follows the replicated state: rebuilds and publishes the effective
+    /// routing policy on every change, and notices this node's own deletion.
+    fn spawn_policy_follower(self: &Arc<Self>) {
+        let mut replica = self.watch_replica();
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(node) = node.upgrade() else { return };
+                node.refresh_policy();
+                node.notice_removal().await;
+                drop(node);
+                if replica.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Rebuilds the effective routing policy from the replicated state and
     /// publishes it ([`ClusterNode::policy`]).
     pub fn refresh_policy(&self) {
-        match super::policy::effective(&self.db, &self.policy_file) {
-            Ok(Some(policy)) => {
+        let replica = self.replica();
+        if self.clustered().is_err() || replica.state.meta.is_none() {
+            return;
+        }
+        match super::policy::effective(&replica.state, &self.policy_file) {
+            Ok(policy) => {
                 self.policy.send_replace(Some(Arc::new(policy)));
             }
-            Ok(None) => {}
             Err(e) => {
                 error!(error = %e, "cannot build the replicated policy; the running one stays")
             }
         }
     }
 
-    /// Starts following the master (replacing a running follower).
-    pub fn start_follower(self: &Arc<Self>) {
-        let token = self.stop.child_token();
-        if let Ok(mut slot) = self.follower.lock()
-            && let Some(old) = slot.replace(token.clone())
-        {
-            old.cancel();
+    /// A member whose own record the cluster marked deleted stops taking part.
+    async fn notice_removal(self: &Arc<Self>) {
+        let Ok((_, local)) = self.member() else {
+            return;
+        };
+        let replica = self.replica();
+        let Some(record) = replica.state.members.get(&self.name) else {
+            return;
+        };
+        if !record.deleted || record.uuid.is_empty() || local.cid != record.cid {
+            return;
         }
-        tokio::spawn(super::replicate::follow(self.clone(), token));
-    }
-
-    /// Starts (or restarts) the probe loop: every [`PROBE_EVERY`], a
-    /// `GET /hello` to every other member, which records the last contact
-    /// and learns a higher epoch from any of them.
-    pub fn start_probe(self: &Arc<Self>) {
-        let token = self.stop.child_token();
-        if let Ok(mut slot) = self.probe.lock()
-            && let Some(old) = slot.replace(token.clone())
-        {
-            old.cancel();
+        let why = "deleted from the cluster by the master";
+        warn!(reason = why, "no longer in the cluster; stopping its control plane");
+        self.stop_engine().await;
+        if let Err(e) = self.set_detached(why) {
+            error!(error = %e, "cannot record that this node left the cluster");
         }
-        tokio::spawn(probe(self.clone(), token));
     }
 
     /// Frontend: its backends, in the order it tries them.
@@ -641,20 +551,15 @@ impl ClusterNode {
 
     /// Whether this node is a frontend.
     pub fn is_frontend(&self) -> bool {
-        matches!(self.db.local(), Ok(Some(l)) if l.role == Role::Frontend)
+        self.clustered()
+            .is_ok_and(|(_, local)| local.role == Role::Frontend)
     }
 
-    /// Whom the follower asks for changes: the master on a backend; on a
-    /// frontend, the backend it follows now (name, address).
-    pub fn follow_target(&self) -> Option<(String, String)> {
-        if self.is_frontend() {
-            let backends = self.backends();
-            let i = self.current_backend.load(Ordering::Relaxed);
-            return backends
-                .get(i % backends.len().max(1))
-                .map(|b| (b.name.clone(), b.address.clone()));
-        }
-        self.known_master().map(|k| (k.master, k.master_address))
+    /// Frontend: the backend it pulls from now (name, address).
+    pub fn pull_target(&self) -> Option<BackendRef> {
+        let backends = self.backends();
+        let i = self.current_backend.load(Ordering::Relaxed);
+        backends.get(i % backends.len().max(1)).cloned()
     }
 
     /// Frontend: moves on to the next backend after a failure.
@@ -667,32 +572,22 @@ impl ClusterNode {
             });
     }
 
-    /// Frontend (`cluster detach`): forgets the cluster: stops following and
+    /// Frontend (`cluster detach`): forgets the cluster: stops pulling and
     /// probing, empties the in-memory state, drops the TLS identity and the
     /// replicated policy (the node routes by its own policy file again).
-    pub fn forget_cluster(&self) -> Result<()> {
-        self.stop_follower();
-        if let Ok(mut slot) = self.probe.lock()
-            && let Some(old) = slot.take()
-        {
-            old.cancel();
-        }
-        self.db.clear_memory()?;
+    pub async fn forget_cluster(&self) -> Result<()> {
+        self.stop_engine().await;
+        self.identity.store(None);
+        self.publish_replica(Replica::default());
         self.server_tls.store(None);
         if let Ok(mut b) = self.backends.lock() {
             b.clear();
         }
-        if let Ok(mut h) = self.hint.lock() {
-            *h = None;
-        }
-        if let Ok(mut p) = self.peers.lock() {
-            p.clear();
+        if let Ok(mut l) = self.named_leader.lock() {
+            *l = None;
         }
         if let Ok(mut c) = self.contacts.lock() {
             c.clear();
-        }
-        if let Ok(mut f) = self.follow.lock() {
-            *f = FollowState::default();
         }
         super::join::remove_files(&self.data_dir);
         // The node's own policy file applies again.
@@ -701,55 +596,21 @@ impl ClusterNode {
         Ok(())
     }
 
-    /// Stops following.
-    pub fn stop_follower(&self) {
-        if let Ok(mut slot) = self.follower.lock()
-            && let Some(old) = slot.take()
-        {
-            old.cancel();
-        }
+    /// Takes note of an epoch a peer named (frontends: never take state
+    /// of an older one).
+    pub fn saw_epoch(&self, epoch: u64) {
+        self.seen_epoch.fetch_max(epoch, Ordering::Relaxed);
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{Contact, FollowState, lag_of};
+impl From<engine::EngineError> for ClusterError {
+    fn from(e: engine::EngineError) -> Self {
+        ClusterError::Db(e.to_string())
+    }
+}
 
-    #[test]
-    fn a_follower_that_cannot_reach_its_master_lags() {
-        let follow = |contact, remote_head, error: Option<&str>| FollowState {
-            remote_head,
-            contact,
-            error: error.map(str::to_owned),
-        };
-        let probe = |at, error: Option<&str>| Contact {
-            at,
-            error: error.map(str::to_owned),
-        };
-        let now = 1000;
-        for (f, p, head, want) in [
-            // In step: heard from the master, holds its head.
-            (follow(Some(990), 7, None), probe(Some(998), None), 7, 0),
-            // Behind: since the last contact.
-            (follow(Some(990), 9, None), probe(Some(998), None), 7, 2),
-            // Cut off, the long-poll not failed yet: the probe says so.
-            (
-                follow(Some(940), 7, None),
-                probe(Some(950), Some("no route")),
-                7,
-                50,
-            ),
-            // Cut off, the long-poll failed.
-            (
-                follow(Some(960), 7, Some("timeout")),
-                probe(None, None),
-                7,
-                40,
-            ),
-            // Never heard: the age of the last change.
-            (follow(None, 0, None), probe(None, Some("refused")), 7, 100),
-        ] {
-            assert_eq!(lag_of(&f, &p, head, Some(900), now), want, "{f:?} {p:?}");
-        }
+impl From<engine::StorageError> for ClusterError {
+    fn from(e: engine::StorageError) -> Self {
+        ClusterError::Db(e.to_string())
     }
 }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::db::Db;
+use super::engine::state::ClusterState;
 use super::{ClusterError, MemberRecord, Result};
 use crate::config::{self, Member, Policy};
 
@@ -28,24 +28,18 @@ pub fn validate(name: &Path, text: &str) -> Result<Policy> {
     })
 }
 
-/// The effective routing policy; `None` when the node is in no cluster.
-pub fn effective(db: &Db, local_policy: &Path) -> Result<Option<Policy>> {
-    if db.meta()?.is_none() {
-        return Ok(None);
-    }
-    let text = db.policy()?.map(|p| p.text).unwrap_or_default();
-    let mut policy = validate(&source_name(local_policy), &text)?;
-    merge_members(&mut policy, &db.members()?);
-    Ok(Some(policy))
+/// The effective routing policy of the replicated `state`.
+pub fn effective(state: &ClusterState, local_policy: &Path) -> Result<Policy> {
+    let text = state.policy.as_ref().map(|p| p.text.as_str()).unwrap_or_default();
+    let mut policy = validate(&source_name(local_policy), text)?;
+    merge_members(&mut policy, state.backends());
+    Ok(policy)
 }
 
 /// Adds the joined backends to `policy` as members (frontends relay to the
 /// members; they are none themselves).
-pub fn merge_members(policy: &mut Policy, members: &[MemberRecord]) {
-    for record in members
-        .iter()
-        .filter(|m| !m.deleted && m.role == super::Role::Backend)
-    {
+pub fn merge_members<'a>(policy: &mut Policy, backends: impl Iterator<Item = &'a MemberRecord>) {
+    for record in backends.filter(|m| !m.deleted && m.role == super::Role::Backend) {
         let smtp = record
             .smtp_upstream
             .as_deref()

@@ -14,11 +14,16 @@
 //! member certificates must belong to a member that is not deleted. Every
 //! refusal is logged with the peer's address.
 //!
-//! Routes: `POST /join`, `GET /changes?after=SEQ` (long-poll),
-//! `GET /status`, `GET /replication`, `POST /leave`, `GET /hello`,
-//! `POST /promise`, `POST /handover` ([`super::promote`]), `POST /backends`
-//! ([`super::frontend`]). Every answer
-//! carries the (epoch, master, master address) this node knows.
+//! Routes: `POST /join`, `POST /raft/vote`, `/raft/append`,
+//! `/raft/snapshot` (the engine, backends only), `POST /propose` (a
+//! change forwarded to the master), `GET /state?after=INDEX` (a
+//! frontend's long-poll, [`super::pull`]), `GET /status`,
+//! `GET /replication`, `POST /leave`, `GET /hello` ([`super::probe`]),
+//! `POST /handover` ([`super::membership`]), `POST /backends`
+//! ([`super::frontend`]). Every request and answer carries the sender's
+//! control-plane protocol version; a peer whose version is not adjacent
+//! to this one is refused ([`crate::cluster::api::protocol_compatible`]).
+//! Every answer carries the (epoch, master, master address) this node knows.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -39,9 +44,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::node::{ClusterNode, PeerState};
-use super::transport::{H_EPOCH, H_MASTER, H_MASTER_ADDRESS, H_UPTIME, H_VERSION, MasterHint};
-use super::{MemberRecord, identity, time};
+use super::api::{H_PROTOCOL, PROTOCOL, RefusalCode, protocol_compatible};
+use super::node::ClusterNode;
+use super::transport::{H_EPOCH, H_MASTER, H_MASTER_ADDRESS};
+use super::{MemberRecord, identity};
 use crate::accept::{AcceptErrors, LogBudget, NoPlace, Places};
 use crate::descriptors::{CONTROL_PLANE_CONNECTIONS, CONTROL_PLANE_PER_PEER};
 
@@ -67,9 +73,32 @@ pub trait Attachments: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send + 'a>>;
 }
 
-/// A refusal: status and reason (also logged).
+/// A refusal: status, code and reason (also logged).
 #[derive(Debug)]
-pub struct Refusal(pub StatusCode, pub String);
+pub struct Refusal {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What kind of refusal (what the caller decides on).
+    pub code: RefusalCode,
+    /// Why, for people.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal of no particular kind.
+    pub fn new(status: StatusCode, reason: String) -> Refusal {
+        Refusal::coded(status, RefusalCode::Refused, reason)
+    }
+
+    /// A refusal of kind `code`.
+    pub fn coded(status: StatusCode, code: RefusalCode, reason: String) -> Refusal {
+        Refusal {
+            status,
+            code,
+            reason,
+        }
+    }
+}
 
 /// A route's answer.
 pub type Reply = Result<serde_json::Value, Refusal>;
@@ -193,11 +222,10 @@ pub fn authorise(
     fingerprint: &str,
     path: &str,
 ) -> Result<Caller, Refusal> {
-    let forbidden = |m: String| Refusal(StatusCode::FORBIDDEN, m);
-    let internal =
-        |e: super::ClusterError| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-    let members = node.db.members().map_err(internal)?;
-    if let Some(member) = members.iter().find(|m| m.cert_fingerprint == fingerprint) {
+    let forbidden = |m: String| Refusal::coded(StatusCode::FORBIDDEN, RefusalCode::NotMember, m);
+    let replica = node.replica();
+    let state = &replica.state;
+    if let Some(member) = state.members.values().find(|m| m.cert_fingerprint == fingerprint) {
         if member.deleted {
             return Err(forbidden(format!(
                 "the certificate of {} belongs to a member that was deleted from the cluster; join again with a new identifier",
@@ -206,7 +234,7 @@ pub fn authorise(
         }
         return Ok(Caller::Member(Box::new(member.clone())));
     }
-    let identifier = node.db.identifier().map_err(internal)?;
+    let identifier = &state.identifier;
     if identifier
         .enrolment_fingerprints
         .iter()
@@ -253,59 +281,88 @@ async fn route(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let answer = match authorise(node, peer, fingerprint, &path) {
+    let answer = match check_protocol(req.headers(), &method, &path)
+        .and_then(|()| authorise(node, peer, fingerprint, &path))
+    {
         Err(refusal) => Err(refusal),
         Ok(caller) => {
             let route = Route::of(&method, &path);
-            if let Caller::Member(member) = &caller {
-                record_contact(node, member, &req);
-                if let Some(hint) = MasterHint::from_headers(req.headers()) {
-                    node.learn(&hint);
-                }
-                if route == Some(Route::Lft) {
-                    return match node.attachments() {
-                        Some(attachments) => attachments.serve(node, peer, member, req).await,
-                        None => {
-                            let reason = "the LFT store is not running";
-                            warn!(%peer, %path, status = 503, %reason, "LFT upload refused");
-                            respond(Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, reason.into())))
-                        }
-                    };
-                }
+            if let Caller::Member(member) = &caller
+                && route == Some(Route::Lft)
+            {
+                return match node.attachments() {
+                    Some(attachments) => attachments.serve(node, peer, member, req).await,
+                    None => {
+                        let reason = "the LFT store is not running";
+                        warn!(%peer, %path, status = 503, %reason, "LFT upload refused");
+                        respond(Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason.into())))
+                    }
+                };
             }
+            let limit = match route {
+                Some(Route::Raft(_)) => super::engine::MAX_RAFT_BODY,
+                _ => wire::MAX_BODY,
+            };
             let query = req.uri().query().unwrap_or("").to_string();
-            let body = match wire::read_body(req.into_body()).await {
+            let body = match wire::read_body(req.into_body(), limit).await {
                 Ok(body) => body,
                 Err(refusal) => return respond(Err(refusal)),
             };
             match (route, &caller) {
                 (Some(route), caller) => answer(node, peer, route, caller, &query, &body).await,
-                (None, _) => Err(Refusal(
+                (None, _) => Err(Refusal::new(
                     StatusCode::NOT_FOUND,
                     format!("no route {method} {path}"),
                 )),
             }
         }
     };
-    if let Err(Refusal(status, reason)) = &answer {
-        warn!(%peer, %path, status = status.as_u16(), %reason, "cluster request refused");
+    if let Err(refusal) = &answer {
+        let status = refusal.status.as_u16();
+        let reason = &refusal.reason;
+        warn!(%peer, %path, status, %reason, "cluster request refused");
     }
     let mut response = respond(answer);
-    // Every answer says who is master at which epoch (SPEC section 8:
-    // nodes learn the new master from any peer they talk to).
-    if let Some(known) = node.known_master() {
-        let headers = response.headers_mut();
-        for (name, value) in [
-            (H_EPOCH, known.epoch.to_string()),
-            (H_MASTER, known.master),
-            (H_MASTER_ADDRESS, known.master_address),
-        ] {
-            if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
-                headers.insert(name, v);
-            }
+    // Every answer says who is master at which epoch, and in which protocol.
+    let leader = node.leader();
+    let headers = response.headers_mut();
+    let mut values = vec![(H_PROTOCOL, PROTOCOL.to_string())];
+    if let Some(leader) = leader {
+        values.extend([
+            (H_EPOCH, leader.epoch.to_string()),
+            (H_MASTER, leader.name),
+            (H_MASTER_ADDRESS, leader.address),
+        ]);
+    }
+    for (name, value) in values {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
+            headers.insert(name, v);
         }
     }
     response
+}
+
+/// Refuses a peer whose control-plane protocol is not adjacent to this
+/// one. Tools (curl with a node's certificate) may read `GET /status`,
+/// `/replication` and `/hello` without naming a protocol.
+fn check_protocol(headers: &hyper::HeaderMap, method: &hyper::Method, path: &str) -> Result<(), Refusal> {
+    let theirs = headers
+        .get(H_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok());
+    let read_only = method == hyper::Method::GET && matches!(path, "/status" | "/replication" | "/hello");
+    match theirs {
+        Some(v) if protocol_compatible(v) => Ok(()),
+        None if read_only => Ok(()),
+        other => Err(Refusal::coded(
+            StatusCode::BAD_REQUEST,
+            RefusalCode::Protocol,
+            format!(
+                "this node speaks control-plane protocol {PROTOCOL} and the caller {}; adjacent versions work together: upgrade the older node first",
+                other.map_or("none (a build before the openraft control plane)".to_string(), |v| v.to_string())
+            ),
+        )),
+    }
 }
 
 /// Answers `route` for `caller`.
@@ -317,72 +374,78 @@ async fn answer(
     query: &str,
     body: &[u8],
 ) -> Reply {
-    use super::{frontend, join, promote, replicate, status};
+    use super::{frontend, join, membership, probe, pull, status};
     let member = match (route, caller) {
         (Route::Join, Caller::Enrolment) => return join::serve_join(node, peer, body).await,
         (Route::Join, Caller::Member(m)) => {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 StatusCode::CONFLICT,
                 format!("{} is already a member; `cluster leave` it first", m.name),
             ));
         }
         (_, Caller::Member(m)) => m,
         (_, Caller::Enrolment) => {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
                 "the enrolment identity of an identifier may only join".into(),
             ));
         }
     };
     match route {
-        Route::Changes => replicate::serve_changes(node, member, query).await,
+        Route::Raft(rpc) => raft::serve(node, member, rpc, body).await,
+        Route::Propose => serve_propose(node, body).await,
+        Route::State => pull::serve_state(node, member, query).await,
         Route::Status => status::serve_status(node),
         Route::Replication => status::serve_replication(node),
         Route::Leave => join::serve_leave(node, member).await,
-        Route::Hello => promote::serve_hello(node),
-        Route::Promise => promote::serve_promise(node, member, body).await,
-        Route::Handover => promote::serve_handover(node, member, body).await,
+        Route::Hello => probe::serve_hello(node),
+        Route::Handover => membership::serve_handover(node, member, body).await,
         Route::Backends => frontend::serve_backends(node, member, body).await,
         // Served before the body is read (streamed), and never an enrolment's.
-        Route::Join | Route::Lft => Err(Refusal(StatusCode::NOT_FOUND, "no such route".into())),
+        Route::Join | Route::Lft => Err(Refusal::new(StatusCode::NOT_FOUND, "no such route".into())),
     }
 }
 
-/// The master remembers every follower's last request (for status).
-fn record_contact(node: &ClusterNode, member: &MemberRecord, req: &Request<Incoming>) {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let acked = req.uri().query().and_then(super::replicate::after_param);
-    if let Ok(mut peers) = node.peers.lock() {
-        let entry = peers
-            .entry(member.name.clone())
-            .or_insert_with(|| PeerState {
-                acked: 0,
-                contact: 0,
-                version: member.version.clone(),
-                uptime: 0,
-            });
-        entry.contact = time::now();
-        if let Some(acked) = acked {
-            entry.acked = acked;
-        }
-        if let Some(v) = header(H_VERSION) {
-            entry.version = v;
-        }
-        if let Some(u) = header(H_UPTIME).and_then(|u| u.parse().ok()) {
-            entry.uptime = u;
-        }
+/// `POST /propose`: a change forwarded by another node; proposed here
+/// only when this node is the master (never forwarded again).
+async fn serve_propose(node: &Arc<ClusterNode>, body: &[u8]) -> Reply {
+    let request: super::api::ProposeRequest = serde_json::from_slice(body)
+        .map_err(|e| Refusal::coded(StatusCode::BAD_REQUEST, RefusalCode::BadRequest, format!("bad change: {e}")))?;
+    if !node.raft().is_some_and(|e| e.is_leader()) {
+        return Err(Refusal::coded(
+            StatusCode::CONFLICT,
+            RefusalCode::NotMaster,
+            format!("{} is not the master", node.name),
+        ));
     }
+    match super::propose::propose(node, request.change).await {
+        Ok(committed) => to_reply(&committed),
+        Err(e) => Err(refusal_of(&e)),
+    }
+}
+
+/// The refusal that carries `e` to the node that asked.
+pub fn refusal_of(e: &super::ClusterError) -> Refusal {
+    use super::ClusterError as E;
+    let (status, code) = match e {
+        E::NoMajority { .. } => (StatusCode::SERVICE_UNAVAILABLE, RefusalCode::NoMajority),
+        E::OutcomeUnknown(_) => (StatusCode::GATEWAY_TIMEOUT, RefusalCode::OutcomeUnknown),
+        E::Conflict(_) => (StatusCode::CONFLICT, RefusalCode::Conflict),
+        E::NotMaster(_) => (StatusCode::CONFLICT, RefusalCode::NotMaster),
+        E::Refused { code, .. } => (StatusCode::CONFLICT, *code),
+        E::Invalid(_) => (StatusCode::CONFLICT, RefusalCode::Refused),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, RefusalCode::Refused),
+    };
+    Refusal::coded(status, code, e.to_string())
 }
 
 fn respond(answer: Reply) -> Response<Full<Bytes>> {
     let (status, body) = match answer {
         Ok(value) => (StatusCode::OK, value),
-        Err(Refusal(status, reason)) => (status, serde_json::json!({ "error": reason })),
+        Err(refusal) => (
+            refusal.status,
+            serde_json::json!({ "error": refusal.reason, "code": refusal.code }),
+        ),
     };
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
@@ -397,14 +460,15 @@ fn respond(answer: Reply) -> Response<Full<Bytes>> {
 /// Serialises a route's result.
 pub fn to_reply<T: Serialize>(value: &T) -> Reply {
     serde_json::to_value(value)
-        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// Maps a control-plane error to a refusal.
 pub fn refuse(status: StatusCode) -> impl Fn(super::ClusterError) -> Refusal {
-    move |e| Refusal(status, e.to_string())
+    move |e| Refusal::new(status, e.to_string())
 }
 
+mod raft;
 pub mod wire;
 
 pub use wire::Route;

@@ -1,159 +1,106 @@
 //! `cluster status` and `cluster replication`: the members table of SPEC
-//! section 8 and the last CSN each backend has applied.
+//! section 8 and each backend's position in the log.
 //!
-//! The master knows every follower's position (each long-poll names the
-//! sequence it has applied), so its view is the authoritative one; a
-//! backend asks the master (`GET /status`) and falls back to its own view
-//! when the master cannot be reached. `local_entries` and `remote_entries`
-//! count change-log entries: on the master, `local_entries` is its log and
-//! `remote_entries` what the member has applied; on a backend's own row,
-//! the reverse.
+//! The master's view is the authoritative one: STATE comes from the
+//! engine's replication progress (`A` when a backend holds every entry of
+//! the master's log, `S` while it catches up) and from the probe (a member
+//! that stops answering shows `ERROR: no contact for Ns` within a few
+//! seconds); a frontend's row from what it reports it applied. Any other
+//! node asks the master (`GET /status`) and falls back to its own view
+//! when the master cannot be reached. `local_entries` is the master's log
+//! index, `remote_entries` the member's.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
+use sha2::{Digest, Sha256};
 
-pub use super::api::{BackendPosition, ClusterStatus, MemberStatus, Replication, Summary};
-use super::node::ClusterNode;
+pub use super::api::{
+    BackendPosition, ClusterStatus, Discarded, LogPosition, LogSummary, MemberStatus, Replication,
+    Summary,
+};
+use super::node::{ClusterNode, Contact};
 use super::server::{Reply, refuse, to_reply};
-use super::{MemberRecord, Result, Role, time};
+use super::{ClusterError, Csn, MemberRecord, Result, Role, time};
 
-mod log_summary;
 mod render;
-pub use log_summary::{EpochRun, LogPosition, LogSummary};
+mod row;
 pub use render::{render_replication, render_text, uptime};
 
-/// A member is shown in error when the master has not heard from it for this long.
-pub const STALE_SECS: u64 = 60;
-
-/// Seconds since the oldest change after `acked` was committed (0 when none).
-pub fn lag(node: &ClusterNode, acked: u64, now: u64) -> Option<u64> {
-    match node.db.entries_after(acked, 1) {
-        Ok(next) => Some(next.first().map_or(0, |e| now.saturating_sub(e.csn.time))),
-        Err(_) => None,
-    }
-}
-
-fn contact_of(node: &ClusterNode, name: &str) -> Option<u64> {
-    node.contacts.lock().ok()?.get(name)?.at
-}
+/// A clock this far from the master's is warned about (PMG stops syncing
+/// beyond 5 s; SEPPmail wants NTP).
+pub const CLOCK_WARN_MS: i64 = 5_000;
 
 /// The master's view.
 pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
-    let (meta, _) = node.master()?;
-    let head = node.db.log_len()?;
-    let last_change = node.db.last_entry()?.map(|e| e.csn.time);
-    let peers = node.peers.lock().map(|p| p.clone()).unwrap_or_default();
-    let now = time::now();
+    let engine = node
+        .raft()
+        .filter(|e| e.is_leader())
+        .ok_or_else(|| ClusterError::NotMaster(leader_text(node)))?;
+    let metrics = engine.metrics();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let replica = node.replica();
+    let contacts = node.contacts.lock().map(|c| c.clone()).unwrap_or_default();
     let texts = Texts::new(node);
-    let records = node.db.members()?;
+    let records: Vec<MemberRecord> = replica.state.live_members().cloned().collect();
+    let now = time::now();
+    let mut warnings = Vec::new();
+    let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
     let members = records
         .iter()
-        .filter(|m| !m.deleted)
-        .cloned()
         .map(|m| {
-            let (comment, location) = (texts.comment(&m.name), texts.location(&m.name));
-            let (frontend_of, backend_of) = links(&m, &records);
-            let role = role_of(&m, &meta.master);
-            let is_master = m.name == meta.master;
-            let peer = peers.get(&m.name);
-            let (state, remote, version, uptime, update) = if is_master {
-                (
-                    "A".to_string(),
-                    head,
-                    env!("CARGO_PKG_VERSION").to_string(),
-                    node.started.elapsed().as_secs(),
-                    last_change,
-                )
+            let contact = contacts.get(&m.name).cloned().unwrap_or_default();
+            let joining = m.role == Role::Backend && !voters.contains(&u64::from(m.cid));
+            let remote = if m.name == node.name {
+                last
+            } else if m.role == Role::Backend {
+                matched(&metrics, m.cid)
             } else {
-                match peer {
-                    None => (
-                        "ERROR: no contact since the master started".to_string(),
-                        0,
-                        m.version.clone(),
-                        0,
-                        None,
-                    ),
-                    Some(p) => {
-                        let age = now.saturating_sub(p.contact);
-                        let state = if age > STALE_SECS {
-                            format!("ERROR: no contact for {age}s")
-                        } else if p.acked >= head {
-                            "A".into()
-                        } else {
-                            "S".into()
-                        };
-                        (state, p.acked, p.version.clone(), p.uptime, Some(p.contact))
-                    }
-                }
+                contact.hello.as_ref().map_or(0, |h| h.applied)
             };
-            let acked = if is_master {
-                head
-            } else {
-                peer.map_or(0, |p| p.acked)
-            };
-            let contact = [contact_of(node, &m.name), peer.map(|p| p.contact)]
-                .into_iter()
-                .flatten()
-                .max();
-            MemberStatus {
-                last_contact: if is_master {
-                    None
-                } else {
-                    contact.map(time::rfc3339)
-                },
-                replication_lag_s: if is_master || peer.is_some() {
-                    lag(node, acked, now)
-                } else {
-                    None
-                },
-                name: m.name,
-                cid: m.cid,
-                device_id: m.device_id,
-                uuid: m.uuid,
-                address: m.address,
-                role,
-                state,
-                version,
-                uptime_s: uptime,
-                last_update: update.map(time::rfc3339),
-                local_entries: head,
-                remote_entries: remote,
-                frontend_of,
-                backend_of,
-                comment,
-                location,
+            let local = if m.role == Role::Backend { last } else { replica.index() };
+            let mut state = row::state_of(m.name == node.name, &contact, remote, local, now);
+            if joining && state == "A" {
+                // Caught up, not a voter yet: the engine is making it one.
+                state = "S".into();
             }
+            if let Some(w) = clock_warning(&m.name, contact.clock_offset_ms) {
+                warnings.push(w);
+            }
+            row::member_row(node, m, &records, &texts, (&contact, &state), (local, remote), now)
         })
         .collect();
-    Ok(ClusterStatus::of(meta.epoch, meta.master, members))
+    let mut status = ClusterStatus::of(metrics.current_term, node.name.clone(), members);
+    status.warnings = warnings;
+    Ok(status)
 }
 
-/// `master`, `backend` or `frontend`.
-fn role_of(m: &MemberRecord, master: &str) -> String {
-    match m.role {
-        _ if m.name == master => "master",
-        Role::Backend => "backend",
-        Role::Frontend => "frontend",
-    }
-    .into()
+/// The index of the last entry backend `cid` holds, as the master knows.
+fn matched(metrics: &openraft::RaftMetrics<u64, super::engine::Peer>, cid: u32) -> u64 {
+    metrics
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&u64::from(cid)).copied().flatten())
+        .map_or(0, |id| id.index)
 }
 
-/// FRONTEND-OF and BACKEND-OF of `m`: a frontend's backends, or the
-/// frontends that use a backend.
-fn links(m: &MemberRecord, records: &[MemberRecord]) -> (Vec<String>, Vec<String>) {
-    match m.role {
-        Role::Frontend => (m.backends.clone(), Vec::new()),
-        Role::Backend => (
-            Vec::new(),
-            records
-                .iter()
-                .filter(|f| !f.deleted && f.role == Role::Frontend && f.backends.contains(&m.name))
-                .map(|f| f.name.clone())
-                .collect(),
-        ),
-    }
+/// A warning when a member's clock is more than [`CLOCK_WARN_MS`] off.
+fn clock_warning(name: &str, offset_ms: Option<i64>) -> Option<String> {
+    let offset = offset_ms?;
+    (offset.abs() > CLOCK_WARN_MS).then(|| {
+        format!(
+            "the clock of {name} is {:.1} s {} the master's (more than {} s): check NTP on both",
+            offset.abs() as f64 / 1000.0,
+            if offset > 0 { "ahead of" } else { "behind" },
+            CLOCK_WARN_MS / 1000
+        )
+    })
+}
+
+fn leader_text(node: &ClusterNode) -> String {
+    node.leader()
+        .map_or_else(|| "(none elected now)".into(), |l| format!("{} ({})", l.name, l.address))
 }
 
 impl ClusterStatus {
@@ -172,11 +119,10 @@ impl ClusterStatus {
             node_epoch: 0,
             accepts_writes: false,
             log: None,
+            warnings: Vec::new(),
         }
     }
-}
 
-impl ClusterStatus {
     /// The CID column: the number of a backend, `F(1,2)` for a frontend
     /// (its backends' numbers).
     pub fn cid_label(&self, m: &MemberStatus) -> String {
@@ -194,15 +140,12 @@ impl ClusterStatus {
 
 /// Comment and location per member: the member record's, else the policy's
 /// `[members.NAME]` ones (the effective policy merges them that way).
-struct Texts(Option<crate::config::Policy>);
+pub(super) struct Texts(Option<crate::config::Policy>);
 
 impl Texts {
     fn new(node: &ClusterNode) -> Texts {
-        Texts(
-            super::policy::effective(&node.db, std::path::Path::new("cluster.toml"))
-                .ok()
-                .flatten(),
-        )
+        let replica = node.replica();
+        Texts(super::policy::effective(&replica.state, std::path::Path::new("cluster.toml")).ok())
     }
 
     fn comment(&self, name: &str) -> Option<String> {
@@ -214,119 +157,98 @@ impl Texts {
     }
 }
 
-/// A backend's own view: its row from what it knows, the others unknown.
+/// A node's own view, when the master cannot tell: its row from what it
+/// knows, the others as last probed.
 pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
-    let (meta, local) = node.clustered()?;
-    let head = node.db.log_len()?;
-    let follow = node.follow.lock().map(|f| f.clone()).unwrap_or_default();
+    let (_, local) = node.clustered()?;
+    let replica = node.replica();
+    let contacts = node.contacts.lock().map(|c| c.clone()).unwrap_or_default();
     let texts = Texts::new(node);
-    let records = node.db.members()?;
-    let members = records
-        .iter()
+    let records: Vec<MemberRecord> = replica
+        .state
+        .members
+        .values()
         .filter(|m| !m.deleted || m.name == node.name)
         .cloned()
+        .collect();
+    let now = time::now();
+    let index = replica.index();
+    let members = records
+        .iter()
         .map(|m| {
-            let (comment, location) = (texts.comment(&m.name), texts.location(&m.name));
-            let (frontend_of, backend_of) = links(&m, &records);
             let me = m.name == node.name;
-            let target_error = node.follow_target().and_then(|(name, _)| {
-                let error = node.contacts.lock().ok()?.get(&name)?.error.clone()?;
-                Some(format!("{name} unreachable: {error}"))
-            });
+            let contact = contacts.get(&m.name).cloned().unwrap_or_default();
             let state = match (&local.detached, me) {
                 (Some(d), true) => format!("ERROR: {d}"),
-                (None, true) => match (&follow.error, &target_error) {
-                    (Some(e), _) => format!("ERROR: {e}"),
-                    // The long-poll may not have noticed a cut yet; the probe has.
-                    (None, Some(e)) => format!("ERROR: {e}"),
-                    (None, None) if follow.contact.is_some() && head >= follow.remote_head => {
-                        "A".into()
-                    }
-                    (None, None) => "S".into(),
+                (None, true) => format!("ERROR: {why}"),
+                (_, false) => match &contact.error {
+                    Some(e) => format!("ERROR: {e}"),
+                    None => format!("ERROR: unknown ({why})"),
                 },
-                (_, false) => format!("ERROR: unknown ({why})"),
             };
-            MemberStatus {
-                last_contact: if me {
-                    follow.contact.map(time::rfc3339)
-                } else {
-                    contact_of(node, &m.name).map(time::rfc3339)
-                },
-                replication_lag_s: me.then(|| super::node::follower_lag(node, time::now())),
-                role: role_of(&m, &meta.master),
-                state,
-                version: if me {
-                    env!("CARGO_PKG_VERSION").into()
-                } else {
-                    m.version.clone()
-                },
-                uptime_s: if me {
-                    node.started.elapsed().as_secs()
-                } else {
-                    0
-                },
-                last_update: if me {
-                    follow.contact.map(time::rfc3339)
-                } else {
-                    None
-                },
-                local_entries: head,
-                remote_entries: if me { follow.remote_head } else { 0 },
-                frontend_of,
-                backend_of,
-                name: m.name,
-                cid: m.cid,
-                device_id: m.device_id,
-                uuid: m.uuid,
-                address: m.address,
-                comment,
-                location,
-            }
+            let remote = if me { index } else { contact.hello.as_ref().map_or(0, |h| h.applied) };
+            row::member_row(node, m, &records, &texts, (&contact, &state), (index, remote), now)
         })
         .collect();
-    Ok(ClusterStatus::of(meta.epoch, meta.master, members))
+    let leader = node.leader();
+    Ok(ClusterStatus::of(
+        leader.as_ref().map_or(node.epoch(), |l| l.epoch),
+        leader.map(|l| l.name).unwrap_or_default(),
+        members,
+    ))
 }
 
 /// `cluster status` on any node: the master's table, with this node's own
-/// epoch, whether it accepts changes, and the changes it discarded.
+/// epoch, whether it accepts changes, its state in brief and the entries
+/// it had appended that a new master truncated.
 pub async fn collect(node: &Arc<ClusterNode>) -> Result<ClusterStatus> {
-    let (meta, local) = node.clustered()?;
+    let (_, local) = node.clustered()?;
     let mut status = if local.detached.is_some() {
-        local_view(node, "this node no longer follows the cluster")?
-    } else if node.master().is_ok() {
+        local_view(node, "this node is no longer in the cluster")?
+    } else if node.raft().is_some_and(|e| e.is_leader()) {
         master_view(node)?
     } else {
         match ask_master(node, "/status").await {
             Ok(status) => status,
-            Err(e) => local_view(node, &format!("master unreachable: {e}"))?,
+            Err(e) => local_view(node, &format!("no master reachable: {e}"))?,
         }
     };
     status.node = node.name.clone();
-    status.node_epoch = meta.epoch;
-    status.accepts_writes = node.master().is_ok();
-    status.log = Some(LogSummary::of(&node.db.entries_after(0, usize::MAX)?)?);
-    status.discarded = node
-        .db
-        .discarded()?
-        .into_iter()
-        .filter_map(|d| serde_json::to_value(d).ok())
-        .collect();
+    status.node_epoch = node.epoch();
+    status.accepts_writes = node.accepts_writes();
+    status.log = Some(log_summary(node));
+    if let Ok(db) = node.db() {
+        status.discarded = super::engine::store::discarded(&db.database())?;
+    }
     Ok(status)
+}
+
+/// This node's replicated state in brief.
+pub fn log_summary(node: &ClusterNode) -> LogSummary {
+    let replica = node.replica();
+    let json = serde_json::to_vec(&replica.state).unwrap_or_default();
+    LogSummary {
+        head: replica.applied.map(|id| LogPosition {
+            epoch: id.leader_id.term,
+            seq: id.index,
+        }),
+        entries: replica.index(),
+        sha256: super::identity::hex(&Sha256::digest(&json)),
+        recent: replica.state.recent.iter().cloned().collect(),
+    }
 }
 
 /// [`Summary`] of `node`; `None` when it is in no cluster.
 pub fn summary(node: &ClusterNode) -> Option<Summary> {
     let (meta, local) = node.clustered().ok()?;
-    let known = node.known_master();
-    let entries = node.db.log_len().unwrap_or(0);
-    let follow = node.follow.lock().map(|f| f.clone()).unwrap_or_default();
-    let is_master = node.master().is_ok();
-    let state = match (&local.detached, &follow.error) {
+    let leader = node.leader();
+    let replica = node.replica();
+    let is_master = node.accepts_writes();
+    let state = match (&local.detached, &leader) {
         (Some(why), _) => format!("ERROR: {why}"),
         _ if is_master => "A".into(),
-        (None, Some(e)) => format!("ERROR: {e}"),
-        (None, None) if follow.contact.is_some() && entries >= follow.remote_head => "A".into(),
-        (None, None) => "S".into(),
+        (None, None) => "ERROR: no master known".into(),
+        (None, Some(_)) => "A".into(),
     };
     Some(Summary {
         cluster_id: meta.cluster_id,
@@ -336,67 +258,77 @@ pub fn summary(node: &ClusterNode) -> Option<Summary> {
             Role::Frontend => "frontend",
         }
         .into(),
-        epoch: meta.epoch,
-        master: known.map_or(meta.master, |k| k.master),
+        epoch: node.epoch(),
+        master: leader.map(|l| l.name).unwrap_or_default(),
         state,
-        entries,
-        policy_version: node.db.policy().ok().flatten().map_or(0, |p| p.version),
+        entries: replica.index(),
+        policy_version: replica.state.policy.as_ref().map_or(0, |p| p.version),
     })
 }
 
 /// `cluster replication` on any node.
 pub async fn replication(node: &Arc<ClusterNode>) -> Result<Replication> {
-    let (meta, _) = node.clustered()?;
-    if meta.master == node.name {
+    node.clustered()?;
+    if node.raft().is_some_and(|e| e.is_leader()) {
         return replication_view(node);
     }
     ask_master(node, "/replication").await
 }
 
-async fn ask_master<T: serde::de::DeserializeOwned>(
-    node: &Arc<ClusterNode>,
-    path: &str,
-) -> Result<T> {
-    let known = node
-        .known_master()
-        .ok_or(super::ClusterError::NotClustered)?;
-    node.call(
-        &known.master_address,
-        "GET",
-        path,
-        None::<&()>,
-        Duration::from_secs(5),
-    )
-    .await?
-    .json(&known.master)
+async fn ask_master<T: serde::de::DeserializeOwned>(node: &Arc<ClusterNode>, path: &str) -> Result<T> {
+    let leader = node.leader().ok_or(ClusterError::NotClustered)?;
+    if leader.name == node.name {
+        return Err(ClusterError::NotMaster(leader_text(node)));
+    }
+    node.call(&leader.address, "GET", path, None::<&()>, Duration::from_secs(5))
+        .await?
+        .json(&leader.name)
 }
 
-/// The master's replication view.
+/// The master's replication view: each backend's last entry.
 pub fn replication_view(node: &ClusterNode) -> Result<Replication> {
-    let (meta, _) = node.master()?;
-    let peers = node.peers.lock().map(|p| p.clone()).unwrap_or_default();
-    let head = node.db.last_entry()?.map(|e| e.csn);
-    let mut backends = Vec::new();
-    for m in node.db.members()?.into_iter().filter(|m| !m.deleted) {
-        let (seq, contact) = if m.name == meta.master {
-            (head.as_ref().map_or(0, |c| c.seq), Some(time::now()))
-        } else {
-            peers
-                .get(&m.name)
-                .map_or((0, None), |p| (p.acked, Some(p.contact)))
-        };
-        let last_csn = match seq {
-            0 => None,
-            s => node.db.entries_after(s - 1, 1)?.pop().map(|e| e.csn),
-        };
-        backends.push(BackendPosition {
-            name: m.name,
-            cid: m.cid,
-            last_csn,
-            last_contact: contact.map(time::rfc3339),
-        });
-    }
-    Ok(Replication { head, backends })
+    let engine = node
+        .raft()
+        .filter(|e| e.is_leader())
+        .ok_or_else(|| ClusterError::NotMaster(leader_text(node)))?;
+    let metrics = engine.metrics();
+    let replica = node.replica();
+    let csn_at = |term: u64, index: u64| {
+        let record = replica.state.recent.iter().find(|r| r.index == index);
+        Csn {
+            epoch: term,
+            seq: index,
+            origin: record.map(|r| r.origin.clone()).unwrap_or_default(),
+            time: record.map_or(0, |r| r.time),
+        }
+    };
+    let contacts = node.contacts.lock().map(|c| c.clone()).unwrap_or_default();
+    let backends = replica
+        .state
+        .backends()
+        .map(|m| {
+            let id = u64::from(m.cid);
+            let position = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&id).copied().flatten());
+            let contact: Option<&Contact> = contacts.get(&m.name);
+            BackendPosition {
+                name: m.name.clone(),
+                cid: m.cid,
+                last_csn: position.map(|p| csn_at(p.leader_id.term, p.index)),
+                last_contact: if m.name == node.name {
+                    Some(time::rfc3339(time::now()))
+                } else {
+                    contact.and_then(|c| c.at).map(time::rfc3339)
+                },
+            }
+        })
+        .collect();
+    Ok(Replication {
+        head: replica.applied.map(|id| csn_at(id.leader_id.term, id.index)),
+        backends,
+    })
 }
 
 /// `GET /status`.

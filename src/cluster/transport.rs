@@ -23,7 +23,8 @@ use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
 
 pub use super::api::{
-    H_EPOCH, H_MASTER, H_MASTER_ADDRESS, H_NODE, H_UPTIME, H_VERSION, MasterHint, Sender,
+    H_EPOCH, H_MASTER, H_MASTER_ADDRESS, H_NODE, H_PROTOCOL, H_UPTIME, H_VERSION, MasterHint,
+    PROTOCOL, RefusalCode, Sender,
 };
 use super::{ClusterError, Result};
 use crate::tls::mutual::alert_in;
@@ -66,10 +67,22 @@ impl Answer {
         } else {
             Err(ClusterError::Refused {
                 peer: peer.to_string(),
+                code: refusal_code(&self.body),
                 reason: error_text(&self.body, self.status),
             })
         }
     }
+}
+
+/// The `code` of a refusal's JSON body ([`RefusalCode::Refused`] when
+/// there is none).
+pub fn refusal_code(body: &[u8]) -> RefusalCode {
+    #[derive(serde::Deserialize)]
+    struct Coded {
+        #[serde(default)]
+        code: RefusalCode,
+    }
+    serde_json::from_slice::<Coded>(body).map_or(RefusalCode::Refused, |c| c.code)
 }
 
 /// The `error` of a JSON error body, or the body itself.
@@ -273,7 +286,8 @@ fn request(target: &str, sender: &Sender, outgoing: Outgoing<'_>) -> Result<Requ
         .header(H_EPOCH, sender.epoch)
         .header(H_NODE, &sender.node)
         .header(H_VERSION, env!("CARGO_PKG_VERSION"))
-        .header(H_UPTIME, sender.uptime);
+        .header(H_UPTIME, sender.uptime)
+        .header(H_PROTOCOL, PROTOCOL);
     if let Some((master, address)) = &sender.master {
         request = request
             .header(H_MASTER, master)

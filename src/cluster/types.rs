@@ -14,17 +14,12 @@ pub enum Role {
     Frontend,
 }
 
-/// What this database says about the cluster as a whole.
+/// The cluster as a whole: fixed at `create`. (Who is master, at which
+/// epoch, is the engine's: [`super::node::Leader`].)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMeta {
     /// Random id of the cluster, fixed at `create`.
     pub cluster_id: String,
-    /// Raised by every promote (issue 7); 1 after `create`.
-    pub epoch: u64,
-    /// Name of the master.
-    pub master: String,
-    /// Control-plane address of the master (`host:port`).
-    pub master_address: String,
     /// The cluster CA certificate (PEM).
     pub ca_cert_pem: String,
 }
@@ -50,6 +45,22 @@ pub struct LocalNode {
     /// Set when the node left or was deleted: it no longer follows.
     #[serde(default)]
     pub detached: Option<String>,
+}
+
+impl LocalNode {
+    /// A backend's identity with placeholder keys (unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str) -> LocalNode {
+        LocalNode {
+            name: name.into(),
+            cid: 1,
+            role: Role::Backend,
+            cert_pem: "cert".into(),
+            key_pem: "key".into(),
+            ca_key_pem: None,
+            detached: None,
+        }
+    }
 }
 
 /// One cluster member as the master recorded it.
@@ -134,12 +145,13 @@ pub struct IdentifierState {
     pub allowed_ips: Vec<IpAddr>,
 }
 
-/// Change sequence number (SPEC section 1).
+/// Change sequence number (SPEC section 1): the Raft term and index of
+/// the change's entry, where and when it was proposed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Csn {
-    /// Epoch of the master that made the change.
+    /// Epoch (Raft term) of the master that committed the change.
     pub epoch: u64,
-    /// Position in the log, from 1.
+    /// Position in the log (Raft index).
     pub seq: u64,
     /// Node the change was made on.
     pub origin: String,
@@ -148,6 +160,9 @@ pub struct Csn {
 }
 
 /// One replicated change.
+// Made once per proposal and stored as JSON: boxing the member record
+// would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
@@ -180,29 +195,16 @@ pub enum Change {
         /// The new state.
         state: IdentifierState,
     },
-    /// A node became master at a new epoch (`cluster promote`): the first
-    /// entry of every epoch after the first.
-    Promoted {
-        /// The new epoch.
-        epoch: u64,
-        /// The new master's name.
-        master: String,
-        /// Its control-plane address.
-        master_address: String,
-    },
 }
 
 impl Change {
     /// A one-line description for `cluster replication` and the log.
     pub fn summary(&self) -> String {
         match self {
-            Change::Created { meta } => format!("cluster created by {}", meta.master),
+            Change::Created { meta } => format!("cluster {} created", meta.cluster_id),
             Change::Member { member } => format!("member {} ({})", member.name, member.cid),
             Change::MemberDeleted { name, reason } => format!("member {name} {reason}"),
             Change::Policy { version, .. } => format!("policy version {version}"),
-            Change::Promoted { epoch, master, .. } => {
-                format!("{master} promoted to master at epoch {epoch}")
-            }
             Change::Identifier { state } => format!(
                 "identifier generation {}, {} exported, joins from {}",
                 state.generation,
@@ -220,40 +222,6 @@ impl Change {
             ),
         }
     }
-}
-
-/// A log entry: the change and its CSN.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogEntry {
-    /// Where and when.
-    pub csn: Csn,
-    /// What.
-    pub change: Change,
-}
-
-/// A change a node had committed (as master) or applied that the master of a
-/// later epoch does not hold: replaced at resynchronisation (SPEC section 8).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Discarded {
-    /// Its CSN.
-    pub csn: Csn,
-    /// What it was.
-    pub summary: String,
-    /// Unix time it was discarded.
-    pub discarded_at: u64,
-    /// The epoch of the master whose log replaced it.
-    pub by_epoch: u64,
-}
-
-/// A promise given to a candidate master (`cluster promote`): this node
-/// accepts nothing from an epoch below `epoch` and promises `epoch` to
-/// `candidate` only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Promise {
-    /// The epoch promised.
-    pub epoch: u64,
-    /// To whom.
-    pub candidate: String,
 }
 
 /// The current replicated policy.

@@ -102,11 +102,11 @@ async fn upload(lft: &Lft, entry: &Entry) -> Result<(), (String, bool)> {
         .cluster()
         .ok_or_else(|| retry("this node has no [cluster]; uploads wait".into()))?;
     let record = node
-        .db
-        .members()
-        .map_err(|e| retry(e.to_string()))?
-        .into_iter()
-        .find(|m| m.name == entry.target && !m.deleted)
+        .replica()
+        .state
+        .live_members()
+        .find(|m| m.name == entry.target)
+        .cloned()
         .ok_or_else(|| {
             retry(format!(
                 "{} is not a node of the cluster (yet)",

@@ -79,6 +79,26 @@ impl Node {
         );
     }
 
+    /// Kills the daemon (SIGKILL) and waits until it is gone
+    /// (`self.gw.restart()` brings it back).
+    #[track_caller]
+    pub fn kill(&mut self) {
+        super::signal(self.gw.pid(), "KILL");
+        assert!(
+            self.gw.wait_exit(Duration::from_secs(10)).is_some(),
+            "{} did not die",
+            self.name
+        );
+    }
+
+    /// The master this node names in `cluster status` and the epoch, when
+    /// it answers and knows one.
+    pub fn master(&self) -> Option<(String, u64)> {
+        let s = try_status(self)?;
+        let master = s["master"].as_str()?.to_owned();
+        (!master.is_empty()).then(|| (master, s["epoch"].as_u64().unwrap_or(0)))
+    }
+
     /// `HOST:PORT` of the control plane.
     pub fn address(&self) -> String {
         format!("{}:{}", self.ip, self.port)

@@ -91,23 +91,37 @@ pub(super) fn render(value: &serde_json::Value, output: Output) -> Result<String
             text("address"),
             text("policy_from")
         ),
-        Output::Promoted => format!(
-            "{} is now the master at epoch {} (change {}.{} committed); previous master {}; {}",
-            text("master"),
-            value["epoch"],
-            value["epoch"],
-            value["seq"],
-            text("previous"),
-            if value["handover"] == serde_json::Value::Bool(true) {
-                "it handed over: nothing was lost".to_string()
-            } else {
-                format!(
-                    "promised by {} of {} backends",
-                    value["promises"].as_array().map_or(0, Vec::len),
-                    value["backends"]
-                )
+        Output::Promoted => {
+            let names = |key: &str| {
+                value[key]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|n| escape(n.as_str().unwrap_or("?")).into_owned())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            let previous = match text("previous") {
+                p if p.is_empty() => "none".to_string(),
+                p => p,
+            };
+            let mut out = format!(
+                "{} is now the master at epoch {} of {} voting backends; previous master {previous}",
+                text("master"),
+                value["epoch"],
+                value["backends"]
+            );
+            if !names("removed").is_empty() {
+                out.push_str(&format!(
+                    "\n--force: kept {}; removed {} (their certificates are refused; what they committed after this node last heard from them is lost)",
+                    names("kept"),
+                    names("removed")
+                ));
             }
-        ),
+            out
+        }
         Output::Synced => format!(
             "following master {} ({}) of epoch {}",
             text("master"),

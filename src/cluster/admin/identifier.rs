@@ -1,4 +1,5 @@
-//! Identifier handlers on the master: export, protect, rotate.
+//! Identifier handlers: export, protect, rotate. Each is a change of the
+//! identifier state, proposed like every change (on any backend).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 use super::{Done, done};
 use crate::cluster::identity::{self, Purpose};
 use crate::cluster::node::ClusterNode;
+use crate::cluster::propose::propose;
 use crate::cluster::{Change, ClusterError, Result, identifier};
 
 /// `cluster identifier export`: a new enrolment certificate of the current
@@ -26,13 +28,11 @@ pub(super) async fn export(
             "the password is empty; choose a real one".into(),
         ));
     }
-    let _guard = node.write.lock().await;
-    let (meta, local) = node.master()?;
-    let ca_key = local
-        .ca_key_pem
-        .as_deref()
-        .ok_or_else(|| ClusterError::Invalid("this master holds no CA key".into()))?;
-    let mut state = node.db.identifier()?;
+    let (meta, local) = node.member()?;
+    let ca_key = local.ca_key_pem.as_deref().ok_or_else(|| {
+        ClusterError::Invalid("this node holds no CA key; export the identifier on a backend".into())
+    })?;
+    let mut state = node.replica().state.identifier.clone();
     let (key, csr) = identity::new_key_and_csr("enrolment")?;
     let issued = identity::sign(
         &meta.ca_cert_pem,
@@ -56,7 +56,9 @@ pub(super) async fn export(
     }
     let id = identifier::Identifier {
         cluster_id: meta.cluster_id.clone(),
-        master: meta.master_address.clone(),
+        master: node
+            .leader()
+            .map_or_else(|| node.advertise.to_string(), |l| l.address),
         generation: state.generation,
         ca_cert_pem: meta.ca_cert_pem.clone(),
         cert_pem: issued.cert_pem,
@@ -64,7 +66,7 @@ pub(super) async fn export(
     };
     let generation = state.generation;
     let allowed = state.allowed_ips.clone();
-    node.commit(&meta, Change::Identifier { state })?;
+    propose(node, Change::Identifier { state }).await?;
     Ok(serde_json::json!({
         "text": id.render(),
         "generation": generation,
@@ -84,9 +86,8 @@ pub(super) async fn protect(
             "give either --allow-ip IP... or --clear".into(),
         ));
     }
-    let _guard = node.write.lock().await;
-    let (meta, _) = node.master()?;
-    let mut state = node.db.identifier()?;
+    node.member()?;
+    let mut state = node.replica().state.identifier.clone();
     state.allowed_ips = allow_ip;
     let what = if clear {
         "joins are allowed from any address".to_string()
@@ -101,15 +102,14 @@ pub(super) async fn protect(
                 .join(", ")
         )
     };
-    let entry = node.commit(&meta, Change::Identifier { state })?;
-    Ok(done(what, entry))
+    let committed = propose(node, Change::Identifier { state }).await?;
+    Ok(done(what, committed))
 }
 
 /// `cluster identifier rotate`.
 pub(super) async fn rotate(node: &Arc<ClusterNode>) -> Result<Done> {
-    let _guard = node.write.lock().await;
-    let (meta, _) = node.master()?;
-    let mut state = node.db.identifier()?;
+    node.member()?;
+    let mut state = node.replica().state.identifier.clone();
     state.generation += 1;
     let old = std::mem::take(&mut state.enrolment_fingerprints);
     state.retired_fingerprints.extend(old);
@@ -117,6 +117,6 @@ pub(super) async fn rotate(node: &Arc<ClusterNode>) -> Result<Done> {
         "identifier generation is now {}; every identifier exported before is refused",
         state.generation
     );
-    let entry = node.commit(&meta, Change::Identifier { state })?;
-    Ok(done(what, entry))
+    let committed = propose(node, Change::Identifier { state }).await?;
+    Ok(done(what, committed))
 }

@@ -1,8 +1,8 @@
 //! Admin-socket requests of `mxgate cluster ...` and their handlers.
 //!
-//! Changes are made on the master only, under its write lock: each is
-//! validated first, then committed durably as one change of the log before
-//! the CLI is told it is done.
+//! Every change is validated first, then proposed through the one path
+//! ([`super::propose`]): forwarded to the master when this node is not,
+//! and reported done only once a majority of the backends holds it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,12 +10,15 @@ use std::sync::Arc;
 use serde::Serialize;
 use tracing::info;
 
+use super::db::Identity;
+use super::engine::{Peer, Replica};
 use super::identity::{self, Purpose};
 use super::node::ClusterNode;
 use super::policy::{self, ListKey};
+use super::propose::{Committed, propose, propose_with};
 use super::{
-    Change, ClusterError, ClusterMeta, Csn, IdentifierState, LocalNode, LogEntry, Result, Role,
-    join, status, time,
+    Change, ClusterError, ClusterMeta, Csn, IdentifierState, LocalNode, Result, Role, join,
+    membership, status,
 };
 
 mod identifier;
@@ -63,10 +66,8 @@ pub async fn handle(
         ClusterRequest::LftSet { member, to } => set_list(node, &member, ListKey::LftSyncTo, to)
             .await
             .map(to_json),
-        ClusterRequest::Promote { force } => {
-            super::promote::promote(node, force).await.map(to_json)
-        }
-        ClusterRequest::Sync { master } => super::promote::sync(node, &master).await.map(to_json),
+        ClusterRequest::Promote { force } => membership::promote(node, force).await.map(to_json),
+        ClusterRequest::Sync { master } => super::probe::sync(node, &master).await.map(to_json),
         ClusterRequest::AddBackend { backend } => super::frontend::add_backend(node, &backend)
             .await
             .map(to_json),
@@ -93,23 +94,22 @@ pub(super) struct Done {
     csn: Csn,
 }
 
-pub(super) fn done(what: impl Into<String>, entry: LogEntry) -> Done {
+pub(super) fn done(what: impl Into<String>, committed: Committed) -> Done {
     Done {
         done: what.into(),
-        csn: entry.csn,
+        csn: committed.csn,
     }
 }
 
 async fn create(node: &Arc<ClusterNode>, policy_path: &Path) -> Result<serde_json::Value> {
-    let _guard = node.write.lock().await;
-    if let (Some(meta), Some(local)) = (node.db.meta()?, node.db.local()?)
+    if let Ok((meta, local)) = node.clustered()
         && local.detached.is_none()
     {
         return Err(ClusterError::AlreadyClustered(meta.cluster_id));
     }
     // A node that was in a cluster keeps the policy it replicated; a new
     // one starts from its own file.
-    let (text, policy_from) = match node.db.policy()? {
+    let (text, policy_from) = match node.replica().state.policy.clone() {
         Some(p) => (
             p.text,
             format!(
@@ -141,9 +141,6 @@ async fn create(node: &Arc<ClusterNode>, policy_path: &Path) -> Result<serde_jso
     )?;
     let meta = ClusterMeta {
         cluster_id: cluster_id.clone(),
-        epoch: 1,
-        master: node.name.clone(),
-        master_address: node.advertise.to_string(),
         ca_cert_pem,
     };
     let member = join::record(
@@ -168,8 +165,15 @@ async fn create(node: &Arc<ClusterNode>, policy_path: &Path) -> Result<serde_jso
         ca_key_pem: Some(ca_key_pem),
         detached: None,
     };
-    let now = time::now();
-    let changes = [
+    let identity = Identity {
+        cluster: meta.clone(),
+        local: local.clone(),
+    };
+    node.start_over(identity, Replica::default()).await?;
+    join::install(node, &local, &meta)?;
+    node.run().await?;
+    bootstrap(node, &member).await?;
+    for change in [
         Change::Created { meta: meta.clone() },
         Change::Member {
             member: member.clone(),
@@ -181,25 +185,9 @@ async fn create(node: &Arc<ClusterNode>, policy_path: &Path) -> Result<serde_jso
                 ..IdentifierState::default()
             },
         },
-    ];
-    let entries: Vec<LogEntry> = changes
-        .into_iter()
-        .enumerate()
-        .map(|(i, change)| LogEntry {
-            csn: Csn {
-                epoch: 1,
-                seq: i as u64 + 1,
-                origin: node.name.clone(),
-                time: now,
-            },
-            change,
-        })
-        .collect();
-    node.stop_follower();
-    node.db.reset(&local, &entries)?;
-    node.notify(node.db.head()?);
-    join::install(node, &local, &meta)?;
-    node.start_probe();
+    ] {
+        propose(node, change).await?;
+    }
     info!(cluster = %cluster_id, "cluster created; this node is its master");
     Ok(serde_json::json!({
         "cluster_id": cluster_id,
@@ -212,9 +200,29 @@ async fn create(node: &Arc<ClusterNode>, policy_path: &Path) -> Result<serde_jso
     }))
 }
 
+/// Makes this node the only voter of a new engine, and waits until it is
+/// its master.
+async fn bootstrap(node: &ClusterNode, member: &super::MemberRecord) -> Result<()> {
+    let engine = node.raft().ok_or(ClusterError::NotClustered)?;
+    let voters = std::collections::BTreeMap::from([(1u64, membership::peer_of(member))]);
+    let _: &std::collections::BTreeMap<u64, Peer> = &voters;
+    engine
+        .raft()
+        .initialize(voters)
+        .await
+        .map_err(|e| ClusterError::Db(format!("cannot start the consensus engine: {e}")))?;
+    engine
+        .raft()
+        .wait(Some(std::time::Duration::from_secs(10)))
+        .state(openraft::ServerState::Leader, "cluster create")
+        .await
+        .map_err(|e| ClusterError::Db(format!("the new cluster elected no master: {e}")))?;
+    Ok(())
+}
+
 /// Finds a member by name or cluster number.
 fn find_member(node: &ClusterNode, which: &str) -> Result<super::MemberRecord> {
-    let members = node.db.members()?;
+    let members: Vec<super::MemberRecord> = node.replica().state.members.values().cloned().collect();
     let cid: Option<u32> = which.parse().ok();
     members
         .iter()
@@ -235,48 +243,47 @@ fn find_member(node: &ClusterNode, which: &str) -> Result<super::MemberRecord> {
 }
 
 async fn delete(node: &Arc<ClusterNode>, which: &str) -> Result<Done> {
-    let _guard = node.write.lock().await;
-    let (meta, _) = node.master()?;
+    node.member()?;
     let member = find_member(node, which)?;
-    if member.name == meta.master {
+    if node.leader().is_some_and(|l| l.name == member.name) {
         return Err(ClusterError::Invalid(
-            "the master cannot delete itself; delete the other members, or make another node master first".into(),
+            "the master cannot be deleted; make another backend master first (`cluster promote` there)".into(),
         ));
     }
-    let entry = node.commit(
-        &meta,
-        Change::MemberDeleted {
-            name: member.name.clone(),
-            reason: "deleted".into(),
-        },
-    )?;
-    if let Ok(mut peers) = node.peers.lock() {
-        peers.remove(&member.name);
-    }
+    let committed = membership::remove(node, &member, "deleted").await?;
     Ok(done(
         format!(
             "{}({}) deleted; its certificate is refused from now on",
             member.name, member.cid
         ),
-        entry,
+        committed,
     ))
 }
 
 async fn apply_policy(node: &Arc<ClusterNode>, name: &str, text: String) -> Result<Done> {
     policy::validate(Path::new(name), &text)?;
-    let _guard = node.write.lock().await;
-    let (meta, _) = node.master()?;
-    let version = node.db.policy()?.map_or(0, |p| p.version) + 1;
-    let entry = node.commit(&meta, Change::Policy { version, text })?;
+    let committed = propose_with(node, &mut |node| {
+        Ok(Change::Policy {
+            version: next_version(node),
+            text: text.clone(),
+        })
+    })
+    .await?;
+    let version = committed.applied.policy_version.unwrap_or_default();
     Ok(done(
         format!("policy version {version} applied and replicated"),
-        entry,
+        committed,
     ))
+}
+
+/// The next policy version after the one this node holds.
+fn next_version(node: &ClusterNode) -> u64 {
+    node.replica().state.policy.as_ref().map_or(0, |p| p.version) + 1
 }
 
 fn show_policy(node: &Arc<ClusterNode>) -> Result<serde_json::Value> {
     node.clustered()?;
-    let policy = node.db.policy()?;
+    let policy = node.replica().state.policy.clone();
     Ok(serde_json::json!({
         "version": policy.as_ref().map_or(0, |p| p.version),
         "text": policy.map(|p| p.text).unwrap_or_default(),
@@ -289,20 +296,20 @@ async fn set_list(
     list: ListKey,
     to: Vec<String>,
 ) -> Result<Done> {
-    let _guard = node.write.lock().await;
-    let (meta, _) = node.master()?;
-    let current = node.db.policy()?.map(|p| p.text).unwrap_or_default();
-    let known: Vec<String> = node
-        .db
-        .members()?
-        .into_iter()
-        .filter(|m| !m.deleted)
-        .map(|m| m.name)
-        .collect();
-    let text = policy::set_list(&current, member, list, &to, &known)?;
-    policy::validate(Path::new("cluster.toml (edited)"), &text)?;
-    let version = node.db.policy()?.map_or(0, |p| p.version) + 1;
-    let entry = node.commit(&meta, Change::Policy { version, text })?;
+    node.member()?;
+    let committed = propose_with(node, &mut |node| {
+        let replica = node.replica();
+        let current = replica.state.policy.as_ref().map(|p| p.text.clone()).unwrap_or_default();
+        let known: Vec<String> = replica.state.live_members().map(|m| m.name.clone()).collect();
+        let text = policy::set_list(&current, member, list, &to, &known)?;
+        policy::validate(Path::new("cluster.toml (edited)"), &text)?;
+        Ok(Change::Policy {
+            version: next_version(node),
+            text,
+        })
+    })
+    .await?;
+    let version = committed.applied.policy_version.unwrap_or_default();
     let key = match list {
         ListKey::InjectTo => "inject_to",
         ListKey::LftSyncTo => "lft_sync_to",
@@ -312,7 +319,7 @@ async fn set_list(
             "{member}.{key} = [{}] (policy version {version})",
             to.join(", ")
         ),
-        entry,
+        committed,
     ))
 }
 
@@ -327,8 +334,7 @@ async fn member_set(
             "give --comment TEXT and/or --location TEXT".into(),
         ));
     }
-    let _guard = node.write.lock().await;
-    let (meta, _) = node.master()?;
+    node.member()?;
     let mut member = find_member(node, which)?;
     let blank = |s: String| if s.is_empty() { None } else { Some(s) };
     if let Some(c) = comment {
@@ -338,6 +344,6 @@ async fn member_set(
         member.location = blank(l);
     }
     let name = member.name.clone();
-    let entry = node.commit(&meta, Change::Member { member })?;
-    Ok(done(format!("member {name} updated"), entry))
+    let committed = propose(node, Change::Member { member }).await?;
+    Ok(done(format!("member {name} updated"), committed))
 }

@@ -1,16 +1,20 @@
-//! The cluster's consensus engine (issue 17, in progress): openraft's type
-//! configuration for mxgate and its storage over the node's redb database
-//! ([`store`]). What is replicated is a [`Proposal`]: one change of the
-//! cluster's state ([`state`]) with where and when it was proposed; the
-//! engine hands each committed one to the state machine, which answers
-//! with what it [`Applied`].
-//!
-//! Not wired in yet: the control plane still runs on its own log
-//! ([`super::replicate`]); the network over the mutual-TLS control plane
-//! and the commands come next.
+//! The cluster's consensus engine: openraft (0.9, pinned) with mxgate's
+//! type configuration, its storage over the backend's redb database
+//! ([`store`]), its network over the mutual-TLS control plane
+//! ([`network`]) and the running engine ([`handle`]). What is replicated
+//! is a [`Proposal`]: one change of the cluster's state ([`state`]) with
+//! where and when it was proposed; the engine hands each committed one to
+//! the state machine, which answers with what it [`Applied`]. The
+//! cluster's commands (in the rest of `cluster`) only propose changes
+//! ([`super::propose`]) and read the state.
 
+pub mod force;
+pub mod handle;
+pub mod network;
 pub mod state;
 pub mod store;
+
+pub use handle::{Handle, Leader};
 
 use std::io::Cursor;
 
@@ -44,6 +48,28 @@ pub struct Proposal {
 pub struct Applied {
     /// The policy version now in force, when the proposal made one.
     pub policy_version: Option<u64>,
+    /// The member's cluster number, when the proposal recorded a member.
+    pub cid: Option<u32>,
+    /// Why the state machine left the state unchanged (a policy version
+    /// or a member name taken meanwhile); the proposer may retry.
+    pub conflict: Option<String>,
+}
+
+/// The replicated state as a node last applied it: what the daemon routes
+/// by, what a frontend pulls from its backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    /// The log id of the last entry applied.
+    pub applied: Option<openraft::LogId<u64>>,
+    /// The state.
+    pub state: state::ClusterState,
+}
+
+impl Replica {
+    /// The index of the last entry applied (0: none).
+    pub fn index(&self) -> u64 {
+        self.applied.map_or(0, |id| id.index)
+    }
 }
 
 openraft::declare_raft_types!(
@@ -60,6 +86,37 @@ openraft::declare_raft_types!(
 /// A storage error of the engine.
 pub type StorageError = openraft::StorageError<u64>;
 
+/// Why the engine cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Its storage failed.
+    #[error("consensus storage: {0}")]
+    Storage(#[from] Box<StorageError>),
+    /// Its configuration is invalid (a bug).
+    #[error("consensus configuration: {0}")]
+    Config(String),
+    /// It stopped.
+    #[error("consensus engine stopped: {0}")]
+    Fatal(String),
+}
+
+impl From<StorageError> for EngineError {
+    fn from(e: StorageError) -> Self {
+        EngineError::Storage(Box::new(e))
+    }
+}
+
+/// Publishes the state machine as stored in `db` (a detached node's last
+/// state, read without running the engine).
+pub fn publish_stored(
+    db: &std::sync::Arc<redb::Database>,
+    publish: &store::Publisher,
+) -> Result<(), EngineError> {
+    let machine = store::StateMachine::open(db.clone())?;
+    publish.send_replace(std::sync::Arc::new(machine.replica()));
+    Ok(())
+}
+
 /// How often the master tells the backends it is alive.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
 /// A backend that heard nothing from the master for a random time in this
@@ -73,6 +130,11 @@ pub const ELECTION_TIMEOUT: std::ops::Range<std::time::Duration> =
 pub const SNAPSHOT_EVERY: u64 = 500;
 /// Entries kept in the log below the last snapshot.
 pub const KEEP_AFTER_SNAPSHOT: u64 = 100;
+/// Size of one snapshot chunk sent to a backend that is far behind.
+pub const CHUNK: u64 = 256 * 1024;
+/// Largest body of a vote, append or snapshot request: 64 entries of at
+/// most a policy's size each, or one snapshot chunk with its framing.
+pub const MAX_RAFT_BODY: usize = 16 * 1024 * 1024;
 
 /// openraft's configuration for the control plane, validated.
 pub fn config() -> Result<openraft::Config, Box<openraft::ConfigError>> {
@@ -84,6 +146,9 @@ pub fn config() -> Result<openraft::Config, Box<openraft::ConfigError>> {
         election_timeout_max: millis(ELECTION_TIMEOUT.end),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
         max_in_snapshot_log_to_keep: KEEP_AFTER_SNAPSHOT,
+        // Requests between nodes are at most MAX_RAFT_BODY bytes.
+        snapshot_max_chunk_size: CHUNK,
+        max_payload_entries: 64,
         ..openraft::Config::default()
     }
     .validate()

@@ -1,14 +1,40 @@
 //! The replicated state of the cluster, as the engine's state machine
-//! holds it: the cluster record, its members, the current policy version
-//! and the identifier state. Applying a [`Change`] is a pure function of
-//! the state, so every node that applies the same log holds the same state.
+//! holds it: the cluster record, its members, the current policy version,
+//! the identifier state and the last changes applied. Applying a
+//! [`Proposal`] is a pure function of the state and the entry's log id, so
+//! every node that applies the same log holds the same state.
+//!
+//! Two decisions are the state machine's, so that the engine serialises
+//! them: a new backend's cluster number (the next free one) and a policy
+//! version (a proposal names the version it makes; one made meanwhile by
+//! another change is refused as a conflict, and the proposer retries).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
+use openraft::LogId;
 use serde::{Deserialize, Serialize};
 
 use super::{Applied, Proposal};
-use crate::cluster::{Change, ClusterMeta, IdentifierState, MemberRecord, PolicyVersion};
+use crate::cluster::{Change, ClusterMeta, IdentifierState, MemberRecord, PolicyVersion, Role};
+
+/// How many applied changes the state remembers (`cluster status`, the
+/// chaos test's check that every node applied the same ones in order).
+pub const RECENT: usize = 64;
+
+/// One applied change: its CSN (term, index, origin, time) and what it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    /// Raft term of the master that proposed it (the epoch).
+    pub term: u64,
+    /// Position in the log.
+    pub index: u64,
+    /// The node it was made on.
+    pub origin: String,
+    /// Unix time of the proposal.
+    pub time: u64,
+    /// What it was (`policy version 3`, `member gw2 (2)`, ...).
+    pub summary: String,
+}
 
 /// Everything the cluster replicates (also the content of a snapshot).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,66 +48,108 @@ pub struct ClusterState {
     pub policy: Option<PolicyVersion>,
     /// Who may join, and with which identifiers.
     pub identifier: IdentifierState,
+    /// The last [`RECENT`] changes applied, oldest first.
+    #[serde(default)]
+    pub recent: VecDeque<ChangeRecord>,
 }
 
 impl ClusterState {
-    /// Applies one committed proposal.
-    pub fn apply(&mut self, proposal: &Proposal) -> Applied {
-        match &proposal.change {
-            Change::Created { meta } => self.meta = Some(meta.clone()),
-            Change::Member { member } => {
-                self.members.insert(member.name.clone(), member.clone());
+    /// Applies one committed proposal at `log_id`.
+    pub fn apply(&mut self, log_id: &LogId<u64>, proposal: &Proposal) -> Applied {
+        let applied = self.change(&proposal.change);
+        if applied.conflict.is_none() {
+            let summary = match (&proposal.change, applied.cid) {
+                (Change::Member { member }, Some(cid)) => format!("member {} ({cid})", member.name),
+                (change, _) => change.summary(),
+            };
+            self.recent.push_back(ChangeRecord {
+                term: log_id.leader_id.term,
+                index: log_id.index,
+                origin: proposal.origin.clone(),
+                time: proposal.time,
+                summary,
+            });
+            while self.recent.len() > RECENT {
+                self.recent.pop_front();
             }
+        }
+        applied
+    }
+
+    fn change(&mut self, change: &Change) -> Applied {
+        match change {
+            Change::Created { meta } => self.meta = Some(meta.clone()),
+            Change::Member { member } => return self.member(member),
             Change::MemberDeleted { name, .. } => {
                 if let Some(member) = self.members.get_mut(name) {
                     member.deleted = true;
                 }
             }
             Change::Policy { version, text } => {
+                let next = self.policy.as_ref().map_or(0, |p| p.version) + 1;
+                if *version != next {
+                    return Applied {
+                        conflict: Some(format!(
+                            "policy version {next} was made meanwhile by another change"
+                        )),
+                        ..Applied::default()
+                    };
+                }
                 self.policy = Some(PolicyVersion {
                     version: *version,
                     text: text.clone(),
                 });
                 return Applied {
                     policy_version: Some(*version),
+                    ..Applied::default()
                 };
             }
             Change::Identifier { state } => self.identifier = state.clone(),
-            // The engine elects masters itself: nothing to record.
-            Change::Promoted { .. } => {}
         }
         Applied::default()
+    }
+
+    /// A member record: an edit keeps the number; a new backend (number
+    /// 0) gets the next free one; a name taken by a member that is not
+    /// deleted cannot join again.
+    fn member(&mut self, member: &MemberRecord) -> Applied {
+        let mut member = member.clone();
+        let existing = self.members.get(&member.name);
+        let joining = existing.is_none_or(|m| m.deleted || m.uuid != member.uuid);
+        if joining && existing.is_some_and(|m| !m.deleted) {
+            return Applied {
+                conflict: Some(format!("a member called {} exists already", member.name)),
+                ..Applied::default()
+            };
+        }
+        if joining && member.role == Role::Backend && member.cid == 0 {
+            member.cid = self.members.values().map(|m| m.cid).max().unwrap_or(0) + 1;
+        }
+        let cid = member.cid;
+        self.members.insert(member.name.clone(), member);
+        Applied {
+            cid: Some(cid),
+            ..Applied::default()
+        }
+    }
+
+    /// Members that are not deleted.
+    pub fn live_members(&self) -> impl Iterator<Item = &MemberRecord> {
+        self.members.values().filter(|m| !m.deleted)
+    }
+
+    /// Backends that are not deleted.
+    pub fn backends(&self) -> impl Iterator<Item = &MemberRecord> {
+        self.live_members().filter(|m| m.role == Role::Backend)
+    }
+
+    /// The backend with Raft node id (cluster number) `id`.
+    pub fn backend(&self, id: u64) -> Option<&MemberRecord> {
+        self.members
+            .values()
+            .find(|m| m.role == Role::Backend && u64::from(m.cid) == id)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::ClusterState;
-    use crate::cluster::engine::{Applied, Proposal};
-    use crate::cluster::{Change, PolicyVersion};
-
-    fn proposal(change: Change) -> Proposal {
-        Proposal {
-            origin: "gw1".into(),
-            time: 1,
-            change,
-        }
-    }
-
-    #[test]
-    fn a_policy_change_is_in_force_once_applied() {
-        let mut state = ClusterState::default();
-        let text = "# v2".to_string();
-        let change = Change::Policy {
-            version: 2,
-            text: text.clone(),
-        };
-        assert_eq!(
-            state.apply(&proposal(change)),
-            Applied {
-                policy_version: Some(2)
-            }
-        );
-        assert_eq!(state.policy, Some(PolicyVersion { version: 2, text }));
-    }
-}
+mod tests;

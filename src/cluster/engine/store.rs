@@ -27,7 +27,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::state::ClusterState;
-use super::{Applied, Peer, Raft, StorageError};
+use super::{Applied, Peer, Raft, Replica, StorageError};
+use crate::cluster::Csn;
+use crate::cluster::api::Discarded;
+use tokio::sync::watch;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
@@ -37,6 +40,15 @@ const K_COMMITTED: &str = "committed";
 const K_PURGED: &str = "purged";
 const K_MACHINE: &str = "machine";
 const K_SNAPSHOT: &str = "snapshot";
+const K_DISCARDED: &str = "discarded";
+
+/// How many truncated entries are remembered for `cluster status`.
+const DISCARDED_KEPT: usize = 100;
+
+/// The entries this node had appended that a new master truncated.
+pub fn discarded(db: &Database) -> Result<Vec<Discarded>, StorageError> {
+    Ok(read_meta(db, K_DISCARDED, Io::read_logs)?.unwrap_or_default())
+}
 
 type Io = StorageIOError<u64>;
 
@@ -100,6 +112,31 @@ impl LogStore {
     pub fn open(db: Arc<Database>) -> Result<LogStore, StorageError> {
         create_tables(&db)?;
         Ok(LogStore { db })
+    }
+
+    /// Appends `entry` durably, outside the engine (`promote --force`,
+    /// while the engine is stopped).
+    pub fn append_now(&self, entry: Entry<Raft>) -> Result<(), StorageError> {
+        let err = |e: &dyn std::fmt::Display| StorageError::from(Io::write_logs(any(e)));
+        let txn = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut table = txn.open_table(LOG).map_err(|e| err(&e))?;
+            let value = serde_json::to_vec(&entry).map_err(|e| err(&e))?;
+            (table.insert(entry.log_id.index, value.as_slice())).map_err(|e| err(&e))?;
+        }
+        txn.commit().map_err(|e| err(&e))
+    }
+
+    /// Removes every entry, the vote and the state machine: a backend that
+    /// leaves a cluster or joins another starts from nothing.
+    pub fn wipe(db: &Database) -> Result<(), StorageError> {
+        let err = |e: &dyn std::fmt::Display| StorageError::from(Io::write(any(e)));
+        let txn = db.begin_write().map_err(|e| err(&e))?;
+        txn.delete_table(LOG).map_err(|e| err(&e))?;
+        txn.delete_table(META).map_err(|e| err(&e))?;
+        txn.open_table(LOG).map_err(|e| err(&e))?;
+        txn.open_table(META).map_err(|e| err(&e))?;
+        txn.commit().map_err(|e| err(&e))
     }
 
     fn last_entry(&self) -> Result<Option<Entry<Raft>>, StorageError> {
@@ -215,7 +252,27 @@ impl RaftLogStorage<Raft> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        self.remove(log_id.index.., None)
+        let truncated = self.try_get_log_entries(log_id.index..).await?;
+        let by_epoch = read_meta::<Vote<u64>>(&self.db, K_VOTE, Io::read_vote)?
+            .map_or(0, |v| v.leader_id().term);
+        let mut discarded = discarded(&self.db)?;
+        discarded.extend(truncated.iter().filter_map(|entry| match &entry.payload {
+            EntryPayload::Normal(proposal) => Some(Discarded {
+                csn: Csn {
+                    epoch: entry.log_id.leader_id.term,
+                    seq: entry.log_id.index,
+                    origin: proposal.origin.clone(),
+                    time: proposal.time,
+                },
+                summary: proposal.change.summary(),
+                discarded_at: crate::time::now(),
+                by_epoch,
+            }),
+            _ => None,
+        }));
+        let keep = discarded.len().saturating_sub(DISCARDED_KEPT);
+        let value = json(&discarded.get(keep..), Io::write_logs)?;
+        self.remove(log_id.index.., Some((K_DISCARDED, value)))
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
@@ -248,11 +305,15 @@ impl StoredSnapshot {
     }
 }
 
+/// Where the state machine publishes what it applied.
+pub type Publisher = Arc<watch::Sender<Arc<Replica>>>;
+
 /// The cluster's state as the engine applies it, with its snapshots.
 #[derive(Debug, Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
     machine: Machine,
+    publish: Option<Publisher>,
 }
 
 impl StateMachine {
@@ -260,7 +321,23 @@ impl StateMachine {
     pub fn open(db: Arc<Database>) -> Result<StateMachine, StorageError> {
         create_tables(&db)?;
         let machine = read_meta(&db, K_MACHINE, Io::read_state_machine)?.unwrap_or_default();
-        Ok(StateMachine { db, machine })
+        Ok(StateMachine {
+            db,
+            machine,
+            publish: None,
+        })
+    }
+
+    /// Publishes the state on `publish` now and after every apply and
+    /// snapshot installed.
+    pub fn publishing(mut self, publish: Publisher) -> StateMachine {
+        self.publish = Some(publish);
+        // An empty machine (a node that just joined) publishes nothing: the
+        // state the join answered with stays until the first apply.
+        if self.machine.applied.is_some() {
+            self.published();
+        }
+        self
     }
 
     /// The replicated state as last applied.
@@ -268,12 +345,28 @@ impl StateMachine {
         &self.machine.state
     }
 
+    /// The state as last applied, with its log id.
+    pub fn replica(&self) -> Replica {
+        Replica {
+            applied: self.machine.applied,
+            state: self.machine.state.clone(),
+        }
+    }
+
+    fn published(&self) {
+        if let Some(publish) = &self.publish {
+            publish.send_replace(Arc::new(self.replica()));
+        }
+    }
+
     fn save(&self, snapshot: Option<&StoredSnapshot>) -> Result<(), StorageError> {
         let mut values = vec![(K_MACHINE, json(&self.machine, Io::write_state_machine)?)];
         if let Some(snapshot) = snapshot {
             values.push((K_SNAPSHOT, json(snapshot, Io::write_state_machine)?));
         }
-        write_meta(&self.db, &values, Io::write_state_machine)
+        write_meta(&self.db, &values, Io::write_state_machine)?;
+        self.published();
+        Ok(())
     }
 }
 
@@ -321,7 +414,7 @@ impl RaftStateMachine<Raft> for StateMachine {
             self.machine.applied = Some(entry.log_id);
             outcomes.push(match entry.payload {
                 EntryPayload::Blank => Applied::default(),
-                EntryPayload::Normal(proposal) => self.machine.state.apply(&proposal),
+                EntryPayload::Normal(proposal) => self.machine.state.apply(&entry.log_id, &proposal),
                 EntryPayload::Membership(membership) => {
                     self.machine.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Applied::default()

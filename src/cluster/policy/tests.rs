@@ -21,11 +21,12 @@ fn joined_nodes_become_members_and_entries_configure_them() {
     deleted.deleted = true;
     merge_members(
         &mut p,
-        &[
+        [
             record("gw2", Some("127.0.0.2:25")),
             record("gw3", Some("127.0.0.3:25")),
             deleted,
-        ],
+        ]
+        .iter(),
     );
     let names: Vec<_> = p.members.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["gw2", "gw3", "static"]);

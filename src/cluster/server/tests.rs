@@ -3,7 +3,10 @@ use std::net::SocketAddr;
 use hyper::StatusCode;
 
 use super::*;
-use crate::cluster::db::Db;
+use openraft::{CommittedLeaderId, LogId};
+
+use crate::cluster::engine::state::ClusterState;
+use crate::cluster::engine::{Proposal, Replica};
 use crate::cluster::{Change, IdentifierState};
 
 fn member(name: &str, fingerprint: &str) -> MemberRecord {
@@ -14,41 +17,19 @@ fn member(name: &str, fingerprint: &str) -> MemberRecord {
 }
 
 #[test]
-fn every_request_is_checked_against_the_database() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path()).unwrap();
-    db.append(
-        1,
-        "gw1",
-        0,
+fn every_request_is_checked_against_the_replicated_state() {
+    let mut state = ClusterState::default();
+    let changes = [
         Change::Member {
             member: member("gw2", "fp-gw2"),
         },
-    )
-    .unwrap();
-    db.append(
-        1,
-        "gw1",
-        0,
         Change::Member {
             member: member("gw3", "fp-gw3"),
         },
-    )
-    .unwrap();
-    db.append(
-        1,
-        "gw1",
-        0,
         Change::MemberDeleted {
             name: "gw3".into(),
             reason: "deleted".into(),
         },
-    )
-    .unwrap();
-    db.append(
-        1,
-        "gw1",
-        0,
         Change::Identifier {
             state: IdentifierState {
                 generation: 2,
@@ -57,15 +38,27 @@ fn every_request_is_checked_against_the_database() {
                 allowed_ips: vec!["127.0.0.5".parse().unwrap()],
             },
         },
-    )
-    .unwrap();
-    let node = ClusterNode::for_tests("gw1", db);
+    ];
+    for (index, change) in changes.into_iter().enumerate() {
+        let proposal = Proposal {
+            origin: "gw1".into(),
+            time: 0,
+            change,
+        };
+        let at = LogId::new(CommittedLeaderId::new(1, 1), index as u64 + 1);
+        state.apply(&at, &proposal);
+    }
+    let node = ClusterNode::for_tests("gw1");
+    node.publish_replica(Replica {
+        applied: None,
+        state,
+    });
     let allowed: SocketAddr = "127.0.0.5:40000".parse().unwrap();
     let other: SocketAddr = "127.0.0.6:40000".parse().unwrap();
     let cases: [(&str, SocketAddr, &str, Result<&str, &str>); 8] = [
-        ("fp-gw2", other, "/changes", Ok("member gw2")),
+        ("fp-gw2", other, "/state", Ok("member gw2")),
         ("fp-gw2", other, "/join", Ok("member gw2")),
-        ("fp-gw3", other, "/changes", Err("deleted")),
+        ("fp-gw3", other, "/state", Err("deleted")),
         ("fp-enrol", allowed, "/join", Ok("enrolment")),
         ("fp-enrol", allowed, "/status", Err("may only join")),
         ("fp-enrol", other, "/join", Err("not allowed")),
@@ -77,7 +70,7 @@ fn every_request_is_checked_against_the_database() {
         match (got, want) {
             (Ok(Caller::Member(m)), Ok(w)) => assert_eq!(format!("member {}", m.name), w),
             (Ok(Caller::Enrolment), Ok(w)) => assert_eq!("enrolment", w),
-            (Err(Refusal(status, reason)), Err(w)) => {
+            (Err(Refusal { status, reason, .. }), Err(w)) => {
                 assert_eq!(status, StatusCode::FORBIDDEN);
                 assert!(
                     reason.contains(w),

@@ -17,7 +17,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Refusal;
-use crate::cluster::replicate::after_param;
+use crate::cluster::api::RaftRpc;
+use crate::cluster::pull::after_param;
 use crate::cluster::transport::MasterHint;
 
 /// Largest request body accepted on every route but LFT uploads (a join
@@ -36,8 +37,12 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Route {
     /// `POST /join`: the enrolment identity joins.
     Join,
-    /// `GET /changes?after=SEQ`: the change stream (long-poll).
-    Changes,
+    /// `POST /raft/...`: the engine's requests between backends.
+    Raft(RaftRpc),
+    /// `POST /propose`: a change forwarded to the master.
+    Propose,
+    /// `GET /state?after=INDEX`: a frontend's long-poll.
+    State,
     /// `GET /status`.
     Status,
     /// `GET /replication`.
@@ -46,9 +51,7 @@ pub enum Route {
     Leave,
     /// `GET /hello`: the probe.
     Hello,
-    /// `POST /promise`.
-    Promise,
-    /// `POST /handover`.
+    /// `POST /handover`: a backend asks the master to let it take over.
     Handover,
     /// `POST /backends`: a frontend's backend list.
     Backends,
@@ -64,12 +67,15 @@ impl Route {
         }
         let route = match (method, path) {
             (&Method::POST, "/join") => Route::Join,
-            (&Method::GET, "/changes") => Route::Changes,
+            (&Method::POST, "/raft/vote") => Route::Raft(RaftRpc::Vote),
+            (&Method::POST, "/raft/append") => Route::Raft(RaftRpc::Append),
+            (&Method::POST, "/raft/snapshot") => Route::Raft(RaftRpc::Snapshot),
+            (&Method::POST, "/propose") => Route::Propose,
+            (&Method::GET, "/state") => Route::State,
             (&Method::GET, "/status") => Route::Status,
             (&Method::GET, "/replication") => Route::Replication,
             (&Method::POST, "/leave") => Route::Leave,
             (&Method::GET, "/hello") => Route::Hello,
-            (&Method::POST, "/promise") => Route::Promise,
             (&Method::POST, "/handover") => Route::Handover,
             (&Method::POST, "/backends") => Route::Backends,
             _ => return None,
@@ -88,16 +94,16 @@ pub fn http_builder() -> http1::Builder {
     builder
 }
 
-/// A request body of at most [`MAX_BODY`] bytes, sent within [`BODY_TIMEOUT`].
-pub async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
-    let collect = Limited::new(body, MAX_BODY).collect();
+/// A request body of at most `limit` bytes, sent within [`BODY_TIMEOUT`].
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
+    let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(BODY_TIMEOUT, collect).await {
         Ok(Ok(body)) => Ok(body.to_bytes()),
-        Ok(Err(e)) => Err(Refusal(
+        Ok(Err(e)) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
-            format!("cannot read the body (at most {MAX_BODY} bytes): {e}"),
+            format!("cannot read the body (at most {limit} bytes): {e}"),
         )),
-        Err(_) => Err(Refusal(
+        Err(_) => Err(Refusal::new(
             StatusCode::REQUEST_TIMEOUT,
             format!("the body did not arrive within {BODY_TIMEOUT:?}"),
         )),
@@ -114,9 +120,9 @@ pub async fn check_request_bytes(input: &[u8]) -> Vec<u8> {
         let route = Route::of(req.method(), req.uri().path());
         let after = req.uri().query().and_then(after_param);
         let hint = MasterHint::from_headers(req.headers());
-        let text = match read_body(req.into_body()).await {
+        let text = match read_body(req.into_body(), MAX_BODY).await {
             Ok(body) => format!("{route:?} {after:?} {hint:?} {}", body.len()),
-            Err(Refusal(status, reason)) => format!("{status} {reason}"),
+            Err(refusal) => format!("{} {}", refusal.status, refusal.reason),
         };
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
     });
@@ -144,17 +150,21 @@ mod tests {
     fn routes_by_method_and_path() {
         assert_eq!(Route::of(&Method::POST, "/join"), Some(Route::Join));
         assert_eq!(Route::of(&Method::GET, "/join"), None);
-        assert_eq!(Route::of(&Method::GET, "/changes"), Some(Route::Changes));
+        assert_eq!(Route::of(&Method::GET, "/state"), Some(Route::State));
+        assert_eq!(
+            Route::of(&Method::POST, "/raft/append"),
+            Some(Route::Raft(RaftRpc::Append))
+        );
         assert_eq!(Route::of(&Method::PUT, "/lft/ab"), Some(Route::Lft));
         assert_eq!(Route::of(&Method::GET, "/nope"), None);
     }
 
     #[tokio::test]
     async fn bytes_are_served_with_the_limits() {
-        let out = check_request_bytes(b"GET /changes?after=7 HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let out = check_request_bytes(b"GET /state?after=7 HTTP/1.1\r\nHost: x\r\n\r\n").await;
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        assert!(text.contains("Some(Changes) Some(7) None 0"), "{text}");
+        assert!(text.contains("Some(State) Some(7) None 0"), "{text}");
 
         let big = format!(
             "POST /join HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",

@@ -76,22 +76,25 @@ pub fn render_text(status: &ClusterStatus, wide: bool) -> String {
         escape(&status.master)
     );
     out.push_str(&table(&rows));
+    for warning in &status.warnings {
+        let _ = writeln!(out, "warning: {}", escape(warning));
+    }
     if !status.discarded.is_empty() {
         let _ = writeln!(
             out,
-            "discarded on {} (changes the master of a later epoch does not hold):",
+            "discarded on {} (entries it had appended that the master of a later epoch replaced; never committed, never acknowledged to anyone):",
             escape(&status.node)
         );
         for d in &status.discarded {
             let _ = writeln!(
                 out,
                 "  {}.{} by {} at {}: {} (replaced by epoch {})",
-                d["csn"]["epoch"],
-                d["csn"]["seq"],
-                escape(d["csn"]["origin"].as_str().unwrap_or("?")),
-                d["csn"]["time"].as_u64().map_or("?".into(), time::rfc3339),
-                escape(d["summary"].as_str().unwrap_or("?")),
-                d["by_epoch"]
+                d.csn.epoch,
+                d.csn.seq,
+                escape(&d.csn.origin),
+                time::rfc3339(d.csn.time),
+                escape(&d.summary),
+                d.by_epoch
             );
         }
     }
@@ -166,7 +169,7 @@ fn table(rows: &[Vec<String>]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{BackendPosition, MemberStatus};
+    use super::super::{BackendPosition, Discarded, MemberStatus};
     use super::*;
     use crate::cluster::Csn;
 
@@ -192,6 +195,8 @@ mod tests {
             location: Some("\u{202e}moc.live".into()),
             last_contact: None,
             replication_lag_s: Some(0),
+            clock_offset_ms: Some(0),
+            protocol: Some(2),
         }
     }
 
@@ -204,15 +209,22 @@ mod tests {
                 member("gw1", 1, "A"),
                 member(FORGED, 2, "ERROR: \x1b[2Jgone\nFAKE"),
             ],
-            discarded: vec![serde_json::json!({
-                "csn": {"epoch": 1, "seq": 4, "origin": "old\nFAKE", "time": 0},
-                "summary": "policy\x1b]0;pwned\x07",
-                "by_epoch": 2,
-            })],
+            discarded: vec![Discarded {
+                csn: Csn {
+                    epoch: 1,
+                    seq: 4,
+                    origin: "old\nFAKE".into(),
+                    time: 0,
+                },
+                summary: "policy\x1b]0;pwned\x07".into(),
+                discarded_at: 0,
+                by_epoch: 2,
+            }],
             node: "gw1".into(),
             node_epoch: 2,
             accepts_writes: true,
             log: None,
+            warnings: Vec::new(),
         };
         for wide in [false, true] {
             let text = render_text(&status, wide);

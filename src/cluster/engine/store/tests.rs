@@ -43,19 +43,18 @@ async fn a_reopened_database_has_the_log_and_the_applied_state() {
 
     let (_dir, db) = fresh().expect("database");
     let log_id = |index| LogId::new(CommittedLeaderId::new(3, 1), index);
-    let change = crate::cluster::Change::Policy {
-        version: 7,
-        text: "# policy".into(),
-    };
-    let proposal = super::super::Proposal {
+    let proposal = |version| super::super::Proposal {
         origin: "gw1".into(),
         time: 1_700_000_000,
-        change,
+        change: crate::cluster::Change::Policy {
+            version,
+            text: "# policy".into(),
+        },
     };
     let entries: Vec<Entry<Raft>> = (1..=3)
         .map(|index| Entry {
             log_id: log_id(index),
-            payload: EntryPayload::Normal(proposal.clone()),
+            payload: EntryPayload::Normal(proposal(index)),
         })
         .collect();
     {
@@ -72,7 +71,7 @@ async fn a_reopened_database_has_the_log_and_the_applied_state() {
     let (applied, _) = machine.applied_state().await.expect("applied");
     assert_eq!(applied, Some(log_id(3)));
     let policy = machine.state().policy.as_ref().map(|p| p.version);
-    assert_eq!(policy, Some(7));
+    assert_eq!(policy, Some(3));
 }
 
 /// The directory the crash writer works in (set by the crash test only).
