@@ -29,8 +29,8 @@ fn new_master(nodes: &[&Node], not: &str, limit: Duration) -> Option<String> {
         one_master_per_epoch(nodes);
         let masters: Vec<_> = nodes.iter().map(|n| n.master()).collect();
         let first = masters[0].clone();
-        let agreed = first.as_ref().is_some_and(|(m, _)| m != not)
-            && masters.iter().all(|m| *m == first);
+        let agreed =
+            first.as_ref().is_some_and(|(m, _)| m != not) && masters.iter().all(|m| *m == first);
         if agreed {
             found = first.map(|(m, _)| m);
         }
@@ -40,7 +40,10 @@ fn new_master(nodes: &[&Node], not: &str, limit: Duration) -> Option<String> {
 }
 
 fn by_name<'a>(nodes: &'a [&'a Node], name: &str) -> &'a Node {
-    nodes.iter().find(|n| n.name == name).expect("a node of that name")
+    nodes
+        .iter()
+        .find(|n| n.name == name)
+        .expect("a node of that name")
 }
 
 #[test]
@@ -101,14 +104,19 @@ fn without_a_majority_a_change_is_refused_and_never_appears() {
     let lost = gw1.file("lost.toml", "[routing]\nmax_attempts = 7\n");
     let started = Instant::now();
     let err = gw1.fails(&["cluster", "policy", "apply", lost.to_str().unwrap()]);
-    assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(
         err.contains("nothing was changed") && err.contains("1 of 3 backends are reachable"),
         "{err}"
     );
     assert!(err.contains("promote --force"), "{err}");
     assert!(
-        eventually(Duration::from_secs(5), || gw1.status()["accepts_writes"] == false),
+        eventually(Duration::from_secs(5), || gw1.status()["accepts_writes"]
+            == false),
         "{}",
         gw1.status()
     );
@@ -145,7 +153,10 @@ fn promote_hands_mastership_over_and_refuses_a_lagging_candidate() {
         );
     }
     one_master_per_epoch(&[&gw1, &gw2, &gw3]);
-    assert!(policy_text(&gw3).contains("max_attempts = 4"), "nothing is lost");
+    assert!(
+        policy_text(&gw3).contains("max_attempts = 4"),
+        "nothing is lost"
+    );
     // `sync --master` tells whom a node follows.
     let out = gw1.ok(&["cluster", "sync", "--master", &gw2.address()]);
     assert!(out.contains("following master gw3"), "{out}");
@@ -177,14 +188,19 @@ fn two_backends_recover_with_promote_force_and_the_old_master_is_fenced() {
         eventually(SYNC, || try_status(&gw1).is_some_and(|s| s["members"]
             .as_array()
             .is_some_and(|m| m.iter().any(|r| r["name"] == "gw1"
-                && r["state"].as_str().is_some_and(|s| s.contains("removed from the cluster")))))),
+                && r["state"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("removed from the cluster")))))),
         "{:?}",
         try_status(&gw1)
     );
     let text = gw1.ok(&["cluster", "status"]);
     assert!(text.contains("join with a new identifier"), "{text}");
     for _ in 0..5 {
-        assert_ne!(try_status(&gw1).map(|s| s["accepts_writes"].clone()), Some(true.into()));
+        assert_ne!(
+            try_status(&gw1).map(|s| s["accepts_writes"].clone()),
+            Some(true.into())
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let err = gw1.fails(&["cluster", "policy", "apply", p2.to_str().unwrap()]);

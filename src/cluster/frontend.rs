@@ -28,8 +28,8 @@ use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-pub use super::api::{BackendRef, BackendsChanged, BackendsRequest, Detached};
 use super::api::Hello;
+pub use super::api::{BackendRef, BackendsChanged, BackendsRequest, Detached};
 use super::node::ClusterNode;
 use super::server::{Refusal, Reply, refusal_of, to_reply};
 use super::{Change, ClusterError, ClusterMeta, LocalNode, MemberRecord, Result, Role, propose};

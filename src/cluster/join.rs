@@ -20,8 +20,8 @@ use std::time::Duration;
 use hyper::StatusCode;
 use tracing::{info, warn};
 
-pub use super::api::{JoinReply, Joined, Left};
 use super::api::RefusalCode;
+pub use super::api::{JoinReply, Joined, Left};
 use super::db::Identity;
 use super::identity::{self, Purpose};
 use super::node::ClusterNode;
@@ -78,8 +78,13 @@ pub fn record(
 /// signs the node's certificate; the member record is proposed (and so
 /// forwarded to the master) and the answer sent once it is committed.
 pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) -> Reply {
-    let ValidJoin { request, advertise } = parse_request(body)
-        .map_err(|e| Refusal::coded(StatusCode::BAD_REQUEST, RefusalCode::BadRequest, e.to_string()))?;
+    let ValidJoin { request, advertise } = parse_request(body).map_err(|e| {
+        Refusal::coded(
+            StatusCode::BAD_REQUEST,
+            RefusalCode::BadRequest,
+            e.to_string(),
+        )
+    })?;
     let (meta, local) = node.member().map_err(refuse(StatusCode::CONFLICT))?;
     let ca_key = local.ca_key_pem.as_deref().ok_or_else(|| {
         Refusal::new(
@@ -87,7 +92,12 @@ pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) 
             "this node holds no cluster CA key and cannot sign certificates; join through a backend".into(),
         )
     })?;
-    if let Some(m) = node.replica().state.live_members().find(|m| m.name == request.name) {
+    if let Some(m) = node
+        .replica()
+        .state
+        .live_members()
+        .find(|m| m.name == request.name)
+    {
         return Err(Refusal::coded(
             StatusCode::CONFLICT,
             RefusalCode::Conflict,
@@ -124,9 +134,14 @@ pub async fn serve_join(node: &Arc<ClusterNode>, peer: SocketAddr, body: &[u8]) 
         member.smtp_upstream = None;
         member.gina_upstream = None;
     }
-    let committed = propose::propose(node, Change::Member { member: member.clone() })
-        .await
-        .map_err(|e| super::server::refusal_of(&e))?;
+    let committed = propose::propose(
+        node,
+        Change::Member {
+            member: member.clone(),
+        },
+    )
+    .await
+    .map_err(|e| super::server::refusal_of(&e))?;
     member.cid = committed.applied.cid.unwrap_or(member.cid);
     info!(node = %member.name, cid = member.cid, role = ?member.role, %peer, "node joined the cluster");
     to_reply(&JoinReply {
@@ -224,8 +239,14 @@ pub async fn join(
     };
     let through = reply.member.backends.first().cloned();
     let entries = reply.replica.index();
-    node.start_over(Identity { cluster: meta.clone(), local: local.clone() }, reply.replica)
-        .await?;
+    node.start_over(
+        Identity {
+            cluster: meta.clone(),
+            local: local.clone(),
+        },
+        reply.replica,
+    )
+    .await?;
     if role == Role::Frontend {
         let first = super::frontend::BackendRef {
             name: through.unwrap_or_default(),
@@ -238,7 +259,10 @@ pub async fn join(
     info!(cluster = %meta.cluster_id, cid = local.cid, "joined the cluster");
     Ok(Joined {
         cluster_id: meta.cluster_id,
-        master: node.leader().map(|l| l.name).unwrap_or_else(|| master.to_string()),
+        master: node
+            .leader()
+            .map(|l| l.name)
+            .unwrap_or_else(|| master.to_string()),
         cid: reply.member.cid,
         device_id: reply.member.device_id,
         uuid: reply.member.uuid,
@@ -314,7 +338,13 @@ pub async fn leave(node: &Arc<ClusterNode>, force: bool) -> Result<Left> {
     }
     let told = match (&leader, &local.detached) {
         (Some(leader), None) => node
-            .call(&leader.address, "POST", "/leave", None::<&()>, Duration::from_secs(30))
+            .call(
+                &leader.address,
+                "POST",
+                "/leave",
+                None::<&()>,
+                Duration::from_secs(30),
+            )
             .await
             .and_then(|answer| answer.json::<serde_json::Value>(&leader.name)),
         _ => Err(ClusterError::Invalid("no master is known".into())),

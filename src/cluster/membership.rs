@@ -77,9 +77,14 @@ pub async fn step(node: &ClusterNode, engine: &Handle) -> Result<()> {
     let learners: BTreeSet<u64> = membership.learner_ids().collect();
     let raft = engine.raft();
     let fail = |e: &dyn std::fmt::Display| ClusterError::Invalid(e.to_string());
-    for (id, peer) in wanted.iter().filter(|(id, _)| !voters.contains(id) && !learners.contains(id)) {
+    for (id, peer) in wanted
+        .iter()
+        .filter(|(id, _)| !voters.contains(id) && !learners.contains(id))
+    {
         info!(node = %peer.name, id, "adding the backend to the engine as a learner");
-        raft.add_learner(*id, peer.clone(), false).await.map_err(|e| fail(&e))?;
+        raft.add_learner(*id, peer.clone(), false)
+            .await
+            .map_err(|e| fail(&e))?;
     }
     let last = metrics.last_log_index.unwrap_or(0);
     let matched = |id: &u64| {
@@ -89,7 +94,11 @@ pub async fn step(node: &ClusterNode, engine: &Handle) -> Result<()> {
             .and_then(|r| r.get(id).copied().flatten())
             .map_or(0, |log_id| log_id.index)
     };
-    let mut next: BTreeSet<u64> = voters.iter().filter(|id| wanted.contains_key(id)).copied().collect();
+    let mut next: BTreeSet<u64> = voters
+        .iter()
+        .filter(|id| wanted.contains_key(id))
+        .copied()
+        .collect();
     next.extend(
         learners
             .iter()
@@ -101,7 +110,11 @@ pub async fn step(node: &ClusterNode, engine: &Handle) -> Result<()> {
             .await
             .map_err(|e| fail(&e))?;
     }
-    let stale: BTreeSet<u64> = learners.iter().filter(|id| !wanted.contains_key(id)).copied().collect();
+    let stale: BTreeSet<u64> = learners
+        .iter()
+        .filter(|id| !wanted.contains_key(id))
+        .copied()
+        .collect();
     if !stale.is_empty() {
         raft.change_membership(ChangeMembers::RemoveNodes(stale), false)
             .await
@@ -119,7 +132,11 @@ pub fn peer_of(m: &MemberRecord) -> Peer {
 }
 
 /// Marks `member` deleted (or left) and takes it out of the membership.
-pub async fn remove(node: &Arc<ClusterNode>, member: &MemberRecord, reason: &str) -> Result<propose::Committed> {
+pub async fn remove(
+    node: &Arc<ClusterNode>,
+    member: &MemberRecord,
+    reason: &str,
+) -> Result<propose::Committed> {
     let committed = propose::propose(
         node,
         Change::MemberDeleted {
@@ -145,19 +162,33 @@ pub async fn remove(node: &Arc<ClusterNode>, member: &MemberRecord, reason: &str
 /// heartbeats so that the other backends' leases run out and the
 /// candidate can win the election it starts.
 pub async fn serve_handover(node: &Arc<ClusterNode>, member: &MemberRecord, body: &[u8]) -> Reply {
-    let request: HandoverRequest = serde_json::from_slice(body)
-        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("bad handover request: {e}")))?;
-    let engine = node
-        .raft()
-        .filter(|e| e.is_leader())
-        .ok_or_else(|| Refusal::coded(StatusCode::CONFLICT, RefusalCode::NotMaster, format!("{} is not the master", node.name)))?;
+    let request: HandoverRequest = serde_json::from_slice(body).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad handover request: {e}"),
+        )
+    })?;
+    let engine = node.raft().filter(|e| e.is_leader()).ok_or_else(|| {
+        Refusal::coded(
+            StatusCode::CONFLICT,
+            RefusalCode::NotMaster,
+            format!("{} is not the master", node.name),
+        )
+    })?;
     let metrics = engine.metrics();
     let last = metrics.last_log_index.unwrap_or(0);
-    let is_voter = metrics.membership_config.membership().voter_ids().any(|id| id == u64::from(member.cid));
+    let is_voter = metrics
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|id| id == u64::from(member.cid));
     if member.role != Role::Backend || !is_voter {
         return Err(Refusal::new(
             StatusCode::CONFLICT,
-            format!("{} is not a voting backend (yet); wait until `cluster status` shows it A", member.name),
+            format!(
+                "{} is not a voting backend (yet); wait until `cluster status` shows it A",
+                member.name
+            ),
         ));
     }
     if request.last_index < last {
@@ -188,7 +219,10 @@ pub async fn promote(node: &Arc<ClusterNode>, force: bool) -> Result<Promoted> {
     }
     let engine = node.raft().ok_or(ClusterError::NotClustered)?;
     if engine.is_leader() && engine.has_quorum() {
-        return Err(ClusterError::Invalid(format!("{} is the master already", node.name)));
+        return Err(ClusterError::Invalid(format!(
+            "{} is the master already",
+            node.name
+        )));
     }
     if force {
         return promote_force(node).await;
@@ -199,7 +233,13 @@ pub async fn promote(node: &Arc<ClusterNode>, force: bool) -> Result<Promoted> {
             last_index: engine.metrics().last_log_index.unwrap_or(0),
         };
         match node
-            .call(&leader.address, "POST", "/handover", Some(&request), Duration::from_secs(5))
+            .call(
+                &leader.address,
+                "POST",
+                "/handover",
+                Some(&request),
+                Duration::from_secs(5),
+            )
             .await
             .and_then(|a| a.json::<serde_json::Value>(&leader.name))
         {
@@ -258,7 +298,13 @@ async fn promote_force(node: &Arc<ClusterNode>) -> Result<Promoted> {
     let mut reached = BTreeSet::from([me]);
     for (id, peer) in voters.iter().filter(|(id, _)| **id != me) {
         let hello = node
-            .call(&peer.address, "GET", "/hello", None::<&()>, Duration::from_secs(3))
+            .call(
+                &peer.address,
+                "GET",
+                "/hello",
+                None::<&()>,
+                Duration::from_secs(3),
+            )
             .await
             .and_then(|a| a.json::<Hello>(&peer.name));
         if hello.is_ok() {

@@ -343,7 +343,9 @@ impl ClusterNode {
             .filter_map(|id| membership.get_node(id))
             .filter(|peer| {
                 peer.name == self.name
-                    || contacts.get(&peer.name).is_some_and(|c| c.error.is_none() && c.at.is_some())
+                    || contacts
+                        .get(&peer.name)
+                        .is_some_and(|c| c.error.is_none() && c.at.is_some())
             })
             .count();
         reached > voters.len() / 2
@@ -385,7 +387,10 @@ impl ClusterNode {
 
     /// The cluster record and this node's identity; an error when not clustered.
     pub fn clustered(&self) -> Result<(ClusterMeta, LocalNode)> {
-        let identity = self.identity.load_full().ok_or(ClusterError::NotClustered)?;
+        let identity = self
+            .identity
+            .load_full()
+            .ok_or(ClusterError::NotClustered)?;
         Ok((identity.cluster.clone(), identity.local.clone()))
     }
 
@@ -519,7 +524,10 @@ impl ClusterNode {
             return;
         }
         let why = "deleted from the cluster by the master";
-        warn!(reason = why, "no longer in the cluster; stopping its control plane");
+        warn!(
+            reason = why,
+            "no longer in the cluster; stopping its control plane"
+        );
         self.stop_engine().await;
         if let Err(e) = self.set_detached(why) {
             error!(error = %e, "cannot record that this node left the cluster");

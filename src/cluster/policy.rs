@@ -30,7 +30,11 @@ pub fn validate(name: &Path, text: &str) -> Result<Policy> {
 
 /// The effective routing policy of the replicated `state`.
 pub fn effective(state: &ClusterState, local_policy: &Path) -> Result<Policy> {
-    let text = state.policy.as_ref().map(|p| p.text.as_str()).unwrap_or_default();
+    let text = state
+        .policy
+        .as_ref()
+        .map(|p| p.text.as_str())
+        .unwrap_or_default();
     let mut policy = validate(&source_name(local_policy), text)?;
     merge_members(&mut policy, state.backends());
     Ok(policy)

@@ -168,7 +168,9 @@ fn export_metrics(node: &ClusterNode) {
     let now = time::now();
     let contacts = node.contacts.lock().map(|c| c.clone()).unwrap_or_default();
     for (name, contact) in contacts {
-        let lag = contact.behind_since.map_or(0, |since| now.saturating_sub(since));
+        let lag = contact
+            .behind_since
+            .map_or(0, |since| now.saturating_sub(since));
         crate::metrics::cluster_replication_lag(&name, lag);
     }
     crate::metrics::cluster_replication_lag(&node.name, 0);
@@ -180,7 +182,13 @@ fn export_metrics(node: &ClusterNode) {
 pub async fn sync(node: &Arc<ClusterNode>, target: &str) -> super::Result<Hello> {
     node.member()?;
     let hello: Hello = node
-        .call(target, "GET", "/hello", None::<&()>, Duration::from_secs(10))
+        .call(
+            target,
+            "GET",
+            "/hello",
+            None::<&()>,
+            Duration::from_secs(10),
+        )
         .await?
         .json(target)?;
     if hello.master.is_empty() {

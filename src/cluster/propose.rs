@@ -144,7 +144,10 @@ async fn forward(
 ) -> Result<Committed> {
     let request = ProposeRequest { change };
     let limit = REFUSE_WITHIN + COMMIT_WITHIN + Duration::from_secs(5);
-    let answer = match node.call(address, "POST", "/propose", Some(&request), limit).await {
+    let answer = match node
+        .call(address, "POST", "/propose", Some(&request), limit)
+        .await
+    {
         Ok(answer) => answer,
         // The master this node knows does not answer: say how many
         // backends it reaches when that is no majority.
@@ -211,7 +214,9 @@ fn reach(node: &ClusterNode, down: Option<&str>) -> (usize, usize, Vec<String>) 
         .filter(|name| **name != node.name)
         .filter(|name| {
             Some(name.as_str()) == down
-                || contacts.get(*name).is_none_or(|c| c.error.is_some() || c.at.is_none())
+                || contacts
+                    .get(*name)
+                    .is_none_or(|c| c.error.is_some() || c.at.is_none())
         })
         .cloned()
         .collect();

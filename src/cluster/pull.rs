@@ -32,10 +32,16 @@ pub fn after_param(query: &str) -> Option<u64> {
 /// `GET /state?after=INDEX` on a backend, for a frontend.
 pub async fn serve_state(node: &Arc<ClusterNode>, member: &MemberRecord, query: &str) -> Reply {
     if member.role != Role::Frontend {
-        return Err(Refusal::new(StatusCode::CONFLICT, "backends replicate through the engine".into()));
+        return Err(Refusal::new(
+            StatusCode::CONFLICT,
+            "backends replicate through the engine".into(),
+        ));
     }
     if node.raft().is_none() {
-        return Err(Refusal::new(StatusCode::CONFLICT, format!("{} is not a running backend", node.name)));
+        return Err(Refusal::new(
+            StatusCode::CONFLICT,
+            format!("{} is not a running backend", node.name),
+        ));
     }
     let after = after_param(query)
         .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "missing after=INDEX".into()))?;
@@ -99,7 +105,13 @@ async fn pull(node: &Arc<ClusterNode>) -> Result<()> {
     let held = node.replica();
     let path = format!("/state?after={}", held.index());
     let reply: StateReply = node
-        .call(&backend.address, "GET", &path, None::<&()>, HOLD + Duration::from_secs(10))
+        .call(
+            &backend.address,
+            "GET",
+            &path,
+            None::<&()>,
+            HOLD + Duration::from_secs(10),
+        )
         .await?
         .json(&backend.name)?;
     let seen = node.epoch();

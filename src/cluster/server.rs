@@ -225,7 +225,11 @@ pub fn authorise(
     let forbidden = |m: String| Refusal::coded(StatusCode::FORBIDDEN, RefusalCode::NotMember, m);
     let replica = node.replica();
     let state = &replica.state;
-    if let Some(member) = state.members.values().find(|m| m.cert_fingerprint == fingerprint) {
+    if let Some(member) = state
+        .members
+        .values()
+        .find(|m| m.cert_fingerprint == fingerprint)
+    {
         if member.deleted {
             return Err(forbidden(format!(
                 "the certificate of {} belongs to a member that was deleted from the cluster; join again with a new identifier",
@@ -295,7 +299,10 @@ async fn route(
                     None => {
                         let reason = "the LFT store is not running";
                         warn!(%peer, %path, status = 503, %reason, "LFT upload refused");
-                        respond(Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason.into())))
+                        respond(Err(Refusal::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            reason.into(),
+                        )))
                     }
                 };
             }
@@ -345,12 +352,17 @@ async fn route(
 /// Refuses a peer whose control-plane protocol is not adjacent to this
 /// one. Tools (curl with a node's certificate) may read `GET /status`,
 /// `/replication` and `/hello` without naming a protocol.
-fn check_protocol(headers: &hyper::HeaderMap, method: &hyper::Method, path: &str) -> Result<(), Refusal> {
+fn check_protocol(
+    headers: &hyper::HeaderMap,
+    method: &hyper::Method,
+    path: &str,
+) -> Result<(), Refusal> {
     let theirs = headers
         .get(H_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u32>().ok());
-    let read_only = method == hyper::Method::GET && matches!(path, "/status" | "/replication" | "/hello");
+    let read_only =
+        method == hyper::Method::GET && matches!(path, "/status" | "/replication" | "/hello");
     match theirs {
         Some(v) if protocol_compatible(v) => Ok(()),
         None if read_only => Ok(()),
@@ -359,7 +371,10 @@ fn check_protocol(headers: &hyper::HeaderMap, method: &hyper::Method, path: &str
             RefusalCode::Protocol,
             format!(
                 "this node speaks control-plane protocol {PROTOCOL} and the caller {}; adjacent versions work together: upgrade the older node first",
-                other.map_or("none (a build before the openraft control plane)".to_string(), |v| v.to_string())
+                other.map_or(
+                    "none (a build before the openraft control plane)".to_string(),
+                    |v| v.to_string()
+                )
             ),
         )),
     }
@@ -402,15 +417,22 @@ async fn answer(
         Route::Handover => membership::serve_handover(node, member, body).await,
         Route::Backends => frontend::serve_backends(node, member, body).await,
         // Served before the body is read (streamed), and never an enrolment's.
-        Route::Join | Route::Lft => Err(Refusal::new(StatusCode::NOT_FOUND, "no such route".into())),
+        Route::Join | Route::Lft => {
+            Err(Refusal::new(StatusCode::NOT_FOUND, "no such route".into()))
+        }
     }
 }
 
 /// `POST /propose`: a change forwarded by another node; proposed here
 /// only when this node is the master (never forwarded again).
 async fn serve_propose(node: &Arc<ClusterNode>, body: &[u8]) -> Reply {
-    let request: super::api::ProposeRequest = serde_json::from_slice(body)
-        .map_err(|e| Refusal::coded(StatusCode::BAD_REQUEST, RefusalCode::BadRequest, format!("bad change: {e}")))?;
+    let request: super::api::ProposeRequest = serde_json::from_slice(body).map_err(|e| {
+        Refusal::coded(
+            StatusCode::BAD_REQUEST,
+            RefusalCode::BadRequest,
+            format!("bad change: {e}"),
+        )
+    })?;
     if !node.raft().is_some_and(|e| e.is_leader()) {
         return Err(Refusal::coded(
             StatusCode::CONFLICT,

@@ -59,7 +59,11 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
             } else {
                 contact.hello.as_ref().map_or(0, |h| h.applied)
             };
-            let local = if m.role == Role::Backend { last } else { replica.index() };
+            let local = if m.role == Role::Backend {
+                last
+            } else {
+                replica.index()
+            };
             let mut state = row::state_of(m.name == node.name, &contact, remote, local, now);
             if joining && state == "A" {
                 // Caught up, not a voter yet: the engine is making it one.
@@ -68,7 +72,15 @@ pub fn master_view(node: &ClusterNode) -> Result<ClusterStatus> {
             if let Some(w) = clock_warning(&m.name, contact.clock_offset_ms) {
                 warnings.push(w);
             }
-            row::member_row(node, m, &records, &texts, (&contact, &state), (local, remote), now)
+            row::member_row(
+                node,
+                m,
+                &records,
+                &texts,
+                (&contact, &state),
+                (local, remote),
+                now,
+            )
         })
         .collect();
     let mut status = ClusterStatus::of(metrics.current_term, node.name.clone(), members);
@@ -99,8 +111,10 @@ fn clock_warning(name: &str, offset_ms: Option<i64>) -> Option<String> {
 }
 
 fn leader_text(node: &ClusterNode) -> String {
-    node.leader()
-        .map_or_else(|| "(none elected now)".into(), |l| format!("{} ({})", l.name, l.address))
+    node.leader().map_or_else(
+        || "(none elected now)".into(),
+        |l| format!("{} ({})", l.name, l.address),
+    )
 }
 
 impl ClusterStatus {
@@ -186,8 +200,29 @@ pub fn local_view(node: &ClusterNode, why: &str) -> Result<ClusterStatus> {
                     None => format!("ERROR: unknown ({why})"),
                 },
             };
-            let remote = if me { index } else { contact.hello.as_ref().map_or(0, |h| h.applied) };
-            row::member_row(node, m, &records, &texts, (&contact, &state), (index, remote), now)
+            let remote = if me {
+                index
+            } else {
+                contact.hello.as_ref().map_or(0, |h| h.applied)
+            };
+            let mut row = row::member_row(
+                node,
+                m,
+                &records,
+                &texts,
+                (&contact, &state),
+                (index, remote),
+                now,
+            );
+            if me {
+                // Cut off: its lag is the time since it last heard from a backend.
+                row.replication_lag_s = contacts
+                    .values()
+                    .filter_map(|c| c.at)
+                    .max()
+                    .map(|at| now.saturating_sub(at));
+            }
+            row
         })
         .collect();
     let leader = node.leader();
@@ -275,14 +310,23 @@ pub async fn replication(node: &Arc<ClusterNode>) -> Result<Replication> {
     ask_master(node, "/replication").await
 }
 
-async fn ask_master<T: serde::de::DeserializeOwned>(node: &Arc<ClusterNode>, path: &str) -> Result<T> {
+async fn ask_master<T: serde::de::DeserializeOwned>(
+    node: &Arc<ClusterNode>,
+    path: &str,
+) -> Result<T> {
     let leader = node.leader().ok_or(ClusterError::NotClustered)?;
     if leader.name == node.name {
         return Err(ClusterError::NotMaster(leader_text(node)));
     }
-    node.call(&leader.address, "GET", path, None::<&()>, Duration::from_secs(5))
-        .await?
-        .json(&leader.name)
+    node.call(
+        &leader.address,
+        "GET",
+        path,
+        None::<&()>,
+        Duration::from_secs(5),
+    )
+    .await?
+    .json(&leader.name)
 }
 
 /// The master's replication view: each backend's last entry.
@@ -326,7 +370,9 @@ pub fn replication_view(node: &ClusterNode) -> Result<Replication> {
         })
         .collect();
     Ok(Replication {
-        head: replica.applied.map(|id| csn_at(id.leader_id.term, id.index)),
+        head: replica
+            .applied
+            .map(|id| csn_at(id.leader_id.term, id.index)),
         backends,
     })
 }

@@ -30,7 +30,9 @@ pub(super) async fn export(
     }
     let (meta, local) = node.member()?;
     let ca_key = local.ca_key_pem.as_deref().ok_or_else(|| {
-        ClusterError::Invalid("this node holds no CA key; export the identifier on a backend".into())
+        ClusterError::Invalid(
+            "this node holds no CA key; export the identifier on a backend".into(),
+        )
     })?;
     let mut state = node.replica().state.identifier.clone();
     let (key, csr) = identity::new_key_and_csr("enrolment")?;

@@ -222,7 +222,8 @@ async fn bootstrap(node: &ClusterNode, member: &super::MemberRecord) -> Result<(
 
 /// Finds a member by name or cluster number.
 fn find_member(node: &ClusterNode, which: &str) -> Result<super::MemberRecord> {
-    let members: Vec<super::MemberRecord> = node.replica().state.members.values().cloned().collect();
+    let members: Vec<super::MemberRecord> =
+        node.replica().state.members.values().cloned().collect();
     let cid: Option<u32> = which.parse().ok();
     members
         .iter()
@@ -278,7 +279,12 @@ async fn apply_policy(node: &Arc<ClusterNode>, name: &str, text: String) -> Resu
 
 /// The next policy version after the one this node holds.
 fn next_version(node: &ClusterNode) -> u64 {
-    node.replica().state.policy.as_ref().map_or(0, |p| p.version) + 1
+    node.replica()
+        .state
+        .policy
+        .as_ref()
+        .map_or(0, |p| p.version)
+        + 1
 }
 
 fn show_policy(node: &Arc<ClusterNode>) -> Result<serde_json::Value> {
@@ -299,8 +305,17 @@ async fn set_list(
     node.member()?;
     let committed = propose_with(node, &mut |node| {
         let replica = node.replica();
-        let current = replica.state.policy.as_ref().map(|p| p.text.clone()).unwrap_or_default();
-        let known: Vec<String> = replica.state.live_members().map(|m| m.name.clone()).collect();
+        let current = replica
+            .state
+            .policy
+            .as_ref()
+            .map(|p| p.text.clone())
+            .unwrap_or_default();
+        let known: Vec<String> = replica
+            .state
+            .live_members()
+            .map(|m| m.name.clone())
+            .collect();
         let text = policy::set_list(&current, member, list, &to, &known)?;
         policy::validate(Path::new("cluster.toml (edited)"), &text)?;
         Ok(Change::Policy {

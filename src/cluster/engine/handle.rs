@@ -93,7 +93,9 @@ impl Handle {
         let metrics = metrics.borrow();
         let limit = u64::try_from(super::ELECTION_TIMEOUT.end.as_millis()).unwrap_or(u64::MAX);
         metrics.state == ServerState::Leader
-            && metrics.millis_since_quorum_ack.is_some_and(|ms| ms <= limit)
+            && metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms <= limit)
     }
 
     /// Whether this node is the master (it may not know yet that it lost

@@ -414,7 +414,9 @@ impl RaftStateMachine<Raft> for StateMachine {
             self.machine.applied = Some(entry.log_id);
             outcomes.push(match entry.payload {
                 EntryPayload::Blank => Applied::default(),
-                EntryPayload::Normal(proposal) => self.machine.state.apply(&entry.log_id, &proposal),
+                EntryPayload::Normal(proposal) => {
+                    self.machine.state.apply(&entry.log_id, &proposal)
+                }
                 EntryPayload::Membership(membership) => {
                     self.machine.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Applied::default()

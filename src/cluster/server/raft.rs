@@ -15,18 +15,29 @@ use crate::cluster::node::ClusterNode;
 use crate::cluster::{MemberRecord, Role};
 
 /// Hands `body` to the engine as `rpc` from `member`.
-pub async fn serve(node: &Arc<ClusterNode>, member: &MemberRecord, rpc: RaftRpc, body: &[u8]) -> Reply {
+pub async fn serve(
+    node: &Arc<ClusterNode>,
+    member: &MemberRecord,
+    rpc: RaftRpc,
+    body: &[u8],
+) -> Reply {
     if member.role != Role::Backend {
         return Err(Refusal::coded(
             StatusCode::FORBIDDEN,
             RefusalCode::NotMember,
-            format!("{} is a frontend; only backends take part in the engine", member.name),
+            format!(
+                "{} is a frontend; only backends take part in the engine",
+                member.name
+            ),
         ));
     }
     let engine = node.raft().ok_or_else(|| {
         Refusal::new(
             StatusCode::CONFLICT,
-            format!("{} runs no consensus engine (it is in no cluster, or no longer)", node.name),
+            format!(
+                "{} runs no consensus engine (it is in no cluster, or no longer)",
+                node.name
+            ),
         )
     })?;
     let raft = engine.raft();

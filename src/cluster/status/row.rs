@@ -82,16 +82,28 @@ pub fn member_row(
             (false, Some(h)) => h.uptime,
             (false, None) => 0,
         },
-        last_update: if me { Some(time::rfc3339(now)) } else { contact.at.map(time::rfc3339) },
+        last_update: if me {
+            Some(time::rfc3339(now))
+        } else {
+            contact.at.map(time::rfc3339)
+        },
         local_entries: local,
         remote_entries: remote,
         frontend_of,
         backend_of,
         comment: texts.comment(&m.name),
         location: texts.location(&m.name),
-        last_contact: if me { None } else { contact.at.map(time::rfc3339) },
+        last_contact: if me {
+            None
+        } else {
+            contact.at.map(time::rfc3339)
+        },
         replication_lag_s: if me { Some(0) } else { lag },
         clock_offset_ms: if me { Some(0) } else { contact.clock_offset_ms },
-        protocol: if me { Some(crate::cluster::api::PROTOCOL) } else { hello.map(|h| h.protocol) },
+        protocol: if me {
+            Some(crate::cluster::api::PROTOCOL)
+        } else {
+            hello.map(|h| h.protocol)
+        },
     }
 }

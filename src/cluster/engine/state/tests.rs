@@ -63,10 +63,25 @@ fn new_backends_get_the_next_number_and_names_stay_unique() {
         uuid: uuid.into(),
         ..MemberRecord::for_tests(name, 0)
     };
-    let first = state.apply(&at(1), &proposal(Change::Member { member: member("gw1", "a") }));
-    let second = state.apply(&at(2), &proposal(Change::Member { member: member("gw2", "b") }));
+    let first = state.apply(
+        &at(1),
+        &proposal(Change::Member {
+            member: member("gw1", "a"),
+        }),
+    );
+    let second = state.apply(
+        &at(2),
+        &proposal(Change::Member {
+            member: member("gw2", "b"),
+        }),
+    );
     assert_eq!((first.cid, second.cid), (Some(1), Some(2)));
-    let again = state.apply(&at(3), &proposal(Change::Member { member: member("gw2", "c") }));
+    let again = state.apply(
+        &at(3),
+        &proposal(Change::Member {
+            member: member("gw2", "c"),
+        }),
+    );
     assert!(again.conflict.is_some(), "{again:?}");
     // An edit (same uuid) keeps the number.
     let edit = MemberRecord {
@@ -76,5 +91,8 @@ fn new_backends_get_the_next_number_and_names_stay_unique() {
     };
     let edited = state.apply(&at(4), &proposal(Change::Member { member: edit }));
     assert_eq!(edited.cid, Some(2));
-    assert_eq!(state.backend(2).and_then(|m| m.comment.clone()), Some("rack 4".into()));
+    assert_eq!(
+        state.backend(2).and_then(|m| m.comment.clone()),
+        Some("rack 4".into())
+    );
 }
