@@ -8,8 +8,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::Replica;
-pub use super::engine::state::ChangeRecord;
+pub use super::engine::state::{ChangeRecord, Replica};
 use super::{Change, Csn, MemberRecord, Role};
 
 /// The control-plane protocol this build speaks. Version 2 is the first

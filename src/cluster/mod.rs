@@ -78,7 +78,7 @@ pub enum ClusterError {
     /// The master knows it has no majority: refused before the log.
     #[error(
         "refused, nothing was changed: {reachable} of {backends} backends are reachable and a change needs {needed}{}; bring the others back (check `mxgate cluster status`), or if they are lost for good run `mxgate cluster promote --force` (docs/cluster.md, disaster recovery)",
-        if .missing.is_empty() { String::new() } else { format!(" ({} do not answer)", .missing.join(", ")) }
+        if .missing.is_empty() { String::new() } else { format!(" (no answer from {})", .missing.join(", ")) }
     )]
     NoMajority {
         /// Backends that answered, this one included.

@@ -337,11 +337,13 @@ pub fn replication_view(node: &ClusterNode) -> Result<Replication> {
         .ok_or_else(|| ClusterError::NotMaster(leader_text(node)))?;
     let metrics = engine.metrics();
     let replica = node.replica();
+    // The last change at or before a log position (membership entries and
+    // the master's first entry of a term are no changes).
     let csn_at = |term: u64, index: u64| {
-        let record = replica.state.recent.iter().find(|r| r.index == index);
+        let record = replica.state.recent.iter().rev().find(|r| r.index <= index);
         Csn {
-            epoch: term,
-            seq: index,
+            epoch: record.map_or(term, |r| r.term),
+            seq: record.map_or(index, |r| r.index),
             origin: record.map(|r| r.origin.clone()).unwrap_or_default(),
             time: record.map_or(0, |r| r.time),
         }

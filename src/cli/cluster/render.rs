@@ -159,7 +159,7 @@ pub(super) fn render(value: &serde_json::Value, output: Output) -> Result<String
             text("detached")
         ),
         Output::Joined if value["cid"] == 0 => format!(
-            "joined cluster {} as a frontend (device {}, uuid {}); master {}; {} change-log entries held in memory only; \
+            "joined cluster {} as a frontend (device {}, uuid {}); master {}; the cluster's state up to log index {} held in memory only; \
              it follows {}; add more with `mxgate cluster add-backend HOST[:PORT]`",
             text("cluster_id"),
             text("device_id"),
@@ -169,7 +169,7 @@ pub(super) fn render(value: &serde_json::Value, output: Output) -> Result<String
             text("master")
         ),
         Output::Joined => format!(
-            "joined cluster {} as CID {} (device {}, uuid {}); master {}; {} change-log entries taken over",
+            "joined cluster {} as CID {} (device {}, uuid {}); master {}; the cluster's state up to log index {} taken over (the engine makes this node a voting backend once it has caught up)",
             text("cluster_id"),
             value["cid"],
             text("device_id"),

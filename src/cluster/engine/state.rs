@@ -151,5 +151,22 @@ impl ClusterState {
     }
 }
 
+/// The replicated state as a node last applied it: what the daemon routes
+/// by, what a frontend pulls from its backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    /// The log id of the last entry applied.
+    pub applied: Option<openraft::LogId<u64>>,
+    /// The state.
+    pub state: ClusterState,
+}
+
+impl Replica {
+    /// The index of the last entry applied (0: none).
+    pub fn index(&self) -> u64 {
+        self.applied.map_or(0, |id| id.index)
+    }
+}
+
 #[cfg(test)]
 mod tests;
