@@ -139,6 +139,9 @@ fn curl_put(node: &Node, as_node: &Node, sha: &str, body: &Path) -> String {
             "%{http_code}",
             "-X",
             "PUT",
+            // A node's request names its control-plane protocol.
+            "-H",
+            "x-mxgate-protocol: 2",
         ])
         .arg("--cacert")
         .arg(as_node.data("cluster-ca.pem"))

@@ -63,6 +63,8 @@ pub struct ClusterNode {
     pub contacts: Mutex<HashMap<String, Contact>>,
     /// The node's background tasks (probe, pull, membership), while in a cluster.
     tasks: Mutex<Option<CancellationToken>>,
+    /// Serialises marking the node detached (a leave and a deletion noticed).
+    detaching: Mutex<()>,
     /// `[node] policy`: the node's own policy file, under the replicated one.
     policy_file: std::path::PathBuf,
     /// The effective replicated policy; `None`: the node's own file applies.
@@ -182,6 +184,7 @@ impl ClusterNode {
             seen_epoch: AtomicU64::new(0),
             contacts: Mutex::new(HashMap::new()),
             tasks: Mutex::new(None),
+            detaching: Mutex::new(()),
             policy_file: std::path::PathBuf::new(),
             policy: watch::channel(None).0,
             attachments: std::sync::OnceLock::new(),
@@ -450,7 +453,20 @@ impl ClusterNode {
 
     /// Marks this node as no longer in the cluster, with why.
     pub fn set_detached(&self, why: &str) -> Result<()> {
+        let _one_at_a_time = self.detaching.lock();
         let (cluster, mut local) = self.clustered()?;
+        local.detached = Some(why.to_string());
+        self.set_identity(Identity { cluster, local })
+    }
+
+    /// Like [`Self::set_detached`], unless the node is detached already
+    /// (a `leave` in progress says why itself).
+    pub fn detach_once(&self, why: &str) -> Result<()> {
+        let _one_at_a_time = self.detaching.lock();
+        let (cluster, mut local) = self.clustered()?;
+        if local.detached.is_some() {
+            return Ok(());
+        }
         local.detached = Some(why.to_string());
         self.set_identity(Identity { cluster, local })
     }

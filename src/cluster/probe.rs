@@ -157,7 +157,7 @@ async fn removed(node: &Arc<ClusterNode>, name: &str, peer: &str) {
     );
     warn!(reason = %why, "this node is no longer in the cluster; its engine stops");
     node.stop_engine().await;
-    if let Err(e) = node.set_detached(&why) {
+    if let Err(e) = node.detach_once(&why) {
         error!(error = %e, "cannot record that this node was removed");
     }
 }
