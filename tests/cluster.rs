@@ -314,3 +314,41 @@ fn disaster_recovery_when_the_cluster_is_lost() {
     assert!(all_in_sync(&gw2, 2, SYNC), "{:?}", rows(&gw2.status()));
     assert!(eventually(SYNC, || order(&gw3, "192.0.2.9") == set(&["gw2", "gw3"])));
 }
+
+/// After 500 entries the engine snapshots its state and purges the log
+/// before it; a backend that joins later gets the snapshot (in chunks over
+/// `POST /raft/snapshot`) and holds the same state.
+#[test]
+fn a_backend_joining_after_compaction_gets_the_snapshot() {
+    let fake = FakeMta::start("f", Behavior::Normal);
+    let gw1 = Node::with_fake("gw1", "127.64.1.1", &fake);
+    let gw2 = Node::with_fake("gw2", "127.64.1.2", &fake);
+    gw1.ok(&["cluster", "create"]);
+    let (id, _) = gw1.export_unencrypted("id.txt");
+    let file = gw1.file("p.toml", "");
+    for i in 0..520 {
+        std::fs::write(
+            &file,
+            format!("# change {i}\n[routing]\nmax_attempts = 3\n"),
+        )
+        .unwrap();
+        gw1.ok(&["cluster", "policy", "apply", file.to_str().unwrap()]);
+    }
+    assert!(
+        gw1.gw
+            .wait_log("update_snapshot", Duration::from_secs(10))
+            .is_some(),
+        "gw1 took no snapshot"
+    );
+    assert!(gw2.join(&gw1, &id, None).status.success());
+    assert!(all_in_sync(&gw1, 2, SYNC), "{:?}", rows(&gw1.status()));
+    assert!(
+        gw2.gw
+            .wait_log("install_full_snapshot", Duration::from_secs(10))
+            .is_some(),
+        "gw2 was not sent the snapshot"
+    );
+    assert!(eventually(SYNC, || gw2.status()["log"]["sha256"]
+        == gw1.status()["log"]["sha256"]));
+    assert_eq!(gw2.policy_version(), Some(521));
+}

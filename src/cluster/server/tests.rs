@@ -81,3 +81,33 @@ fn every_request_is_checked_against_the_replicated_state() {
         }
     }
 }
+
+#[test]
+fn a_peer_of_another_protocol_is_refused_by_code() {
+    let headers = |v: Option<&str>| {
+        let mut h = hyper::HeaderMap::new();
+        if let Some(v) = v {
+            h.insert(H_PROTOCOL, v.parse().unwrap());
+        }
+        h
+    };
+    let post = hyper::Method::POST;
+    let get = hyper::Method::GET;
+    assert!(check_protocol(&headers(Some("2")), &post, "/raft/append").is_ok());
+    assert!(
+        check_protocol(&headers(Some("3")), &post, "/propose").is_ok(),
+        "adjacent"
+    );
+    for (h, method, path) in [
+        (Some("4"), &post, "/raft/append"),
+        (Some("1"), &post, "/join"),
+        (None, &post, "/propose"),
+        (None, &get, "/state"),
+    ] {
+        let refusal = check_protocol(&headers(h), method, path).expect_err("refused");
+        assert_eq!(refusal.code, RefusalCode::Protocol, "{h:?} {path}");
+        assert!(refusal.reason.contains("upgrade"), "{}", refusal.reason);
+    }
+    // Tools may read the status without naming a protocol.
+    assert!(check_protocol(&headers(None), &get, "/status").is_ok());
+}
