@@ -49,6 +49,12 @@ impl Node {
         Self::start_node(&[], name, ip, "", policy)
     }
 
+    /// Like [`Node::start_frontend`], with the daemon run under `wrap`
+    /// (e.g. `ip netns exec NS`).
+    pub fn start_frontend_wrapped(wrap: &[&str], name: &str, ip: &str, policy: &str) -> Node {
+        Self::start_node(wrap, name, ip, "", policy)
+    }
+
     fn start_node(wrap: &[&str], name: &str, ip: &str, local: &str, policy: &str) -> Node {
         // Any 127.x address is bindable here, so this finds a port that is
         // free in a fresh network namespace too.
