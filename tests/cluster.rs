@@ -228,7 +228,9 @@ fn create_join_replicate_catch_up_delete_leave() {
     assert!(
         rows(&gw2.status())
             .iter()
-            .any(|r| r.0 == "gw2" && r.2.contains("left"))
+            .any(|r| r.0 == "gw2" && r.2.contains("left")),
+        "{:?}",
+        rows(&gw2.status())
     );
 }
 

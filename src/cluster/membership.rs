@@ -33,6 +33,8 @@ use super::{Change, ClusterError, MemberRecord, Result, Role, propose};
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// A learner this close to the master's last log index is made a voter.
 const CAUGHT_UP: u64 = 8;
+/// The longest a membership change holds up the command that caused it.
+const MEMBERSHIP_WITHIN: Duration = Duration::from_secs(10);
 /// How long the master pauses its heartbeats for a candidate.
 const HANDOVER_PAUSE: Duration = Duration::from_secs(8);
 /// How long `cluster promote` tries to win an election.
@@ -106,8 +108,12 @@ pub async fn step(node: &ClusterNode, engine: &Handle) -> Result<()> {
     );
     if !next.is_empty() && next != voters {
         info!(voters = ?next, before = ?voters, "changing the voting backends");
-        raft.change_membership(ChangeMembers::ReplaceAllVoters(next), false)
+        let change = raft.change_membership(ChangeMembers::ReplaceAllVoters(next), false);
+        tokio::time::timeout(MEMBERSHIP_WITHIN, change)
             .await
+            .map_err(|_| {
+                ClusterError::Invalid("the membership change is not committed yet".into())
+            })?
             .map_err(|e| fail(&e))?;
     }
     let stale: BTreeSet<u64> = learners

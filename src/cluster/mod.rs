@@ -112,9 +112,14 @@ pub enum ClusterError {
         "wrong password for the identifier (or the file is damaged); check the password and try again"
     )]
     Password,
-    /// A request or an answer between nodes failed.
+    /// A request or an answer between nodes failed (the peer may have
+    /// seen the request).
     #[error("{0}")]
     Transport(String),
+    /// A request could not be sent at all (no connection): the peer never
+    /// saw it.
+    #[error("{0}")]
+    NotSent(String),
     /// The peer refused the request. The reason is the peer's text: shown
     /// escaped, so it cannot forge a line of the CLI's output; decisions
     /// are made on the code.

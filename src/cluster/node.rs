@@ -31,6 +31,10 @@ pub use super::probe::Contact;
 
 pub use super::engine::Leader;
 
+/// How long a deleted node goes on taking part in the engine, so that the
+/// membership change that removes it can commit.
+pub const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The control plane of this node.
 pub struct ClusterNode {
     /// `[node] name`.
@@ -65,6 +69,8 @@ pub struct ClusterNode {
     tasks: Mutex<Option<CancellationToken>>,
     /// Serialises marking the node detached (a leave and a deletion noticed).
     detaching: Mutex<()>,
+    /// A noticed deletion is being carried out.
+    removing: std::sync::atomic::AtomicBool,
     /// `[node] policy`: the node's own policy file, under the replicated one.
     policy_file: std::path::PathBuf,
     /// The effective replicated policy; `None`: the node's own file applies.
@@ -185,6 +191,7 @@ impl ClusterNode {
             contacts: Mutex::new(HashMap::new()),
             tasks: Mutex::new(None),
             detaching: Mutex::new(()),
+            removing: std::sync::atomic::AtomicBool::new(false),
             policy_file: std::path::PathBuf::new(),
             policy: watch::channel(None).0,
             attachments: std::sync::OnceLock::new(),
@@ -527,7 +534,10 @@ impl ClusterNode {
         }
     }
 
-    /// A member whose own record the cluster marked deleted stops taking part.
+    /// A member whose own record the cluster marked deleted stops taking
+    /// part, once the engine's membership no longer holds it (it must help
+    /// commit the membership change that removes it) or after
+    /// [`REMOVAL_GRACE`].
     async fn notice_removal(self: &Arc<Self>) {
         let Ok((_, local)) = self.member() else {
             return;
@@ -539,15 +549,35 @@ impl ClusterNode {
         if !record.deleted || record.uuid.is_empty() || local.cid != record.cid {
             return;
         }
-        let why = "deleted from the cluster by the master";
-        warn!(
-            reason = why,
-            "no longer in the cluster; stopping its control plane"
-        );
-        self.stop_engine().await;
-        if let Err(e) = self.set_detached(why) {
-            error!(error = %e, "cannot record that this node left the cluster");
+        if self.removing.swap(true, Ordering::Relaxed) {
+            return;
         }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + REMOVAL_GRACE;
+            while tokio::time::Instant::now() < deadline && node.in_membership(local.cid) {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            let why = "deleted from the cluster by the master";
+            warn!(
+                reason = why,
+                "no longer in the cluster; stopping its control plane"
+            );
+            node.stop_engine().await;
+            if let Err(e) = node.detach_once(why) {
+                error!(error = %e, "cannot record that this node left the cluster");
+            }
+            node.removing.store(false, Ordering::Relaxed);
+        });
+    }
+
+    /// Whether the engine's membership still holds node `cid`.
+    fn in_membership(&self, cid: u32) -> bool {
+        self.raft().is_some_and(|engine| {
+            let metrics = engine.metrics();
+            let membership = metrics.membership_config.membership().clone();
+            membership.get_node(&u64::from(cid)).is_some()
+        })
     }
 
     /// Frontend: its backends, in the order it tries them.

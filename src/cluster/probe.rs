@@ -8,8 +8,9 @@
 //! A peer that refuses this node's certificate as revoked means this node
 //! was removed (deleted, or left out by `promote --force`): it stops its
 //! engine and says how to rejoin. A backend stands for election only after
-//! its first round, so a node removed while it was down learns that before
-//! it could disturb the cluster.
+//! a round that reached a majority of the voters (a pre-vote of sorts): a
+//! node removed while it was down learns that before it could disturb the
+//! cluster, and a node cut off does not raise its epoch.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,14 +71,16 @@ pub fn hello(node: &ClusterNode) -> Hello {
 
 /// Probes every other member until `token` is cancelled.
 pub async fn run(node: Arc<ClusterNode>, token: CancellationToken) {
-    let mut first = true;
     loop {
         round(&node).await;
-        if first {
-            first = false;
-            if let Some(engine) = node.raft() {
-                engine.raft().runtime_config().elect(true);
-            }
+        if let Some(engine) = node.raft() {
+            // Like Raft's pre-vote: a backend stands for election only
+            // while it reaches a majority of the voters, so one that is cut
+            // off does not raise its epoch and depose the master on return.
+            engine
+                .raft()
+                .runtime_config()
+                .elect(reaches_majority(&node));
         }
         export_metrics(&node);
         tokio::select! {
@@ -85,6 +88,29 @@ pub async fn run(node: Arc<ClusterNode>, token: CancellationToken) {
             _ = tokio::time::sleep(PROBE_EVERY) => {}
         }
     }
+}
+
+/// Whether the last round reached a majority of the voting backends (this
+/// node included).
+pub fn reaches_majority(node: &ClusterNode) -> bool {
+    let Some(engine) = node.raft() else {
+        return false;
+    };
+    let metrics = engine.metrics();
+    let membership = metrics.membership_config.membership().clone();
+    let contacts = node.contacts.lock().map(|c| c.clone()).unwrap_or_default();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let reached = voters
+        .iter()
+        .filter_map(|id| membership.get_node(id))
+        .filter(|peer| {
+            peer.name == node.name
+                || contacts
+                    .get(&peer.name)
+                    .is_some_and(|c| c.error.is_none() && c.at.is_some())
+        })
+        .count();
+    reached * 2 > voters.len()
 }
 
 async fn round(node: &Arc<ClusterNode>) {

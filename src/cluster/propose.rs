@@ -28,8 +28,10 @@ use super::{Change, ClusterError, Csn, Result, time};
 pub const REFUSE_WITHIN: Duration = Duration::from_secs(10);
 /// The longest a proposed change waits to be committed.
 pub const COMMIT_WITHIN: Duration = Duration::from_secs(10);
-/// How many times a change that met a conflict is proposed again.
+/// How many times a change that met a conflict is proposed.
 const ATTEMPTS: usize = 3;
+/// How long a node waits for its state to catch up after a conflict.
+const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// A change a majority holds, applied here.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -42,7 +44,7 @@ pub struct Committed {
 
 /// Proposes `change` and waits until it is committed (see the module).
 pub async fn propose(node: &Arc<ClusterNode>, change: Change) -> Result<Committed> {
-    propose_with(node, &mut |_| Ok(change.clone())).await
+    propose_once(node, change).await
 }
 
 /// Like [`propose`], with the change made from the state now by `make`,
@@ -56,13 +58,32 @@ pub async fn propose_with(
         attempt += 1;
         let change = make(node)?;
         match propose_once(node, change).await {
-            Err(ClusterError::Conflict(_)) if attempt < ATTEMPTS => continue,
+            Err(e) if is_conflict(&e) && attempt < ATTEMPTS => {
+                // This node's copy was behind the master's: wait (briefly)
+                // until it has caught up, then make the change again.
+                let mut replica = node.watch_replica();
+                let _ = tokio::time::timeout(CATCH_UP, replica.changed()).await;
+            }
             other => return other,
         }
     }
 }
 
-async fn propose_once(node: &Arc<ClusterNode>, change: Change) -> Result<Committed> {
+/// A conflict here, or one the master reported.
+fn is_conflict(e: &ClusterError) -> bool {
+    matches!(
+        e,
+        ClusterError::Conflict(_)
+            | ClusterError::Refused {
+                code: RefusalCode::Conflict,
+                ..
+            }
+    )
+}
+
+/// Proposes `change` once (`POST /propose` on the master: the forwarding
+/// node retries after a conflict, with its own state caught up).
+pub async fn propose_once(node: &Arc<ClusterNode>, change: Change) -> Result<Committed> {
     node.member()?;
     match propose_here(node, change.clone()).await {
         Err(Forward(Some(leader))) => forward(node, &leader.address, &leader.name, change).await,

@@ -440,7 +440,7 @@ async fn serve_propose(node: &Arc<ClusterNode>, body: &[u8]) -> Reply {
             format!("{} is not the master", node.name),
         ));
     }
-    match super::propose::propose(node, request.change).await {
+    match super::propose::propose_once(node, request.change).await {
         Ok(committed) => to_reply(&committed),
         Err(e) => Err(refusal_of(&e)),
     }

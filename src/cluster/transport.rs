@@ -244,24 +244,29 @@ async fn connect(bind: IpAddr, target: &str) -> Result<tokio::net::TcpStream> {
 
 async fn exchange(route: Route<'_>, sender: &Sender, outgoing: Outgoing<'_>) -> Result<Answer> {
     let target = route.target;
-    let stream = connect(route.bind, target).await?;
+    // Until the request is sent, a failure means the peer never saw it.
+    let not_sent = |e: ClusterError| match e {
+        ClusterError::Transport(m) => ClusterError::NotSent(m),
+        other => other,
+    };
+    let stream = connect(route.bind, target).await.map_err(not_sent)?;
     let addr = stream
         .peer_addr()
-        .map_err(|e| unreachable(target, "connect to", &e))?;
+        .map_err(|e| not_sent(unreachable(target, "connect to", &e)))?;
     // Node certificates name the node's advertise address: verify the
     // address connected to, whether the operator gave a name or an address.
     let name = ServerName::IpAddress(addr.ip().into());
     let tls = TlsConnector::from(route.config.clone())
         .connect(name, stream)
         .await
-        .map_err(|e| refused(target, "make a TLS connection to", &e))?;
+        .map_err(|e| not_sent(refused(target, "make a TLS connection to", &e)))?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
-        .map_err(|e| refused(target, "talk HTTP to", &e))?;
+        .map_err(|e| not_sent(refused(target, "talk HTTP to", &e)))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let request = request(target, sender, outgoing)?;
+    let request = request(target, sender, outgoing).map_err(not_sent)?;
     let response = send
         .send_request(request)
         .await

@@ -204,6 +204,7 @@ impl Change {
             Change::Created { meta } => format!("cluster {} created", meta.cluster_id),
             Change::Member { member } => format!("member {} ({})", member.name, member.cid),
             Change::MemberDeleted { name, reason } => format!("member {name} {reason}"),
+            Change::Policy { version: 0, .. } => "a new policy version".to_string(),
             Change::Policy { version, .. } => format!("policy version {version}"),
             Change::Identifier { state } => format!(
                 "identifier generation {}, {} exported, joins from {}",

@@ -263,13 +263,8 @@ async fn delete(node: &Arc<ClusterNode>, which: &str) -> Result<Done> {
 
 async fn apply_policy(node: &Arc<ClusterNode>, name: &str, text: String) -> Result<Done> {
     policy::validate(Path::new(name), &text)?;
-    let committed = propose_with(node, &mut |node| {
-        Ok(Change::Policy {
-            version: next_version(node),
-            text: text.clone(),
-        })
-    })
-    .await?;
+    // A whole new text: the state machine gives it the next version.
+    let committed = propose(node, Change::Policy { version: 0, text }).await?;
     let version = committed.applied.policy_version.unwrap_or_default();
     Ok(done(
         format!("policy version {version} applied and replicated"),

@@ -135,6 +135,9 @@ pub fn config() -> Result<openraft::Config, Box<openraft::ConfigError>> {
         // Requests between nodes are at most MAX_RAFT_BODY bytes.
         snapshot_max_chunk_size: CHUNK,
         max_payload_entries: 64,
+        // The probe turns elections on while this node reaches a majority
+        // (`crate::cluster::probe`): a pre-vote of sorts.
+        enable_elect: false,
         ..openraft::Config::default()
     }
     .validate()

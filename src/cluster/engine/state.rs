@@ -6,8 +6,10 @@
 //!
 //! Two decisions are the state machine's, so that the engine serialises
 //! them: a new backend's cluster number (the next free one) and a policy
-//! version (a proposal names the version it makes; one made meanwhile by
-//! another change is refused as a conflict, and the proposer retries).
+//! version (a whole new text takes the next one; an edit of the current
+//! text names the version it makes, and one made meanwhile by another
+//! change is refused as a conflict: the proposer retries from the newer
+//! text).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -58,9 +60,12 @@ impl ClusterState {
     pub fn apply(&mut self, log_id: &LogId<u64>, proposal: &Proposal) -> Applied {
         let applied = self.change(&proposal.change);
         if applied.conflict.is_none() {
-            let summary = match (&proposal.change, applied.cid) {
-                (Change::Member { member }, Some(cid)) => format!("member {} ({cid})", member.name),
-                (change, _) => change.summary(),
+            let summary = match (&proposal.change, applied.cid, applied.policy_version) {
+                (Change::Member { member }, Some(cid), _) => {
+                    format!("member {} ({cid})", member.name)
+                }
+                (Change::Policy { .. }, _, Some(version)) => format!("policy version {version}"),
+                (change, _, _) => change.summary(),
             };
             self.recent.push_back(ChangeRecord {
                 term: log_id.leader_id.term,
@@ -87,6 +92,8 @@ impl ClusterState {
             }
             Change::Policy { version, text } => {
                 let next = self.policy.as_ref().map_or(0, |p| p.version) + 1;
+                // 0: the next version, whatever it is (a whole new text).
+                let version = if *version == 0 { &next } else { version };
                 if *version != next {
                     return Applied {
                         conflict: Some(format!(

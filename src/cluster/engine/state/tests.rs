@@ -96,3 +96,16 @@ fn new_backends_get_the_next_number_and_names_stay_unique() {
         Some("rack 4".into())
     );
 }
+
+#[test]
+fn a_whole_new_text_takes_the_next_version() {
+    let mut state = ClusterState::default();
+    for index in 1..=2 {
+        let change = Change::Policy {
+            version: 0,
+            text: format!("# {index}"),
+        };
+        let applied = state.apply(&at(index), &proposal(change));
+        assert_eq!(applied.policy_version, Some(index));
+    }
+}
