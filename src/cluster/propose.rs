@@ -163,6 +163,7 @@ async fn forward(
     name: &str,
     change: Change,
 ) -> Result<Committed> {
+    let summary = change.summary();
     let request = ProposeRequest { change };
     let limit = REFUSE_WITHIN + COMMIT_WITHIN + Duration::from_secs(5);
     let answer = match node
@@ -170,9 +171,9 @@ async fn forward(
         .await
     {
         Ok(answer) => answer,
-        // The master this node knows does not answer: say how many
-        // backends it reaches when that is no majority.
-        Err(e @ ClusterError::Transport(_)) => {
+        // The master never saw the change: say how many backends this node
+        // reaches when that is no majority.
+        Err(e @ ClusterError::NotSent(_)) => {
             return match refusal(node, None, Some(name)) {
                 refused @ ClusterError::NoMajority {
                     reachable, needed, ..
@@ -180,6 +181,8 @@ async fn forward(
                 _ => Err(e),
             };
         }
+        // The master may have it (and commit it): the outcome is unknown.
+        Err(ClusterError::Transport(_)) => return Err(ClusterError::OutcomeUnknown(summary)),
         Err(e) => return Err(e),
     };
     match answer.json::<Committed>(name) {
