@@ -93,24 +93,8 @@ pub async fn run(node: Arc<ClusterNode>, token: CancellationToken) {
 /// Whether the last round reached a majority of the voting backends (this
 /// node included).
 pub fn reaches_majority(node: &ClusterNode) -> bool {
-    let Some(engine) = node.raft() else {
-        return false;
-    };
-    let metrics = engine.metrics();
-    let membership = metrics.membership_config.membership().clone();
-    let contacts = node.contacts.lock().map(|c| c.clone()).unwrap_or_default();
-    let voters: Vec<u64> = membership.voter_ids().collect();
-    let reached = voters
-        .iter()
-        .filter_map(|id| membership.get_node(id))
-        .filter(|peer| {
-            peer.name == node.name
-                || contacts
-                    .get(&peer.name)
-                    .is_some_and(|c| c.error.is_none() && c.at.is_some())
-        })
-        .count();
-    reached * 2 > voters.len()
+    let (reachable, voters, _) = super::propose::reach(node, None);
+    reachable * 2 > voters
 }
 
 async fn round(node: &Arc<ClusterNode>) {

@@ -87,7 +87,7 @@ pub async fn propose_once(node: &Arc<ClusterNode>, change: Change) -> Result<Com
     node.member()?;
     match propose_here(node, change.clone()).await {
         Err(Forward(Some(leader))) => forward(node, &leader.address, &leader.name, change).await,
-        Err(Forward(None)) => Err(no_master(node)),
+        Err(Forward(None)) => Err(no_majority(node, None)),
         Ok(result) => result,
     }
 }
@@ -189,7 +189,7 @@ async fn forward(
         Err(ClusterError::Refused {
             code: RefusalCode::NotMaster,
             ..
-        }) => Err(no_master(node)),
+        }) => Err(no_majority(node, None)),
         other => other,
     }
 }
@@ -212,14 +212,9 @@ fn refusal(node: &ClusterNode, got: Option<usize>, down: Option<&str>) -> Cluste
     }
 }
 
-/// No master is elected (or known here).
-fn no_master(node: &ClusterNode) -> ClusterError {
-    no_majority(node, None)
-}
-
 /// The voting backends this node reaches (itself included), how many
 /// there are, and the names of those it does not reach.
-fn reach(node: &ClusterNode, down: Option<&str>) -> (usize, usize, Vec<String>) {
+pub(super) fn reach(node: &ClusterNode, down: Option<&str>) -> (usize, usize, Vec<String>) {
     let replica = node.replica();
     let voters: Vec<String> = match node.raft() {
         Some(engine) => {

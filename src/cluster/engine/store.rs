@@ -117,12 +117,19 @@ impl LogStore {
     /// Appends `entry` durably, outside the engine (`promote --force`,
     /// while the engine is stopped).
     pub fn append_now(&self, entry: Entry<Raft>) -> Result<(), StorageError> {
+        self.insert([entry])
+    }
+
+    /// Writes `entries` in one committed transaction.
+    fn insert(&self, entries: impl IntoIterator<Item = Entry<Raft>>) -> Result<(), StorageError> {
         let err = |e: &dyn std::fmt::Display| StorageError::from(Io::write_logs(any(e)));
         let txn = self.db.begin_write().map_err(|e| err(&e))?;
         {
             let mut table = txn.open_table(LOG).map_err(|e| err(&e))?;
-            let value = serde_json::to_vec(&entry).map_err(|e| err(&e))?;
-            (table.insert(entry.log_id.index, value.as_slice())).map_err(|e| err(&e))?;
+            for entry in entries {
+                let value = serde_json::to_vec(&entry).map_err(|e| err(&e))?;
+                (table.insert(entry.log_id.index, value.as_slice())).map_err(|e| err(&e))?;
+            }
         }
         txn.commit().map_err(|e| err(&e))
     }
@@ -236,17 +243,8 @@ impl RaftLogStorage<Raft> for LogStore {
         I: IntoIterator<Item = Entry<Raft>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let err = |e: &dyn std::fmt::Display| StorageError::from(Io::write_logs(any(e)));
-        let txn = self.db.begin_write().map_err(|e| err(&e))?;
-        {
-            let mut table = txn.open_table(LOG).map_err(|e| err(&e))?;
-            for entry in entries {
-                let value = serde_json::to_vec(&entry).map_err(|e| err(&e))?;
-                (table.insert(entry.log_id.index, value.as_slice())).map_err(|e| err(&e))?;
-            }
-        }
         // Committed, so on disk: only now does the entry count.
-        txn.commit().map_err(|e| err(&e))?;
+        self.insert(entries)?;
         callback.log_io_completed(Ok(()));
         Ok(())
     }
