@@ -4,7 +4,8 @@
 //! backends down a change is refused and never appears later; a planned
 //! `promote` hands mastership over; a two-backend cluster whose master is
 //! lost for good recovers with `promote --force`, and the returning old
-//! master is fenced.
+//! master is fenced; a change in flight when the majority is lost is
+//! reported with an unknown outcome, and all nodes agree on it later.
 
 mod common;
 
@@ -129,6 +130,92 @@ fn without_a_majority_a_change_is_refused_and_never_appears() {
         assert_eq!(node.policy_version(), Some(1), "{}", node.name);
         assert!(!policy_text(node).contains("max_attempts = 7"));
     }
+}
+
+/// The majority is lost after the master has checked it and before the
+/// change commits: both followers die on their first disk write, which is
+/// the change itself (a file size limit of one page, set on the running
+/// daemons with `prlimit`, makes any write past it fatal: `SIGXFSZ`). The
+/// command must say the outcome is unknown and fail, never "applied"; when
+/// the followers return, every node agrees on one outcome.
+#[test]
+fn a_change_in_flight_when_the_majority_is_lost_has_an_unknown_outcome() {
+    if !common::require("prlimit") {
+        return;
+    }
+    let fakes = fakes(&["f1", "f2", "f3"]);
+    let gw1 = Node::with_fake("gw1", "127.62.4.1", &fakes[0]);
+    let mut gw2 = Node::with_fake("gw2", "127.62.4.2", &fakes[1]);
+    let mut gw3 = Node::with_fake("gw3", "127.62.4.3", &fakes[2]);
+    let nodes = [&gw1, &gw2, &gw3];
+    common::cluster::form(&nodes, SYNC);
+    assert_eq!(gw1.master().map(|(m, _)| m).as_deref(), Some("gw1"));
+    // Idle and identical everywhere: nothing is left for the followers to
+    // write before the change arrives.
+    assert!(
+        eventually(SYNC, || {
+            let logs: Vec<_> = nodes
+                .iter()
+                .map(|n| try_status(n).map(|s| s["log"].clone()))
+                .collect();
+            logs.iter().all(|l| l.is_some() && *l == logs[0])
+        }),
+        "the nodes did not settle"
+    );
+    for follower in [&gw2, &gw3] {
+        let pid = follower.gw.pid().to_string();
+        let out = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, "--fsize=4096", "--core=0"])
+            .output()
+            .expect("prlimit runs");
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    let change = gw1.file("in-flight.toml", "[routing]\nmax_attempts = 6\n");
+    let started = Instant::now();
+    let out = gw1.cli(&["cluster", "policy", "apply", change.to_str().unwrap()]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("after {:?}: {said}", started.elapsed());
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("is unknown") && said.contains("may still apply"),
+        "{said}"
+    );
+    assert!(!said.contains("applied"), "{said}");
+    // The followers died of the write, so the check had passed before.
+    for follower in [&mut gw2, &mut gw3] {
+        assert!(
+            follower.gw.wait_exit(Duration::from_secs(5)).is_some(),
+            "{} survived the write",
+            follower.name
+        );
+    }
+
+    gw2.gw.restart();
+    gw3.gw.restart();
+    let nodes = [&gw1, &gw2, &gw3];
+    let master = new_master(&nodes, "", SYNC).expect("a master");
+    assert!(all_in_sync(by_name(&nodes, &master), 3, SYNC));
+    let agreed = eventually(SYNC, || {
+        let versions: Vec<_> = nodes.iter().map(|n| n.policy_version()).collect();
+        versions.iter().all(|v| v.is_some() && *v == versions[0])
+    });
+    let versions: Vec<_> = nodes.iter().map(|n| n.policy_version()).collect();
+    assert!(agreed, "the nodes disagree: {versions:?}");
+    let applied = policy_text(&gw1).contains("max_attempts = 6");
+    for node in nodes {
+        assert_eq!(
+            policy_text(node).contains("max_attempts = 6"),
+            applied,
+            "{}",
+            node.name
+        );
+    }
+    eprintln!("master {master}; the change in flight applied in the end: {applied}");
 }
 
 #[test]

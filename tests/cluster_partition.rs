@@ -51,7 +51,19 @@ fn a_partitioned_backend_converges_after_the_heal() {
     let (gw1, gw2, gw3) = (&nodes[0], &nodes[1], &nodes[2]);
 
     common::cluster::form(&[gw1, gw2, gw3], CHANGE);
-    let before = gw1.status()["log"]["entries"].as_u64().unwrap();
+    // gw3 holds the whole log before the cut (the last membership change
+    // may still be on its way when `form` returns).
+    let mut before = 0;
+    assert!(
+        eventually(CHANGE, || {
+            let (Some(s1), Some(s3)) = (try_status(gw1), try_status(gw3)) else {
+                return false;
+            };
+            before = s3["log"]["entries"].as_u64().unwrap_or(0);
+            s1["log"] == s3["log"]
+        }),
+        "gw3 did not catch up before the cut"
+    );
 
     // Unplug gw3. The master goes on: three policy versions and a
     // membership change (gw3's comment and location), each committed at
