@@ -45,6 +45,7 @@ use crate::config::{
 };
 use crate::routing::health_state::{CheckState, LastCheck, Outcome, Thresholds, Transition};
 use crate::routing::{MemberTable, Service};
+use crate::smtp::proto::Extensions;
 use http_check::HttpSpec;
 use smtp_check::SmtpSpec;
 
@@ -95,18 +96,26 @@ impl Check {
 
     /// Runs the check once, within `limit`.
     pub async fn run(&self, limit: Duration) -> Outcome {
+        self.run_learning(limit).await.0
+    }
+
+    /// Runs the check once, within `limit`; with the optional SMTP
+    /// extensions the member offered when an SMTP check passed.
+    pub async fn run_learning(&self, limit: Duration) -> (Outcome, Option<Extensions>) {
         let result = match self {
-            Check::Smtp(spec) => smtp_check::check(spec, limit).await,
+            Check::Smtp(spec) => smtp_check::check(spec, limit).await.map(Some),
             Check::Tcp {
                 addr,
                 connect_timeout,
-            } => tcp_check::check(addr, (*connect_timeout).min(limit)).await,
-            Check::Http(spec) => http_check::check(spec, limit).await,
+            } => tcp_check::check(addr, (*connect_timeout).min(limit))
+                .await
+                .map(|()| None),
+            Check::Http(spec) => http_check::check(spec, limit).await.map(|()| None),
             Check::Unusable { reason, .. } => Err(reason.clone()),
         };
         match result {
-            Ok(()) => Outcome::Pass,
-            Err(reason) => Outcome::Fail(reason),
+            Ok(learned) => (Outcome::Pass, learned),
+            Err(reason) => (Outcome::Fail(reason), None),
         }
     }
 }
@@ -330,13 +339,20 @@ fn reconcile(
         let job = job.clone();
         let check = job.check.clone();
         let limit = job.timeout;
+        let (learner, member) = (table.clone(), job.member.clone());
         tokio::spawn(schedule(
             job.clone(),
             table.clone(),
             child.clone(),
             move || {
-                let check = check.clone();
-                async move { check.run(limit).await }
+                let (check, learner, member) = (check.clone(), learner.clone(), member.clone());
+                async move {
+                    let (outcome, learned) = check.run_learning(limit).await;
+                    if let Some(extensions) = learned {
+                        learner.learn_extensions(&member, extensions);
+                    }
+                    outcome
+                }
             },
         ));
         running.insert(key, Running { job, stop: child });

@@ -6,7 +6,7 @@
 //! [`crate::smtp::proto::parse_reply`], feeds them to [`Probe::on_reply`],
 //! performs what comes back, and always ends with QUIT while the connection is up.
 
-use crate::smtp::proto::{Capabilities, Reply};
+use crate::smtp::proto::{Capabilities, Extensions, Reply};
 
 /// What the driver does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub struct Probe {
     phase: Phase,
     ehlo: Vec<u8>,
     starttls: bool,
+    /// What the last positive EHLO reply offered.
+    extensions: Option<Extensions>,
 }
 
 impl Probe {
@@ -53,6 +55,7 @@ impl Probe {
             phase: Phase::Greeting,
             ehlo: format!("EHLO {name}\r\n").into_bytes(),
             starttls,
+            extensions: None,
         }
     }
 
@@ -81,10 +84,12 @@ impl Probe {
                 if !reply.is_positive() {
                     return self.fail("EHLO", reply);
                 }
+                let caps = Capabilities::from_ehlo(reply);
                 if !self.starttls {
+                    self.extensions = Some(caps.extensions());
                     return self.pass();
                 }
-                if !Capabilities::from_ehlo(reply).starttls {
+                if !caps.starttls {
                     self.phase = Phase::Over;
                     return Step::Done(Err("STARTTLS not offered".into()));
                 }
@@ -102,6 +107,7 @@ impl Probe {
                 if !reply.is_positive() {
                     return self.fail("EHLO after STARTTLS", reply);
                 }
+                self.extensions = Some(Capabilities::from_ehlo(reply).extensions());
                 self.pass()
             }
             Phase::Handshake | Phase::Over => {
@@ -109,6 +115,12 @@ impl Probe {
                 Step::Done(Err("unexpected reply".into()))
             }
         }
+    }
+
+    /// The optional extensions the member's last EHLO reply offered (the
+    /// one after STARTTLS when the check uses it), once the check passed.
+    pub fn extensions(&self) -> Option<Extensions> {
+        self.extensions
     }
 
     /// The TLS handshake succeeded: EHLO again (RFC 3207).

@@ -19,7 +19,7 @@ use tokio_rustls::rustls::ClientConfig;
 use super::probe::{Probe, Step, first_line};
 use super::tcp_check;
 use crate::config::{HostPort, ProxyProtocol, format_duration};
-use crate::smtp::proto::{self, Reply};
+use crate::smtp::proto::{self, Extensions, Reply};
 use crate::tls::{self, MemberStream};
 
 /// How one member's MTA is checked.
@@ -54,8 +54,9 @@ impl PartialEq for SmtpSpec {
 /// How long QUIT may take after the check: it is a courtesy, not part of the verdict.
 const QUIT_GRACE: Duration = Duration::from_secs(1);
 
-/// Runs one SMTP check within `limit`; `Err` is the failure reason.
-pub async fn check(spec: &SmtpSpec, limit: Duration) -> Result<(), String> {
+/// Runs one SMTP check within `limit`; `Ok` holds the optional extensions
+/// the member's EHLO offered, `Err` the failure reason.
+pub async fn check(spec: &SmtpSpec, limit: Duration) -> Result<Extensions, String> {
     let deadline = Instant::now() + limit;
     let tcp = tcp_check::connect(&spec.addr, spec.connect_timeout.min(limit)).await?;
     let mut conn = Conn {
@@ -76,7 +77,7 @@ pub async fn check(spec: &SmtpSpec, limit: Duration) -> Result<(), String> {
         .as_ref()
         .is_err_and(|e| e.starts_with("no ") || e.starts_with("connection closed"));
     conn.quit(wait_reply).await;
-    result
+    result.map(|()| probe.extensions().unwrap_or_default())
 }
 
 /// The dialogue after connect; the caller bounds it in time.

@@ -19,6 +19,7 @@ use super::hash::{AffinityKey, client_prefix, member_hash, rank_cmp, rendezvous_
 use super::service::Service;
 use super::table::{Down, MemberState, MemberStatus, MemberTable};
 use crate::config::{Affinity, Member, Policy};
+use crate::smtp::proto::Extensions;
 
 /// Routing over one policy snapshot.
 #[derive(Debug)]
@@ -109,6 +110,26 @@ impl Router {
                 active_sessions: table.active_sessions(&m.name),
             })
             .collect()
+    }
+
+    /// The optional extensions to offer a client at `client`: those every
+    /// candidate of its session offers (the healthy ingress members, or the
+    /// healthy members of its `inject_to`), a member whose extensions are
+    /// not yet known counting as offering none; none without candidates.
+    pub fn extensions(&self, table: &MemberTable, client: IpAddr) -> Extensions {
+        let source = self.source_index(client).map(|i| &self.policy.members[i]);
+        let now = Instant::now();
+        table.with_states(|states| {
+            let mut offered = None;
+            for m in &self.policy.members {
+                let state = states.get(m.name.as_str());
+                if exclusion(m, source, Service::Smtp, state, now).is_none() {
+                    let known = state.and_then(MemberState::extensions).unwrap_or_default();
+                    offered = Some(offered.unwrap_or(Extensions::ALL).and(known));
+                }
+            }
+            offered.unwrap_or_default()
+        })
     }
 
     /// [`Router::route`] at a given time (tests drive the clock).

@@ -1,5 +1,6 @@
 //! Live member state shared by every session: health per service (SMTP and
-//! GINA, see [`Service`]) and active-session counts.
+//! GINA, see [`Service`]), active-session counts and the optional SMTP
+//! extensions each member was last seen to offer.
 //!
 //! Sessions report failures ([`MemberTable::mark_failed`],
 //! [`MemberTable::mark_service_failed`]) and successes
@@ -19,11 +20,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::health_state::{CheckState, LastCheck, Outcome, Transition};
 pub(super) use super::service::Down;
 use super::service::{Service, ServiceReport, ServiceState};
+use crate::smtp::proto::Extensions;
 
 /// Live state of every member: passive failures (back-off) and active sessions.
 /// Shared by all sessions; survives reloads (members are matched by name).
@@ -46,12 +48,20 @@ pub(super) struct MemberState {
     smtp: ServiceState,
     /// Its web portal.
     gina: ServiceState,
+    /// The optional extensions its last EHLO reply offered (health check
+    /// or member connection); `None` until one was seen.
+    extensions: Option<Extensions>,
 }
 
 impl MemberState {
     /// Why the member's `service` is down at `now`, or `None` when it is usable.
     pub(super) fn service_down_at(&self, service: Service, now: Instant) -> Option<Down<'_>> {
         self.service(service).down_at(now)
+    }
+
+    /// The optional extensions the member offers, as far as known.
+    pub(super) fn extensions(&self) -> Option<Extensions> {
+        self.extensions
     }
 
     /// Sessions running on the member.
@@ -237,6 +247,22 @@ impl MemberTable {
         drop(members);
         self.changed();
         transition
+    }
+
+    /// Records the optional extensions `member`'s EHLO reply offered (a
+    /// health check or a member connection saw it); new sessions offer
+    /// their clients what every candidate offers.
+    pub fn learn_extensions(&self, member: &str, offered: Extensions) {
+        if self.extensions(member) == Some(offered) {
+            return;
+        }
+        self.update(member, |state| state.extensions = Some(offered));
+        info!(member = %member, extensions = %offered, "member extensions learned");
+    }
+
+    /// What `member`'s last EHLO reply offered, when one was seen.
+    pub fn extensions(&self, member: &str) -> Option<Extensions> {
+        self.lock().get(member).and_then(MemberState::extensions)
     }
 
     /// Counts a session on `member` until the guard is dropped.

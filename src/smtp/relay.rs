@@ -371,6 +371,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .await
             {
                 Ok(mut up) => {
+                    let offers = up.capabilities().extensions();
+                    self.ctx.members.learn_extensions(&name, offers);
+                    if !offers.covers(self.offered()) {
+                        // Promised to the client when the member was not a
+                        // candidate (down, or its extensions changed since).
+                        let reason = format!(
+                            "does not offer {} (offered to the client: {})",
+                            offers,
+                            self.offered()
+                        );
+                        warn!(session = self.peer.id, client = %self.peer.client, member = %name, reason = %reason, "member unusable for this session");
+                        tokio::spawn(up.quit());
+                        failed = Some((name, reason));
+                        continue;
+                    }
                     up.hold_session(guard);
                     if let Some((from, reason)) = failed.take() {
                         warn!(session = self.peer.id, client = %self.peer.client, from = %from, to = %name, reason = %reason, "failover");

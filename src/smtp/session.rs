@@ -475,6 +475,11 @@ impl<S> Session<S> {
         (session, old)
     }
 
+    /// The optional extensions the client was offered at its EHLO.
+    pub(crate) fn offered(&self) -> proto::Extensions {
+        self.client.offered
+    }
+
     /// Queues `reply` for the client; an error reply counts against `max_errors`.
     pub(crate) fn queue(&mut self, reply: &Reply) {
         self.client.answered(reply);

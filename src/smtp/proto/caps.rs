@@ -21,8 +21,67 @@ pub struct Capabilities {
     pub smtputf8: bool,
     /// CHUNKING.
     pub chunking: bool,
+    /// DSN.
+    pub dsn: bool,
     /// XCLIENT with the attribute names mxgate knows; `None` when not offered.
     pub xclient: Option<XclientAttrs>,
+}
+
+/// The optional extensions mxgate offers a client only when every member
+/// the client could be routed to offers them (SPEC 4.2): what a member's
+/// EHLO says of them, and what a session was promised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Extensions {
+    /// SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
+    /// CHUNKING (RFC 3030 BDAT).
+    pub chunking: bool,
+    /// DSN (RFC 3461).
+    pub dsn: bool,
+}
+
+impl Extensions {
+    /// All of them.
+    pub const ALL: Extensions = Extensions {
+        smtputf8: true,
+        chunking: true,
+        dsn: true,
+    };
+
+    /// What both `self` and `other` offer.
+    pub fn and(self, other: Extensions) -> Extensions {
+        Extensions {
+            smtputf8: self.smtputf8 && other.smtputf8,
+            chunking: self.chunking && other.chunking,
+            dsn: self.dsn && other.dsn,
+        }
+    }
+
+    /// Whether `self` offers everything `needed` does.
+    pub fn covers(self, needed: Extensions) -> bool {
+        self.and(needed) == needed
+    }
+
+    /// The EHLO keywords, in the order mxgate advertises them.
+    pub fn keywords(self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.smtputf8, "SMTPUTF8"),
+            (self.chunking, "CHUNKING"),
+            (self.dsn, "DSN"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+    }
+}
+
+impl std::fmt::Display for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let words: Vec<_> = self.keywords().collect();
+        if words.is_empty() {
+            return f.write_str("-");
+        }
+        f.write_str(&words.join(" "))
+    }
 }
 
 /// The XCLIENT attribute names mxgate can send (Postfix's set).
@@ -61,6 +120,15 @@ fn bit(name: &[u8]) -> Option<usize> {
 }
 
 impl Capabilities {
+    /// The optional extensions among these capabilities.
+    pub fn extensions(&self) -> Extensions {
+        Extensions {
+            smtputf8: self.smtputf8,
+            chunking: self.chunking,
+            dsn: self.dsn,
+        }
+    }
+
     /// Reads the capabilities from an EHLO reply (the first line, the
     /// server's greeting name, is skipped; keywords are case-insensitive).
     pub fn from_ehlo(reply: &Reply) -> Capabilities {
@@ -94,6 +162,8 @@ impl Capabilities {
                 caps.smtputf8 = true;
             } else if is("CHUNKING") {
                 caps.chunking = true;
+            } else if is("DSN") {
+                caps.dsn = true;
             } else if is("XCLIENT") {
                 caps.xclient = Some(XclientAttrs::from_names(words));
             }

@@ -18,7 +18,9 @@ mod path;
 pub mod proxy;
 pub mod reply;
 
-pub use caps::{Capabilities, EhloCache, XclientAttrs, encode_xclient, xtext_decode, xtext_encode};
+pub use caps::{
+    Capabilities, EhloCache, Extensions, XclientAttrs, encode_xclient, xtext_decode, xtext_encode,
+};
 pub use command::{Command, CommandError, MailFrom, Param, RcptTo, parse_command};
 pub use data::{DataReceiver, DataRefusal, DataStep};
 pub use line::{LineError, LineReader, MAX_COMMAND_LINE};

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::{Pending, Session};
 use crate::metrics;
-use crate::smtp::proto::{self, Command, MailFrom, RcptTo, Reply};
+use crate::smtp::proto::{self, Command, Extensions, MailFrom, RcptTo, Reply};
 use crate::smtp::upstream::ClientIdentity;
 
 /// XCLIENT attributes mxgate accepts from trusted proxies.
@@ -74,6 +74,10 @@ impl<S> Session<S> {
         let reply = if proto == "SMTP" {
             Reply::new(250, "", &listener.hostname)
         } else {
+            self.client.offered = self
+                .ctx
+                .router
+                .extensions(&self.ctx.members, self.peer.client.ip());
             let size = format!("SIZE {}", listener.max_message_size);
             let xclient = format!("XCLIENT {XCLIENT_ATTRS}");
             let mut lines = vec![listener.hostname.as_str(), "PIPELINING", size.as_str()];
@@ -84,8 +88,14 @@ impl<S> Session<S> {
                 lines.push("STARTTLS");
             }
             lines.extend(["8BITMIME", "ENHANCEDSTATUSCODES"]);
+            for keyword in self.client.offered.keywords() {
+                lines.push(keyword);
+            }
             Reply::multiline(250, &lines)
         };
+        if proto == "SMTP" {
+            self.client.offered = Extensions::default();
+        }
         self.client.helo = Some((name, proto));
         Pending::Reset(reply)
     }

@@ -1,7 +1,7 @@
 //! The client's side of a session: what the client has said and been told.
 
 use super::Transaction;
-use crate::smtp::proto::Reply;
+use crate::smtp::proto::{Extensions, Reply};
 
 /// What the client has said and been told: trust, HELO/EHLO, TLS, the
 /// envelope as the client has asked for it (the classification view, which
@@ -13,6 +13,9 @@ pub(crate) struct ClientState {
     pub(super) trusted: bool,
     /// The HELO/EHLO name and the protocol it implies (`SMTP`, `ESMTP`).
     pub(super) helo: Option<(String, &'static str)>,
+    /// The optional extensions the last EHLO reply offered (none before
+    /// EHLO, and after HELO).
+    pub(super) offered: Extensions,
     /// The stream is TLS (STARTTLS done).
     pub(super) tls: bool,
     /// STARTTLS was accepted in the batch being read: nothing after it is read.
@@ -33,6 +36,7 @@ impl ClientState {
         ClientState {
             trusted,
             helo: None,
+            offered: Extensions::default(),
             tls: false,
             starttls: false,
             mail_open: false,
