@@ -80,7 +80,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         log.lock().expect("lock").push(line.clone());
         let reply: &[u8] = match line.split(' ').next().unwrap_or("") {
             "EHLO" if offer_tls => b"250-member.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n",
-            "EHLO" => b"250-member.test\r\n250 8BITMIME\r\n",
+            "EHLO" => b"250-member.test\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250 8BITMIME\r\n",
             "STARTTLS" => b"220 2.0.0 go ahead\r\n",
             "QUIT" => b"221 2.0.0 bye\r\n",
             _ => b"502 5.5.2 what\r\n",
@@ -125,6 +125,14 @@ fn spec(addr: HostPort, proxy: ProxyProtocol, starttls: bool) -> SmtpSpec {
 
 const LIMIT: Duration = Duration::from_secs(5);
 
+/// What the member's EHLO after STARTTLS offers (the first EHLO offers
+/// STARTTLS and 8BITMIME only).
+const LEARNED: Extensions = Extensions {
+    smtputf8: true,
+    chunking: true,
+    dsn: false,
+};
+
 fn lines(seen: &Mutex<Vec<String>>) -> Vec<String> {
     seen.lock().expect("lock").clone()
 }
@@ -133,7 +141,7 @@ fn lines(seen: &Mutex<Vec<String>>) -> Vec<String> {
 async fn passes_with_starttls_and_says_quit_inside_tls() {
     let (addr, seen) = member(Script::Normal).await;
     let result = check(&spec(addr, ProxyProtocol::Off, true), LIMIT).await;
-    assert_eq!(result, Ok(()));
+    assert_eq!(result, Ok(LEARNED));
     assert_eq!(
         lines(&seen),
         ["EHLO mx.test", "STARTTLS", "<TLS>", "EHLO mx.test", "QUIT"]
@@ -145,7 +153,7 @@ async fn passes_without_starttls() {
     let (addr, seen) = member(Script::Normal).await;
     assert_eq!(
         check(&spec(addr, ProxyProtocol::Off, false), LIMIT).await,
-        Ok(())
+        Ok(Extensions::default())
     );
     assert_eq!(lines(&seen), ["EHLO mx.test", "QUIT"]);
 }
@@ -164,7 +172,7 @@ async fn proxy_header_goes_first() {
     let port = addr.port;
     assert_eq!(
         check(&spec(addr, ProxyProtocol::V1, false), LIMIT).await,
-        Ok(())
+        Ok(Extensions::default())
     );
     let seen = lines(&seen);
     assert!(

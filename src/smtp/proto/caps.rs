@@ -309,6 +309,7 @@ mod tests {
             "STARTTLS",
             "SMTPUTF8",
             "CHUNKING",
+            "dsn",
             "XCLIENT NAME addr Port PROTO HELO LOGIN DESTADDR DESTPORT",
             "ETRN",
         ]);
@@ -322,6 +323,7 @@ mod tests {
                 starttls: true,
                 smtputf8: true,
                 chunking: true,
+                dsn: true,
                 xclient: Some(XclientAttrs(0xff)),
             }
         );
