@@ -447,6 +447,8 @@ fn encode(pending: &Pending, up: &Upstream, out: &mut BytesMut) {
             mail.encode(out, |param| match param.keyword.as_str() {
                 "SIZE" => caps.size.is_some(),
                 "BODY" => caps.eightbitmime,
+                "SMTPUTF8" => caps.smtputf8,
+                "RET" | "ENVID" => caps.dsn,
                 _ => false,
             });
         }

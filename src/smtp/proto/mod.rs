@@ -7,6 +7,7 @@
 //! - [`command`]: a line to a [`Command`]; errors map to a [`Reply`] in one place.
 //! - [`reply`]: member replies taken off the wire verbatim, and mxgate's own.
 //! - [`caps`]: EHLO [`Capabilities`] of a member and the XCLIENT lines for it.
+//! - [`params`]: MAIL and RCPT parameters checked against what a session offered.
 //! - [`data`]: the [`DataReceiver`], which streams DATA to the member.
 //! - [`proxy`]: PROXY v1/v2 headers in and out.
 
@@ -14,6 +15,7 @@ pub mod caps;
 pub mod command;
 pub mod data;
 pub mod line;
+pub mod params;
 mod path;
 pub mod proxy;
 pub mod reply;

@@ -125,20 +125,8 @@ impl<S> Session<S> {
         if self.client.mail_open {
             return reply(503, "5.5.1", "Error: nested MAIL command");
         }
-        for param in &mail.params {
-            match param.keyword.as_str() {
-                "SIZE" => {}
-                "BODY" => match param
-                    .value
-                    .as_deref()
-                    .map(str::to_ascii_uppercase)
-                    .as_deref()
-                {
-                    Some("7BIT" | "8BITMIME") => {}
-                    _ => return reply(501, "5.5.4", "Error: BODY must be 7BIT or 8BITMIME"),
-                },
-                _ => return reply(555, "5.5.4", "Error: unsupported MAIL parameter"),
-            }
+        if let Err(err) = proto::params::check_mail(&mail.params, self.client.offered) {
+            return Pending::Reply(Reply::from(&err));
         }
         if mail.params.iter().any(|p| p.keyword == "SIZE") && mail.size().is_none() {
             return reply(501, "5.5.4", "Error: bad SIZE value");
@@ -159,8 +147,8 @@ impl<S> Session<S> {
         if !client.mail_open && !self.link.is_broken() {
             return reply(503, "5.5.1", "Error: need MAIL command");
         }
-        if !rcpt.params.is_empty() {
-            return reply(555, "5.5.4", "Error: unsupported RCPT parameter");
+        if let Err(err) = proto::params::check_rcpt(&rcpt.params, client.offered) {
+            return Pending::Reply(Reply::from(&err));
         }
         if client.rcpts_asked >= self.ctx.listener.max_recipients {
             client.overshoot += 1;
