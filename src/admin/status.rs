@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::daemon::Gateway;
 use crate::health::report::ServiceHealth;
 use crate::routing::{Route, Service};
+use crate::smtp::proto::Extensions;
 
 /// `mxgate status --json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +118,10 @@ pub struct ListenerStatus {
     /// `smtp`, or `http` for a GINA listener (sessions are its connections).
     #[serde(default = "smtp_kind")]
     pub kind: String,
+    /// The optional extensions an SMTP listener's EHLO offers a public
+    /// client now (SMTPUTF8, CHUNKING, DSN: those every candidate offers).
+    #[serde(default)]
+    pub advertises: Option<Vec<String>>,
 }
 
 fn smtp_kind() -> String {
@@ -149,6 +154,10 @@ pub struct MemberStatus {
     /// Health of its GINA upstream (what the GINA proxy uses); `None` without one.
     #[serde(default)]
     pub gina_health: Option<ServiceHealth>,
+    /// The optional extensions its last EHLO offered (SMTPUTF8, CHUNKING,
+    /// DSN); `None` until a health check or a connection saw one.
+    #[serde(default)]
+    pub extensions: Option<Vec<String>>,
 }
 
 /// Collects the status of the running daemon.
@@ -156,6 +165,8 @@ pub fn collect(gateway: &Gateway) -> Status {
     let snapshot = gateway.snapshot();
     let config = &snapshot.config;
     let now = std::time::SystemTime::now();
+    let public = snapshot.router.public_extensions(&gateway.members);
+    let words = |e: Extensions| e.keywords().map(str::to_owned).collect::<Vec<_>>();
     let listeners = config
         .smtp
         .iter()
@@ -169,6 +180,7 @@ pub fn collect(gateway: &Gateway) -> Status {
                 active_sessions: active,
                 sessions_total: total,
                 kind: kind.to_owned(),
+                advertises: (kind == "smtp").then(|| words(public)),
             }
         })
         .collect();
@@ -193,6 +205,7 @@ pub fn collect(gateway: &Gateway) -> Status {
                 gina: m.gina.clone(),
                 smtp_health: m.smtp.as_ref().map(|_| service(Service::Smtp)),
                 gina_health: m.gina.as_ref().map(|_| service(Service::Gina)),
+                extensions: gateway.members.extensions(&m.name).map(words),
             }
         })
         .collect();
@@ -259,7 +272,17 @@ pub fn explain(
             .router
             .route_http(&gateway.members, client, Some(dest)));
     }
-    Ok(snapshot.router.route(&gateway.members, client, Some(dest)))
+    let mut route = snapshot.router.route(&gateway.members, client, Some(dest));
+    route.extensions = Some(snapshot.router.explain_extensions(&gateway.members, client));
+    Ok(route)
+}
+
+/// Extension keywords for the text tables: `-` for none.
+fn keywords(words: &[String]) -> String {
+    if words.is_empty() {
+        return "-".to_owned();
+    }
+    crate::text::escape(&words.join(" ")).into_owned()
 }
 
 /// Text form of `status`.
@@ -303,33 +326,37 @@ pub fn render_text(status: &Status) -> String {
     }
     let _ = writeln!(
         out,
-        "\nLISTENER         ADDRESS                  ACTIVE    TOTAL  KIND"
+        "\nLISTENER         ADDRESS                  ACTIVE    TOTAL  KIND  ADVERTISES"
     );
     for l in &status.listeners {
         let _ = writeln!(
             out,
-            "{:<16} {:<24} {:>6} {:>8}  {}",
+            "{:<16} {:<24} {:>6} {:>8}  {:<4}  {}",
             e(&l.name),
             e(&l.listen),
             l.active_sessions,
             l.sessions_total,
-            e(&l.kind)
+            e(&l.kind),
+            l.advertises.as_ref().map_or(String::new(), |a| keywords(a))
         );
     }
     let _ = writeln!(
         out,
-        "\nMEMBER           SMTP                     WEIGHT INGRESS HEALTH  ACTIVE  REASON"
+        "\nMEMBER           SMTP                     WEIGHT INGRESS HEALTH  ACTIVE  EXTENSIONS             REASON"
     );
     for m in &status.members {
         let _ = writeln!(
             out,
-            "{:<16} {:<24} {:>6} {:<7} {:<7} {:>6}  {}",
+            "{:<16} {:<24} {:>6} {:<7} {:<7} {:>6}  {:<22} {}",
             e(&m.name),
             e(m.smtp.as_deref().unwrap_or("-")),
             m.weight,
             if m.ingress { "yes" } else { "no" },
             if m.healthy { "up" } else { "DOWN" },
             m.active_sessions,
+            m.extensions
+                .as_ref()
+                .map_or("?".to_owned(), |x| keywords(x)),
             e(m.reason.as_deref().unwrap_or(""))
         );
     }
@@ -397,6 +424,7 @@ mod tests {
                 active_sessions: 0,
                 sessions_total: 0,
                 kind: "smtp".into(),
+                advertises: Some(vec!["SMTPUTF8\n".into()]),
             }],
             members: vec![MemberStatus {
                 name: "bk\"} 9\nFAKE_LINE".into(),
@@ -409,6 +437,7 @@ mod tests {
                 gina: None,
                 smtp_health: None,
                 gina_health: None,
+                extensions: Some(vec!["DSN\x07".into()]),
             }],
             dns: None,
             descriptors: None,

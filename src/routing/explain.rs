@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::hash::AffinityKey;
 use crate::config::Affinity;
+use crate::smtp::proto::Extensions;
 use crate::text::escape;
 
 /// A member in routing order.
@@ -84,6 +85,28 @@ pub struct Route {
     pub affinity: Affinity,
     /// The affinity key bytes (hex in JSON), see `docs/routing.md`.
     pub key: AffinityKey,
+    /// The optional SMTP extensions offered to this client, and what each
+    /// candidate offers (`route explain` only; sessions do not fill it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<ExtensionsReport>,
+}
+
+/// What EHLO offers a client of the optional SMTP extensions, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtensionsReport {
+    /// Offered: what every candidate offers.
+    pub offered: Extensions,
+    /// Each candidate, with what its last EHLO offered (`null`: none seen yet).
+    pub members: Vec<MemberExtensions>,
+}
+
+/// One candidate's extensions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberExtensions {
+    /// Member name.
+    pub member: String,
+    /// What its last EHLO offered, when one was seen.
+    pub offers: Option<Extensions>,
 }
 
 impl Route {
@@ -165,7 +188,21 @@ impl Route {
         }
         write!(out, "verdict:  ")?;
         self.write_verdict(out)?;
-        writeln!(out)
+        writeln!(out)?;
+        if let Some(report) = &self.extensions {
+            writeln!(
+                out,
+                "offered:  {} (what every candidate offers)",
+                report.offered
+            )?;
+            for m in &report.members {
+                let offers = m
+                    .offers
+                    .map_or_else(|| "not known yet".into(), |e| e.to_string());
+                writeln!(out, "      {:<width$}  {offers}", escape(&m.member))?;
+            }
+        }
+        Ok(())
     }
 
     fn write_verdict(&self, out: &mut String) -> std::fmt::Result {

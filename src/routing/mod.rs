@@ -27,7 +27,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-pub use explain::{Excluded, Ranked, Route, Verdict};
+pub use explain::{Excluded, ExtensionsReport, MemberExtensions, Ranked, Route, Verdict};
 pub use hash::{AffinityKey, member_hash, rendezvous_score};
 pub use router::Router;
 pub use service::{Service, ServiceReport};

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use tokio::time::Instant;
 
-use super::explain::{Excluded, Ranked, Route, Verdict};
+use super::explain::{Excluded, ExtensionsReport, MemberExtensions, Ranked, Route, Verdict};
 use super::hash::{AffinityKey, client_prefix, member_hash, rank_cmp, rendezvous_score};
 use super::service::Service;
 use super::table::{Down, MemberState, MemberStatus, MemberTable};
@@ -117,19 +117,60 @@ impl Router {
     /// healthy members of its `inject_to`), a member whose extensions are
     /// not yet known counting as offering none; none without candidates.
     pub fn extensions(&self, table: &MemberTable, client: IpAddr) -> Extensions {
-        let source = self.source_index(client).map(|i| &self.policy.members[i]);
+        self.offer(table, self.source_index(client))
+    }
+
+    /// [`Router::extensions`] for a public client (not a member): what the
+    /// SMTP listeners advertise to the internet.
+    pub fn public_extensions(&self, table: &MemberTable) -> Extensions {
+        self.offer(table, None)
+    }
+
+    fn offer(&self, table: &MemberTable, source: Option<usize>) -> Extensions {
+        let mut offered = None;
+        self.each_candidate(table, source, |_, known| {
+            offered = Some(
+                offered
+                    .unwrap_or(Extensions::ALL)
+                    .and(known.unwrap_or_default()),
+            );
+        });
+        offered.unwrap_or_default()
+    }
+
+    /// [`Router::extensions`] with each candidate's own, for `route explain`.
+    pub fn explain_extensions(&self, table: &MemberTable, client: IpAddr) -> ExtensionsReport {
+        let mut members = Vec::new();
+        self.each_candidate(table, self.source_index(client), |m, offers| {
+            members.push(MemberExtensions {
+                member: m.name.clone(),
+                offers,
+            });
+        });
+        ExtensionsReport {
+            offered: self.extensions(table, client),
+            members,
+        }
+    }
+
+    /// Calls `visit` with each SMTP candidate for a session from the
+    /// member at index `source` (`None`: public) and what it offers.
+    fn each_candidate(
+        &self,
+        table: &MemberTable,
+        source: Option<usize>,
+        mut visit: impl FnMut(&Member, Option<Extensions>),
+    ) {
+        let source = source.map(|i| &self.policy.members[i]);
         let now = Instant::now();
         table.with_states(|states| {
-            let mut offered = None;
             for m in &self.policy.members {
                 let state = states.get(m.name.as_str());
                 if exclusion(m, source, Service::Smtp, state, now).is_none() {
-                    let known = state.and_then(MemberState::extensions).unwrap_or_default();
-                    offered = Some(offered.unwrap_or(Extensions::ALL).and(known));
+                    visit(m, state.and_then(MemberState::extensions));
                 }
             }
-            offered.unwrap_or_default()
-        })
+        });
     }
 
     /// [`Router::route`] at a given time (tests drive the clock).
@@ -198,6 +239,7 @@ impl Router {
             dest,
             affinity: routing.affinity,
             key,
+            extensions: None,
         }
     }
 

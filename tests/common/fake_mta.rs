@@ -67,6 +67,8 @@ pub struct Options {
     pub no_xclient: bool,
     /// Expect a PROXY header (v1 line or v2 binary) before greeting.
     pub expect_proxy: bool,
+    /// More EHLO keywords (e.g. `SMTPUTF8`, `DSN`).
+    pub extensions: Vec<&'static str>,
 }
 
 impl FakeMta {
@@ -239,6 +241,7 @@ fn serve(
                     caps.push("XCLIENT NAME ADDR PORT PROTO HELO DESTADDR DESTPORT".into());
                 }
                 caps.push("ENHANCEDSTATUSCODES".into());
+                caps.extend(options.extensions.iter().map(|k| (*k).to_owned()));
                 let n = caps.len();
                 caps.iter()
                     .enumerate()

@@ -74,6 +74,13 @@ impl Extensions {
     }
 }
 
+impl serde::Serialize for Extensions {
+    /// The keywords, as a list.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.keywords())
+    }
+}
+
 impl std::fmt::Display for Extensions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let words: Vec<_> = self.keywords().collect();
