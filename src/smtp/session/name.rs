@@ -87,3 +87,69 @@ impl NameSlot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::client_name::{Lookup, NameLookup};
+    use std::time::Instant;
+
+    /// Name servers that never answer.
+    struct Silent;
+
+    impl NameLookup for Silent {
+        fn reverse(&self, _: IpAddr) -> Lookup<'_, (String, u32)> {
+            Box::pin(std::future::pending())
+        }
+        fn addresses<'a>(&'a self, _: &'a str) -> Lookup<'a, (IpAddr, u32)> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    fn silent() -> Arc<ClientNames> {
+        Arc::new(ClientNames::with_lookup(
+            Some(Arc::new(Silent)),
+            Arc::new(Instant::now),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_session_that_ends_first_leaves_no_lookup_behind() {
+        let names = silent();
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let slot = NameSlot::start(Some(&names), ip);
+        // The task holds the lookup (and so `names`) while it runs.
+        tokio::task::yield_now().await;
+        assert_eq!(Arc::strong_count(&names), 2);
+        drop(slot);
+        let mut released = false;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            if Arc::strong_count(&names) == 1 {
+                released = true;
+                break;
+            }
+        }
+        assert!(released, "the aborted lookup still holds its state");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_is_bounded_and_the_answer_kept() {
+        let names = silent();
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let mut slot = NameSlot::start(Some(&names), ip);
+        let bound = Duration::from_millis(300);
+        let started = tokio::time::Instant::now();
+        let name = slot.get(Some(&names), ip, bound).await;
+        assert_eq!(name, ClientName::temp_unavailable());
+        assert!(started.elapsed() <= bound + Duration::from_millis(10));
+        // Asked again: the answer stands, no new wait.
+        let again = tokio::time::Instant::now();
+        assert_eq!(slot.get(Some(&names), ip, bound).await, name);
+        assert_eq!(again.elapsed(), Duration::ZERO);
+        assert_eq!(slot.settled().await, Some(&name));
+        // Without a lookup service: [UNAVAILABLE], as before lookups existed.
+        let mut none = NameSlot::start(None, ip);
+        assert_eq!(none.get(None, ip, bound).await, ClientName::unavailable());
+    }
+}
