@@ -86,6 +86,8 @@ pub struct Gateway {
     pub shutdown: Shutdown,
     /// The latest periodic DNS check (`[dns] domains`).
     pub dns: Arc<crate::dns::DnsMonitor>,
+    /// Client host names for XCLIENT `NAME` (follows `[dns]` on reload).
+    pub client_names: Arc<crate::dns::ClientNames>,
     /// The active health checks (follow reloads).
     health: health::Supervisor,
     config_path: Option<PathBuf>,
@@ -154,6 +156,7 @@ impl Gateway {
     fn install(&self, snapshot: Snapshot) {
         let snapshot = Arc::new(snapshot);
         self.health.update(snapshot.health_plan());
+        self.client_names.configure(&snapshot.config.policy.dns);
         self.snapshot.store(snapshot);
     }
 
@@ -220,6 +223,7 @@ impl ContextSource for Gateway {
             tls: snapshot.tls.listener(listener),
             upstream_tls: snapshot.tls.upstream(),
             tap: self.lft.get().map(|lft| lft.clone() as _),
+            client_names: Some(self.client_names.clone()),
         })
     }
 }
@@ -406,6 +410,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         })
         .collect::<HashMap<_, _>>();
     let snapshot = Snapshot::new(config)?;
+    let snapshot_dns = snapshot.config.policy.dns.clone();
     let members = MemberTable::new();
     // Registers every checked member before the first session can arrive.
     let health = health::Supervisor::start(members.clone(), snapshot.health_plan(), stop.clone());
@@ -417,6 +422,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         started: Instant::now(),
         shutdown: Shutdown::new(),
         dns: Arc::default(),
+        client_names: Arc::new(crate::dns::ClientNames::new(&snapshot_dns)),
         health,
         config_path,
         cluster: std::sync::OnceLock::new(),

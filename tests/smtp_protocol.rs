@@ -577,6 +577,58 @@ fn proxy_line_on_plain_listener_is_refused() {
 }
 
 #[test]
+fn proxy_v2_header_after_the_greeting_is_refused_once_and_closed() {
+    // SPEC 4.10: a PROXY v2 header from a peer outside trusted_proxies
+    // (even on a proxy_protocol listener) after the greeting is one
+    // `550 5.7.1`, logged and counted; its `QUIT` is never executed.
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let metrics = common::metrics::metrics_addr();
+    let node = common::metrics::with_metrics(
+        &listener("proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1/32\"]"),
+        metrics,
+    );
+    let gw = Mxgate::start_with(&node, &one_member(&fake));
+    let header = [
+        &b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c"[..],
+        &[203, 0, 113, 9, 127, 0, 0, 1, 0x9c, 0x40, 0, 25],
+    ]
+    .concat();
+    let mut clients = Vec::new();
+    for (i, source) in ["127.84.0.1", "127.84.0.2"].into_iter().enumerate() {
+        let mut c = Client::greeted_from(ip(source), gw.smtp_addr());
+        clients.push(c.local_addr());
+        if i == 0 {
+            c.send(&header);
+        } else {
+            // Split inside the signature: still recognised.
+            c.send(&header[..5]);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            c.send(&header[5..]);
+        }
+        let lines = c.read_to_close().expect("closed");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("550 5.7.1 "), "{lines:?}");
+    }
+    assert!(
+        gw.wait_logs("PROXY v2 header refused", 2, LOG_WAIT)
+            .is_some(),
+        "logged"
+    );
+    let want = r#"mxgate_smtp_refused_total{listener="inbound",reason="proxy_untrusted"} 2"#;
+    let mut last = String::new();
+    let counted = common::eventually(LOG_WAIT, || {
+        last = common::metrics::http_get_text(metrics, "/metrics");
+        last.lines().any(|l| l == want)
+    });
+    assert!(counted, "{want} not in:\n{last}");
+    for client in clients {
+        let end = session_end(&gw, client, EndLines::One);
+        assert!(end.contains("PROXY header refused"), "{end}");
+    }
+    assert_eq!(fake.connections(), 0);
+}
+
+#[test]
 fn proxy_header_from_trusted_proxy_names_the_client() {
     let fake = FakeMta::start("m1", Behavior::Normal);
     let node = listener("proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1/32\"]");

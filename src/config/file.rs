@@ -144,6 +144,7 @@ pub(super) struct FileDns {
     pub attempts: S<i64>,
     pub smtp_probe_port: S<i64>,
     pub probe_timeout: S<String>,
+    pub client_lookup_timeout: S<String>,
 }
 
 /// `[lft]`.

@@ -185,6 +185,7 @@ pub(super) fn build(ctx: &mut Ctx, text: &str, dir: &Path) -> Option<Policy> {
         ))
         .unwrap_or(25),
         probe_timeout: ctx.positive_duration(&d.probe_timeout, "dns.probe_timeout", secs(10)),
+        client_lookup_timeout: client_lookup_timeout(ctx, &d),
     };
 
     let l: FileLft = table(ctx, &tree, "lft");
@@ -350,4 +351,19 @@ fn quoted<S: AsRef<str>>(names: &[S]) -> String {
         .map(|n| format!("{:?}", n.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `[dns] client_lookup_timeout`: more than 0, at most a minute (a session
+/// waits that long at its first MAIL when the name servers do not answer).
+fn client_lookup_timeout(ctx: &mut Ctx, d: &FileDns) -> Duration {
+    const KEY: &str = "dns.client_lookup_timeout";
+    let default = Duration::from_secs(2);
+    let timeout = ctx.positive_duration(&d.client_lookup_timeout, KEY, default);
+    match &d.client_lookup_timeout {
+        Some(v) if timeout > Duration::from_secs(60) => {
+            ctx.at(v, KEY, "must be at most 1m");
+            default
+        }
+        _ => timeout,
+    }
 }

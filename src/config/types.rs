@@ -354,6 +354,10 @@ pub struct DnsPolicy {
     /// How long an MX address may take to connect and send its banner.
     #[serde(serialize_with = "ser_duration")]
     pub probe_timeout: Duration,
+    /// How long a session waits for its client's forward-confirmed reverse
+    /// DNS name (XCLIENT `NAME`) before it sends `[TEMPUNAVAIL]`.
+    #[serde(serialize_with = "ser_duration")]
+    pub client_lookup_timeout: Duration,
 }
 
 impl Default for DnsPolicy {
@@ -367,6 +371,7 @@ impl Default for DnsPolicy {
             attempts: 2,
             smtp_probe_port: 25,
             probe_timeout: Duration::from_secs(10),
+            client_lookup_timeout: Duration::from_secs(2),
         }
     }
 }

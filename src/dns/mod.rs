@@ -11,8 +11,11 @@
 //! - [`monitor`] runs the check every `[dns] interval` in the daemon for
 //!   `mxgate status` and the `mxgate_dns_*` metrics.
 //! - [`upstream`] resolves member upstreams given by name, honouring TTLs.
+//! - [`client_name`]: the SMTP client's forward-confirmed reverse DNS name
+//!   (XCLIENT `NAME`), TTL-cached and bounded in time.
 
 pub mod check;
+pub mod client_name;
 pub mod monitor;
 pub mod probe;
 pub mod render;
@@ -21,6 +24,7 @@ pub mod resolver;
 pub mod upstream;
 
 pub use check::check;
+pub use client_name::{ClientName, ClientNames, NameStatus};
 pub use monitor::DnsMonitor;
 pub use render::render_text;
 pub use report::{CheckReport, DomainReport, Status};

@@ -98,7 +98,7 @@ fn rules_table() {
             "servfail",
             DomainReport::mx_failed(
                 "example.com",
-                &QueryError::ServerError("Server Failure".into()),
+                &QueryError::ServerError(hickory_resolver::proto::op::ResponseCode::ServFail),
             ),
             vec![],
             Status::Unknown,

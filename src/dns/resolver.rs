@@ -35,7 +35,7 @@ pub enum QueryError {
     Timeout,
     /// The name server answered with an error code (SERVFAIL, REFUSED, ...).
     #[error("name server answered {0}")]
-    ServerError(String),
+    ServerError(ResponseCode),
     /// Anything else (connection refused, bad message, bad name).
     #[error("{0}")]
     Other(String),
@@ -200,7 +200,7 @@ impl Dns {
         match message.response_code() {
             ResponseCode::NoError => {}
             ResponseCode::NXDomain => return Err(QueryError::NxDomain),
-            code => return Err(QueryError::ServerError(code.to_string())),
+            code => return Err(QueryError::ServerError(code)),
         }
         let answers: Vec<Answer> = message
             .answers()
@@ -242,7 +242,7 @@ fn classify(e: &ProtoError, rtype: RecordType) -> QueryError {
         ProtoErrorKind::NoRecordsFound { response_code, .. } => match *response_code {
             ResponseCode::NXDomain => QueryError::NxDomain,
             ResponseCode::NoError => QueryError::NoData(rtype.to_string()),
-            code => QueryError::ServerError(code.to_string()),
+            code => QueryError::ServerError(code),
         },
         ProtoErrorKind::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => QueryError::Timeout,
         _ if e.to_string().contains("timed out") => QueryError::Timeout,

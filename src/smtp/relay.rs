@@ -315,6 +315,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// KiB), needed once per member connection, and an idle session task
     /// would otherwise carry that size all its life.
     pub(crate) async fn connect_next(&mut self) -> Result<(), Reply> {
+        let identity = self.identity().await;
         let policy = &self.ctx.config.policy;
         // The member that just failed to set up in this call, and why: when a
         // later one works, that is a failover and is logged as one.
@@ -356,7 +357,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let order = route.order.iter().map(|r| r.member.as_str());
                 debug!(session = self.peer.id, client = %self.peer.client, source_member = route.source_member.as_deref().unwrap_or("-"), member = %name, order = %Joined(&order.collect::<Vec<_>>()), "route");
             }
-            let identity = self.identity();
             // Count the session on the member from the moment it is chosen, so
             // concurrent sessions see it (affinity "none", `status`).
             let guard = self.ctx.members.start_session(&name);

@@ -25,7 +25,7 @@ use crate::descriptors::SessionGate;
 use crate::metrics;
 use crate::smtp::greeting::{self, Greeting};
 use crate::smtp::proto::{self, ProxyInfo, Reply};
-use crate::smtp::session::{Peer, Session, SessionContext};
+use crate::smtp::session::{NameSlot, Peer, Session, SessionContext};
 use crate::workers::{Acceptor, ActiveGuard, ListenerStats, Trackers, WorkerLoad};
 
 /// How long a trusted proxy has to send its PROXY header.
@@ -134,6 +134,7 @@ async fn handle(
         client: peer,
         destination: local,
         name: None,
+        names: NameSlot::default(),
     };
     if listener.proxy_protocol && trusted {
         match read_proxy_header(&mut stream, &mut rbuf).await {
@@ -185,6 +186,11 @@ async fn handle(
     if ctx.shutdown.is_draining() {
         // Accepted just as SIGTERM arrived: closed, never greeted.
         return;
+    }
+    // The client's names are looked up while it is greeted and says EHLO.
+    // A trusted proxy names its clients itself (XCLIENT): nothing to start.
+    if !is_trusted(&listener, client.client) {
+        client.names = NameSlot::start(ctx.client_names.as_ref(), client.client.ip());
     }
     match greeting::greet(&mut stream, &mut rbuf, &listener, peer).await {
         Greeting::Sent => Session::new(stream, ctx, client, rbuf).run().await,

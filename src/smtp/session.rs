@@ -30,6 +30,7 @@ use tokio_rustls::rustls::{ClientConfig, ServerConfig};
 use tracing::{info, warn};
 
 use crate::config::{Config, SmtpListener};
+use crate::dns::ClientNames;
 use crate::metrics;
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::{Shutdown, StageWatch};
@@ -42,11 +43,13 @@ mod buffers;
 mod classify;
 mod client;
 mod link;
+mod name;
 
-use buffers::Buffers;
+use buffers::{Buffers, Opening};
 pub(crate) use classify::too_many_recipients;
 use client::ClientState;
 pub(crate) use link::{MemberLink, Transaction};
+pub use name::NameSlot;
 
 /// Room made in the input buffer before each read from the client.
 /// Room made before reading commands: a command line is at most 512 octets,
@@ -79,10 +82,13 @@ pub struct SessionContext {
     /// Takes a copy of relayed messages (LFT: injected messages are
     /// searched for attachments); `None`: no copies.
     pub tap: Option<Arc<dyn MessageTap>>,
+    /// Looks up clients' host names (XCLIENT `NAME`); `None`: none is
+    /// looked up and members are told `[UNAVAILABLE]`.
+    pub client_names: Option<Arc<ClientNames>>,
 }
 
 /// Where the client is, as far as the session knows.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Peer {
     /// Session id for logs.
     pub id: u64,
@@ -92,6 +98,8 @@ pub struct Peer {
     pub destination: SocketAddr,
     /// The client's verified host name, when a trusted proxy named it (XCLIENT `NAME`).
     pub name: Option<String>,
+    /// The lookup of the client's own names (forward-confirmed reverse DNS).
+    pub names: NameSlot,
 }
 
 /// A client command after classification, in the order its reply is due.
@@ -171,6 +179,8 @@ pub(crate) enum End {
     StartTls,
     /// The client's TLS handshake failed or timed out.
     TlsHandshake(String),
+    /// The client's first input was a PROXY v2 header it may not send.
+    ProxyHeader,
 }
 
 /// A client session over any stream (plain TCP, then TLS after STARTTLS).
@@ -282,6 +292,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let mut batch = Vec::with_capacity(8);
             let mut quit = false;
             loop {
+                match self.bufs.opening() {
+                    Opening::Commands => {}
+                    Opening::NeedMore => break,
+                    Opening::ProxyV2 => return self.refuse_proxy_v2().await,
+                }
                 match self.bufs.next_line() {
                     Ok(Some(line)) => {
                         line_due = None;
@@ -437,6 +452,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// A PROXY v2 header after the greeting (from anyone: a trusted proxy
+    /// sends it before, on a `proxy_protocol` listener): `550 5.7.1`, as the
+    /// v1 form gets, and the connection is closed (the rest is binary).
+    async fn refuse_proxy_v2(&mut self) -> End {
+        warn!(session = self.peer.id, client = %self.peer.client, "PROXY v2 header refused: not at connection start from a trusted proxy");
+        metrics::refused(&self.ctx.listener.name, metrics::reason::PROXY_UNTRUSTED);
+        self.bufs.discard_input();
+        self.queue(&Reply::new(550, "5.7.1", "Error: PROXY not accepted here"));
+        match self.flush().await {
+            Ok(()) => End::ProxyHeader,
+            Err(io) => io,
+        }
+    }
+
     /// Sends a final reply (with what is still queued) and ends the session as `end`.
     async fn close_with(&mut self, code: u16, enhanced: &str, text: &str, end: End) -> End {
         let text = format!("{} {text}", self.ctx.listener.hostname);
@@ -498,7 +527,7 @@ impl<S> Session<S> {
         let Session {
             io,
             ctx,
-            peer,
+            mut peer,
             client,
             mut link,
             stats,
@@ -510,10 +539,13 @@ impl<S> Session<S> {
         if let Some(up) = link.take_upstream() {
             up.quit().await;
         }
+        let looked_up = peer.names.settled().await.map(|n| n.name.as_xclient());
+        let client_name = peer.name.as_deref().or(looked_up).unwrap_or("-");
         info!(
             session = peer.id,
             listener = %ctx.listener.name,
             client = %peer.client,
+            client_name,
             helo = client.helo.as_ref().map(|h| h.0.as_str()).unwrap_or(""),
             tls = client.tls,
             member = %Joined(&stats.members),
@@ -539,6 +571,7 @@ impl std::fmt::Display for End {
             End::Io(e) => write!(f, "client I/O error: {e}"),
             End::StartTls => f.write_str("STARTTLS"),
             End::TlsHandshake(e) => write!(f, "TLS handshake failed: {e}"),
+            End::ProxyHeader => f.write_str("PROXY header refused"),
         }
     }
 }

@@ -38,8 +38,12 @@ pub struct ClientIdentity {
     pub helo: String,
     /// `ESMTP` after EHLO, `SMTP` after HELO.
     pub proto: &'static str,
-    /// Reverse DNS name, when known (`[UNAVAILABLE]` otherwise).
-    pub name: Option<String>,
+    /// XCLIENT `NAME`: the forward-confirmed reverse DNS name, `[UNAVAILABLE]`
+    /// or `[TEMPUNAVAIL]` (SPEC 4.3).
+    pub name: String,
+    /// XCLIENT `REVERSE_NAME`: the PTR name as found (or `[UNAVAILABLE]`,
+    /// `[TEMPUNAVAIL]`); `None`: not sent (a trusted proxy gave `NAME`).
+    pub reverse_name: Option<String>,
 }
 
 /// Why a member could not be used, tagged so the session decides once what the client sees.
@@ -255,15 +259,21 @@ impl Upstream {
         let dest_addr_end = values.len();
         push_decimal(&mut values, client.destination.port());
         let attrs = [
-            ("NAME", client.name.as_deref().unwrap_or("[UNAVAILABLE]")),
+            ("NAME", client.name.as_str()),
             ("ADDR", &values[..addr_end]),
             ("PORT", &values[addr_end..port_end]),
             ("HELO", client.helo.as_str()),
             ("PROTO", client.proto),
             ("DESTADDR", &values[port_end..dest_addr_end]),
             ("DESTPORT", &values[dest_addr_end..]),
+            (
+                "REVERSE_NAME",
+                client.reverse_name.as_deref().unwrap_or_default(),
+            ),
         ];
-        let lines = proto::encode_xclient(&attrs, offered);
+        // REVERSE_NAME (last) only when mxgate looked the client up itself.
+        let sent = attrs.len() - usize::from(client.reverse_name.is_none());
+        let lines = proto::encode_xclient(&attrs[..sent], offered);
         if lines.is_empty() {
             self.caps.xclient = Some(offered);
             return Ok(());

@@ -92,15 +92,23 @@ impl std::fmt::Display for Extensions {
 }
 
 /// The XCLIENT attribute names mxgate can send (Postfix's set).
-const XCLIENT_NAMES: [&str; 8] = [
-    "NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT",
+const XCLIENT_NAMES: [&str; 9] = [
+    "NAME",
+    "ADDR",
+    "PORT",
+    "PROTO",
+    "HELO",
+    "LOGIN",
+    "DESTADDR",
+    "DESTPORT",
+    "REVERSE_NAME",
 ];
 
 /// Which XCLIENT attributes a member offered, among those mxgate can send
 /// (one bit per name of `XCLIENT_NAMES`; names mxgate never sends are not
 /// kept, so nothing is allocated per name).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct XclientAttrs(u8);
+pub struct XclientAttrs(u16);
 
 impl XclientAttrs {
     /// The attributes among `names` (case-insensitive; unknown names ignored).

@@ -26,5 +26,7 @@ pub use caps::{
 pub use command::{Command, CommandError, MailFrom, Param, RcptTo, parse_command};
 pub use data::{DataReceiver, DataRefusal, DataStep};
 pub use line::{LineError, LineReader, MAX_COMMAND_LINE};
-pub use proxy::{ProxyError, ProxyInfo, encode_proxy_header, parse_proxy_header};
+pub use proxy::{
+    ProxyError, ProxyInfo, V2Signature, encode_proxy_header, parse_proxy_header, v2_signature,
+};
 pub use reply::{MAX_REPLY_LINE, MAX_REPLY_LINES, MAX_REPLY_SIZE, Reply, ReplyError, parse_reply};

@@ -31,6 +31,30 @@ pub enum ProxyError {
     Invalid,
 }
 
+/// What the start of a stream says about a PROXY v2 header (its 12-octet
+/// binary signature), for a peer that may not send one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V2Signature {
+    /// `buf` starts with the signature.
+    Present,
+    /// `buf` is shorter than the signature and could still become it.
+    Incomplete,
+    /// `buf` is not a PROXY v2 header.
+    Absent,
+}
+
+/// Looks for the PROXY v2 signature (`\r\n\r\n\0\r\nQUIT\n`) at the start of `buf`.
+pub fn v2_signature(buf: &[u8]) -> V2Signature {
+    let signature = v2::PROTOCOL_PREFIX;
+    if buf.starts_with(signature) {
+        V2Signature::Present
+    } else if signature.starts_with(buf) {
+        V2Signature::Incomplete
+    } else {
+        V2Signature::Absent
+    }
+}
+
 /// Parses a PROXY v1 or v2 header at the front of `buf`: `Ok(None)` needs more,
 /// `Ok(Some((len, info)))` consumed `len` bytes.
 pub fn parse_proxy_header(buf: &[u8]) -> Result<Option<(usize, ProxyInfo)>, ProxyError> {

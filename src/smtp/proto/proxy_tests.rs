@@ -10,6 +10,23 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 #[test]
+fn v2_signature_at_the_start() {
+    let header = encode_proxy_header(true, sa("192.0.2.1:1234"), sa("198.51.100.1:25"));
+    assert_eq!(v2_signature(&header), V2Signature::Present);
+    assert_eq!(v2_signature(&header[..12]), V2Signature::Present);
+    for cut in 0..12 {
+        assert_eq!(
+            v2_signature(&header[..cut]),
+            V2Signature::Incomplete,
+            "{cut}"
+        );
+    }
+    assert_eq!(v2_signature(b"EHLO x\r\n"), V2Signature::Absent);
+    assert_eq!(v2_signature(b"\r\nEHLO x\r\n"), V2Signature::Absent);
+    assert_eq!(v2_signature(b"PROXY TCP4 "), V2Signature::Absent);
+}
+
+#[test]
 fn v1_parse() {
     let tcp = |s: &str, d: &str| ProxyInfo::Tcp {
         source: sa(s),

@@ -1,9 +1,21 @@
 //! The byte buffers of a session: client input, replies queued for the
-//! client, and commands encoded for the member.
+//! client, and commands encoded for the member; and the look at the start
+//! of the client's first input for a PROXY v2 header, before any line is cut.
 
 use bytes::{Bytes, BytesMut};
 
-use crate::smtp::proto::{LineError, LineReader, Reply};
+use crate::smtp::proto::{LineError, LineReader, Reply, V2Signature, v2_signature};
+
+/// What the session's first input turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Opening {
+    /// Commands: cut them into lines.
+    Commands,
+    /// Too short to tell from the PROXY v2 signature: read more first.
+    NeedMore,
+    /// A PROXY v2 header (binary; as lines it would hold a `QUIT`).
+    ProxyV2,
+}
 
 /// The session's buffers, kept for its whole life so that a command costs
 /// no allocation: client input and the line reader over it, replies queued
@@ -18,6 +30,8 @@ pub(crate) struct Buffers {
     wbuf: BytesMut,
     /// Commands encoded for the member, reused for every batch.
     obuf: BytesMut,
+    /// The first input was looked at (see [`Buffers::opening`]).
+    opened: bool,
 }
 
 impl Buffers {
@@ -28,6 +42,25 @@ impl Buffers {
             lines: LineReader::new(),
             wbuf: BytesMut::with_capacity(512),
             obuf: BytesMut::new(),
+            opened: false,
+        }
+    }
+
+    /// What the input is, looked at once at the session's start: a PROXY v2
+    /// header is recognised by its signature before the lines are cut (its
+    /// binary octets would make several bad commands and a `QUIT`). Input
+    /// that is still a beginning of the signature waits for more.
+    pub(super) fn opening(&mut self) -> Opening {
+        if self.opened {
+            return Opening::Commands;
+        }
+        match v2_signature(&self.rbuf) {
+            V2Signature::Present => Opening::ProxyV2,
+            V2Signature::Incomplete => Opening::NeedMore,
+            V2Signature::Absent => {
+                self.opened = true;
+                Opening::Commands
+            }
         }
     }
 

@@ -218,19 +218,33 @@ impl<S> Session<S> {
         Pending::Reset(Reply::new(220, "", &greeting))
     }
 
-    /// The identity passed to the member (XCLIENT or PROXY).
-    pub(crate) fn identity(&self) -> ClientIdentity {
+    /// The identity passed to the member (XCLIENT or PROXY). The client's
+    /// names are a trusted proxy's XCLIENT `NAME` when it gave one, else
+    /// the lookup's answer, awaited here for at most `[dns] client_lookup_timeout`.
+    pub(crate) async fn identity(&mut self) -> ClientIdentity {
         let (helo, proto) = self
             .client
             .helo
             .clone()
             .unwrap_or_else(|| (self.peer.client.ip().to_string(), "SMTP"));
+        let (name, reverse_name) = match &self.peer.name {
+            Some(given) => (given.clone(), None),
+            None => {
+                let names = self.ctx.client_names.as_ref();
+                let bound = self.ctx.config.policy.dns.client_lookup_timeout;
+                let ip = self.peer.client.ip();
+                let found = self.peer.names.get(names, ip, bound).await;
+                let reverse = found.reverse.as_xclient().to_owned();
+                (found.name.as_xclient().to_owned(), Some(reverse))
+            }
+        };
         ClientIdentity {
             client: self.peer.client,
             destination: self.peer.destination,
             helo,
             proto,
-            name: self.peer.name.clone(),
+            name,
+            reverse_name,
         }
     }
 }
