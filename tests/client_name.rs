@@ -95,7 +95,7 @@ fn strict_postfix(sink: &SmtpSink) -> PostfixInstance {
 fn gateway(postfix: &PostfixInstance, nameservers: &[SocketAddr]) -> Mxgate {
     let servers: Vec<String> = nameservers.iter().map(|s| format!("\"{s}\"")).collect();
     let dns = format!(
-        "[dns]\nnameservers = [{}]\ntimeout = \"5s\"\nattempts = 1\nclient_lookup_timeout = \"1s\"\n",
+        "[dns]\nclient_names = true\nnameservers = [{}]\ntimeout = \"5s\"\nattempts = 1\nclient_lookup_timeout = \"1s\"\n",
         servers.join(", ")
     );
     let text = format!("{}\n{dns}", policy("", &[member("pfx", postfix.addr, "")]));

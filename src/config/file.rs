@@ -145,6 +145,7 @@ pub(super) struct FileDns {
     pub smtp_probe_port: S<i64>,
     pub probe_timeout: S<String>,
     pub client_lookup_timeout: S<String>,
+    pub client_names: S<bool>,
 }
 
 /// `[lft]`.

@@ -186,6 +186,7 @@ pub(super) fn build(ctx: &mut Ctx, text: &str, dir: &Path) -> Option<Policy> {
         .unwrap_or(25),
         probe_timeout: ctx.positive_duration(&d.probe_timeout, "dns.probe_timeout", secs(10)),
         client_lookup_timeout: client_lookup_timeout(ctx, &d),
+        client_names: d.client_names.as_ref().is_none_or(|v| *v.get_ref()),
     };
 
     let l: FileLft = table(ctx, &tree, "lft");

@@ -358,6 +358,9 @@ pub struct DnsPolicy {
     /// DNS name (XCLIENT `NAME`) before it sends `[TEMPUNAVAIL]`.
     #[serde(serialize_with = "ser_duration")]
     pub client_lookup_timeout: Duration,
+    /// Look client names up at all (`false`: XCLIENT `NAME=[UNAVAILABLE]`
+    /// for every client, like Postfix's `smtpd_peername_lookup = no`).
+    pub client_names: bool,
 }
 
 impl Default for DnsPolicy {
@@ -372,6 +375,7 @@ impl Default for DnsPolicy {
             smtp_probe_port: 25,
             probe_timeout: Duration::from_secs(10),
             client_lookup_timeout: Duration::from_secs(2),
+            client_names: true,
         }
     }
 }

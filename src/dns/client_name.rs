@@ -355,6 +355,9 @@ impl ClientNames {
                 return found;
             }
             let (lookup, bound) = match names.current.lock() {
+                Ok(current) if !current.policy.client_names => {
+                    return ClientName::unavailable();
+                }
                 Ok(current) => (current.lookup.clone(), current.policy.client_lookup_timeout),
                 Err(_) => (None, Duration::ZERO),
             };

@@ -152,6 +152,7 @@ impl Mxgate {
             ),
         )
         .expect("write mxgate.toml");
+        let policy = without_client_names(policy);
         std::fs::write(dir.path().join("cluster.toml"), policy).expect("write cluster.toml");
         let wrap: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
         let (child, logs) = spawn_serve(&config, &wrap);
@@ -336,6 +337,7 @@ impl Mxgate {
 
     /// Replaces cluster.toml and sends SIGHUP.
     pub fn reload_policy(&self, policy: &str) {
+        let policy = without_client_names(policy);
         std::fs::write(self.dir.path().join("cluster.toml"), policy).expect("write cluster.toml");
         let before = self.logs().iter().filter(|l| l.contains("reload")).count();
         signal(self.child.id(), "HUP");
@@ -442,6 +444,23 @@ pub fn policy_with(routing: &str, upstream: &[(&str, &str)], members: &[String])
 /// One `[members.NAME]` section with an SMTP upstream and extra lines.
 pub fn member(name: &str, smtp: SocketAddr, extra: &str) -> String {
     format!("[members.{name}]\nsmtp = \"{smtp}\"\n{extra}\n")
+}
+
+/// `policy` with `[dns] client_names = false` unless it sets `client_names`
+/// itself: a test daemon must not ask the machine's resolvers (off
+/// loopback) for its clients' names; `tests/client_name.rs` turns them on
+/// with a dnsmasq on 127.x.
+pub fn without_client_names(policy: &str) -> String {
+    if policy.contains("client_names") {
+        return policy.to_owned();
+    }
+    match policy.find("[dns]\n") {
+        Some(at) => {
+            let end = at + "[dns]\n".len();
+            format!("{}client_names = false\n{}", &policy[..end], &policy[end..])
+        }
+        None => format!("{policy}\n[dns]\nclient_names = false\n"),
+    }
 }
 
 /// Runs `cmd` with piped output, killing it when it runs longer than `limit`.
