@@ -41,7 +41,7 @@ struct Gateway {
     gw: Mxgate,
     web: WebMember,
     cert: CertificateDer<'static>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Gateway {
@@ -74,7 +74,7 @@ impl Gateway {
             gw,
             web,
             cert: cert.der().clone(),
-            _dir: dir,
+            dir,
         }
     }
 
@@ -281,7 +281,7 @@ fn h2spec_passes_against_a_tls_listener() {
     }
     let g = Gateway::start("127.85.0.4");
     let addr = g.tls_addr();
-    let report = g._dir.path().join("h2spec.xml");
+    let report = g.dir.path().join("h2spec.xml");
     let mut cmd = Command::new("h2spec");
     cmd.args(["-t", "-k", "-o", "5", "-h"])
         .arg(addr.ip().to_string())
