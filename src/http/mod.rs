@@ -5,7 +5,9 @@
 //!
 //! 1. [`server`] accepts on a `[[http]]` listener (TLS by rustls with ALPN
 //!    `h2` and `http/1.1` when the listener has a certificate) and serves
-//!    HTTP/1.1 and HTTP/2 with hyper's auto server; on drain it shuts each
+//!    over TLS the protocol ALPN negotiated (HTTP/2 for `h2`, HTTP/1.1
+//!    otherwise; RFC 9113 section 3.3), in plain text HTTP/1.1 and
+//!    prior-knowledge HTTP/2 with hyper's auto server; on drain it shuts each
 //!    connection down gracefully (requests in flight finish); a [`watchdog`]
 //!    closes a connection that sends no request head for 30 s.
 //! 2. [`proxy`] answers itself what the listener's [`LocalContent`] claims
@@ -41,6 +43,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio_rustls::TlsAcceptor;
@@ -56,7 +59,7 @@ use upstream::Upstreams;
 pub struct HttpSnapshot {
     listeners: HashMap<String, Listener>,
     upstreams: Arc<Upstreams>,
-    server: Arc<auto::Builder<TokioExecutor>>,
+    server: Arc<Servers>,
 }
 
 struct Listener {
@@ -121,7 +124,7 @@ impl HttpSnapshot {
             Some(upstreams) if errors.is_empty() => Ok(HttpSnapshot {
                 listeners,
                 upstreams,
-                server: Arc::new(server_builder()),
+                server: Arc::new(Servers::new()),
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -154,17 +157,37 @@ impl HttpSnapshot {
     }
 }
 
-fn server_builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The request-head timeout is the connection's watchdog ([`watchdog`]):
-    // hyper's own (on by default with a timer) arms a timer per request.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    builder
+/// hyper's servers for client connections, all with the same settings.
+pub struct Servers {
+    /// Plain text: HTTP/1.1 (with upgrades) or prior-knowledge HTTP/2,
+    /// told apart by the first bytes.
+    pub auto: auto::Builder<TokioExecutor>,
+    /// TLS with `http/1.1` or no protocol negotiated.
+    pub http1: http1::Builder,
+    /// TLS with `h2` negotiated.
+    pub http2: http2::Builder<TokioExecutor>,
+}
+
+impl Servers {
+    fn new() -> Servers {
+        // The request-head timeout is the connection's watchdog
+        // ([`watchdog`]): hyper's own (on by default with a timer) arms a
+        // timer per request. The auto server's halves get the same settings.
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2.timer(TokioTimer::new());
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .keep_alive(true);
+        auto.http2().timer(TokioTimer::new());
+        Servers { auto, http1, http2 }
+    }
 }
 
 /// What one connection on a `[[http]]` listener works with (a snapshot).
@@ -181,8 +204,8 @@ pub struct HttpContext {
     pub members: Arc<MemberTable>,
     /// The members' portals and the pooled client.
     pub upstreams: Arc<Upstreams>,
-    /// The HTTP/1.1 + HTTP/2 server settings.
-    pub server: Arc<auto::Builder<TokioExecutor>>,
+    /// The HTTP/1.1 and HTTP/2 servers.
+    pub server: Arc<Servers>,
     /// Drain and abort.
     pub shutdown: Shutdown,
     /// How long a member whose connect failed is avoided (`[upstream] backoff`).

@@ -9,15 +9,22 @@
 //! worker's runtime alive until its last connection has ended.
 //!
 //! Each connection gets TCP_NODELAY, a TLS handshake when the listener has a
-//! certificate (ALPN `h2`, `http/1.1`), then hyper's auto server (HTTP/1.1
-//! with keep-alive and upgrades, or HTTP/2) with [`proxy::handle`] as the
-//! service, and a [`watchdog`] that closes it when no request head comes
+//! certificate (ALPN `h2`, `http/1.1`), then the HTTP that decides
+//! ([`Protocol`]): over TLS the negotiated one, hyper's HTTP/2 server for
+//! `h2` and its HTTP/1.1 server (keep-alive, upgrades) for `http/1.1` or
+//! none, so an HTTP/1.1 request after `h2` gets a GOAWAY and an HTTP/2
+//! preface after `http/1.1` a closed connection (RFC 9113 section 3.3); in
+//! plain text hyper's auto server (HTTP/1.1, or HTTP/2 with prior knowledge
+//! when the client starts with its preface). [`proxy::handle`] is the
+//! service, and a [`watchdog`] closes the connection when no request head comes
 //! for 30 seconds. The context (snapshot) is taken per connection. On drain a
 //! connection shuts down gracefully: requests in flight finish, idle
 //! keep-alive connections close; on abort it is dropped.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -36,6 +43,7 @@ use super::proxy::{self, ConnInfo};
 use super::route::RouteCache;
 use super::upstream::{Drivers, LocalPool};
 use super::watchdog::{self, AbortOnDrop, Activity};
+use crate::shutdown::Shutdown;
 use crate::workers::{Acceptor, ActiveGuard, ListenerStats, WorkerLoad};
 
 /// How long a client has for the TLS handshake.
@@ -140,6 +148,29 @@ fn start_connection(
     let _ = task.set(handle);
 }
 
+/// Which HTTP a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Plain text: HTTP/1.1, or HTTP/2 with prior knowledge when the client
+    /// starts with the HTTP/2 preface (hyper's auto server).
+    Sniffed,
+    /// TLS with `http/1.1` or no protocol negotiated: HTTP/1.1 only.
+    Http1,
+    /// TLS with `h2` negotiated: HTTP/2 only.
+    Http2,
+}
+
+impl Protocol {
+    /// The protocol ALPN negotiated decides, never the first bytes
+    /// (RFC 9113 section 3.3).
+    fn negotiated(alpn: Option<&[u8]>) -> Protocol {
+        match alpn {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
+        }
+    }
+}
+
 async fn serve(stream: TcpStream, ctx: Arc<HttpContext>, conn: Arc<ConnInfo>, drivers: Drivers) {
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "cannot set TCP_NODELAY");
@@ -148,23 +179,28 @@ async fn serve(stream: TcpStream, ctx: Arc<HttpContext>, conn: Arc<ConnInfo>, dr
         Some(acceptor) => {
             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
             match handshake.await {
-                Ok(Ok(tls)) => run(TokioIo::new(tls), ctx, conn, drivers).await,
+                Ok(Ok(tls)) => {
+                    let protocol = Protocol::negotiated(tls.get_ref().1.alpn_protocol());
+                    run(tls, protocol, ctx, conn, drivers).await;
+                }
                 Ok(Err(e)) => debug!(client = %conn.client, error = %e, "TLS handshake failed"),
                 Err(_) => debug!(client = %conn.client, "TLS handshake timed out"),
             }
         }
-        None => run(TokioIo::new(stream), ctx, conn, drivers).await,
+        None => run(stream, Protocol::Sniffed, ctx, conn, drivers).await,
     }
 }
 
-/// Serves the connection; its member connections are driven alongside, in
-/// this task, and closed with it.
-async fn run<I>(io: TokioIo<I>, ctx: Arc<HttpContext>, conn: Arc<ConnInfo>, drivers: Drivers)
-where
+/// Serves the connection in `protocol` with [`proxy::handle`] as the service.
+async fn run<I>(
+    io: I,
+    protocol: Protocol,
+    ctx: Arc<HttpContext>,
+    conn: Arc<ConnInfo>,
+    drivers: Drivers,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let shutdown = ctx.shutdown.clone();
-    let server = ctx.server.clone();
     let service = {
         let ctx = ctx.clone();
         let conn = conn.clone();
@@ -174,19 +210,63 @@ where
             async move { Ok::<_, Infallible>(proxy::handle(&ctx, &conn, req).await) }
         })
     };
+    let io = TokioIo::new(io);
+    let servers = &ctx.server;
+    let (shutdown, client) = (&ctx.shutdown, conn.client);
+    match protocol {
+        Protocol::Sniffed => {
+            let served = servers.auto.serve_connection_with_upgrades(io, service);
+            drive(served, |c| c.graceful_shutdown(), shutdown, client, drivers).await;
+        }
+        Protocol::Http1 => {
+            let served = servers.http1.serve_connection(io, service).with_upgrades();
+            drive(served, |c| c.graceful_shutdown(), shutdown, client, drivers).await;
+        }
+        Protocol::Http2 => {
+            let served = servers.http2.serve_connection(io, service);
+            drive(served, |c| c.graceful_shutdown(), shutdown, client, drivers).await;
+        }
+    }
+}
+
+/// Drives the client connection `served` until it ends; its member
+/// connections are driven alongside, in this task, and closed with it. On
+/// drain `graceful` shuts it down gracefully; on abort it is dropped.
+async fn drive<M, E>(
+    served: M,
+    graceful: fn(Pin<&mut M>),
+    shutdown: &Shutdown,
+    client: SocketAddr,
+    drivers: Drivers,
+) where
+    M: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     // The member connections, the drain and the abort are polled only when
     // woken, in the same task poll as the client connection ([`Joint`]).
-    let mut joint = Joint::new(server.serve_connection_with_upgrades(io, service), drivers);
+    let mut joint = Joint::new(served, drivers);
     joint.stop_on(shutdown.drained());
     match (&mut joint).await {
         Ended::Done(Err(e)) => {
-            debug!(client = %conn.client, error = %e, "HTTP connection ended with an error");
+            debug!(client = %client, error = %e, "HTTP connection ended with an error");
             return;
         }
         Ended::Done(Ok(())) => return,
         Ended::Stopped => {}
     }
-    joint.main_mut().graceful_shutdown();
+    graceful(joint.main_mut());
     joint.stop_on(shutdown.aborted());
     let _ = joint.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Protocol;
+
+    #[test]
+    fn alpn_decides_the_protocol() {
+        assert_eq!(Protocol::negotiated(Some(b"h2")), Protocol::Http2);
+        assert_eq!(Protocol::negotiated(Some(b"http/1.1")), Protocol::Http1);
+        assert_eq!(Protocol::negotiated(None), Protocol::Http1);
+    }
 }
