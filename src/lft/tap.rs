@@ -2,7 +2,8 @@
 //! the [`LftTap`] it gives for an injected message receives the bytes the
 //! relay forwards to the member and hands them to a spool task without ever
 //! waiting; the transaction's end-of-data result decides whether the spool
-//! is parsed and stored or discarded.
+//! is parsed and stored or discarded. DATA content is unstuffed on its way
+//! into the spool; BDAT chunks go in as they are ([`Framing`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use super::store::Meta;
 use super::{Lft, MAX_IN_FLIGHT, MAX_SPOOLS};
 use crate::config::Policy;
 use crate::routing::Router;
-use crate::smtp::tap::{MessageCopy, MessageTap};
+use crate::smtp::tap::{Framing, MessageCopy, MessageTap};
 
 /// Copies one message's relayed bytes to a spool task. Dropping it (or
 /// [`MessageCopy::finish`] with `false`) discards the spool.
@@ -43,6 +44,7 @@ impl MessageTap for Lft {
         router: &Router,
         client: std::net::IpAddr,
         session: u64,
+        framing: Framing,
     ) -> Option<Box<dyn MessageCopy>> {
         let source = router.source_member(client)?.to_owned();
         let targets = policy.member(&source)?.lft_sync_to.clone();
@@ -64,6 +66,7 @@ impl MessageTap for Lft {
             source: source.clone(),
             targets,
             threshold: policy.lft.threshold,
+            framing,
         };
         tokio::spawn(job.run(rx, outcome, self.in_flight.clone(), self.spools.clone()));
         Some(Box::new(LftTap {
@@ -127,6 +130,7 @@ struct Job {
     source: String,
     targets: Vec<String>,
     threshold: u64,
+    framing: Framing,
 }
 
 impl Job {
@@ -154,8 +158,13 @@ impl Job {
                 self.targets.clone(),
                 self.session,
             );
+            let framing = self.framing;
             let stored = tokio::task::spawn_blocking(move || {
-                store_from_spool(&lft, &path, threshold, &source, &targets, session)
+                let spool = Spool {
+                    path: &path,
+                    framing,
+                };
+                store_from_spool(&lft, spool, threshold, &source, &targets, session)
             })
             .await;
             if let Ok(Err(e)) = stored {
@@ -176,9 +185,14 @@ impl Job {
         let mut unstuffer = Unstuffer::default();
         let mut buf = Vec::new();
         while let Some(chunk) = rx.recv().await {
-            buf.clear();
-            unstuffer.push(&chunk, &mut buf);
-            let result = file.write_all(&buf).await;
+            let result = match self.framing {
+                Framing::DotStuffed => {
+                    buf.clear();
+                    unstuffer.push(&chunk, &mut buf);
+                    file.write_all(&buf).await
+                }
+                Framing::Chunks => file.write_all(&chunk).await,
+            };
             in_flight.fetch_sub(chunk.len() as u64, Ordering::SeqCst);
             result?;
         }
@@ -186,17 +200,27 @@ impl Job {
     }
 }
 
+/// A spool file: the message, and how the relay framed it.
+struct Spool<'a> {
+    path: &'a std::path::Path,
+    framing: Framing,
+}
+
 /// Parses the spool file and stores and queues its attachments.
 fn store_from_spool(
     lft: &Lft,
-    path: &std::path::Path,
+    spool: Spool<'_>,
     threshold: u64,
     source: &str,
     targets: &[String],
     session: u64,
 ) -> super::Result<()> {
+    let path = spool.path;
     let bytes = std::fs::read(path).map_err(|e| super::LftError::io(path, e))?;
-    let message = Unstuffer::strip_terminator(&bytes);
+    let message = match spool.framing {
+        Framing::DotStuffed => Unstuffer::strip_terminator(&bytes),
+        Framing::Chunks => &bytes,
+    };
     let found = extract(message, threshold);
     let now = crate::cluster::time::now();
     let mut queued = false;

@@ -7,7 +7,9 @@
 //! in the session's order gets the envelope replayed (MAIL and the accepted
 //! RCPTs) and the unanswered commands again: the client sees nothing. Once
 //! DATA content has gone out, a lost member means `451 4.4.2`; a `2xx` is only
-//! ever given for a message the member acknowledged with `2xx`.
+//! ever given for a message the member acknowledged with `2xx`. A batch
+//! ends at DATA or BDAT: the message content is streamed next ([`data`],
+//! [`bdat`]).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -22,7 +24,19 @@ use crate::smtp::proto::Reply;
 use crate::smtp::session::{Joined, Pending, Session, Transaction, too_many_recipients};
 use crate::smtp::upstream::{Upstream, UpstreamError};
 
+mod bdat;
 mod data;
+
+/// What follows a resolved batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// More command lines.
+    Commands,
+    /// The member answered `354` to DATA: the message content streams next.
+    Data,
+    /// A `BDAT size [LAST]`: its chunk is relayed (or discarded) next.
+    Chunk { size: u64, last: bool },
+}
 
 /// A pending item and whether its command has been written to the current member.
 struct Item {
@@ -35,9 +49,11 @@ fn tempfail_no_member() -> Reply {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// Resolves a batch in order, queueing every reply. Returns true when the
-    /// member answered `354` to DATA and the message content should now stream.
-    pub(crate) async fn resolve(&mut self, batch: Vec<Pending>) -> bool {
+    /// Resolves a batch in order, queueing every reply. Returns what comes
+    /// next: message content after a `354` to DATA, a BDAT chunk (the last
+    /// item of its batch, reached once the commands before it are
+    /// answered), or more commands.
+    pub(crate) async fn resolve(&mut self, batch: Vec<Pending>) -> Next {
         let mut items: VecDeque<Item> = batch
             .into_iter()
             .map(|pending| Item {
@@ -60,7 +76,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             let Some(item) = items.pop_front() else { break };
             match item.pending {
-                Pending::Reply(reply) => self.queue(&reply),
+                Pending::Reply(reply) | Pending::Hangup(reply) => self.queue(&reply),
+                Pending::Bdat { size, last } => return Next::Chunk { size, last },
                 // Not an error against max_errors (see RCPT_OVERSHOOT_LIMIT).
                 Pending::Overshoot => self.queue_uncounted(&too_many_recipients()),
                 Pending::Reset(reply) => {
@@ -89,7 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         }
                         Collected::StartData(reply) => {
                             self.queue(&reply);
-                            return true;
+                            return Next::Data;
                         }
                         Collected::Failed(err) => {
                             unsend(&mut items);
@@ -106,7 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        false
+        Next::Commands
     }
 
     /// RSET always succeeds: it ends whatever transaction there was.
@@ -455,7 +472,12 @@ fn encode(pending: &Pending, up: &Upstream, out: &mut BytesMut) {
         Pending::Rcpt(rcpt) => rcpt.encode(out),
         Pending::Data => out.extend_from_slice(b"DATA\r\n"),
         Pending::Rset => out.extend_from_slice(b"RSET\r\n"),
-        Pending::Reply(_) | Pending::Overshoot | Pending::Reset(_) => {}
+        // A chunk goes out with its octets (`bdat`), never ahead of them.
+        Pending::Reply(_)
+        | Pending::Overshoot
+        | Pending::Reset(_)
+        | Pending::Bdat { .. }
+        | Pending::Hangup(_) => {}
     }
 }
 

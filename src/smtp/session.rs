@@ -3,9 +3,11 @@
 //! Input is split into command lines; each line is classified by a pure step
 //! ([`classify`]) into a [`Pending`] item: a reply mxgate gives itself,
 //! or a command to relay to the member. A pipelined batch (up to and including
-//! `DATA`) is classified first and then resolved in order by
+//! `DATA` or `BDAT`) is classified first and then resolved in order by
 //! [`crate::smtp::relay`], which writes the relayed commands to the member in
-//! one go and returns every reply in the client's order.
+//! one go and returns every reply in the client's order. The octets of a
+//! `BDAT` chunk follow its command line: the relay takes exactly those
+//! before the next line is read ([`crate::smtp::proto::chunk`]).
 //!
 //! STARTTLS (RFC 3207) ends the plain-text part: the `220` is sent, anything
 //! the client pipelined after the command is discarded unread, and the same
@@ -35,7 +37,8 @@ use crate::metrics;
 use crate::routing::{MemberTable, Router};
 use crate::shutdown::{Shutdown, StageWatch};
 use crate::smtp::deadline::{Deadline, later};
-use crate::smtp::proto::{self, MailFrom, RcptTo, Reply};
+use crate::smtp::proto::{self, Chunking, MailFrom, RcptTo, Reply};
+use crate::smtp::relay::Next;
 use crate::smtp::server::is_trusted;
 use crate::smtp::tap::MessageTap;
 
@@ -120,6 +123,12 @@ pub(crate) enum Pending {
     Data,
     /// `RSET`: relayed when a member connection exists, answered `250` either way.
     Rset,
+    /// `BDAT size [LAST]` (CHUNKING offered): its chunk follows and is
+    /// relayed or discarded once the commands before it are resolved.
+    Bdat { size: u64, last: bool },
+    /// mxgate answers this and closes the session: the input can no longer
+    /// be read in step (a malformed BDAT: where its chunk ends is unknown).
+    Hangup(Reply),
 }
 
 /// Counters for the session-end log line.
@@ -181,6 +190,10 @@ pub(crate) enum End {
     TlsHandshake(String),
     /// The client's first input was a PROXY v2 header it may not send.
     ProxyHeader,
+    /// A malformed BDAT: the session cannot tell where the next command starts.
+    BadBdat,
+    /// The client announced far more BDAT content than a message may have.
+    BdatOverflow,
 }
 
 /// A client session over any stream (plain TCP, then TLS after STARTTLS).
@@ -290,7 +303,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         loop {
             // Room for a pipelined envelope without growing.
             let mut batch = Vec::with_capacity(8);
-            let mut quit = false;
+            let mut quit = None;
             loop {
                 match self.bufs.opening() {
                     Opening::Commands => {}
@@ -301,13 +314,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Ok(Some(line)) => {
                         line_due = None;
                         let (item, last) = self.classify(&line);
-                        let is_data = matches!(item, Pending::Data);
+                        // Message content follows these: no line past them is read yet.
+                        let content = matches!(item, Pending::Data | Pending::Bdat { .. });
+                        let hangup = matches!(item, Pending::Hangup(_));
                         batch.push(item);
-                        if last {
-                            quit = true;
+                        if last || hangup {
+                            quit = Some(if hangup { End::BadBdat } else { End::Quit });
                             break;
                         }
-                        if is_data || self.client.starttls {
+                        if content || self.client.starttls {
                             break;
                         }
                     }
@@ -330,16 +345,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 continue;
             }
-            let start_data = self.resolve(batch).await;
-            if !start_data {
-                self.client.align_to(self.link.transaction());
-            }
-            if start_data {
-                if let Err(end) = self.flush().await {
-                    return end;
+            match self.resolve(batch).await {
+                Next::Commands => self.client.align_to(self.link.transaction()),
+                Next::Data => {
+                    if let Err(end) = self.flush().await {
+                        return end;
+                    }
+                    if let Err(end) = self.stream_data().await {
+                        return end;
+                    }
                 }
-                if let Err(end) = self.stream_data().await {
-                    return end;
+                Next::Chunk { size, last } => {
+                    // The replies so far go out while the chunk streams in.
+                    if let Err(end) = self.flush().await {
+                        return end;
+                    }
+                    if let Err(end) = self.relay_chunk(size, last).await {
+                        return end;
+                    }
+                    self.client.align_to(self.link.transaction());
                 }
             }
             if self.client.too_many_errors(self.ctx.listener.max_errors) {
@@ -348,9 +372,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .close_with(421, "4.7.0", "Error: too many errors", End::TooManyErrors)
                     .await;
             }
-            if quit {
+            if let Some(quit) = quit {
                 return match self.flush().await {
-                    Ok(()) => End::Quit,
+                    Ok(()) => quit,
                     Err(end) => end,
                 };
             }
@@ -509,6 +533,16 @@ impl<S> Session<S> {
         self.client.offered
     }
 
+    /// The BDAT side of the client's transaction.
+    pub(crate) fn chunking(&mut self) -> &mut Chunking {
+        &mut self.client.chunking
+    }
+
+    /// A BDAT transaction ended (`BDAT LAST`): no MAIL is open any more.
+    pub(crate) fn end_chunking(&mut self) {
+        self.client.forget_envelope();
+    }
+
     /// Queues `reply` for the client; an error reply counts against `max_errors`.
     pub(crate) fn queue(&mut self, reply: &Reply) {
         self.client.answered(reply);
@@ -572,6 +606,8 @@ impl std::fmt::Display for End {
             End::StartTls => f.write_str("STARTTLS"),
             End::TlsHandshake(e) => write!(f, "TLS handshake failed: {e}"),
             End::ProxyHeader => f.write_str("PROXY header refused"),
+            End::BadBdat => f.write_str("malformed BDAT"),
+            End::BdatOverflow => f.write_str("too much BDAT content"),
         }
     }
 }

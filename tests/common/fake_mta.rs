@@ -24,9 +24,11 @@ pub enum Behavior {
     /// Answers `421` to the nth RCPT (1-based) and closes, as Postfix does at
     /// its error limit.
     Reply421AtRcpt(usize),
-    /// Closes the connection instead of answering DATA.
+    /// Closes the connection instead of answering DATA (or a BDAT, before
+    /// reading its chunk).
     DropAtData,
-    /// Closes the connection once this many message bytes arrived.
+    /// Closes the connection once this many message bytes arrived (DATA,
+    /// or BDAT chunks: after the chunk that reaches it, unanswered).
     DropDuringData(usize),
     /// Answers the end of data with this line instead of 250.
     FinalReply(String),
@@ -69,6 +71,8 @@ pub struct Options {
     pub expect_proxy: bool,
     /// More EHLO keywords (e.g. `SMTPUTF8`, `DSN`).
     pub extensions: Vec<&'static str>,
+    /// Offer CHUNKING and take BDAT (RFC 3030); `data` is the chunks' octets.
+    pub chunking: bool,
 }
 
 impl FakeMta {
@@ -242,6 +246,9 @@ fn serve(
                 }
                 caps.push("ENHANCEDSTATUSCODES".into());
                 caps.extend(options.extensions.iter().map(|k| (*k).to_owned()));
+                if options.chunking {
+                    caps.push("CHUNKING".into());
+                }
                 let n = caps.len();
                 caps.iter()
                     .enumerate()
@@ -263,6 +270,7 @@ fn serve(
                 } else {
                     current.mail = line.clone();
                     current.rcpts.clear();
+                    current.data.clear();
                     "250 2.1.0 Ok\r\n".to_owned()
                 }
             }
@@ -313,7 +321,36 @@ fn serve(
                     format!("250 2.0.0 Ok: queued as {name}-{}\r\n", s.messages.len())
                 }
             }
-            "RSET" => "250 2.0.0 Ok\r\n".to_owned(),
+            "BDAT" if options.chunking => {
+                if *behavior == Behavior::DropAtData {
+                    return Ok(());
+                }
+                let mut words = line.split(' ').skip(1);
+                let size: usize = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
+                let mut chunk = vec![0u8; size];
+                reader.read_exact(&mut chunk)?;
+                current.data.extend_from_slice(&chunk);
+                if let Behavior::DropDuringData(n) = behavior
+                    && current.data.len() >= *n
+                {
+                    return Ok(());
+                }
+                match behavior {
+                    _ if !last => format!("250 2.0.0 Ok: {size} bytes\r\n"),
+                    Behavior::FinalReply(line) => format!("{line}\r\n"),
+                    _ => {
+                        let mut s = state.lock().expect("lock");
+                        s.messages.push(current.clone());
+                        current.data.clear();
+                        format!("250 2.0.0 Ok: queued as {name}-{}\r\n", s.messages.len())
+                    }
+                }
+            }
+            "RSET" => {
+                current.data.clear();
+                "250 2.0.0 Ok\r\n".to_owned()
+            }
             "NOOP" => "250 2.0.0 Ok\r\n".to_owned(),
             "QUIT" => {
                 out.write_all(b"221 2.0.0 Bye\r\n")?;

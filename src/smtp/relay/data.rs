@@ -13,10 +13,11 @@ use crate::metrics::{self, MessageResult};
 use crate::smtp::deadline::DataDeadline;
 use crate::smtp::proto::{DataReceiver, DataRefusal, DataStep, Reply};
 use crate::smtp::session::{DATA_READ, DATA_READ_FIRST, End, Session};
+use crate::smtp::tap::Framing;
 use crate::smtp::upstream::UpstreamError;
 
 /// RFC 5321 4.5.3.2.6: a data block may take 3 minutes.
-const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
+pub(super) const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Streams the message content after `354`, then queues the final reply.
@@ -42,6 +43,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 &self.ctx.router,
                 self.peer.client.ip(),
                 self.peer.id,
+                Framing::DotStuffed,
             )
         });
         loop {

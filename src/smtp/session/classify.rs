@@ -1,8 +1,8 @@
 //! The policy step of a client session: what one command line becomes
 //! ([`Pending`]), decided from the session's state without touching a socket. EHLO,
 //! HELO, NOOP, RSET, QUIT and the other commands mxgate answers itself are
-//! answered here; MAIL, RCPT and DATA are checked against the listener's
-//! limits and passed on to [`crate::smtp::relay`].
+//! answered here; MAIL, RCPT, DATA and BDAT are checked against the
+//! listener's limits and passed on to [`crate::smtp::relay`].
 
 use tracing::{info, warn};
 
@@ -28,11 +28,20 @@ impl<S> Session<S> {
     pub(super) fn classify(&mut self, line: &[u8]) -> (Pending, bool) {
         let command = match proto::parse_command(line) {
             Ok(command) => command,
+            Err(_) if self.client.offered.chunking && proto::is_bdat(line) => {
+                return (self.bad_bdat(line), false);
+            }
             Err(err) => return (Pending::Reply(Reply::from(&err)), false),
         };
+        // RFC 3030: once chunks were sent, the transaction takes only more
+        // BDAT (or RSET) until `BDAT LAST` (Postfix's replies).
+        let chunking = self.client.chunking.is_open();
         let item = match command {
             Command::Ehlo(name) => self.greet(name, "ESMTP"),
             Command::Helo(name) => self.greet(name, "SMTP"),
+            Command::Mail(_) if chunking => reply(503, "5.5.1", "Error: MAIL after BDAT"),
+            Command::Rcpt(_) if chunking => reply(503, "5.5.1", "Error: RCPT after BDAT"),
+            Command::Data if chunking => reply(503, "5.5.1", "Error: DATA after BDAT"),
             Command::Mail(mail) => self.mail(mail),
             Command::Rcpt(rcpt) => self.rcpt(rcpt),
             Command::Data => {
@@ -56,7 +65,14 @@ impl<S> Session<S> {
             Command::Expn => reply(502, "5.5.1", "Error: EXPN not implemented"),
             Command::StartTls => self.starttls(),
             Command::Auth => reply(502, "5.5.1", "Error: authentication not offered"),
-            Command::Bdat { .. } => reply(502, "5.5.1", "Error: CHUNKING not offered"),
+            // Not offered (HELO, or a member without CHUNKING): like any
+            // unknown command; what follows is read as command lines.
+            Command::Bdat { .. } if !self.client.offered.chunking => {
+                reply(502, "5.5.1", "Error: CHUNKING not offered")
+            }
+            // Whether a member takes it is known once the commands before
+            // it are resolved (see `crate::smtp::relay::bdat`).
+            Command::Bdat { size, last } => Pending::Bdat { size, last },
             Command::Xclient(attrs) => self.xclient(attrs),
             Command::Proxy => {
                 warn!(session = self.peer.id, client = %self.peer.client, "PROXY header refused: not at connection start from a trusted proxy");
@@ -98,6 +114,15 @@ impl<S> Session<S> {
         }
         self.client.helo = Some((name, proto));
         Pending::Reset(reply)
+    }
+
+    /// A malformed BDAT when CHUNKING was offered: its chunk follows, of a
+    /// size not known, so nothing after it can be read as a command. Like
+    /// Postfix: `521 5.5.4` and the connection is closed.
+    fn bad_bdat(&self, line: &[u8]) -> Pending {
+        let shown = String::from_utf8_lossy(&line[..line.len().min(100)]).into_owned();
+        warn!(session = self.peer.id, client = %self.peer.client, command = %shown, "malformed BDAT; closing the session");
+        Pending::Hangup(Reply::new(521, "5.5.4", "Syntax: BDAT count [LAST]"))
     }
 
     /// STARTTLS: accepted once, when offered. The reply resets the session

@@ -1,7 +1,7 @@
 //! The client's side of a session: what the client has said and been told.
 
 use super::Transaction;
-use crate::smtp::proto::{Extensions, Reply};
+use crate::smtp::proto::{Chunking, Extensions, Reply};
 
 /// What the client has said and been told: trust, HELO/EHLO, TLS, the
 /// envelope as the client has asked for it (the classification view, which
@@ -26,6 +26,8 @@ pub(crate) struct ClientState {
     pub(super) rcpts_asked: usize,
     /// Recipients of this transaction refused for `max_recipients` so far.
     pub(super) overshoot: usize,
+    /// The BDAT chunks of this transaction (RFC 3030), ended with it.
+    pub(super) chunking: Chunking,
     /// Error replies (4xx/5xx) given so far, against `max_errors`.
     errors: usize,
 }
@@ -42,6 +44,7 @@ impl ClientState {
             mail_open: false,
             rcpts_asked: 0,
             overshoot: 0,
+            chunking: Chunking::default(),
             errors: 0,
         }
     }
@@ -53,11 +56,12 @@ impl ClientState {
         self.overshoot = 0;
     }
 
-    /// No MAIL is open any more (RSET, EHLO, XCLIENT, DATA).
+    /// No MAIL is open any more (RSET, EHLO, XCLIENT, DATA, `BDAT LAST`).
     pub(super) fn forget_envelope(&mut self) {
         self.mail_open = false;
         self.rcpts_asked = 0;
         self.overshoot = 0;
+        self.chunking.end();
     }
 
     /// After a batch without a message: what the member accepted is the

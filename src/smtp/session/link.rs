@@ -1,7 +1,9 @@
 //! The member's side of a session: the member connection, the transaction
-//! it holds, and the members tried for it ([`crate::smtp::relay`] drives it).
+//! it holds (with the tap's copy of a message relayed in BDAT chunks), and
+//! the members tried for it ([`crate::smtp::relay`] drives it).
 
 use crate::smtp::proto::{MailFrom, RcptTo, Reply};
+use crate::smtp::tap::MessageCopy;
 use crate::smtp::upstream::Upstream;
 
 /// The open transaction as the member has accepted it (replayed on failover).
@@ -25,6 +27,18 @@ pub(crate) struct MemberLink {
     tried: Vec<String>,
     /// Connections attempted since then, against `max_attempts`.
     attempts: u32,
+    /// The tap's copy of the message being relayed in BDAT chunks; it
+    /// ends with the transaction (dropped: discarded).
+    copy: Option<Copy>,
+}
+
+/// A [`MessageCopy`] kept between chunks.
+pub(crate) struct Copy(pub Box<dyn MessageCopy>);
+
+impl std::fmt::Debug for Copy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MessageCopy")
+    }
 }
 
 impl MemberLink {
@@ -72,9 +86,26 @@ impl MemberLink {
         self.txn.as_ref()
     }
 
-    /// Takes the transaction at its end of data: it is over, whatever the reply.
+    /// Takes the transaction at its end of data: it is over, whatever the
+    /// reply. A tap's copy not taken before is discarded.
     pub(crate) fn take_transaction(&mut self) -> Option<Transaction> {
+        self.copy = None;
         self.txn.take()
+    }
+
+    /// Keeps the tap's copy of the message relayed in chunks.
+    pub(crate) fn keep_copy(&mut self, copy: Box<dyn MessageCopy>) {
+        self.copy = Some(Copy(copy));
+    }
+
+    /// The tap's copy of the message relayed in chunks, to feed.
+    pub(crate) fn copy_mut(&mut self) -> Option<&mut Copy> {
+        self.copy.as_mut()
+    }
+
+    /// Takes the tap's copy, for the member's verdict.
+    pub(crate) fn take_copy(&mut self) -> Option<Copy> {
+        self.copy.take()
     }
 
     /// The transaction could not be placed anywhere: later commands of it get 451.
@@ -107,6 +138,7 @@ impl MemberLink {
     /// Forgets the transaction, whether the member had it or none could take it.
     pub(crate) fn end_transaction(&mut self) {
         self.txn = None;
+        self.copy = None;
         self.broken = false;
     }
 
@@ -120,6 +152,7 @@ impl MemberLink {
     /// No member is left for the open transaction: it is broken.
     pub(crate) fn break_transaction(&mut self) {
         self.txn = None;
+        self.copy = None;
         self.broken = true;
     }
 
