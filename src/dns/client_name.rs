@@ -123,16 +123,7 @@ impl NameLookup for Dns {
     }
 
     fn addresses<'a>(&'a self, name: &'a str) -> Lookup<'a, (IpAddr, u32)> {
-        Box::pin(async move {
-            let answers = Dns::addresses(self, name).await?;
-            Ok(answers
-                .into_iter()
-                .filter_map(|a| match a {
-                    Answer::Addr(ip, ttl) => Some((ip, ttl)),
-                    _ => None,
-                })
-                .collect())
-        })
+        Box::pin(async move { Ok(Answer::addresses_in(Dns::addresses(self, name).await?)) })
     }
 }
 

@@ -60,6 +60,19 @@ pub enum Answer {
     Ptr(String, u32),
 }
 
+impl Answer {
+    /// The addresses among `answers`, with their TTLs.
+    pub fn addresses_in(answers: Vec<Answer>) -> Vec<(IpAddr, u32)> {
+        answers
+            .into_iter()
+            .filter_map(|a| match a {
+                Answer::Addr(ip, ttl) => Some((ip, ttl)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// Asks the configured name servers directly.
 #[derive(Clone)]
 pub struct Dns {

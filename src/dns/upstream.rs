@@ -45,16 +45,7 @@ pub trait HostLookup: Send + Sync {
 
 impl HostLookup for Dns {
     fn lookup<'a>(&'a self, host: &'a str) -> LookupFuture<'a> {
-        Box::pin(async move {
-            let answers = self.addresses(host).await?;
-            Ok(answers
-                .into_iter()
-                .filter_map(|a| match a {
-                    Answer::Addr(ip, ttl) => Some((ip, ttl)),
-                    _ => None,
-                })
-                .collect())
-        })
+        Box::pin(async move { Ok(Answer::addresses_in(self.addresses(host).await?)) })
     }
 }
 

@@ -30,7 +30,7 @@ use super::tempfail_no_member;
 use crate::metrics::{self, MessageResult};
 use crate::smtp::deadline::DataDeadline;
 use crate::smtp::proto::{Admission, ChunkReader, ChunkStep, Reply, encode_bdat};
-use crate::smtp::session::{DATA_READ, DATA_READ_FIRST, End, Session};
+use crate::smtp::session::{DATA_READ_FIRST, End, Session};
 use crate::smtp::tap::Framing;
 use crate::smtp::upstream::UpstreamError;
 
@@ -210,21 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                 }
                 ChunkStep::Forward(_) => {}
-                ChunkStep::NeedMore => {
-                    match self.read_more(|now| due.due(now), false, room).await {
-                        Ok(n) => {
-                            due.received(n);
-                            if n >= room {
-                                room = (room * 2).min(DATA_READ);
-                            }
-                        }
-                        Err(end) => {
-                            // The member never gets `BDAT LAST`: it discards the message.
-                            self.link.drop_upstream();
-                            return Err(end);
-                        }
-                    }
-                }
+                ChunkStep::NeedMore => self.read_content(&mut due, &mut room).await?,
                 ChunkStep::End => break,
             }
         }

@@ -20,6 +20,31 @@ use crate::smtp::upstream::UpstreamError;
 pub(super) const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Reads more message content (DATA or a BDAT chunk) into the input
+    /// under the data deadline, `room` growing while reads fill it. When
+    /// the client fails, the member connection is dropped before the end
+    /// of the message, so the member discards what it got.
+    pub(super) async fn read_content(
+        &mut self,
+        due: &mut DataDeadline,
+        room: &mut usize,
+    ) -> Result<(), End> {
+        match self.read_more(|now| due.due(now), false, *room).await {
+            Ok(n) => {
+                due.received(n);
+                // A read that filled the room: more is coming, read more at once.
+                if n >= *room {
+                    *room = (*room * 2).min(DATA_READ);
+                }
+                Ok(())
+            }
+            Err(end) => {
+                self.link.drop_upstream();
+                Err(end)
+            }
+        }
+    }
+
     /// Streams the message content after `354`, then queues the final reply.
     pub(crate) async fn stream_data(&mut self) -> Result<(), End> {
         let listener = self.ctx.listener.clone();
@@ -60,22 +85,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         self.link.drop_upstream();
                     }
                 }
-                DataStep::NeedMore => {
-                    match self.read_more(|now| due.due(now), false, room).await {
-                        Ok(n) => {
-                            due.received(n);
-                            // A read that filled the room: more is coming, read more at once.
-                            if n >= room {
-                                room = (room * 2).min(DATA_READ);
-                            }
-                        }
-                        Err(end) => {
-                            // The member never sees an end of data: it discards the message.
-                            self.link.drop_upstream();
-                            return Err(end);
-                        }
-                    }
-                }
+                DataStep::NeedMore => self.read_content(&mut due, &mut room).await?,
                 DataStep::End => break,
                 DataStep::Refused(why) => {
                     refused = Some(why);
