@@ -1,11 +1,14 @@
 //! Fuzzes the command line reader and parser with arbitrary client input:
 //! no panics, lines within the cap, every error mapped to a well-formed
 //! reply, and parsed MAIL/RCPT commands re-encoded with `encode` parse back
-//! to the same value.
+//! to the same value; their parameters, checked with every extension
+//! offered and with none, are accepted or refused with a one-line reply.
 #![no_main]
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use mxgate::smtp::proto::{Command, LineReader, MAX_COMMAND_LINE, Reply, parse_command};
+use mxgate::smtp::proto::{
+    Command, Extensions, LineReader, MAX_COMMAND_LINE, Reply, params, parse_command,
+};
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(data);
@@ -35,18 +38,31 @@ fn check_command(line: &[u8]) {
             assert_eq!(raw.iter().filter(|&&b| b == b'\n').count(), 1);
         }
         Ok(Command::Mail(mail)) => {
+            check_params(params::check_mail(&mail.params, Extensions::ALL));
+            check_params(params::check_mail(&mail.params, Extensions::default()));
             let mut out = BytesMut::new();
             mail.encode(&mut out, |_| true);
             let again = parse_encoded(&out);
             assert_eq!(again, Ok(Command::Mail(mail)), "{:?}", out);
         }
         Ok(Command::Rcpt(rcpt)) => {
+            check_params(params::check_rcpt(&rcpt.params, Extensions::ALL));
+            check_params(params::check_rcpt(&rcpt.params, Extensions::default()));
             let mut out = BytesMut::new();
             rcpt.encode(&mut out);
             let again = parse_encoded(&out);
             assert_eq!(again, Ok(Command::Rcpt(rcpt)), "{:?}", out);
         }
         Ok(_) => {}
+    }
+}
+
+/// A parameter refusal is one line, `501` or `555`.
+fn check_params(result: Result<(), params::ParamError>) {
+    if let Err(err) = result {
+        let reply = Reply::from(&err);
+        assert!(matches!(reply.code(), 501 | 555), "{err:?}");
+        assert_eq!(reply.as_bytes().iter().filter(|&&b| b == b'\n').count(), 1);
     }
 }
 

@@ -151,6 +151,41 @@ fn is_orcpt(value: &str, offered: Extensions) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn any_params() -> impl Strategy<Value = Vec<Param>> {
+        let keyword = prop::sample::select(vec![
+            "SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "NOTIFY", "ORCPT", "AUTH", "X-1",
+        ]);
+        let value = prop::option::of("[ -~\u{e4}\u{f6}+;,=]{0,120}");
+        prop::collection::vec((keyword, value), 0..4).prop_map(|list| {
+            list.into_iter()
+                .map(|(k, v)| Param {
+                    keyword: k.to_owned(),
+                    value: v,
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Any parameters: a one-line 501 or 555 reply or acceptance; what
+        /// is accepted with nothing offered is accepted with everything.
+        #[test]
+        fn any_parameters_get_a_precise_answer(params in any_params(), rcpt in any::<bool>()) {
+            let check = |offered| if rcpt { check_rcpt(&params, offered) } else { check_mail(&params, offered) };
+            for offered in [NONE, Extensions::ALL] {
+                if let Err(err) = check(offered) {
+                    let reply = Reply::from(&err);
+                    prop_assert!(matches!(reply.code(), 501 | 555));
+                    prop_assert_eq!(reply.as_bytes().iter().filter(|&&b| b == b'\n').count(), 1);
+                }
+            }
+            if check(NONE).is_ok() {
+                prop_assert!(check(Extensions::ALL).is_ok());
+            }
+        }
+    }
 
     fn params(list: &[(&str, Option<&str>)]) -> Vec<Param> {
         list.iter()
