@@ -272,12 +272,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The member was lost with part of the message: `451 4.4.2` (the
     /// client retries; nothing is lost), and later chunks get it too.
     fn chunk_lost(&mut self, err: UpstreamError) -> Reply {
-        let member = self
-            .link
-            .take_upstream()
-            .map(|up| up.member().to_owned())
-            .or_else(|| self.stats.last_member().map(str::to_owned))
-            .unwrap_or_default();
+        let member = self.release_lost_member();
         warn!(session = self.peer.id, client = %self.peer.client, member = %member, reason = %err.reason(), "member lost during BDAT; client told to retry");
         metrics::message(&member, MessageResult::Tempfail);
         self.link.take_transaction();

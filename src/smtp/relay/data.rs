@@ -154,13 +154,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    fn lost_during_data(&mut self, err: UpstreamError) -> Reply {
-        let member = self
-            .link
+    /// Drops the member connection that was lost with part of a message;
+    /// the member's name, for the log and metrics.
+    pub(super) fn release_lost_member(&mut self) -> String {
+        self.link
             .take_upstream()
             .map(|up| up.member().to_owned())
             .or_else(|| self.stats.last_member().map(str::to_owned))
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    fn lost_during_data(&mut self, err: UpstreamError) -> Reply {
+        let member = self.release_lost_member();
         warn!(session = self.peer.id, client = %self.peer.client, member = %member, reason = %err.reason(), "member lost during DATA; client told to retry");
         Reply::new(
             451,
