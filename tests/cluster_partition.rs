@@ -51,8 +51,11 @@ fn a_partitioned_backend_converges_after_the_heal() {
     let (gw1, gw2, gw3) = (&nodes[0], &nodes[1], &nodes[2]);
 
     common::cluster::form(&[gw1, gw2, gw3], CHANGE);
-    // gw3 holds the whole log before the cut (the last membership change
-    // may still be on its way when `form` returns).
+    // gw3 holds the whole log before the cut: everything the master has
+    // appended (its own row's local entries) is applied on both. The
+    // membership change that makes gw3 a voter is two entries (joint,
+    // then final), and the second may still be on its way when `form`
+    // returns.
     let mut before = 0;
     assert!(
         eventually(CHANGE, || {
@@ -60,7 +63,8 @@ fn a_partitioned_backend_converges_after_the_heal() {
                 return false;
             };
             before = s3["log"]["entries"].as_u64().unwrap_or(0);
-            s1["log"] == s3["log"]
+            let appended = try_member_row(&s1, "gw1").and_then(|m| m["local_entries"].as_u64());
+            s1["log"] == s3["log"] && appended == Some(before)
         }),
         "gw3 did not catch up before the cut"
     );
