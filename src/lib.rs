@@ -45,6 +45,7 @@ pub mod lft;
 pub mod logging;
 pub mod metrics;
 pub mod routing;
+pub mod service;
 pub mod shutdown;
 pub mod smtp;
 pub mod text;

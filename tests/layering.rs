@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("time", 0),
     ("text", 0),
     ("accept", 0),
+    ("service", 0),
     ("config", 1),
     ("shutdown", 1),
     ("logging", 2),

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-pub use run::{serve_daemon, start};
+pub use run::{UPGRADE_WITHIN, serve_daemon, start};
 pub use status::{
     DescriptorStatus, DnsDomainStatus, DnsStatus, ListenerStatus, MemberStatus, Status, render_text,
 };
@@ -46,6 +46,9 @@ pub enum Request {
     LftStatus,
     /// `mxgate cluster ...` (handled in [`crate::cluster::admin`]).
     Cluster(crate::cluster::admin::ClusterRequest),
+    /// `mxgate upgrade`: replace the daemon by the binary at its path;
+    /// answers a [`crate::daemon::Upgraded`].
+    Upgrade,
 }
 
 /// A response on the admin socket.

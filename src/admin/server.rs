@@ -24,6 +24,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Binds the admin socket with mode 0600, replacing a stale one. Refuses to
 /// start when another daemon answers on it.
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    let inherited = crate::service::sockets::inherited_unix_listener(path)
+        .with_context(|| format!("cannot use the inherited admin socket {}", path.display()))?;
+    if let Some(listener) = inherited {
+        return UnixListener::from_std(listener)
+            .with_context(|| format!("cannot use the inherited admin socket {}", path.display()));
+    }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             anyhow::bail!(
@@ -35,11 +41,14 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove stale admin socket {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path)
+    let listener = std::os::unix::net::UnixListener::bind(path)
         .with_context(|| format!("cannot bind admin socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
-    Ok(listener)
+    listener.set_nonblocking(true)?;
+    // Held for a successor (`mxgate upgrade`).
+    crate::service::sockets::hold_unix(&listener)?;
+    Ok(UnixListener::from_std(listener)?)
 }
 
 /// Answers admin requests until `stop` is cancelled, at most
@@ -79,6 +88,7 @@ async fn answer(stream: UnixStream, gateway: Arc<Gateway>) {
             gateway.follow_cluster_policy();
             answer
         }
+        Ok(Request::Upgrade) => upgrade(&gateway).await,
         Ok(request) => handle(&gateway, request),
         Err(e) => Err(format!("bad request: {e}")),
     };
@@ -98,6 +108,17 @@ async fn answer(stream: UnixStream, gateway: Arc<Gateway>) {
         text.push('\n');
         let _ = write.write_all(text.as_bytes()).await;
     }
+}
+
+/// `upgrade`: asks the run loop, which answers once the successor serves
+/// or the upgrade failed.
+async fn upgrade(gateway: &Gateway) -> Result<serde_json::Value, String> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    gateway.request_upgrade(reply);
+    let upgraded = answer
+        .await
+        .map_err(|_| "the daemon stopped before the upgrade ended".to_string())??;
+    serde_json::to_value(upgraded).map_err(|e| e.to_string())
 }
 
 fn handle(gateway: &Gateway, request: Request) -> Result<serde_json::Value, String> {
@@ -120,7 +141,7 @@ fn handle(gateway: &Gateway, request: Request) -> Result<serde_json::Value, Stri
             gateway.lft.get().map(|lft| &**lft),
             &gateway.snapshot().config.policy,
         )),
-        Request::DnsCheck { .. } | Request::Cluster(_) => {
+        Request::DnsCheck { .. } | Request::Cluster(_) | Request::Upgrade => {
             return Err("this request is answered asynchronously".into());
         }
     };

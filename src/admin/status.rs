@@ -21,6 +21,12 @@ pub struct Status {
     pub version: String,
     /// Seconds since start.
     pub uptime_s: u64,
+    /// The daemon's process id (it changes with `mxgate upgrade`).
+    #[serde(default)]
+    pub pid: u32,
+    /// When this process started, Unix time in seconds.
+    #[serde(default)]
+    pub started_at: u64,
     /// `standalone`, or the node's cluster role: `master`, `backend`, `frontend`.
     pub mode: String,
     /// The cluster as this node sees it (`null` when standalone).
@@ -217,6 +223,8 @@ pub fn collect(gateway: &Gateway) -> Status {
         node: config.node.name.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_s: gateway.started.elapsed().as_secs(),
+        pid: std::process::id(),
+        started_at: gateway.started_at,
         mode: cluster
             .as_ref()
             .map_or_else(|| "standalone".to_owned(), |c| c.role.clone()),
@@ -292,11 +300,12 @@ pub fn render_text(status: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "node {} (mxgate {}), {}, up {}s",
+        "node {} (mxgate {}), {}, up {}s, pid {}",
         e(&status.node),
         e(&status.version),
         e(&status.mode),
-        status.uptime_s
+        status.uptime_s,
+        status.pid
     );
     if let Some(c) = &status.cluster {
         let _ = writeln!(
@@ -416,6 +425,8 @@ mod tests {
             node: "gw1\nFAKE node".into(),
             version: "0.1.0".into(),
             uptime_s: 5,
+            pid: 1,
+            started_at: 0,
             mode: "standalone".into(),
             cluster: None,
             listeners: vec![ListenerStatus {

@@ -14,6 +14,7 @@ use super::output::{answer, print_error, print_text};
 use crate::admin::{self, Request};
 use crate::config;
 use crate::descriptors::Budget;
+use crate::service::handover::{Predecessor, Step};
 
 /// How long a DNS check may take.
 const DNS_CHECK_WITHIN: Duration = Duration::from_secs(300);
@@ -28,10 +29,26 @@ fn load_checked(path: &Path) -> Result<config::Config, config::ConfigErrors> {
 }
 
 /// `mxgate serve`.
+/// Started by `mxgate upgrade`, it first takes the sockets of the daemon it
+/// replaces, and tells that daemon when its configuration is refused.
 pub fn serve(path: &Path) -> ExitCode {
+    let mut predecessor = match Predecessor::from_environment() {
+        Ok(predecessor) => predecessor,
+        Err(e) => {
+            print_error(&format!(
+                "mxgate: cannot take over from the running daemon: {e}"
+            ));
+            return Exit::Software.into();
+        }
+    };
+    crate::service::sockets::inherit_from_systemd();
     let config = match load_checked(path) {
         Ok(config) => config,
         Err(errors) => {
+            if let Some(p) = &mut predecessor {
+                let reason = format!("the new binary refuses {}:\n{errors}", path.display());
+                let _ = p.send(&Step::Failed { reason });
+            }
             print_error(&format!(
                 "{errors}\nmxgate: configuration refused; fix the lines above and start again"
             ));
@@ -40,7 +57,23 @@ pub fn serve(path: &Path) -> ExitCode {
     };
     crate::logging::init(config.log.format, &config.log.level);
     let workers = config.node.worker_threads;
-    run_async_on(admin::serve_daemon(config, path.to_path_buf()), workers)
+    let serving = admin::serve_daemon(config, path.to_path_buf(), predecessor);
+    run_async_on(serving, workers)
+}
+
+/// `mxgate upgrade`: the daemon starts the binary now installed at its
+/// path, hands it its sockets and drains once it serves.
+pub fn upgrade(path: &Path) -> ExitCode {
+    let answered = call(path, &Request::Upgrade, admin::UPGRADE_WITHIN);
+    answer(answered, false, |value| {
+        let done: crate::daemon::Upgraded =
+            serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "upgraded: pid {} ({}) serves now; pid {} drains its {} session(s) and exits",
+            done.new_pid, done.binary, done.old_pid, done.draining_sessions
+        ))
+    })
+    .into()
 }
 
 /// `mxgate check-config`.

@@ -62,8 +62,12 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon (SIGTERM drains, SIGHUP reloads).
+    /// Run the daemon (SIGTERM drains, SIGHUP reloads, SIGUSR2 upgrades).
     Serve,
+    /// Replace the running daemon by the binary now installed at its path,
+    /// without refusing a connection: the new process takes over the
+    /// listening sockets, the old one lets its sessions finish and exits.
+    Upgrade,
     /// Validate mxgate.toml and the policy it names; print the effective configuration.
     CheckConfig,
     /// Self-contained local demo: two sink MTAs and mxgate in front of them.
@@ -143,6 +147,7 @@ pub fn main() -> ExitCode {
     let config = cli.config.as_path();
     match cli.command {
         Command::Serve => commands::serve(config),
+        Command::Upgrade => commands::upgrade(config),
         Command::CheckConfig => commands::check_config(config),
         Command::Demo => commands::run_async(crate::demo::run()),
         Command::Status { json } => commands::status(config, json),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
@@ -111,8 +111,8 @@ pub async fn start(
         }
         return Ok(None);
     };
-    let listener = tokio::net::TcpListener::bind(cluster.listen)
-        .await
+    let listener = crate::service::sockets::tcp_listener(cluster.listen)
+        .and_then(tokio::net::TcpListener::from_std)
         .map_err(|e| anyhow::anyhow!("[cluster] listen: cannot bind {}: {e}", cluster.listen))?;
     let listen = listener.local_addr()?;
     let frontend_file = frontend::load(&config.node.data_dir)?;
@@ -271,6 +271,38 @@ impl ClusterNode {
         }
         if let Some(handle) = self.raft.swap(None) {
             handle.shutdown().await;
+        }
+    }
+
+    /// Before a binary upgrade: stops the engine and closes the database,
+    /// so that the successor can open it, and waits (at most `within`)
+    /// until the file is free. The replicated state stays as last applied.
+    /// False when there was no database (a frontend, or no cluster yet).
+    pub async fn release_database(&self, within: Duration) -> Result<bool> {
+        if self.db.load().is_none() {
+            return Ok(false);
+        }
+        self.stop_engine().await;
+        self.db.store(None);
+        let deadline = Instant::now() + within;
+        loop {
+            // Opening it proves that nothing here holds it any more.
+            match Db::open(&self.data_dir) {
+                Ok(_) => return Ok(true),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// After a failed upgrade: opens the database again and restarts the
+    /// engine, as at start.
+    pub async fn reclaim_database(self: &Arc<Self>) -> Result<()> {
+        let db = Db::open(&self.data_dir)?;
+        self.db.store(Some(Arc::new(db)));
+        match self.clustered() {
+            Ok((_, local)) if local.detached.is_none() => self.run().await,
+            _ => Ok(()),
         }
     }
 

@@ -39,7 +39,7 @@ pub async fn run() -> anyhow::Result<()> {
     let config_path = write_config(&dir, [sink1, sink2], [web1, web2])?;
     let config =
         config::load(&config_path).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
-    let daemon = admin::start(config, Some(config_path.clone()))
+    let daemon = admin::start(config, Some(config_path.clone()), None)
         .await
         .with_context(|| {
             format!(

@@ -5,7 +5,14 @@
 //! in flight keep the one they started with. The [`MemberTable`] outlives
 //! snapshots, so health and back-off survive a reload. The health checks
 //! ([`health::Supervisor`]) start with the daemon, follow every reload and
-//! stop with it.
+//! stop with it. After start, [`run`] handles signals and stopping, and
+//! [`upgrade`] a binary upgrade.
+
+mod run;
+mod upgrade;
+
+pub use run::status_line;
+pub use upgrade::{UpgradeRequest, Upgraded};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +33,7 @@ use crate::config::{self, Config, SmtpListener};
 use crate::descriptors::{Budget, Limit, SessionGate};
 use crate::health;
 use crate::routing::{MemberTable, Router};
+use crate::service::handover::Predecessor;
 use crate::shutdown::Shutdown;
 use crate::smtp::server::{self, ContextSource};
 use crate::smtp::session::SessionContext;
@@ -82,6 +90,10 @@ pub struct Gateway {
     pub bound: Vec<(String, SocketAddr)>,
     /// When the daemon started.
     pub started: Instant,
+    /// The same, Unix time in seconds.
+    pub started_at: u64,
+    /// `upgrade` requests for the run loop.
+    upgrades: tokio::sync::mpsc::Sender<UpgradeRequest>,
     /// Drain and abort signals for sessions.
     pub shutdown: Shutdown,
     /// The latest periodic DNS check (`[dns] domains`).
@@ -200,6 +212,26 @@ impl Gateway {
             .map(|(_, addr)| *addr)
     }
 
+    /// Asks the run loop for a binary upgrade; the answer comes on `reply`.
+    pub fn request_upgrade(&self, reply: tokio::sync::oneshot::Sender<Result<Upgraded, String>>) {
+        if let Err(e) = self.upgrades.try_send(UpgradeRequest { reply }) {
+            let request = match e {
+                tokio::sync::mpsc::error::TrySendError::Full(r)
+                | tokio::sync::mpsc::error::TrySendError::Closed(r) => r,
+            };
+            let _ = request.reply.send(Err(
+                "an upgrade is under way already, or the daemon is stopping".into(),
+            ));
+        }
+    }
+
+    /// Sessions (SMTP and GINA connections) open now on every listener.
+    pub fn sessions_now(&self) -> u64 {
+        (self.listener_stats.values())
+            .map(|s| s.active.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Active sessions on a listener.
     pub fn active_sessions(&self, listener: &str) -> (u64, u64) {
         self.listener_stats.get(listener).map_or((0, 0), |s| {
@@ -251,6 +283,12 @@ pub struct Daemon {
     stop: CancellationToken,
     sessions: TaskTracker,
     admin_path: PathBuf,
+    upgrades: tokio::sync::mpsc::Receiver<UpgradeRequest>,
+    /// This process's binary, as it was at start: an upgrade starts what is
+    /// installed at that path now.
+    binary: Option<PathBuf>,
+    /// The watchdog interval systemd asked for (pinged at half of it).
+    watchdog: Option<Duration>,
 }
 
 /// Binds listener `name` (`kind` for the log) and records its address in `bound`.
@@ -260,8 +298,8 @@ async fn bind(
     kind: &str,
     bound: &mut Vec<(String, SocketAddr)>,
 ) -> anyhow::Result<TcpListener> {
-    let socket = TcpListener::bind(listen)
-        .await
+    let socket = crate::service::sockets::tcp_listener(listen)
+        .and_then(TcpListener::from_std)
         .with_context(|| format!("listener {name}: cannot bind {listen}"))?;
     let addr = socket.local_addr()?;
     info!(listener = %name, addr = %addr, "listening ({kind})");
@@ -387,7 +425,11 @@ fn plan_descriptors(config: &Config) -> (Limit, Budget) {
 /// Binds every listener and starts accepting (the admin socket is
 /// [`crate::admin::start`]'s). `config_path` is re-read on reload (`None`:
 /// reload does nothing).
-pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Daemon> {
+pub async fn start(
+    config: Config,
+    config_path: Option<PathBuf>,
+    predecessor: &mut Option<Predecessor>,
+) -> anyhow::Result<Daemon> {
     let mut bound = Vec::new();
     let smtp = config.smtp.iter().map(|l| (&l.name, l.listen));
     let sockets = bind_all(smtp, "SMTP", &mut bound).await?;
@@ -412,6 +454,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let snapshot = Snapshot::new(config)?;
     let snapshot_dns = snapshot.config.policy.dns.clone();
     let members = MemberTable::new();
+    let (upgrade_requests, upgrades) = tokio::sync::mpsc::channel(1);
     // Registers every checked member before the first session can arrive.
     let health = health::Supervisor::start(members.clone(), snapshot.health_plan(), stop.clone());
     let gateway = Arc::new(Gateway {
@@ -420,6 +463,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         listener_stats,
         bound,
         started: Instant::now(),
+        started_at: crate::time::now(),
+        upgrades: upgrade_requests,
         shutdown: Shutdown::new(),
         dns: Arc::default(),
         client_names: Arc::new(crate::dns::ClientNames::new(&snapshot_dns)),
@@ -438,6 +483,9 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         spawn_member_refresh(gateway.clone(), stop.clone());
     }
     // A start that fails from here on must not leave the health checks running.
+    take_over_database(predecessor)
+        .await
+        .inspect_err(|_| stop.cancel())?;
     start_subsystems(&gateway, &stop)
         .await
         .inspect_err(|_| stop.cancel())?;
@@ -458,62 +506,40 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         let (stop, tasks) = (stop.clone(), sessions.clone());
         crate::http::server::spawn_workers(socket, name, http.clone(), stats, stop, tasks, workers)
     })?;
+    let watchdog = match predecessor {
+        Some(p) => p.manifest.watchdog_usec.map(Duration::from_micros),
+        None => crate::service::notify::watchdog_interval(),
+    };
     Ok(Daemon {
         gateway,
         stop,
         sessions,
         admin_path,
+        upgrades,
+        binary: std::env::current_exe().ok(),
+        watchdog,
     })
 }
 
+/// When this process replaces a running daemon: says that the
+/// configuration is loaded and waits until the predecessor has closed
+/// the cluster database (only one process may hold it).
+async fn take_over_database(predecessor: &mut Option<Predecessor>) -> anyhow::Result<()> {
+    let Some(mut p) = predecessor.take() else {
+        return Ok(());
+    };
+    let (p, released) = tokio::task::spawn_blocking(move || {
+        let released = p.loaded(upgrade::RELEASE_WAIT);
+        (p, released)
+    })
+    .await?;
+    *predecessor = Some(p);
+    released.context("the running daemon did not hand over")
+}
+
 impl Daemon {
-    /// Cancelled when the daemon stops accepting.
-    pub fn stopping(&self) -> CancellationToken {
-        self.stop.clone()
-    }
-
-    /// Stops accepting at once, lets sessions finish their transaction for up
-    /// to `drain` (each then gets `421 4.3.2`), then ends the rest with `421 4.3.2`.
-    pub async fn shutdown(self, drain: Duration) {
-        self.stop.cancel();
-        self.gateway.shutdown.drain();
-        self.sessions.close();
-        if tokio::time::timeout(drain, self.sessions.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                remaining = self.sessions.len(),
-                "drain timeout: ending the remaining sessions with 421 4.3.2"
-            );
-            self.gateway.shutdown.abort();
-            // Each session only has its 421 to write; do not wait on a stuck peer for long.
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.sessions.wait()).await;
-        }
-        let _ = std::fs::remove_file(&self.admin_path);
-    }
-
-    /// Runs until SIGTERM or SIGINT, reloading on SIGHUP.
-    pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        loop {
-            tokio::select! {
-                _ = hup.recv() => {
-                    if let Err(errors) = self.gateway.reload() {
-                        error!("reload refused, the running configuration stays:\n{errors}");
-                    }
-                }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-            }
-        }
-        let drain = self.gateway.snapshot().config.node.drain_timeout;
-        info!(drain_timeout = ?drain, "stopping: no new sessions; transactions in flight may finish");
-        self.shutdown(drain).await;
-        info!("stopped");
-        Ok(())
+    /// The watchdog interval systemd asked for.
+    pub fn watchdog(&self) -> Option<Duration> {
+        self.watchdog
     }
 }
