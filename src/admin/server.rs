@@ -88,10 +88,25 @@ async fn answer(stream: UnixStream, gateway: Arc<Gateway>) {
             gateway.follow_cluster_policy();
             answer
         }
-        Ok(Request::Upgrade) => upgrade(&gateway).await,
+        Ok(Request::Upgrade) => {
+            let (written, wait_written) = tokio::sync::oneshot::channel();
+            let result = upgrade(&gateway, wait_written).await;
+            respond(&mut write, result).await;
+            // The daemon may give way now: its answer is out.
+            let _ = written.send(());
+            return;
+        }
         Ok(request) => handle(&gateway, request),
         Err(e) => Err(format!("bad request: {e}")),
     };
+    respond(&mut write, result).await;
+}
+
+/// Writes the one response line of a request.
+async fn respond(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    result: Result<serde_json::Value, String>,
+) {
     let response = match result {
         Ok(result) => Response {
             ok: true,
@@ -112,9 +127,12 @@ async fn answer(stream: UnixStream, gateway: Arc<Gateway>) {
 
 /// `upgrade`: asks the run loop, which answers once the successor serves
 /// or the upgrade failed.
-async fn upgrade(gateway: &Gateway) -> Result<serde_json::Value, String> {
+async fn upgrade(
+    gateway: &Gateway,
+    written: tokio::sync::oneshot::Receiver<()>,
+) -> Result<serde_json::Value, String> {
     let (reply, answer) = tokio::sync::oneshot::channel();
-    gateway.request_upgrade(reply);
+    gateway.request_upgrade(reply, written);
     let upgraded = answer
         .await
         .map_err(|_| "the daemon stopped before the upgrade ended".to_string())??;

@@ -111,7 +111,7 @@ pub async fn start(
         }
         return Ok(None);
     };
-    let listener = crate::service::sockets::tcp_listener(cluster.listen)
+    let listener = crate::service::sockets::tcp_listener("cluster", cluster.listen)
         .and_then(tokio::net::TcpListener::from_std)
         .map_err(|e| anyhow::anyhow!("[cluster] listen: cannot bind {}: {e}", cluster.listen))?;
     let listen = listener.local_addr()?;

@@ -213,8 +213,13 @@ impl Gateway {
     }
 
     /// Asks the run loop for a binary upgrade; the answer comes on `reply`.
-    pub fn request_upgrade(&self, reply: tokio::sync::oneshot::Sender<Result<Upgraded, String>>) {
-        if let Err(e) = self.upgrades.try_send(UpgradeRequest { reply }) {
+    /// `written` resolves once the answer is written to the requester.
+    pub fn request_upgrade(
+        &self,
+        reply: tokio::sync::oneshot::Sender<Result<Upgraded, String>>,
+        written: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        if let Err(e) = self.upgrades.try_send(UpgradeRequest { reply, written }) {
             let request = match e {
                 tokio::sync::mpsc::error::TrySendError::Full(r)
                 | tokio::sync::mpsc::error::TrySendError::Closed(r) => r,
@@ -298,7 +303,7 @@ async fn bind(
     kind: &str,
     bound: &mut Vec<(String, SocketAddr)>,
 ) -> anyhow::Result<TcpListener> {
-    let socket = crate::service::sockets::tcp_listener(listen)
+    let socket = crate::service::sockets::tcp_listener(&format!("{kind}/{name}"), listen)
         .and_then(TcpListener::from_std)
         .with_context(|| format!("listener {name}: cannot bind {listen}"))?;
     let addr = socket.local_addr()?;

@@ -24,6 +24,8 @@ const LOAD_WITHIN: Duration = Duration::from_secs(60);
 const READY_WITHIN: Duration = Duration::from_secs(60);
 /// How long the cluster's engine has to let go of the database.
 const RELEASE_WITHIN: Duration = Duration::from_secs(10);
+/// How long the answer to `mxgate upgrade` may take to be written.
+const ANSWER_WRITTEN_WITHIN: Duration = Duration::from_secs(5);
 /// How long a successor waits for its predecessor to let go of it.
 pub(super) const RELEASE_WAIT: Duration = Duration::from_secs(30);
 
@@ -31,6 +33,8 @@ pub(super) const RELEASE_WAIT: Duration = Duration::from_secs(30);
 pub struct UpgradeRequest {
     /// The answer: the new process, or why there is none.
     pub reply: oneshot::Sender<Result<Upgraded, String>>,
+    /// Resolves once the answer is written (the process may then end).
+    pub written: oneshot::Receiver<()>,
 }
 
 /// A successful upgrade.
@@ -71,7 +75,9 @@ impl Daemon {
             let answer = outcome.map_err(|e| {
                 format!("upgrade failed; the running daemon (pid {pid}) keeps serving: {e}")
             });
-            let _ = request.reply.send(answer);
+            if request.reply.send(answer).is_ok() {
+                let _ = tokio::time::timeout(ANSWER_WRITTEN_WITHIN, request.written).await;
+            }
         }
         succeeded
     }

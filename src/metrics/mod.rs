@@ -185,7 +185,7 @@ pub fn install(config: &Config, stop: CancellationToken) -> Result<bool, Metrics
         addr,
         reason: e.to_string(),
     };
-    let listener = crate::service::sockets::tcp_listener(addr).map_err(bind_error)?;
+    let listener = crate::service::sockets::tcp_listener("metrics", addr).map_err(bind_error)?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(

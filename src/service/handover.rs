@@ -28,7 +28,7 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::sockets::{self, Kind, Listener, Origin};
+use super::sockets::{self, Held, Kind, Listener, Origin};
 
 /// The environment variable that makes a process a successor.
 pub const ENV: &str = "MXGATE_UPGRADE";
@@ -41,11 +41,20 @@ const MAX_LINE: usize = 64 * 1024;
 /// Most sockets handed over.
 const MAX_SOCKETS: usize = 256;
 
+/// A socket passed, as the manifest describes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Passed {
+    /// Its kind.
+    pub kind: Kind,
+    /// The listener it served.
+    pub name: String,
+}
+
 /// What comes with the sockets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
-    /// The kind of each socket, in the order they were passed.
-    pub sockets: Vec<Kind>,
+    /// Each socket, in the order they were passed.
+    pub sockets: Vec<Passed>,
     /// The predecessor's process id.
     pub predecessor: u32,
     /// The watchdog interval systemd asked of the service, in microseconds.
@@ -157,7 +166,7 @@ impl Successor {
     pub fn start(
         binary: &Path,
         args: &[OsString],
-        held: Vec<(Kind, OwnedFd)>,
+        held: Vec<Held>,
         watchdog: Option<Duration>,
     ) -> Result<Successor, HandoverError> {
         let (ours, theirs) = UnixStream::pair()?;
@@ -174,16 +183,22 @@ impl Successor {
             source,
         })?;
         let manifest = Manifest {
-            sockets: held.iter().map(|(kind, _)| *kind).collect(),
+            sockets: (held.iter())
+                .map(|h| Passed {
+                    kind: h.kind,
+                    name: h.name.clone(),
+                })
+                .collect(),
             predecessor: std::process::id(),
             watchdog_usec: watchdog.map(|w| u64::try_from(w.as_micros()).unwrap_or(u64::MAX)),
         };
-        let fds: Vec<BorrowedFd<'_>> = held.iter().map(|(_, fd)| fd.as_fd()).collect();
+        let fds: Vec<BorrowedFd<'_>> = held.iter().map(|h| h.fd.as_fd()).collect();
         let mut successor = Successor {
             channel: Channel::new(ours)?,
             child,
         };
         if let Err(e) = send_manifest(&successor.channel.stream, &manifest, &fds) {
+            let e = successor.closed_or(e);
             successor.abandon();
             return Err(e);
         }
@@ -211,8 +226,25 @@ impl Successor {
             Ok(step) if expected(&step) => Ok(step),
             Ok(Step::Failed { reason }) => Err(HandoverError::Failed(reason)),
             Ok(other) => Err(HandoverError::Protocol(format!("{other:?}"))),
-            Err(HandoverError::Closed(_)) => Err(HandoverError::Closed(self.exit_status())),
-            Err(e) => Err(e),
+            Err(e) => Err(self.closed_or(e)),
+        }
+    }
+
+    /// `error`, or [`HandoverError::Closed`] with the exit status when it
+    /// means that the successor is gone.
+    fn closed_or(&mut self, error: HandoverError) -> HandoverError {
+        let gone = match &error {
+            HandoverError::Closed(_) => true,
+            HandoverError::Channel(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            _ => false,
+        };
+        if gone {
+            HandoverError::Closed(self.exit_status())
+        } else {
+            error
         }
     }
 
@@ -286,11 +318,9 @@ impl Predecessor {
                 fds.len()
             )));
         }
-        let sockets = manifest
-            .sockets
-            .iter()
+        let sockets = (manifest.sockets.iter())
             .zip(fds)
-            .map(|(kind, fd)| Listener::from_fd(*kind, fd))
+            .map(|(passed, fd)| (passed.name.clone(), Listener::from_fd(passed.kind, fd)))
             .collect();
         sockets::inherit(sockets, Origin::Predecessor);
         Ok(Some(Predecessor {

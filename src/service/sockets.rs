@@ -2,13 +2,16 @@
 //! listens on, kept for a successor.
 //!
 //! A socket is inherited from systemd (`LISTEN_FDS`, socket activation,
-//! read with the `listenfd` crate) or from the predecessor of a binary
-//! upgrade ([`super::handover`]). Whoever needs a listener asks
-//! [`tcp_listener`] or [`unix_listener`]: an inherited socket bound to the
-//! same address is used instead of binding a new one, so connections
-//! waiting in its backlog are served and none is refused. Each listener
-//! handed out is also held here (a duplicate descriptor), so that
-//! [`held`] can pass all of them to a successor.
+//! read with the `listenfd` crate; named by `LISTEN_FDNAMES`) or from the
+//! predecessor of a binary upgrade ([`super::handover`]), named by the
+//! listener it served (`smtp/NAME`, `http/NAME`, `metrics`, `cluster`,
+//! `admin`). Whoever needs a listener asks [`tcp_listener`] or
+//! [`inherited_unix_listener`]: an inherited socket bound to the same
+//! address (for a configured port 0, the same IP and name) is used instead
+//! of binding a new one, so connections waiting in its backlog are served
+//! and none is refused. Each listener handed out is also held here (a
+//! duplicate descriptor, with its name), so that [`held`] can pass all of
+//! them to a successor.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, OwnedFd};
@@ -96,9 +99,26 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// A socket this process inherited.
+struct Inherited {
+    listener: Listener,
+    name: String,
+    origin: Origin,
+}
+
+/// A socket held for a successor.
+pub struct Held {
+    /// Its kind.
+    pub kind: Kind,
+    /// The listener it serves.
+    pub name: String,
+    /// A duplicate descriptor.
+    pub fd: OwnedFd,
+}
+
 struct Pool {
-    inherited: Vec<(Listener, Origin)>,
-    held: Vec<(Kind, OwnedFd)>,
+    inherited: Vec<Inherited>,
+    held: Vec<Held>,
 }
 
 static POOL: Mutex<Pool> = Mutex::new(Pool {
@@ -111,25 +131,33 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Adds sockets to the inherited ones.
-pub fn inherit(sockets: Vec<Listener>, origin: Origin) {
+/// Adds named sockets to the inherited ones.
+pub fn inherit(sockets: Vec<(String, Listener)>, origin: Origin) {
     let mut pool = pool();
     pool.inherited
-        .extend(sockets.into_iter().map(|socket| (socket, origin)));
+        .extend(sockets.into_iter().map(|(name, listener)| Inherited {
+            listener,
+            name,
+            origin,
+        }));
 }
 
 /// Takes the sockets systemd passed (`LISTEN_FDS`, `LISTEN_PID`) into the
 /// inherited ones and clears those variables, so that no child sees them.
 /// Returns how many there were.
 pub fn inherit_from_systemd() -> usize {
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|names| names.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let name = |index: usize| names.get(index).cloned().unwrap_or_default();
     let mut fds = listenfd::ListenFd::from_env();
     let mut sockets = Vec::new();
     for index in 0..fds.len() {
         match fds.take_tcp_listener(index) {
-            Ok(Some(socket)) => sockets.push(Listener::Tcp(socket)),
+            Ok(Some(socket)) => sockets.push((name(index), Listener::Tcp(socket))),
             Ok(None) => {}
             Err(_) => match fds.take_unix_listener(index) {
-                Ok(Some(socket)) => sockets.push(Listener::Unix(socket)),
+                Ok(Some(socket)) => sockets.push((name(index), Listener::Unix(socket))),
                 Ok(None) => {}
                 Err(e) => warn!(
                     descriptor = index + 3,
@@ -144,16 +172,24 @@ pub fn inherit_from_systemd() -> usize {
     count
 }
 
-/// A listening TCP socket on `addr` (non-blocking): the inherited one
-/// bound to `addr` when there is one, else a new one.
-pub fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let listener =
-        match take(|l| matches!(l, Listener::Tcp(t) if t.local_addr().ok() == Some(addr))) {
-            Some(Listener::Tcp(listener)) => listener,
-            _ => TcpListener::bind(addr)?,
+/// A listening TCP socket on `addr` for the listener `name`
+/// (non-blocking): the inherited one bound to `addr` when there is one
+/// (for port 0: bound to its IP and named `name`), else a new one.
+pub fn tcp_listener(name: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let fits = |socket: &Inherited| {
+        let Listener::Tcp(listener) = &socket.listener else {
+            return false;
         };
+        listener.local_addr().is_ok_and(|bound| {
+            bound == addr || (addr.port() == 0 && bound.ip() == addr.ip() && socket.name == name)
+        })
+    };
+    let listener = match take(fits) {
+        Some(Listener::Tcp(listener)) => listener,
+        _ => TcpListener::bind(addr)?,
+    };
     listener.set_nonblocking(true)?;
-    hold(&Listener::Tcp(listener.try_clone()?))?;
+    hold(name, &Listener::Tcp(listener.try_clone()?))?;
     Ok(listener)
 }
 
@@ -161,9 +197,13 @@ pub fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// (non-blocking, held for a successor).
 pub fn inherited_unix_listener(path: &Path) -> std::io::Result<Option<UnixListener>> {
     let wanted = Some(PathBuf::from(path));
-    let found = take(
-        |l| matches!(l, Listener::Unix(u) if u.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf)) == wanted),
-    );
+    let found = take(|socket| match &socket.listener {
+        Listener::Unix(listener) => {
+            let bound = listener.local_addr().ok();
+            bound.and_then(|a| a.as_pathname().map(Path::to_path_buf)) == wanted
+        }
+        Listener::Tcp(_) => false,
+    });
     let Some(Listener::Unix(listener)) = found else {
         return Ok(None);
     };
@@ -172,42 +212,56 @@ pub fn inherited_unix_listener(path: &Path) -> std::io::Result<Option<UnixListen
     Ok(Some(listener))
 }
 
-/// Holds a Unix listener this process bound itself, for a successor.
+/// Name of the admin socket among the held ones.
+const ADMIN: &str = "admin";
+
+/// Holds the admin socket this process bound itself, for a successor.
 pub fn hold_unix(listener: &UnixListener) -> std::io::Result<()> {
-    hold(&Listener::Unix(listener.try_clone()?))
+    hold(ADMIN, &Listener::Unix(listener.try_clone()?))
 }
 
-fn hold(listener: &Listener) -> std::io::Result<()> {
+fn hold(name: &str, listener: &Listener) -> std::io::Result<()> {
     let fd = listener.duplicate()?;
-    pool().held.push((listener.kind(), fd));
+    pool().held.push(Held {
+        kind: listener.kind(),
+        name: name.to_owned(),
+        fd,
+    });
     Ok(())
 }
 
-fn take(matches: impl Fn(&Listener) -> bool) -> Option<Listener> {
+fn take(fits: impl Fn(&Inherited) -> bool) -> Option<Listener> {
     let mut pool = pool();
-    let at = pool.inherited.iter().position(|(l, _)| matches(l))?;
-    let (listener, origin) = pool.inherited.remove(at);
-    info!(socket = %listener.describe(), from = %origin, "using an inherited listening socket");
-    Some(listener)
+    let at = pool.inherited.iter().position(fits)?;
+    let socket = pool.inherited.remove(at);
+    info!(socket = %socket.listener.describe(), name = %socket.name, from = %socket.origin,
+        "using an inherited listening socket");
+    Some(socket.listener)
 }
 
 /// Closes the inherited sockets no listener asked for (logged): the
 /// configuration no longer has their address.
 pub fn close_unclaimed() {
     let unclaimed = std::mem::take(&mut pool().inherited);
-    for (listener, origin) in unclaimed {
-        warn!(socket = %listener.describe(), from = %origin,
+    for socket in unclaimed {
+        warn!(socket = %socket.listener.describe(), name = %socket.name, from = %socket.origin,
             "an inherited listening socket matches no listener of the configuration; closed");
     }
 }
 
 /// Duplicates of every listening socket this process serves, for a
 /// successor.
-pub fn held() -> std::io::Result<Vec<(Kind, OwnedFd)>> {
+pub fn held() -> std::io::Result<Vec<Held>> {
     pool()
         .held
         .iter()
-        .map(|(kind, fd)| Ok((*kind, fd.try_clone()?)))
+        .map(|h| {
+            Ok(Held {
+                kind: h.kind,
+                name: h.name.clone(),
+                fd: h.fd.try_clone()?,
+            })
+        })
         .collect()
 }
 
@@ -219,14 +273,27 @@ mod tests {
     fn an_inherited_socket_is_used_for_its_address_and_held() {
         let socket = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = socket.local_addr().expect("addr");
-        inherit(vec![Listener::Tcp(socket)], Origin::Activation);
-        let listener = tcp_listener(addr).expect("inherited");
-        assert_eq!(listener.local_addr().expect("addr"), addr);
-        assert!(
-            held()
-                .expect("held")
-                .iter()
-                .any(|(kind, _)| *kind == Kind::Tcp)
+        inherit(
+            vec![("smtp/in".into(), Listener::Tcp(socket))],
+            Origin::Activation,
         );
+        let listener = tcp_listener("smtp/other", addr).expect("inherited");
+        assert_eq!(listener.local_addr().expect("addr"), addr);
+        assert!(held().expect("held").iter().any(|h| h.name == "smtp/other"));
+    }
+
+    #[test]
+    fn a_configured_port_0_takes_the_inherited_socket_of_the_same_name() {
+        let socket = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        inherit(
+            vec![("http/gina".into(), Listener::Tcp(socket))],
+            Origin::Predecessor,
+        );
+        let any_port: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let other = tcp_listener("http/other", any_port).expect("bound");
+        assert_ne!(other.local_addr().expect("addr"), addr);
+        let same = tcp_listener("http/gina", any_port).expect("inherited");
+        assert_eq!(same.local_addr().expect("addr"), addr);
     }
 }

@@ -107,6 +107,8 @@ pub struct Mxgate {
     listeners: Vec<(String, SocketAddr)>,
     /// A command the daemon runs under (e.g. `ip netns exec NS`); empty: none.
     wrap: Vec<String>,
+    /// The mxgate binary run (default: the one cargo built).
+    binary: PathBuf,
 }
 
 impl Mxgate {
@@ -143,6 +145,18 @@ impl Mxgate {
         node: &str,
         policy: &str,
     ) -> Mxgate {
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_mxgate"));
+        Self::start_binary(&binary, wrap, (name, node_keys, node), policy)
+    }
+
+    /// Like [`Mxgate::start_wrapped`] with another mxgate `binary` (e.g. a
+    /// copy that a test then replaces).
+    pub fn start_binary(
+        binary: &Path,
+        wrap: &[&str],
+        (name, node_keys, node): (&str, &str, &str),
+        policy: &str,
+    ) -> Mxgate {
         let dir = shared_tempdir();
         let config = dir.path().join("mxgate.toml");
         std::fs::write(
@@ -155,7 +169,7 @@ impl Mxgate {
         let policy = without_client_names(policy);
         std::fs::write(dir.path().join("cluster.toml"), policy).expect("write cluster.toml");
         let wrap: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
-        let (child, logs) = spawn_serve(&config, &wrap);
+        let (child, logs) = spawn_serve(binary, &config, &wrap);
         let mut gw = Mxgate {
             child,
             dir,
@@ -163,6 +177,7 @@ impl Mxgate {
             logs,
             listeners: Vec::new(),
             wrap,
+            binary: binary.to_path_buf(),
         };
         gw.await_ready();
         gw
@@ -171,7 +186,7 @@ impl Mxgate {
     /// Starts the daemon again in the same directory after it exited
     /// (SIGTERM and [`Mxgate::wait_exit`] first). Log lines start afresh.
     pub fn restart(&mut self) {
-        let (child, logs) = spawn_serve(&self.config, &self.wrap);
+        let (child, logs) = spawn_serve(&self.binary, &self.config, &self.wrap);
         self.child = child;
         self.logs = logs;
         self.await_ready();
@@ -200,14 +215,14 @@ impl Mxgate {
 type Logs = Arc<(Mutex<Vec<String>>, Condvar)>;
 
 /// Spawns `[WRAP...] mxgate serve -c CONFIG` with its stderr collected.
-fn spawn_serve(config: &Path, wrap: &[String]) -> (Child, Logs) {
+fn spawn_serve(binary: &Path, config: &Path, wrap: &[String]) -> (Child, Logs) {
     let mut command = match wrap.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
-            c.args(args).arg(env!("CARGO_BIN_EXE_mxgate"));
+            c.args(args).arg(binary);
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_mxgate")),
+        None => Command::new(binary),
     };
     let mut child = command
         .args(["serve", "-c"])
