@@ -116,8 +116,8 @@ fn the_package_holds_the_binary_conffiles_units_and_manual_pages() {
         "./usr/bin/mxgate",
         "./etc/mxgate/mxgate.toml",
         "./etc/mxgate/cluster.toml",
-        "./lib/systemd/system/mxgate.service",
-        "./lib/systemd/system/mxgate.socket",
+        "./usr/lib/systemd/system/mxgate.service",
+        "./usr/lib/systemd/system/mxgate.socket",
         "./usr/share/man/man8/mxgate.8.gz",
         "./usr/share/man/man5/mxgate.toml.5.gz",
         "./usr/share/man/man5/mxgate-cluster.toml.5.gz",
@@ -161,19 +161,28 @@ fn the_package_holds_the_binary_conffiles_units_and_manual_pages() {
         postinst.contains("chmod 0750 /var/lib/mxgate"),
         "{postinst}"
     );
-    // Installed, not enabled nor started: the operator sets the members first.
-    assert!(
-        !postinst.contains("deb-systemd-helper enable"),
+    // Installed, not enabled nor started: the operator sets the members
+    // first. A unit is enabled again only when the operator had enabled it
+    // (debhelper's "debian-installed" guard); nothing is started or restarted.
+    for unit in ["mxgate.service", "mxgate.socket"] {
+        let guard = format!("if deb-systemd-helper debian-installed {unit}; then");
+        assert!(postinst.contains(&guard), "{postinst}");
+    }
+    assert_eq!(
+        postinst.matches("deb-systemd-helper enable").count(),
+        postinst
+            .matches("deb-systemd-helper debian-installed")
+            .count(),
         "{postinst}"
     );
-    assert!(!postinst.contains("deb-systemd-invoke start"), "{postinst}");
+    assert!(!postinst.contains("deb-systemd-invoke"), "{postinst}");
 
     let data = tempfile::tempdir().expect("tempdir");
     run(Command::new("dpkg-deb")
         .arg("-x")
         .arg(&deb)
         .arg(data.path()));
-    let unit = read(&data.path().join("lib/systemd/system/mxgate.service"));
+    let unit = read(&data.path().join("usr/lib/systemd/system/mxgate.service"));
     for key in [
         "Type=notify",
         "NotifyAccess=all",
@@ -197,7 +206,7 @@ fn the_package_holds_the_binary_conffiles_units_and_manual_pages() {
     ] {
         assert!(unit.lines().any(|l| l == key), "mxgate.service lacks {key}");
     }
-    let socket = read(&data.path().join("lib/systemd/system/mxgate.socket"));
+    let socket = read(&data.path().join("usr/lib/systemd/system/mxgate.socket"));
     for key in ["ListenStream=0.0.0.0:25", "Service=mxgate.service"] {
         assert!(
             socket.lines().any(|l| l == key),
@@ -251,8 +260,8 @@ fn the_installed_package_checks_its_configuration_and_verifies_its_units() {
     }
     let verified = run_bounded(
         verify.args([
-            "/lib/systemd/system/mxgate.service",
-            "/lib/systemd/system/mxgate.socket",
+            "/usr/lib/systemd/system/mxgate.service",
+            "/usr/lib/systemd/system/mxgate.socket",
         ]),
         Duration::from_secs(60),
     )
