@@ -326,3 +326,58 @@ fn read(markdown: &str) -> Vec<Section> {
     }
     reader.sections
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REFERENCE: &str = "# Configuration reference\n\nTwo `TOML` files.\n\n\
+        ## mxgate.toml: node-local\n\n| key | default | meaning |\n| --- | --- | --- |\n\
+        | `[node] name` | host name | unique; *used* in logs |\n\n\
+        ## cluster.toml: the policy\n\n- **Routing.** by hash\n- Failover\n\n```\n.starts with a dot\n```\n";
+
+    fn pages(markdown: &str) -> Vec<ConfigPage> {
+        config_pages(markdown, "9.9.9").expect("pages")
+    }
+
+    #[test]
+    fn each_section_goes_to_its_page_and_the_intro_to_both() {
+        let pages = pages(REFERENCE);
+        let node = &pages[0].roff;
+        let policy = &pages[1].roff;
+        assert_eq!(pages[0].path, "packaging/man/mxgate.toml.5");
+        assert!(node.contains(".TH MXGATE.TOML 5 \"\" \"mxgate 9.9.9\" \"File Formats\""));
+        for page in [node, policy] {
+            assert!(page.contains("Two \\fBTOML\\fR files."), "{page}");
+        }
+        assert!(node.contains(".SH \"MXGATE.TOML: NODE-LOCAL\"\n"), "{node}");
+        assert!(!node.contains("Routing."));
+        assert!(
+            policy.contains(".IP \\(bu 2\n\\fBRouting.\\fR by hash"),
+            "{policy}"
+        );
+        // A code line starting with a dot is text, not a request.
+        assert!(policy.contains("\\&.starts with a dot"), "{policy}");
+    }
+
+    #[test]
+    fn a_table_row_is_a_tagged_paragraph_with_its_headers() {
+        let node = &pages(REFERENCE)[0].roff;
+        assert!(
+            node.contains(
+                ".TP\n\\fB[node] name\\fR\n\\fIdefault: \\fRhost name\n.br\n\\fImeaning: \\fRunique; \\fIused\\fR in logs"
+            ),
+            "{node}"
+        );
+    }
+
+    #[test]
+    fn a_section_no_page_takes_is_an_error() {
+        let markdown = format!("{REFERENCE}\n## Something new\n\ntext\n");
+        let error = config_pages(&markdown, "1").err();
+        assert!(
+            matches!(error, Some(ManualError::UnknownSection(ref s)) if s == "Something new"),
+            "{error:?}"
+        );
+    }
+}
