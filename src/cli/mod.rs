@@ -7,6 +7,7 @@
 pub mod call;
 pub mod cluster;
 mod commands;
+pub mod manual;
 mod output;
 
 use std::net::IpAddr;
@@ -98,6 +99,12 @@ enum Command {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
+    /// Print the shell completion script for SHELL (the package installs bash's and zsh's).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,5 +174,6 @@ pub fn main() -> ExitCode {
             command: LftCommand::Status { json },
         } => commands::lft_status(config, json),
         Command::Cluster { command } => cluster::run(config, command),
+        Command::Completions { shell } => manual::print_completions(shell),
     }
 }
