@@ -46,6 +46,9 @@ _mxgate() {
             mxgate,status)
                 cmd="mxgate__subcmd__status"
                 ;;
+            mxgate,upgrade)
+                cmd="mxgate__subcmd__upgrade"
+                ;;
             mxgate__subcmd__cluster,add-backend)
                 cmd="mxgate__subcmd__cluster__subcmd__add__subcmd__backend"
                 ;;
@@ -286,6 +289,9 @@ _mxgate() {
             mxgate__subcmd__help,status)
                 cmd="mxgate__subcmd__help__subcmd__status"
                 ;;
+            mxgate__subcmd__help,upgrade)
+                cmd="mxgate__subcmd__help__subcmd__upgrade"
+                ;;
             mxgate__subcmd__help__subcmd__cluster,add-backend)
                 cmd="mxgate__subcmd__help__subcmd__cluster__subcmd__add__subcmd__backend"
                 ;;
@@ -395,7 +401,7 @@ _mxgate() {
 
     case "${cmd}" in
         mxgate)
-            opts="-c -h -V --config --help --version serve check-config demo status route dns lft cluster completions help"
+            opts="-c -h -V --config --help --version serve upgrade check-config demo status route dns lft cluster completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1751,7 +1757,7 @@ _mxgate() {
             return 0
             ;;
         mxgate__subcmd__help)
-            opts="serve check-config demo status route dns lft cluster completions help"
+            opts="serve upgrade check-config demo status route dns lft cluster completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2268,6 +2274,20 @@ _mxgate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mxgate__subcmd__help__subcmd__upgrade)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mxgate__subcmd__lft)
             opts="-c -h --config --help status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -2476,6 +2496,28 @@ _mxgate() {
             ;;
         mxgate__subcmd__status)
             opts="-c -h --json --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mxgate__subcmd__upgrade)
+            opts="-c -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

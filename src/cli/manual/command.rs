@@ -248,7 +248,8 @@ fn closing_sections(roff: &mut Roff) {
         (
             "SIGUSR2",
             "binary upgrade, as mxgate upgrade: start the binary now installed, hand it the \
-             listening sockets, then drain like SIGTERM once it is ready.",
+             listening sockets; once it serves, stop accepting and let every session finish \
+             (up to drain_timeout, then drain as on SIGTERM) and exit.",
         ),
     ] {
         roff.control("TP", []);
