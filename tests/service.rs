@@ -256,7 +256,8 @@ impl Process {
             status = self.child.try_wait().ok().flatten();
             status.is_some()
         });
-        status.unwrap_or_else(|| panic!("still running after {START:?}"))
+        status
+            .unwrap_or_else(|| panic!("still running after {START:?}:\n{}", self.logs().join("\n")))
     }
 }
 
@@ -374,10 +375,7 @@ fn the_watchdog_is_pinged_at_half_its_interval() {
         .env_remove("LISTEN_PID");
     let mut daemon = Process::spawn(&mut command);
 
-    let ready = notes
-        .recv(START)
-        .unwrap_or_else(|| panic!("no READY=1:\n{}", daemon.logs().join("\n")));
-    assert_ready(&ready, 1);
+    await_ready(&mut notes, &daemon);
     // Every 100 ms: three pings well within 5 s.
     let started = Instant::now();
     let pings = notes.count_lines("WATCHDOG=1", 3, Duration::from_secs(5));
@@ -391,18 +389,30 @@ fn the_watchdog_is_pinged_at_half_its_interval() {
     assert!(status.success(), "exit status {status}");
 }
 
-/// `systemd-socket-activate -l ADDR... --fdname=NAMES mxgate serve -c CONFIG`.
-fn activated(files: &Files, sockets: &[SocketAddr], names: &str) -> Process {
+/// `systemd-socket-activate -l ADDR... --fdname=NAMES mxgate serve -c
+/// CONFIG`, the daemon notifying on `notify` (the activator passes on only
+/// the variables given with `-E`).
+fn activated(files: &Files, sockets: &[SocketAddr], names: &str, notify: &Path) -> Process {
     let mut command = Command::new("systemd-socket-activate");
     for addr in sockets {
         command.arg("-l").arg(addr.to_string());
     }
     command
         .arg(format!("--fdname={names}"))
-        .args(["-E", "RUST_LOG=info", mxgate(), "serve", "-c"])
-        .arg(&files.config)
-        .env_remove("NOTIFY_SOCKET");
+        .args(["-E", "RUST_LOG=info", "-E"])
+        .arg(format!("NOTIFY_SOCKET={}", notify.display()))
+        .args([mxgate(), "serve", "-c"])
+        .arg(&files.config);
     Process::spawn(&mut command)
+}
+
+/// Waits for `READY=1` (the daemon handles SIGTERM from then on).
+#[track_caller]
+fn await_ready(notes: &mut Notifications, daemon: &Process) {
+    let ready = notes
+        .recv(START)
+        .unwrap_or_else(|| panic!("no READY=1:\n{}", daemon.logs().join("\n")));
+    assert_ready(&ready, 1);
 }
 
 /// Connects to `addr` once something listens there (bounded: the
@@ -436,9 +446,11 @@ fn socket_activation_serves_smtp_on_the_inherited_socket() {
     let fake = FakeMta::start("m1", Behavior::Normal);
     let smtp = addr_on("127.93.1.1");
     let files = Files::write(&smtp_on(smtp), &policy("", &[member("m1", fake.addr, "")]));
-    let mut daemon = activated(&files, &[smtp], "smtp");
+    let mut notes = Notifications::bind();
+    let mut daemon = activated(&files, &[smtp], "smtp", &notes.path);
 
     first_greeting(smtp, &daemon);
+    await_ready(&mut notes, &daemon);
     send_tagged(ip("127.93.1.2"), smtp, "activated");
     let tags: Vec<_> = fake.messages().iter().map(|m| tag_of(&m.data)).collect();
     assert_eq!(tags, [Some("activated".to_owned())]);
@@ -460,9 +472,11 @@ fn socket_activation_passes_smtp_and_metrics_sockets() {
     let (smtp, metrics) = (addr_on("127.93.2.1"), addr_on("127.93.2.2"));
     let node = with_metrics(&smtp_on(smtp), metrics);
     let files = Files::write(&node, &policy("", &[member("m1", fake.addr, "")]));
-    let mut daemon = activated(&files, &[smtp, metrics], "smtp:metrics");
+    let mut notes = Notifications::bind();
+    let mut daemon = activated(&files, &[smtp, metrics], "smtp:metrics", &notes.path);
 
     first_greeting(smtp, &daemon);
+    await_ready(&mut notes, &daemon);
     let body = http_get_text(metrics, "/metrics");
     assert!(body.contains("mxgate_"), "metrics page: {body}");
     let inherited = daemon.wait_logs("using an inherited listening socket", 2);
@@ -481,5 +495,25 @@ fn socket_activation_passes_smtp_and_metrics_sockets() {
         daemon.logs()
     );
     let status = daemon.terminate();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn signals_sent_as_soon_as_ready_is_heard_are_handled() {
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let smtp = addr_on("127.93.0.21");
+    let files = Files::write(&smtp_on(smtp), &policy("", &[member("m1", fake.addr, "")]));
+    let mut notes = Notifications::bind();
+    let mut daemon = serve_notifying(&files, &notes.path, &[]);
+    // `systemctl reload` or `stop` may come the moment systemd hears
+    // READY=1: neither may kill the daemon (the default action) or be lost.
+    await_ready(&mut notes, &daemon);
+    signal(daemon.pid(), "HUP");
+    assert_reloading(&notes.next_step(STEP));
+    assert_ready(&notes.next_step(STEP), 1);
+    signal(daemon.pid(), "TERM");
+    let stopping = notes.next_step(STEP);
+    assert!(has_line(&stopping, "STOPPING=1"), "{stopping:?}");
+    let status = daemon.wait_exit();
     assert!(status.success(), "exit status {status}");
 }
