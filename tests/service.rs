@@ -1,6 +1,7 @@
 //! mxgate as a systemd service, over real processes and sockets (issue 19):
 //! the notify protocol (`NOTIFY_SOCKET`) across start, reload, a refused
-//! reload and drain; watchdog pings; socket activation under
+//! reload and drain; signals sent the moment READY=1 is heard; watchdog
+//! pings; socket activation under
 //! `systemd-socket-activate`, SMTP and metrics served on the inherited
 //! sockets. Addresses: 127.93.0.0/16.
 
