@@ -63,9 +63,10 @@ pub async fn serve_daemon(
     config_path: PathBuf,
     predecessor: Option<Predecessor>,
 ) -> anyhow::Result<()> {
+    let signals = daemon::Signals::install()?;
     start(config, Some(config_path), predecessor)
         .await?
-        .run_until_signal()
+        .run_until_signal(signals)
         .await
 }
 

@@ -11,7 +11,7 @@
 mod run;
 mod upgrade;
 
-pub use run::status_line;
+pub use run::{Signals, status_line};
 pub use upgrade::{UpgradeRequest, Upgraded};
 
 use std::collections::HashMap;

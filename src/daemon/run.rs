@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -78,12 +79,13 @@ impl Daemon {
 
     /// Runs until SIGTERM or SIGINT (then drains), or until a successor
     /// took over (then gives way); reloads on SIGHUP.
-    pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut usr2 = signal(SignalKind::user_defined2())?;
+    pub async fn run_until_signal(mut self, signals: Signals) -> anyhow::Result<()> {
+        let Signals {
+            mut hup,
+            mut term,
+            mut int,
+            mut usr2,
+        } = signals;
         spawn_status(self.gateway.clone(), self.stop.clone());
         let end = loop {
             tokio::select! {
@@ -114,6 +116,29 @@ impl Daemon {
         }
         info!("stopped");
         Ok(())
+    }
+}
+
+/// The signals the daemon answers. Installed before the daemon starts, so
+/// that one sent as soon as systemd hears `READY=1` (`systemctl reload` or
+/// `stop`) waits for [`Daemon::run_until_signal`] instead of killing the
+/// process (the default action) or being lost.
+pub struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+    usr2: Signal,
+}
+
+impl Signals {
+    /// Catches SIGHUP, SIGTERM, SIGINT and SIGUSR2 from now on.
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
     }
 }
 
