@@ -142,8 +142,9 @@ pub fn inherit(sockets: Vec<(String, Listener)>, origin: Origin) {
         }));
 }
 
-/// Takes the sockets systemd passed (`LISTEN_FDS`, `LISTEN_PID`) into the
-/// inherited ones and clears those variables, so that no child sees them.
+/// Takes the sockets systemd passed (`LISTEN_FDS`, `LISTEN_PID`, named by
+/// `LISTEN_FDNAMES`) into the inherited ones; `listenfd` clears the first
+/// two, and a successor is started without any of the three.
 /// Returns how many there were.
 pub fn inherit_from_systemd() -> usize {
     let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
