@@ -1,6 +1,7 @@
 //! mxgate as a systemd service, over real processes and sockets (issue 19):
 //! the notify protocol (`NOTIFY_SOCKET`) across start, reload, a refused
-//! reload and drain; signals sent the moment READY=1 is heard; watchdog
+//! reload and drain; signals sent the moment READY=1 is heard; MAINPID= and
+//! READY=1 from the new process after `mxgate upgrade`; watchdog
 //! pings; socket activation under
 //! `systemd-socket-activate`, SMTP and metrics served on the inherited
 //! sockets. Addresses: 127.93.0.0/16.
@@ -517,4 +518,62 @@ fn signals_sent_as_soon_as_ready_is_heard_are_handled() {
     assert!(has_line(&stopping, "STOPPING=1"), "{stopping:?}");
     let status = daemon.wait_exit();
     assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn after_an_upgrade_the_new_process_says_mainpid_and_ready() {
+    let fake = FakeMta::start("m1", Behavior::Normal);
+    let smtp = addr_on("127.93.0.31");
+    let files = Files::write(&smtp_on(smtp), &policy("", &[member("m1", fake.addr, "")]));
+    let mut notes = Notifications::bind();
+    let mut daemon = serve_notifying(&files, &notes.path, &[]);
+    await_ready(&mut notes, &daemon);
+    let upgraded = Command::new(mxgate())
+        .args(["upgrade", "-c"])
+        .arg(&files.config)
+        .output()
+        .expect("run mxgate upgrade");
+    assert!(
+        upgraded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&upgraded.stderr)
+    );
+    let new = files.status()["pid"].as_u64().expect("pid");
+    // The successor is not the test's child: stopped here on every path.
+    let _successor = Successor(new);
+    assert_ne!(new, u64::from(daemon.pid()));
+    // The new process tells systemd that it is the main process now; the
+    // old one says nothing more (no STOPPING=1: the service goes on).
+    let ready = notes.next_step(STEP);
+    assert_eq!(
+        value(&ready, "MAINPID"),
+        Some(new.to_string().as_str()),
+        "{ready:?}"
+    );
+    assert!(has_line(&ready, "READY=1"), "{ready:?}");
+    let status = daemon.wait_exit();
+    assert!(status.success(), "the old process exits 0: {status}");
+    while notes.recv(Duration::from_millis(100)).is_some() {}
+    assert!(
+        !notes.seen.iter().any(|t| has_line(t, "STOPPING=1")),
+        "{:#?}",
+        notes.seen
+    );
+    send_tagged(ip("127.93.0.32"), smtp, "after-upgrade");
+    assert_eq!(fake.messages().len(), 1);
+}
+
+/// A process that is not the test's child, ended with SIGTERM (then
+/// SIGKILL) when dropped.
+struct Successor(u64);
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        let pid = u32::try_from(self.0).unwrap_or(0);
+        signal(pid, "TERM");
+        let gone = || !Path::new(&format!("/proc/{pid}/exe")).exists();
+        if !eventually(START, gone) {
+            signal(pid, "KILL");
+        }
+    }
 }
