@@ -13,13 +13,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::metrics::{http_get_text, with_metrics};
 use common::{
-    Behavior, Client, FakeMta, eventually, free_port, ip, member, policy, require, send_tagged,
-    shared_tempdir, signal, tag_of, without_client_names,
+    Behavior, Client, FakeMta, Orphan, eventually, free_port, ip, member, policy, require,
+    send_tagged, shared_tempdir, signal, tag_of, without_client_names,
 };
 
 /// How long a daemon gets to start, and to exit after SIGTERM.
@@ -192,7 +191,7 @@ fn addr_on(ip_text: &str) -> SocketAddr {
 /// leaves it behind on any exit path.
 struct Process {
     child: Child,
-    logs: Arc<Mutex<Vec<String>>>,
+    logs: common::Logs,
 }
 
 impl Process {
@@ -203,17 +202,7 @@ impl Process {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("MXGATE_TEST_LOG").is_some() {
-                    eprintln!("mxgate| {line}");
-                }
-                sink.lock().expect("log lock").push(line);
-            }
-        });
+        let logs = common::collect_stderr(&mut child);
         Process { child, logs }
     }
 
@@ -222,7 +211,7 @@ impl Process {
     }
 
     fn logs(&self) -> Vec<String> {
-        self.logs.lock().expect("log lock").clone()
+        self.logs.0.lock().expect("log lock").clone()
     }
 
     /// The log lines containing `needle`, once there are `count` (bounded).
@@ -540,7 +529,7 @@ fn after_an_upgrade_the_new_process_says_mainpid_and_ready() {
     );
     let new = files.status()["pid"].as_u64().expect("pid");
     // The successor is not the test's child: stopped here on every path.
-    let _successor = Successor(new);
+    let _successor = Orphan(u32::try_from(new).expect("pid"));
     assert_ne!(new, u64::from(daemon.pid()));
     // The new process tells systemd that it is the main process now; the
     // old one says nothing more (no STOPPING=1: the service goes on).
@@ -561,19 +550,4 @@ fn after_an_upgrade_the_new_process_says_mainpid_and_ready() {
     );
     send_tagged(ip("127.93.0.32"), smtp, "after-upgrade");
     assert_eq!(fake.messages().len(), 1);
-}
-
-/// A process that is not the test's child, ended with SIGTERM (then
-/// SIGKILL) when dropped.
-struct Successor(u64);
-
-impl Drop for Successor {
-    fn drop(&mut self) {
-        let pid = u32::try_from(self.0).unwrap_or(0);
-        signal(pid, "TERM");
-        let gone = || !Path::new(&format!("/proc/{pid}/exe")).exists();
-        if !eventually(START, gone) {
-            signal(pid, "KILL");
-        }
-    }
 }

@@ -11,41 +11,11 @@ use std::time::Duration;
 
 use common::peers::SmtpSink;
 use common::{
-    Client, Mxgate, default_listener, eventually, ip, member, policy, require, run_bounded,
+    Client, Mxgate, Orphan, default_listener, eventually, ip, member, policy, require, run_bounded,
 };
 
 /// How long an upgrade may take here.
 const UPGRADE: Duration = Duration::from_secs(60);
-
-/// The process that serves after an upgrade: not a child of the test, so
-/// it is stopped here (SIGTERM, then SIGKILL) on every exit path.
-struct Successor(u32);
-
-impl Successor {
-    fn is_alive(&self) -> bool {
-        alive(self.0)
-    }
-}
-
-impl Drop for Successor {
-    fn drop(&mut self) {
-        common::signal(self.0, "TERM");
-        if !eventually(Duration::from_secs(10), || !alive(self.0)) {
-            common::signal(self.0, "KILL");
-        }
-    }
-}
-
-/// True while `pid` runs (a zombie has ended).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.rsplit(')').next()?.split_whitespace().next()?;
-            Some(state != "Z")
-        })
-        .unwrap_or(false)
-}
 
 /// The pid in the daemon's `status --json`.
 fn serving_pid(gw: &Mxgate) -> Option<u32> {
@@ -111,7 +81,7 @@ fn an_upgrade_under_load_refuses_nothing_and_loses_no_message() {
     let said = text(&out.stdout);
     eprintln!("mxgate upgrade said: {said}");
     let new = serving_pid(&gw).expect("the new process answers status");
-    let successor = Successor(new);
+    let successor = Orphan(new);
     assert_ne!(new, old, "{said}");
     assert!(said.contains(&format!("pid {new}")), "{said}");
 
@@ -178,7 +148,7 @@ fn a_configuration_the_new_process_refuses_keeps_the_old_one_serving() {
         }),
         "SIGUSR2 did not upgrade"
     );
-    let _successor = new.map(Successor);
+    let _successor = new.map(Orphan);
     one_message(&gw, "127.94.1.11");
 }
 
@@ -228,7 +198,7 @@ fn the_binary_installed_at_the_path_is_started_and_a_broken_one_changes_nothing(
     let out = upgrade(&gw);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let new = serving_pid(&gw).expect("status");
-    let _successor = Successor(new);
+    let _successor = Orphan(new);
     assert_ne!(new, old);
     let exe = std::fs::read_link(format!("/proc/{new}/exe")).expect("exe");
     assert_eq!(exe, binary, "the new process runs the installed binary");
@@ -252,7 +222,7 @@ fn a_cluster_backend_hands_its_database_over() {
     let out = upgrade(&node.gw);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let new = serving_pid(&node.gw).expect("status");
-    let _successor = Successor(new);
+    let _successor = Orphan(new);
     assert_ne!(new, old);
     // The new process opened the database and leads the cluster again.
     assert!(

@@ -212,7 +212,7 @@ impl Mxgate {
 }
 
 /// Logs of a child, collected by a thread.
-type Logs = Arc<(Mutex<Vec<String>>, Condvar)>;
+pub type Logs = Arc<(Mutex<Vec<String>>, Condvar)>;
 
 /// Spawns `[WRAP...] mxgate serve -c CONFIG` with its stderr collected.
 fn spawn_serve(binary: &Path, config: &Path, wrap: &[String]) -> (Child, Logs) {
@@ -232,6 +232,13 @@ fn spawn_serve(binary: &Path, config: &Path, wrap: &[String]) -> (Child, Logs) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn mxgate");
+    let logs = collect_stderr(&mut child);
+    (child, logs)
+}
+
+/// Collects the lines `child` writes to its (piped) stderr, by a thread;
+/// echoed when `MXGATE_TEST_LOG` is set.
+pub fn collect_stderr(child: &mut Child) -> Logs {
     let logs: Logs = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
     let stderr = child.stderr.take().expect("stderr");
     let sink = logs.clone();
@@ -245,7 +252,34 @@ fn spawn_serve(binary: &Path, config: &Path, wrap: &[String]) -> (Child, Logs) {
             cv.notify_all();
         }
     });
-    (child, logs)
+    logs
+}
+
+/// A process that is not the test's child (the successor of `mxgate
+/// upgrade`, which the daemon started): ended with SIGTERM, then SIGKILL,
+/// when dropped, so it is not left behind on any exit path.
+pub struct Orphan(pub u32);
+
+impl Orphan {
+    /// True while it runs (a zombie has ended).
+    pub fn is_alive(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.0))
+            .ok()
+            .and_then(|stat| {
+                let state = stat.rsplit(')').next()?.split_whitespace().next()?;
+                Some(state != "Z")
+            })
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        signal(self.0, "TERM");
+        if !eventually(Duration::from_secs(10), || !self.is_alive()) {
+            signal(self.0, "KILL");
+        }
+    }
 }
 
 impl Mxgate {
