@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::server;
 use crate::config::Config;
@@ -43,10 +43,13 @@ pub async fn start(
     tokio::spawn(server::serve(socket, gateway.clone(), daemon.stopping()));
     sockets::close_unclaimed();
     if let Some(p) = &mut predecessor {
-        p.send(&Step::Ready {
+        let ready = Step::Ready {
             pid: std::process::id(),
-        })
-        .context("cannot tell the running daemon that this one is ready")?;
+        };
+        // Serving is what counts: a predecessor that is gone changes nothing.
+        if let Err(e) = p.send(&ready) {
+            warn!("the daemon this one replaces did not hear that it is ready: {e}");
+        }
     }
     notify::ready(&daemon::status_line(&gateway), predecessor.is_some());
     if let Some(interval) = daemon.watchdog() {

@@ -14,7 +14,7 @@
 //! nothing.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Write};
+use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -151,8 +151,6 @@ impl Channel {
         }
     }
 }
-
-use std::io::Read as _;
 
 /// The predecessor's side: the new process and the channel to it.
 pub struct Successor {
