@@ -25,7 +25,8 @@
 //! [`dns`] (MX / round-robin check, member host names), [`cluster`]
 //! (control plane: identity, join, replicated policy over mutual TLS), [`lft`]
 //! (attachment store of injected mail and its synchronisation), [`text`]
-//! (escaping what the CLI prints, so no value can forge a line), [`cli`]
+//! (escaping what the CLI prints, so no value can forge a line), [`stdout`]
+//! (the one writer of standard output, quiet when its reader goes away), [`cli`]
 //! (the command line). `docs/architecture.md` draws the layers they form.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -48,6 +49,7 @@ pub mod routing;
 pub mod service;
 pub mod shutdown;
 pub mod smtp;
+pub mod stdout;
 pub mod text;
 pub mod time;
 pub mod tls;

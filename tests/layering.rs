@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     // Leaves: plain values, no I/O of their own beyond what they own.
     ("time", 0),
     ("text", 0),
+    ("stdout", 0),
     ("accept", 0),
     ("service", 0),
     ("config", 1),

@@ -14,7 +14,7 @@ use clap::Subcommand;
 
 use super::Exit;
 use super::call::{ANSWER_WITHIN, call};
-use super::output::{failed, print_error, print_text};
+use super::output::{failed, print_error, print_raw, print_text};
 use crate::admin::Request;
 use crate::cluster::Role;
 use crate::cluster::admin::ClusterRequest;
@@ -353,14 +353,8 @@ fn ask(config_path: &Path, request: ClusterRequest, output: Output) -> ExitCode 
     };
     let json = matches!(output, Output::Json);
     match render::render(&value, output) {
-        Ok(text) if json => {
-            println!("{}", text.trim_end());
-            ExitCode::SUCCESS
-        }
-        Ok(text) => {
-            print_text(&text);
-            ExitCode::SUCCESS
-        }
+        Ok(text) if json => print_raw(text.trim_end()).into(),
+        Ok(text) => print_text(&text).into(),
         Err(e) => {
             print_error(&format!("mxgate: {e}"));
             Exit::Failed.into()

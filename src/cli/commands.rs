@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::Exit;
 use super::call::{ANSWER_WITHIN, CallError, call};
-use super::output::{answer, print_error, print_text};
+use super::output::{answer, print_error, print_raw, print_text};
 use crate::admin::{self, Request};
 use crate::config;
 use crate::descriptors::Budget;
@@ -80,7 +80,7 @@ pub fn upgrade(path: &Path) -> ExitCode {
 pub fn check_config(path: &Path) -> ExitCode {
     match load_checked(path) {
         Ok(config) => {
-            print!("{}", config::render_effective(&config));
+            let printed = print_raw(&config::render_effective(&config));
             let workers = crate::workers::count(config.node.worker_threads);
             let limit = crate::descriptors::hard_limit();
             if let Some(warning) = Budget::plan(limit, &config, workers).warning() {
@@ -91,7 +91,7 @@ pub fn check_config(path: &Path) -> ExitCode {
                 path.display(),
                 config.node.policy.display()
             ));
-            ExitCode::SUCCESS
+            printed.into()
         }
         Err(errors) => {
             print_error(&format!(
@@ -150,9 +150,12 @@ pub fn lft_status(path: &Path, json: bool) -> ExitCode {
 /// report's (plugin codes); anything that prevents a report is UNKNOWN (3).
 pub fn dns_check(path: &Path, domains: Vec<String>, json: bool) -> ExitCode {
     let unknown = |short: &str, detail: &str| {
-        print_text(&format!("DNS UNKNOWN - {short}"));
+        let printed = print_text(&format!("DNS UNKNOWN - {short}"));
         print_error(&format!("mxgate: {detail}"));
-        ExitCode::from(PLUGIN_UNKNOWN)
+        match printed {
+            Exit::Ok => ExitCode::from(PLUGIN_UNKNOWN),
+            other => other.into(),
+        }
     };
     let request = Request::DnsCheck { domains };
     let value = match call(path, &request, DNS_CHECK_WITHIN) {
@@ -172,15 +175,15 @@ pub fn dns_check(path: &Path, domains: Vec<String>, json: bool) -> ExitCode {
         Ok(report) => report,
         Err(e) => return unknown("bad answer from the daemon", &e.to_string()),
     };
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
+    let printed = if json {
+        print_raw(&serde_json::to_string_pretty(&value).unwrap_or_default())
     } else {
-        print_text(&crate::dns::render_text(&report));
+        print_text(&crate::dns::render_text(&report))
+    };
+    match printed {
+        Exit::Ok => ExitCode::from(report.exit_code),
+        other => other.into(),
     }
-    ExitCode::from(report.exit_code)
 }
 
 /// Runs `fut` on a runtime with one worker per CPU.

@@ -33,6 +33,9 @@ pub enum Exit {
     Software = 70,
     /// A configuration file is wrong (sysexits `EX_CONFIG`).
     Config = 78,
+    /// The reader of stdout went away (`mxgate status | head -1`): 128 +
+    /// SIGPIPE, what shells report for a program that SIGPIPE ended.
+    Closed = crate::stdout::CLOSED_EXIT,
 }
 
 impl From<Exit> for ExitCode {
@@ -148,9 +151,38 @@ enum RouteCommand {
     },
 }
 
+/// Prints what clap says instead of running a command: `--help` and
+/// `--version` on stdout through [`output`] (so `mxgate --help | head -1`
+/// ends quietly), a usage error on stderr with clap's code (2).
+fn usage(said: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    use std::io::IsTerminal;
+    match said.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let rendered = said.render();
+            let text = if std::io::stdout().is_terminal() {
+                rendered.ansi().to_string()
+            } else {
+                rendered.to_string()
+            };
+            match crate::stdout::write(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => output::write_failed(&error).into(),
+            }
+        }
+        _ => {
+            let _ = said.print();
+            ExitCode::from(u8::try_from(said.exit_code()).unwrap_or(2))
+        }
+    }
+}
+
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(refused) => return usage(&refused),
+    };
     let config = cli.config.as_path();
     match cli.command {
         Command::Serve => commands::serve(config),

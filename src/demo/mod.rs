@@ -48,7 +48,8 @@ pub async fn run() -> anyhow::Result<()> {
         })?;
     let exe = std::env::args().next().unwrap_or_else(|| "mxgate".into());
     let cfg = config_path.display();
-    println!(
+    // The demo serves on when nobody reads its stdout.
+    let _ = crate::stdout::write_lines(&format!(
         "\nmxgate demo is running.\n\
          \x20 SMTP     {DEMO_SMTP}  -> members sink1 ({sink1}) and sink2 ({sink2}), built-in sink MTAs\n\
          \x20 GINA     http://{DEMO_HTTP}/  -> the same members' web portals sink1 ({web1}) and sink2 ({web2})\n\
@@ -62,7 +63,7 @@ pub async fn run() -> anyhow::Result<()> {
          \x20 {exe} status -c {cfg}\n\
          \x20 {exe} route explain -c {cfg} --client 203.0.113.7\n\
          Every routing decision, every message the sinks take and every web request is logged below. Ctrl-C stops the demo.\n"
-    );
+    ));
     tokio::signal::ctrl_c()
         .await
         .context("cannot wait for Ctrl-C")?;

@@ -89,12 +89,8 @@ fn version() -> &'static str {
 
 /// `mxgate completions SHELL`: the script on standard output.
 pub(super) fn print_completions(shell: Shell) -> std::process::ExitCode {
-    use std::io::Write;
-    match std::io::stdout().lock().write_all(&completions(shell)) {
+    match crate::stdout::write(&completions(shell)) {
         Ok(()) => super::Exit::Ok.into(),
-        Err(error) => {
-            super::output::print_error(&format!("mxgate: writing the completion script: {error}"));
-            super::Exit::Failed.into()
-        }
+        Err(error) => super::output::write_failed(&error).into(),
     }
 }
