@@ -277,6 +277,9 @@ table() {
   done
 }
 table | tee -a "$BENCH_OUT/table.txt"
+if [ "$smoke" = 1 ]; then
+  echo "smoke run: GINA requests/s of $CONTENDERS with wrk, 1 round of $DURATION; it checks only that this script works, its numbers measure nothing (docs/performance.md has the real runs)"
+fi
 echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$BENCH_OUT/table.txt"
 log "results in $BENCH_OUT (results.tsv, table.txt)"
 [ "$failed" = 0 ] || die "$failed wrk run(s) failed"

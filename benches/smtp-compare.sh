@@ -433,6 +433,9 @@ table() {
   done
 }
 table | tee -a "$BENCH_OUT/table.txt"
+if [ "$smoke" = 1 ]; then
+  echo "smoke run: SMTP messages/s of $CONTENDERS with smtp-source, tiny counts, 1 round; it checks only that this script works, its numbers measure nothing (docs/performance.md has the real runs)"
+fi
 
 # ---------------------------------------------------------------- idle-session memory
 : >"$BENCH_OUT/rss.txt"

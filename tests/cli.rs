@@ -285,10 +285,59 @@ fn status_without_a_running_daemon_says_what_to_do() {
 
     let out = mxgate(&["status", "-c", "/nonexistent/mxgate.toml"]);
     let stderr = text(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(
-        stderr.contains("/nonexistent/mxgate.toml") && stderr.contains("-c"),
+        stderr.contains("cannot read /nonexistent/mxgate.toml") && stderr.contains("-c"),
         "should say what to do: {stderr}"
+    );
+
+    // A file that was read but is invalid is reported as invalid, with its
+    // errors, not as unreadable.
+    let invalid = dir.path().join("invalid.toml");
+    std::fs::write(&invalid, BROKEN_NODE).expect("write");
+    let out = mxgate(&["status", "-c", invalid.to_str().expect("path")]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("node.colour")
+            && stderr.contains(&format!("{} is invalid", invalid.display()))
+            && !stderr.contains("cannot read"),
+        "{stderr}"
+    );
+}
+
+/// `check-config` names both files the way the first was given: relative
+/// stays relative (no `./` of its own), absolute stays absolute.
+#[test]
+fn check_config_prints_paths_as_given() {
+    let dir = shared_tempdir();
+    std::fs::write(
+        dir.path().join("mxgate.toml"),
+        "[node]\nname = \"paths\"\ndata_dir = \"data\"\npolicy = \"cluster.toml\"\n\n[[smtp]]\nname = \"inbound\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("cluster.toml"), "").expect("write");
+    let relative = Command::new(env!("CARGO_BIN_EXE_mxgate"))
+        .args(["check-config", "-c", "mxgate.toml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run mxgate");
+    let stderr = text(&relative.stderr);
+    assert!(
+        stderr.contains("mxgate: mxgate.toml and cluster.toml are valid"),
+        "{stderr}"
+    );
+    let absolute = dir.path().join("mxgate.toml");
+    let out = mxgate(&["check-config", "-c", absolute.to_str().expect("path")]);
+    let stderr = text(&out.stderr);
+    let policy = dir.path().join("cluster.toml");
+    assert!(
+        stderr.contains(&format!(
+            "{} and {} are valid",
+            absolute.display(),
+            policy.display()
+        )),
+        "{stderr}"
     );
 }
 

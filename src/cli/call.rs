@@ -20,11 +20,25 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 pub enum CallError {
     /// `mxgate.toml` could not be read to find the admin socket.
     #[error(
-        "{errors}\ncannot read {} to find the daemon; pass the daemon's file with -c",
+        "cannot read {}: {source}\n\
+         The daemon is found through its configuration file: pass the one \
+         `mxgate serve` runs with, with -c (default /etc/mxgate/mxgate.toml).",
         .path.display()
     )]
-    Config {
-        /// The file given with `-c`.
+    Unreadable {
+        /// The file given with `-c` (or the default).
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+    /// `mxgate.toml` was read but is invalid, so the admin socket is unknown.
+    #[error(
+        "{errors}\n{} is invalid, so the daemon's admin socket is unknown; \
+         fix the lines above (mxgate check-config -c {} lists them all)",
+        .path.display(), .path.display()
+    )]
+    Invalid {
+        /// The file given with `-c` (or the default).
         path: PathBuf,
         /// What is wrong with it.
         errors: config::ConfigErrors,
@@ -53,7 +67,7 @@ impl CallError {
     /// The exit code for this failure.
     pub fn exit(&self) -> Exit {
         match self {
-            CallError::Config { .. } => Exit::Config,
+            CallError::Unreadable { .. } | CallError::Invalid { .. } => Exit::Config,
             CallError::Unreachable { .. } | CallError::Protocol(_) => Exit::Unavailable,
             CallError::Refused(_) => Exit::Failed,
         }
@@ -67,12 +81,15 @@ pub fn call(
     request: &Request,
     limit: Duration,
 ) -> Result<serde_json::Value, CallError> {
-    let socket = config::load_node(config_path)
-        .map_err(|errors| CallError::Config {
-            path: config_path.to_path_buf(),
-            errors,
-        })?
-        .admin_socket();
+    let path = config_path.to_path_buf();
+    let text = match std::fs::read_to_string(config_path) {
+        Ok(text) => text,
+        Err(source) => return Err(CallError::Unreadable { path, source }),
+    };
+    let socket = match config::load_node_str(config_path, &text) {
+        Ok(node) => node.admin_socket(),
+        Err(errors) => return Err(CallError::Invalid { path, errors }),
+    };
     exchange(&socket, request, limit)
 }
 

@@ -27,13 +27,29 @@ use render::Output;
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Make this node master of a new cluster; keeps its data (its policy becomes the cluster's).
+    ///
+    /// Makes the cluster's CA and this node's certificate (the key never
+    /// leaves the node) and turns the node's policy file into version 1 of
+    /// the replicated policy. The node routes as before.
+    #[command(after_help = "Example:\n  mxgate cluster create -c /etc/mxgate/mxgate.toml")]
     Create,
-    /// Identifiers: the file a new node needs to join.
+    /// Identifiers: the file a new node needs to join (export, protect, rotate).
+    #[command(
+        after_help = "Example:\n  mxgate cluster identifier export --out clusterid.txt --password-file pw"
+    )]
     Identifier {
         #[command(subcommand)]
         command: IdentifierCommand,
     },
     /// Join a cluster (wipes this node's cluster state; the master's wins).
+    ///
+    /// Run on the new node, its daemon running with a [cluster] section, with
+    /// the identifier exported on the master. A backend takes over the
+    /// cluster's state and votes once it has caught up; a frontend keeps no
+    /// cluster database and follows the backends.
+    #[command(
+        after_help = "Example:\n  mxgate cluster join --identifier clusterid.txt --master 192.0.2.10:7025 --password-file pw"
+    )]
     Join {
         /// The identifier file exported on the master.
         #[arg(long)]
@@ -48,7 +64,8 @@ pub enum ClusterCommand {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
-    /// The members table.
+    /// The members table: each node's role, state, replication lag and last contact.
+    #[command(after_help = "Example:\n  mxgate cluster status --wide")]
     Status {
         /// Machine-readable output.
         #[arg(long)]
@@ -57,44 +74,60 @@ pub enum ClusterCommand {
         #[arg(long)]
         wide: bool,
     },
-    /// Last CSN per backend: who changed what, when.
+    /// The last change each backend applied: who changed what, when.
+    ///
+    /// A change is named by its CSN: the master's term, the log index, the
+    /// node it came from and the time.
+    #[command(after_help = "Example:\n  mxgate cluster replication")]
     Replication {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// On the master: remove a member (its certificate is refused at once).
+    #[command(after_help = "Example:\n  mxgate cluster delete gw3")]
     Delete {
         /// Name or cluster number.
         member: String,
     },
     /// Remove this node from the cluster; its database stays as last synchronised.
+    #[command(after_help = "Example:\n  mxgate cluster leave")]
     Leave {
         /// Leave even when the master cannot be told (disaster recovery: the master is lost).
         #[arg(long)]
         force: bool,
     },
-    /// The replicated policy (cluster.toml).
+    /// The replicated policy (cluster.toml): apply a new one, show the current one.
+    #[command(after_help = "Example:\n  mxgate cluster policy apply /etc/mxgate/cluster.toml")]
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Injection ACLs.
+    /// Injection ACLs: the members a member may inject mail into.
+    #[command(after_help = "Example:\n  mxgate cluster inject set gw1 --to gw2,gw3")]
     Inject {
         #[command(subcommand)]
         command: ListCommand,
     },
-    /// LFT sync targets.
+    /// LFT sync targets: the members a member's large attachments are copied to.
+    #[command(after_help = "Example:\n  mxgate cluster lft set gw1 --to gw2")]
     Lft {
         #[command(subcommand)]
         command: ListCommand,
     },
-    /// Member details.
+    /// Member details: a comment and a location shown by `cluster status --wide`.
+    #[command(after_help = "Example:\n  mxgate cluster member set gw2 --location Zurich")]
     Member {
         #[command(subcommand)]
         command: MemberCommand,
     },
-    /// Make this backend the master (epoch + 1); refuses while the master is reachable.
+    /// Make this backend the master now (a planned handover; epoch + 1).
+    ///
+    /// Not needed when the master dies: the backends elect a new one by
+    /// themselves while a majority of them is up. Without --force the master
+    /// checks that this node holds every change and hands over; --force is
+    /// disaster recovery when a majority of the backends is lost for good.
+    #[command(after_help = "Example (maintenance of the master):\n  mxgate cluster promote")]
     Promote {
         /// Master reachable: hand over without losing anything. Master lost:
         /// promote even without a majority of the backends.
@@ -102,17 +135,20 @@ pub enum ClusterCommand {
         force: bool,
     },
     /// Follow the master that HOST[:PORT] names (only needed when no member is reachable).
+    #[command(after_help = "Example:\n  mxgate cluster sync --master 192.0.2.11:7025")]
     Sync {
         /// A node's control-plane address, HOST[:PORT] (port 7025 by default).
         #[arg(long)]
         master: String,
     },
     /// Frontend: use one more backend (failover without a virtual IP); the master records it.
+    #[command(after_help = "Example:\n  mxgate cluster add-backend 192.0.2.12:7025")]
     AddBackend {
         /// The backend's control-plane address, HOST[:PORT] (port 7025 by default).
         backend: String,
     },
     /// Frontend: leave the cluster and start again with an empty state.
+    #[command(after_help = "Example:\n  mxgate cluster detach")]
     Detach,
 }
 
@@ -120,6 +156,13 @@ pub enum ClusterCommand {
 #[derive(Debug, Subcommand)]
 pub enum IdentifierCommand {
     /// Write clusterid.txt (CA certificate, master address, enrolment certificate and key).
+    ///
+    /// The key is encrypted with the password (PKCS#8, PBKDF2); the file is
+    /// written with mode 0600. Anyone with the file and its password can
+    /// join until you rotate.
+    #[command(
+        after_help = "Example:\n  mxgate cluster identifier export --out clusterid.txt --password-file pw --allow-ip 192.0.2.11"
+    )]
     Export {
         /// Where to write it.
         #[arg(long)]
@@ -135,6 +178,9 @@ pub enum IdentifierCommand {
         insecure_no_password: bool,
     },
     /// Limit joins to source addresses (applies to identifiers exported before too).
+    #[command(
+        after_help = "Example:\n  mxgate cluster identifier protect --allow-ip 192.0.2.11 192.0.2.12"
+    )]
     Protect {
         /// Allowed source addresses.
         #[arg(long, num_args = 1.., required_unless_present = "clear")]
@@ -144,6 +190,7 @@ pub enum IdentifierCommand {
         clear: bool,
     },
     /// Invalidate every identifier exported before.
+    #[command(after_help = "Example:\n  mxgate cluster identifier rotate")]
     Rotate,
 }
 
@@ -151,11 +198,16 @@ pub enum IdentifierCommand {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// On the master: validate and replicate a new policy.
+    ///
+    /// Done once a majority of the backends holds it; every node then
+    /// applies it live.
+    #[command(after_help = "Example:\n  mxgate cluster policy apply cluster.toml")]
     Apply {
         /// The cluster.toml to apply.
         file: PathBuf,
     },
     /// Print the replicated policy.
+    #[command(after_help = "Example:\n  mxgate cluster policy show > cluster.toml")]
     Show,
 }
 
@@ -163,6 +215,7 @@ pub enum PolicyCommand {
 #[derive(Debug, Subcommand)]
 pub enum ListCommand {
     /// On the master: set the list of MEMBER.
+    #[command(after_help = "Example:\n  mxgate cluster inject set gw1 --to gw2,gw3")]
     Set {
         /// The member.
         member: String,
@@ -176,6 +229,9 @@ pub enum ListCommand {
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
     /// On the master: set a member's comment and location (empty text removes).
+    #[command(
+        after_help = "Example:\n  mxgate cluster member set gw2 --comment 'rack 4' --location Zurich"
+    )]
     Set {
         /// Name or cluster number.
         member: String,

@@ -162,7 +162,8 @@ pub fn dns_check(path: &Path, domains: Vec<String>, json: bool) -> ExitCode {
         Ok(value) => value,
         Err(e) => {
             let short = match &e {
-                CallError::Config { .. } => format!("cannot read {}", path.display()),
+                CallError::Unreadable { .. } => format!("cannot read {}", path.display()),
+                CallError::Invalid { .. } => format!("{} is invalid", path.display()),
                 CallError::Unreachable { socket, .. } => {
                     format!("cannot reach the mxgate daemon at {}", socket.display())
                 }

@@ -9,6 +9,8 @@ pub mod cluster;
 mod commands;
 pub mod manual;
 mod output;
+#[cfg(test)]
+mod tests;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -44,12 +46,37 @@ impl From<Exit> for ExitCode {
     }
 }
 
+/// What the top-level `--help` ends with: the words an operator meets
+/// first, and where to start.
+const TERMS: &str = "\
+Terms:
+  member  one mail gateway of the cluster (its MTA, its GINA portal); mxgate
+          spreads sessions over the members, sticky by client and destination
+  GINA    the members' secure-mail web portal (SEPPmail's GINA), proxied by
+          mxgate to the same member as the client's mail
+  LFT     Large File Transfer: big attachments of mail one member injects into
+          another, kept by mxgate and copied only to the members chosen for them
+
+Start with:
+  mxgate demo                       two sink MTAs behind mxgate on 127.0.0.1
+  mxgate demo --cluster             three backends and a frontend, clustered
+  mxgate check-config -c FILE       validate a configuration
+
+Every command takes -c FILE (default /etc/mxgate/mxgate.toml); the commands
+that ask the daemon find it through the admin socket in that file's data_dir.
+Manual pages: mxgate(8), mxgate.toml(5), mxgate-cluster.toml(5).";
+
 /// The command line.
 #[derive(Parser)]
 #[command(
     name = "mxgate",
     version,
-    about = "SMTP-aware front door for mail-gateway clusters"
+    about = "SMTP-aware front door for mail-gateway clusters",
+    long_about = "SMTP-aware front door for mail-gateway clusters: it spreads SMTP \
+        sessions and GINA web requests over the cluster's members with sticky \
+        affinity, holds members injecting mail into each other to their ACLs, \
+        watches SMTP, HTTP and DNS health, and runs the cluster's control plane.",
+    after_help = TERMS
 )]
 pub struct Cli {
     /// Node configuration file (mxgate.toml).
@@ -67,42 +94,74 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon (SIGTERM drains, SIGHUP reloads, SIGUSR2 upgrades).
+    ///
+    /// Binds the listeners of mxgate.toml, routes sessions to the members of
+    /// its policy file and serves until SIGTERM, which lets running sessions
+    /// finish (drain_timeout). SIGHUP reloads both files; a broken file is
+    /// refused and the running configuration stays. Under systemd it
+    /// reports readiness and status (Type=notify) and takes the sockets of
+    /// mxgate.socket.
+    #[command(after_help = "Example:\n  mxgate serve -c /etc/mxgate/mxgate.toml")]
     Serve,
-    /// Replace the running daemon by the binary now installed at its path,
-    /// without refusing a connection: the new process takes over the
-    /// listening sockets, the old one lets its sessions finish and exits.
+    /// Replace the running daemon by the binary now installed, without refusing a connection.
+    ///
+    /// The daemon starts the binary now installed at its path; the new
+    /// process takes over the listening sockets and serves, the old one lets
+    /// its sessions finish and exits. A new binary that refuses the
+    /// configuration or fails to start changes nothing.
+    #[command(after_help = "Example (after installing a new package):\n  mxgate upgrade")]
     Upgrade,
-    /// Validate mxgate.toml and the policy it names; print the effective configuration.
+    /// Check mxgate.toml and the policy it names; print the effective configuration.
+    ///
+    /// Every error is listed with its file, line and key; certificates, keys
+    /// and CA files are loaded as the daemon would. Exit 0 when both files
+    /// are valid, 78 when not.
+    #[command(after_help = "Example:\n  mxgate check-config -c /etc/mxgate/mxgate.toml")]
     CheckConfig,
-    /// Self-contained local demo: two sink MTAs and mxgate in front of them.
+    /// A local demo with nothing installed: sink MTAs and mxgate in front of them.
+    ///
+    /// Starts two built-in sink MTAs with web portals and mxgate in front
+    /// of them on 127.0.0.1 (SMTP 2525, GINA 8080, metrics 9325), prints
+    /// commands to try and logs every routing decision. Ctrl-C stops it.
+    #[command(after_help = "Example:\n  mxgate demo")]
     Demo,
-    /// Listeners, members with health, sessions.
+    /// Listeners, members with their health, sessions, and the cluster summary.
+    #[command(after_help = "Example:\n  mxgate status -c /etc/mxgate/mxgate.toml")]
     Status {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
-    /// Routing questions.
+    /// Which member a client's session would reach, and why.
+    #[command(after_help = "Example:\n  mxgate route explain --client 203.0.113.7")]
     Route {
         #[command(subcommand)]
         command: RouteCommand,
     },
-    /// DNS checks (exit codes of monitoring plugins: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    /// Check the MX and round-robin records of your domains and the SMTP servers they name.
+    #[command(after_help = "Example:\n  mxgate dns check example.com")]
     Dns {
         #[command(subcommand)]
         command: DnsCommand,
     },
-    /// The LFT attachment store (SPEC section 9).
+    /// The LFT store: large attachments of injected mail and their copies to other members.
+    #[command(after_help = "Example:\n  mxgate lft status")]
     Lft {
         #[command(subcommand)]
         command: LftCommand,
     },
-    /// The cluster control plane (SPEC section 8).
+    /// Create, join and run a cluster of mxgate nodes (over mutual TLS).
+    ///
+    /// Backends hold the replicated policy and elect a master that orders
+    /// every change; frontends (for a DMZ) follow them. Every command asks the
+    /// local daemon, so `mxgate serve` must run on this node.
+    #[command(after_help = "Examples:\n  mxgate cluster create\n  mxgate cluster status")]
     Cluster {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
     /// Print the shell completion script for SHELL (the package installs bash's and zsh's).
+    #[command(after_help = "Example:\n  mxgate completions bash > /etc/bash_completion.d/mxgate")]
     Completions {
         /// The shell.
         #[arg(value_enum)]
@@ -112,7 +171,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum LftCommand {
-    /// Per target: pending, synced, failed, oldest pending.
+    /// Per target member: attachments pending, synced and failed, and the oldest pending.
+    #[command(after_help = "Example:\n  mxgate lft status --json")]
     Status {
         /// Machine-readable output.
         #[arg(long)]
@@ -122,7 +182,14 @@ enum LftCommand {
 
 #[derive(Subcommand)]
 enum DnsCommand {
-    /// MX / round-robin report of DOMAIN... (default: [dns] domains), run by the daemon.
+    /// Report on DOMAIN... (default: [dns] domains), run by the daemon.
+    ///
+    /// Looks up each domain's MX records and their addresses through [dns]
+    /// nameservers, checks that they spread over the ingress members as
+    /// intended, answer SMTP and have forward-confirmed reverse DNS, and
+    /// ends with the codes of monitoring plugins: 0 OK, 1 WARNING,
+    /// 2 CRITICAL, 3 UNKNOWN (Nagios, Icinga, Checkmk).
+    #[command(after_help = "Example:\n  mxgate dns check example.com example.org")]
     Check {
         /// Domains to check.
         domains: Vec<String>,
@@ -135,6 +202,13 @@ enum DnsCommand {
 #[derive(Subcommand)]
 enum RouteCommand {
     /// Which member a session would reach, in order, and why.
+    ///
+    /// Asks the running daemon with its live health and policy: the members
+    /// in the order a session from CLIENT to DEST would try them, each with
+    /// its score, and every member left out with the reason.
+    #[command(
+        after_help = "Example:\n  mxgate route explain --client 203.0.113.7 --dest 192.0.2.25"
+    )]
     Explain {
         /// Client address.
         #[arg(long)]

@@ -126,7 +126,7 @@ pub fn load_node(path: &Path) -> Result<NodeConfig, ConfigErrors> {
 }
 
 /// [`load_node`] on text already read: `name` is the file the text came
-/// from, used in errors and to resolve relative paths. For tests and fuzzing.
+/// from, used in errors and to resolve relative paths.
 pub fn load_node_str(name: &Path, text: &str) -> Result<NodeConfig, ConfigErrors> {
     let dir = base_dir(name);
     let mut ctx = source::Ctx::new(name, text);
@@ -166,12 +166,12 @@ fn read(path: &Path) -> Result<String, ConfigErrors> {
     })
 }
 
-/// The directory relative paths in `path` are resolved against.
+/// The directory relative paths in `path` are resolved against: the
+/// file's own, so that `-c mxgate.toml` gives `cluster.toml` and `-c
+/// /etc/mxgate/mxgate.toml` gives `/etc/mxgate/cluster.toml` (paths are
+/// printed the way the file was named, never with a `./` of their own).
 fn base_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// Renders the effective configuration (defaults filled in) as TOML, for `check-config`.

@@ -27,9 +27,12 @@ pub const DEMO_HTTP: &str = "127.0.0.1:8080";
 /// Where the demo's metrics endpoint is.
 pub const DEMO_METRICS: &str = "127.0.0.1:9325";
 
+/// What the demo logs: the usual lines, and every routing decision.
+pub const LOG_LEVEL: &str = "info,mxgate::route=debug";
+
 /// Runs the demo until Ctrl-C.
 pub async fn run() -> anyhow::Result<()> {
-    logging::init(LogFormat::Text, "info");
+    logging::init(LogFormat::Text, LOG_LEVEL);
     let dir = std::env::temp_dir().join(format!("mxgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let sink1 = sink::start("sink1").await?;

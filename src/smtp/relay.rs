@@ -371,8 +371,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if self.link.attempts() == 1 {
                 // debug: at info every session would write two lines; the
                 // session-end line names the member, `route explain` the order.
+                // Its own target, so `[log] level = "info,mxgate::route=debug"`
+                // (and the demo) logs every routing decision.
                 let order = route.order.iter().map(|r| r.member.as_str());
-                debug!(session = self.peer.id, client = %self.peer.client, source_member = route.source_member.as_deref().unwrap_or("-"), member = %name, order = %Joined(&order.collect::<Vec<_>>()), "route");
+                debug!(target: "mxgate::route", session = self.peer.id, client = %self.peer.client, source_member = route.source_member.as_deref().unwrap_or("-"), member = %name, order = %Joined(&order.collect::<Vec<_>>()), "route");
             }
             // Count the session on the member from the moment it is chosen, so
             // concurrent sessions see it (affinity "none", `status`).
