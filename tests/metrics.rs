@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
@@ -277,6 +277,107 @@ fn every_series_is_described_and_messages_count_by_member_and_result() {
         );
         assert!(text.contains("# TYPE mxgate_member_up gauge"), "{text}");
     }
+
+    // docs/metrics.md lists every series exported here and exactly the
+    // refusal reasons (all pre-registered at zero).
+    let s = gw.scrape();
+    let (series, reasons) = documented();
+    for line in s.text.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|l| l.split(' ').next())
+        {
+            assert!(
+                series.contains(name),
+                "{name} is exported but docs/metrics.md does not list it"
+            );
+        }
+    }
+    let exported: BTreeSet<String> = s
+        .samples
+        .keys()
+        .filter(|(name, _)| name == "mxgate_smtp_refused_total")
+        .flat_map(|(_, labels)| labels.iter())
+        .filter(|(k, _)| k == "reason")
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(
+        exported, reasons,
+        "the refusal reasons exported (left) and in docs/metrics.md (right)"
+    );
+}
+
+/// The series docs/metrics.md lists in its table, and the `reason` values
+/// of its refusal table.
+fn documented() -> (BTreeSet<String>, BTreeSet<String>) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md");
+    let text = std::fs::read_to_string(path).expect("read docs/metrics.md");
+    let mut series = BTreeSet::new();
+    let mut reasons = BTreeSet::new();
+    let mut section = "";
+    for line in text.lines() {
+        if line.starts_with("## ") {
+            section = line;
+        }
+        let Some(first) = line
+            .strip_prefix("| `")
+            .and_then(|rest| rest.split('`').next())
+        else {
+            continue;
+        };
+        if first.starts_with("mxgate_") {
+            series.insert(first.to_owned());
+        } else if section.contains("`reason` of `mxgate_smtp_refused_total`") {
+            reasons.insert(first.to_owned());
+        }
+    }
+    assert!(
+        series.len() >= 15 && reasons.len() >= 8,
+        "docs/metrics.md: tables not found ({series:?}, {reasons:?})"
+    );
+    (series, reasons)
+}
+
+/// docs/metrics.md lists exactly the series the source defines (every
+/// `pub const NAME: &str = "mxgate_..."` under src/), so it names none the
+/// daemon cannot export, also those that need a cluster, DNS checks or LFT.
+#[test]
+fn docs_list_exactly_the_series_the_source_defines() {
+    let mut defined = BTreeSet::new();
+    let mut dirs = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    let mut budget = 10_000; // bounded walk
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read src").flatten() {
+            budget -= 1;
+            assert!(budget > 0, "src/ has more files than expected");
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for line in text.lines().map(str::trim) {
+                if line.starts_with("pub const ")
+                    && let Some(name) = line.split('"').nth(1)
+                    && name.starts_with("mxgate_")
+                {
+                    defined.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    let (series, _) = documented();
+    assert!(
+        defined.len() >= 20,
+        "too few series found in src/: {defined:?}"
+    );
+    assert_eq!(
+        defined, series,
+        "series defined in src/ (left) and listed in docs/metrics.md (right)"
+    );
 }
 
 #[test]
