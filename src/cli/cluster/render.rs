@@ -73,10 +73,13 @@ pub(super) fn render(value: &serde_json::Value, output: Output) -> Result<String
             message
         }
         Output::Left if value["told"] == serde_json::Value::Bool(false) => format!(
-            "{} left the cluster WITHOUT telling master {} (--force); the local database stays as last synchronised; \
+            "{} left the cluster WITHOUT telling {} (--force); the local database stays as last synchronised; \
              if that master returns, run `mxgate cluster delete {}` on it",
             text("left"),
-            text("master"),
+            match text("master") {
+                name if name.is_empty() => "the master (none known)".to_owned(),
+                name => format!("master {name}"),
+            },
             text("left")
         ),
         Output::Left => format!(

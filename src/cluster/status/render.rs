@@ -70,11 +70,17 @@ pub fn render_text(status: &ClusterStatus, wide: bool) -> String {
         }
         rows.push(row);
     }
-    let mut out = format!(
-        "cluster epoch {}, master {}\n",
-        status.epoch,
-        escape(&status.master)
-    );
+    // A node out of the cluster (deleted, fenced) knows no master, and a
+    // restarted one no epoch either: said in words, not as blanks and zeros.
+    let epoch = match status.epoch {
+        0 => "unknown".to_owned(),
+        epoch => epoch.to_string(),
+    };
+    let master = match status.master.as_str() {
+        "" => "none known".into(),
+        master => escape(master),
+    };
+    let mut out = format!("cluster epoch {epoch}, master {master}\n");
     out.push_str(&table(&rows));
     for warning in &status.warnings {
         let _ = writeln!(out, "warning: {}", escape(warning));
