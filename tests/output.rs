@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 
 use common::cluster::Node;
 use common::dnsmasq::Dnsmasq;
@@ -18,16 +18,21 @@ const RUNS: usize = 50;
 /// The exit status of a command whose reader went away.
 const CLOSED: i32 = 141;
 
-/// Runs mxgate with `args`, reads one line of its stdout and closes the
-/// pipe; returns the line, the exit status and stderr.
-fn first_line_then_close(args: &[&str]) -> (String, ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mxgate"))
+/// Starts mxgate with `args`, its stdout and stderr piped.
+fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mxgate"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run mxgate");
+        .expect("run mxgate")
+}
+
+/// Runs mxgate with `args`, reads one line of its stdout and closes the
+/// pipe; returns the line, the exit status and stderr.
+fn first_line_then_close(args: &[&str]) -> (String, ExitStatus, String) {
+    let mut child = spawn(args);
     let mut line = String::new();
     let stdout = child.stdout.take().expect("stdout is piped");
     BufReader::new(stdout)
@@ -70,13 +75,7 @@ fn survives_a_closing_reader(args: &[&str], codes: &[i32]) {
 
 /// Runs mxgate with stdout a pipe whose reader is gone before it writes.
 fn closed_from_the_start(args: &[&str]) -> (ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mxgate"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mxgate");
+    let mut child = spawn(args);
     drop(child.stdout.take());
     let mut stderr = String::new();
     let mut errors = child.stderr.take().expect("stderr is piped");
