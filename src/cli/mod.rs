@@ -72,7 +72,11 @@ enum Command {
     /// Validate mxgate.toml and the policy it names; print the effective configuration.
     CheckConfig,
     /// Self-contained local demo: two sink MTAs and mxgate in front of them.
-    Demo,
+    Demo {
+        /// Start three backend nodes and a frontend on 127.71.0.1-4 with built-in sink members, form a cluster with the real commands, and print what to try.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Listeners, members with health, sessions.
     Status {
         /// Machine-readable output.
@@ -156,7 +160,8 @@ pub fn main() -> ExitCode {
         Command::Serve => commands::serve(config),
         Command::Upgrade => commands::upgrade(config),
         Command::CheckConfig => commands::check_config(config),
-        Command::Demo => commands::run_async(crate::demo::run()),
+        Command::Demo { cluster: false } => commands::run_async(crate::demo::run()),
+        Command::Demo { cluster: true } => commands::run_async(crate::demo::cluster::run()),
         Command::Status { json } => commands::status(config, json),
         Command::Route {
             command:
