@@ -3,8 +3,8 @@
 //! addresses; no other test uses 127.71.x), and every command its Try block
 //! prints is then run as printed (`sh -c LINE`): `cluster status` on each
 //! node, the `policy apply` and the frontend's `route explain` showing the
-//! change, mail through the frontend to a sink, the `kill` of the master and
-//! the election that follows. Ctrl-C (SIGINT) then stops every node, removes
+//! change, mail and the portal through the frontend, the `kill` of the
+//! master and the election that follows. Ctrl-C (SIGINT) then stops every node, removes
 //! the demo's directory and exits 0.
 
 mod common;
@@ -264,6 +264,12 @@ fn the_cluster_demo_forms_a_cluster_and_every_printed_command_works() {
         "no sink took the message:\n{}",
         demo.transcript()
     );
+
+    // The portal through the frontend (curl as printed).
+    if require("curl") {
+        let page = sh_ok(command(&commands, &["curl", "127.71.0.4:8080/portal"]));
+        assert!(page.contains("GINA portal of member gw"), "{page}");
+    }
 
     // The printed kill ends the master; a survivor names a new master.
     let kill = command(&commands, &["kill "]);

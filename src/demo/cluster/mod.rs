@@ -1,5 +1,6 @@
 //! `mxgate demo --cluster`: a cluster on 127.71.0.1-4 with nothing to
-//! configure. Starts a built-in sink MTA per backend in this process,
+//! configure. Starts a built-in sink MTA and web member per backend in
+//! this process,
 //! writes each node's configuration into a temporary directory, runs
 //! `mxgate serve` for gw1, gw2, gw3 (backends) and fe1 (frontend) as child
 //! processes ([`nodes`]), forms the cluster with the real commands and
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::sink;
+use super::{sink, web};
 use crate::config::LogFormat;
 use crate::logging;
 use nodes::{Nodes, Role, SPECS};
@@ -104,6 +105,9 @@ async fn start_nodes(cli: &Cli, dir: &Path, nodes: &mut Nodes) -> anyhow::Result
         sink::start_on(spec.sink, spec.sink_addr())
             .await
             .with_context(|| format!("cannot start {} on {}", spec.sink, spec.sink_addr()))?;
+        web::start_on(spec.name, spec.web_addr())
+            .await
+            .with_context(|| format!("cannot start a web member on {}", spec.web_addr()))?;
     }
     for spec in SPECS {
         let config = nodes::write_config(dir, &spec)?;

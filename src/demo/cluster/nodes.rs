@@ -17,8 +17,12 @@ pub const SMTP_PORT: u16 = 2525;
 pub const CLUSTER_PORT: u16 = 7025;
 /// The metrics endpoint's port on every node.
 pub const METRICS_PORT: u16 = 9325;
+/// The GINA (HTTP) listener's port on every node.
+pub const HTTP_PORT: u16 = 8080;
 /// The built-in sink MTA's port on a backend's address (its `[local]` MTA).
 pub const SINK_PORT: u16 = 10025;
+/// The built-in web member's port on a backend's address (its `[local]` portal).
+pub const WEB_PORT: u16 = 10080;
 
 /// How long a node has to answer its admin socket after it was started.
 const READY_WITHIN: Duration = Duration::from_secs(20);
@@ -60,6 +64,16 @@ impl Spec {
         SocketAddr::from((self.ip, CLUSTER_PORT))
     }
 
+    /// The GINA (HTTP) listener.
+    pub fn http(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, HTTP_PORT))
+    }
+
+    /// The built-in web member (portal) of a backend.
+    pub fn web_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, WEB_PORT))
+    }
+
     /// The metrics endpoint.
     pub fn metrics(&self) -> SocketAddr {
         SocketAddr::from((self.ip, METRICS_PORT))
@@ -72,9 +86,9 @@ impl Spec {
 
     /// Every address the demo binds for this node.
     fn addresses(&self) -> Vec<SocketAddr> {
-        let mut all = vec![self.smtp(), self.cluster(), self.metrics()];
+        let mut all = vec![self.smtp(), self.http(), self.cluster(), self.metrics()];
         if self.role == Role::Backend {
-            all.push(self.sink_addr());
+            all.extend([self.sink_addr(), self.web_addr()]);
         }
         all
     }
@@ -115,7 +129,9 @@ pub fn check_free() -> anyhow::Result<()> {
         for addr in spec.addresses() {
             if let Err(e) = TcpListener::bind(addr) {
                 bail!(
-                    "{addr} ({}) cannot be bound: {e}; is another `mxgate demo --cluster` running? Stop it (Ctrl-C) and start again",
+                    "{addr} ({}'s address) cannot be bound: {e}; is another `mxgate demo --cluster` running? \
+                     Stop it with Ctrl-C (nodes of a demo that was killed outright run on: \
+                     `ps -ef | grep mxgate-cluster-demo` shows them) and start again",
                     spec.name
                 );
             }
@@ -129,8 +145,11 @@ pub fn check_free() -> anyhow::Result<()> {
 pub fn base_policy() -> String {
     "# Written by `mxgate demo --cluster`. Once a node is in the cluster it\n\
      # routes by the replicated policy (`mxgate cluster policy show`); every\n\
-     # joined backend is a member with the sink MTA of its [local] section.\n\
+     # joined backend is a member with the sink MTA and portal of\n\
+     # its [local] section.\n\
      [routing]\naffinity = \"source\"\n\n\
+     [health]\n# The web members log every request they answer: TCP checks keep the terminal quiet.\n\
+     gina_check = \"tcp\"\n\n\
      [dns]\n# The demo asks no DNS server for client names.\nclient_names = false\n"
         .to_owned()
 }
@@ -142,9 +161,10 @@ pub fn write_config(dir: &Path, spec: &Spec) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("cannot create {}", node_dir.display()))?;
     let local = match spec.role {
         Role::Backend => format!(
-            "# What this node offers as a member: the demo's built-in sink MTA.\n\
-             [local]\nsmtp_upstream = \"{}\"\n\n",
-            spec.sink_addr()
+            "# What this node offers as a member: the demo's built-in sink MTA and portal.\n\
+             [local]\nsmtp_upstream = \"{}\"\ngina_upstream = \"{}\"\n\n",
+            spec.sink_addr(),
+            spec.web_addr()
         ),
         Role::Frontend => String::new(),
     };
@@ -155,6 +175,7 @@ pub fn write_config(dir: &Path, spec: &Spec) -> anyhow::Result<PathBuf> {
          [[smtp]]\nname = \"inbound\"\nlisten = \"{smtp}\"\nhostname = \"{name}.demo.test\"\n\
          # Four daemons on a laptop: well within a 1024-descriptor limit.\n\
          max_sessions = 100\n\n\
+         [[http]]\nname = \"gina\"\nlisten = \"{http}\"\nsticky_cookie = \"MXGATE_MEMBER\"\n\n\
          [metrics]\nlisten = \"{metrics}\"\n\n\
          {local}\
          [cluster]\nlisten = \"{ip}:{CLUSTER_PORT}\"\nadvertise = \"{ip}:{CLUSTER_PORT}\"\n",
@@ -163,6 +184,7 @@ pub fn write_config(dir: &Path, spec: &Spec) -> anyhow::Result<PathBuf> {
             Role::Frontend => "frontend",
         },
         smtp = spec.smtp(),
+        http = spec.http(),
         metrics = spec.metrics(),
     );
     let path = node_dir.join("mxgate.toml");

@@ -135,7 +135,9 @@ pub fn try_block(cli: &Cli, facts: &TryFacts<'_>) -> String {
          \x20 {apply}\n\
          \x20 {explain}\n\n\
          \x20 # Mail through the frontend: it routes to a member's sink (the sink logs it below):\n\
-         \x20 swaks --server {smtp} --from alice@example.org --to bob@example.com\n\n\
+         \x20 swaks --server {smtp} --from alice@example.org --to bob@example.com\n\
+         \x20 # and the GINA portal through it (a member's built-in web page):\n\
+         \x20 curl -s http://{http}/portal\n\n\
          \x20 # The master (gw1) crashes:\n\
          \x20 kill -9 {master_pid}\n\
          \x20 # gw2 and gw3 hear no heartbeat for 3 s, and one of them is elected master within\n\
@@ -164,6 +166,7 @@ pub fn try_block(cli: &Cli, facts: &TryFacts<'_>) -> String {
             &config(fe.name)
         ),
         smtp = fe.smtp(),
+        http = fe.http(),
         status2 = cli.line(&["cluster", "status"], &config("gw2")),
         dir = quote(&facts.dir.to_string_lossy()),
         metrics = SPECS[1].metrics(),
@@ -174,15 +177,39 @@ pub fn try_block(cli: &Cli, facts: &TryFacts<'_>) -> String {
 /// The line that says where node `spec` runs.
 pub fn started_line(spec: &Spec, pid: u32, log: &Path) -> String {
     let sink = match spec.role {
-        super::nodes::Role::Backend => format!(", member MTA {} {}", spec.sink, spec.sink_addr()),
+        super::nodes::Role::Backend => format!(
+            ", member MTA {} {} and portal {}",
+            spec.sink,
+            spec.sink_addr(),
+            spec.web_addr()
+        ),
         super::nodes::Role::Frontend => String::new(),
     };
     format!(
-        "  {} (pid {pid}): SMTP {}, control plane {}, metrics {}{sink}, log {}",
+        "  {} (pid {pid}): SMTP {}, GINA {}, control plane {}, metrics {}{sink}, log {}",
         spec.name,
         spec.smtp(),
+        spec.http(),
         spec.cluster(),
         spec.metrics(),
         quote(&log.to_string_lossy()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn quote_leaves_plain_words_and_quotes_the_rest_for_sh() {
+        assert_eq!(
+            quote("/tmp/mxgate-cluster-demo-7/gw1/mxgate.toml"),
+            "/tmp/mxgate-cluster-demo-7/gw1/mxgate.toml"
+        );
+        assert_eq!(quote("127.71.0.1:7025"), "127.71.0.1:7025");
+        assert_eq!(quote("/tmp/my dir"), "'/tmp/my dir'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("$(x)"), "'$(x)'");
+    }
 }
