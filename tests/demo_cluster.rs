@@ -49,13 +49,15 @@ impl Drop for NodePid {
     }
 }
 
-/// The demo process: SIGKILLed when dropped before it exited (a failed
-/// assertion), its nodes then by their [`NodePid`] guards.
+/// The demo process: stopped when dropped before it exited (a failed
+/// assertion); nodes it left are then SIGKILLed by their [`NodePid`] guards.
 struct Demo {
     child: Child,
     stdout: mpsc::Receiver<String>,
     stderr: Logs,
     printed: Vec<String>,
+    /// Its nodes, once it printed them; dropped after the demo stopped.
+    nodes: Vec<NodePid>,
 }
 
 impl Demo {
@@ -82,6 +84,7 @@ impl Demo {
             stdout,
             stderr,
             printed: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 
@@ -117,10 +120,18 @@ impl Demo {
 }
 
 impl Drop for Demo {
+    /// A failed test still lets the demo stop its nodes and remove its
+    /// directory (SIGINT); SIGKILL when it does not exit within 20 s.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            signal(self.child.id(), "INT");
+            let ended = eventually(Duration::from_secs(20), || {
+                matches!(self.child.try_wait(), Ok(Some(_)))
+            });
+            if !ended {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
         }
     }
 }
@@ -192,7 +203,7 @@ fn the_cluster_demo_forms_a_cluster_and_every_printed_command_works() {
     assert!(formed, "no Try block:\n{}", demo.transcript());
     eprintln!("Try block after {:.1} s", started.elapsed().as_secs_f64());
     let printed = demo.printed.clone();
-    let nodes: Vec<NodePid> = ["gw1", "gw2", "gw3", "fe1"]
+    demo.nodes = ["gw1", "gw2", "gw3", "fe1"]
         .iter()
         .map(|n| NodePid(pid_of(&printed, n)))
         .collect();
@@ -273,10 +284,10 @@ fn the_cluster_demo_forms_a_cluster_and_every_printed_command_works() {
 
     // The printed kill ends the master; a survivor names a new master.
     let kill = command(&commands, &["kill "]);
-    assert!(kill.ends_with(&format!(" {}", nodes[0].0)), "{kill}");
+    assert!(kill.ends_with(&format!(" {}", demo.nodes[0].0)), "{kill}");
     let killed_at = Instant::now();
     sh_ok(kill);
-    assert!(eventually(Duration::from_secs(5), || !nodes[0].is_alive()));
+    assert!(eventually(Duration::from_secs(5), || !demo.nodes[0].is_alive()));
     let status2 = command(&commands, &["cluster status", "/gw2/"]);
     let mut status = String::new();
     let elected = eventually(ELECTED_WITHIN, || {
@@ -304,7 +315,7 @@ fn the_cluster_demo_forms_a_cluster_and_every_printed_command_works() {
     });
     let exit = exit.unwrap_or_else(|| panic!("the demo did not exit:\n{}", demo.transcript()));
     assert!(exit.success(), "{exit}:\n{}", demo.transcript());
-    for node in &nodes {
+    for node in &demo.nodes {
         assert!(!node.is_alive(), "pid {} still runs", node.0);
     }
     assert!(!dir.exists(), "{} is left", dir.display());
