@@ -1649,7 +1649,7 @@ _mxgate() {
             return 0
             ;;
         mxgate__subcmd__demo)
-            opts="-c -h --config --help"
+            opts="-c -h --cluster --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -122,9 +122,17 @@ enum Command {
     ///
     /// Starts two built-in sink MTAs with web portals and mxgate in front
     /// of them on 127.0.0.1 (SMTP 2525, GINA 8080, metrics 9325), prints
-    /// commands to try and logs every routing decision. Ctrl-C stops it.
-    #[command(after_help = "Example:\n  mxgate demo")]
-    Demo,
+    /// commands to try and logs every routing decision. With --cluster:
+    /// three backends and a frontend on 127.71.0.1-4, clustered with the
+    /// real commands, and a master to kill. Ctrl-C stops it.
+    #[command(after_help = "Examples:\n  mxgate demo\n  mxgate demo --cluster")]
+    Demo {
+        /// Start three backend nodes and a frontend on 127.71.0.1-4 with
+        /// built-in sink members, form a cluster with the real commands
+        /// (create, identifier export, join), and print what to try.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Listeners, members with their health, sessions, and the cluster summary.
     #[command(after_help = "Example:\n  mxgate status -c /etc/mxgate/mxgate.toml")]
     Status {
@@ -262,7 +270,8 @@ pub fn main() -> ExitCode {
         Command::Serve => commands::serve(config),
         Command::Upgrade => commands::upgrade(config),
         Command::CheckConfig => commands::check_config(config),
-        Command::Demo => commands::run_async(crate::demo::run()),
+        Command::Demo { cluster: false } => commands::run_async(crate::demo::run()),
+        Command::Demo { cluster: true } => commands::run_async(crate::demo::cluster::run()),
         Command::Status { json } => commands::status(config, json),
         Command::Route {
             command:

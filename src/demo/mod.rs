@@ -4,8 +4,10 @@
 //! ([`web`]), writes a configuration for them into a temporary directory,
 //! runs the daemon in this process with SMTP on 127.0.0.1:2525, the GINA
 //! proxy on 127.0.0.1:8080 and Prometheus metrics on 127.0.0.1:9325, and
-//! prints commands to try.
+//! prints commands to try. `mxgate demo --cluster` is [`cluster`]: three
+//! backends and a frontend as child processes, formed into a cluster.
 
+pub mod cluster;
 pub mod sink;
 pub mod web;
 

@@ -15,7 +15,12 @@ use crate::smtp::proto::{self, Command, DataReceiver, DataStep, LineReader, Repl
 
 /// Starts a sink called `name` on an ephemeral 127.0.0.1 port.
 pub async fn start(name: &'static str) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    start_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Starts a sink called `name` listening on `addr`; the address it got.
+pub async fn start_on(name: &'static str, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         let mut count = 0u64;

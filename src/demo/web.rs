@@ -14,7 +14,12 @@ use tracing::info;
 
 /// Starts a web member called `name` on an ephemeral 127.0.0.1 port.
 pub async fn start(name: &'static str) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    start_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Starts a web member called `name` listening on `addr`; the address it got.
+pub async fn start_on(name: &'static str, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
