@@ -250,6 +250,20 @@ fn mx_set_round_robin_backup_ptr_smtp_and_nxdomain() {
         "{text}"
     );
 
+    // docs/dns.md's sample shows this domain's block as printed (its run had
+    // members, this one none: member columns and member problems aside).
+    let documented = doc_block("rr.mx.test", "127.53.9", p);
+    assert_eq!(
+        documented.len(),
+        14,
+        "5 MX, 5 A and 4 problem lines: {documented:#?}"
+    );
+    assert_eq!(
+        documented,
+        doc_block_of(&text, "rr.mx.test"),
+        "docs/dns.md's rr.mx.test block drifted from the text output"
+    );
+
     // No MX host answers SMTP: CRITICAL, exit 2.
     let (code, v, text) = dns_check(&gw, &["down.mx.test"]);
     assert_eq!(code, 2, "{text}");
@@ -477,4 +491,31 @@ fn member_upstream_by_host_name_gets_mail() {
             .ok()
     );
     assert_eq!(sink.wait_count(2, Duration::from_secs(10)), 2);
+}
+
+/// The lines of `domain`'s block in docs/dns.md's first sample output, its
+/// addresses `from.x` rewritten to `to.x`, in the form [`doc_block_of`] gives.
+fn doc_block(domain: &str, from: &str, to: &str) -> Vec<String> {
+    let doc = include_str!("../docs/dns.md").replace(&format!("{from}."), &format!("{to}."));
+    doc_block_of(&doc, domain)
+}
+
+/// The lines after `DOMAIN: STATUS` up to the next blank line or prompt,
+/// without member columns (`; member ...`, `; no member`) and without the
+/// lines about ingress members.
+fn doc_block_of(text: &str, domain: &str) -> Vec<String> {
+    let head = format!("{domain}: ");
+    text.lines()
+        .skip_while(|l| !l.starts_with(&head) || l.contains(" - "))
+        .skip(1)
+        .take_while(|l| !l.is_empty() && !l.starts_with('$'))
+        .filter(|l| !l.contains("ingress member"))
+        .map(|l| {
+            let end = l
+                .find("; member ")
+                .or_else(|| l.find("; no member"))
+                .unwrap_or(l.len());
+            l[..end].to_owned()
+        })
+        .collect()
 }
