@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Logs, eventually, ip, require, run_bounded, signal};
+use common::{Logs, Orphan, eventually, ip, require, run_bounded, signal};
 
 /// The demo must print its Try block within this (about 5 s here).
 const FORMED_WITHIN: Duration = Duration::from_secs(45);
@@ -24,40 +24,15 @@ const ELECTED_WITHIN: Duration = Duration::from_secs(15);
 /// The frontend's SMTP listener.
 const FRONTEND: &str = "127.71.0.4:2525";
 
-/// A node the demo started: when the test fails before the demo stopped
-/// it, SIGKILLed when dropped (the demo, SIGKILLed too, cannot).
-struct NodePid(u32);
-
-impl NodePid {
-    /// True while it runs (a zombie has ended).
-    fn is_alive(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.0))
-            .ok()
-            .and_then(|stat| {
-                let state = stat.rsplit(')').next()?.split_whitespace().next()?;
-                Some(state != "Z")
-            })
-            .unwrap_or(false)
-    }
-}
-
-impl Drop for NodePid {
-    fn drop(&mut self) {
-        if self.is_alive() {
-            signal(self.0, "KILL");
-        }
-    }
-}
-
 /// The demo process: stopped when dropped before it exited (a failed
-/// assertion); nodes it left are then SIGKILLed by their [`NodePid`] guards.
+/// assertion); nodes it left are then ended by their [`Orphan`] guards.
 struct Demo {
     child: Child,
     stdout: mpsc::Receiver<String>,
     stderr: Logs,
     printed: Vec<String>,
     /// Its nodes, once it printed them; dropped after the demo stopped.
-    nodes: Vec<NodePid>,
+    nodes: Vec<Orphan>,
 }
 
 impl Demo {
@@ -205,7 +180,7 @@ fn the_cluster_demo_forms_a_cluster_and_every_printed_command_works() {
     let printed = demo.printed.clone();
     demo.nodes = ["gw1", "gw2", "gw3", "fe1"]
         .iter()
-        .map(|n| NodePid(pid_of(&printed, n)))
+        .map(|n| Orphan(pid_of(&printed, n)))
         .collect();
     let dir = PathBuf::from(
         printed[0]

@@ -1,7 +1,6 @@
 //! `mxgate demo --cluster`: a cluster on 127.71.0.1-4 with nothing to
 //! configure. Starts a built-in sink MTA and web member per backend in
-//! this process,
-//! writes each node's configuration into a temporary directory, runs
+//! this process, writes each node's configuration into a temporary directory, runs
 //! `mxgate serve` for gw1, gw2, gw3 (backends) and fe1 (frontend) as child
 //! processes ([`nodes`]), forms the cluster with the real commands and
 //! prints them with their output, then the commands to try ([`script`]).
