@@ -60,9 +60,9 @@ pub const DNS_MX_ADDRESSES: &str = "mxgate_dns_mx_addresses";
 pub const DNS_MX_ANSWERING: &str = "mxgate_dns_mx_answering";
 /// `mxgate_dns_last_check_timestamp_seconds{domain}`.
 pub const DNS_LAST_CHECK: &str = "mxgate_dns_last_check_timestamp_seconds";
-/// Gauge: the cluster epoch of this node's database.
+/// Gauge: the highest cluster epoch (Raft term) this node has seen.
 pub const CLUSTER_EPOCH: &str = "mxgate_cluster_epoch";
-/// Gauge: age of the oldest change a member has not applied, by member.
+/// Gauge: seconds a member has been behind this node's applied state, by member.
 pub const CLUSTER_REPLICATION_LAG: &str = "mxgate_cluster_replication_lag_seconds";
 
 /// `mxgate_http_requests_total{listener,member,code}`.
@@ -319,16 +319,16 @@ fn describe() {
     );
     describe_gauge!(
         CLUSTER_EPOCH,
-        "The cluster epoch of this node's database (raised by every promote)."
+        "The highest cluster epoch (Raft term) this node has seen; raised by every election."
     );
     describe_gauge!(
         CLUSTER_REPLICATION_LAG,
         Unit::Seconds,
-        "Per member: age of the oldest change it has not applied (0 in sync); the master reports every member, a backend itself."
+        "Per member: seconds it has been behind this node's applied state, as this node's probe sees it (0: in step); 0 for this node itself."
     );
 }
 
-/// The cluster epoch of this node's database.
+/// The highest cluster epoch (Raft term) this node has seen.
 pub fn cluster_epoch(epoch: u64) {
     gauge!(CLUSTER_EPOCH).set(epoch as f64);
 }
