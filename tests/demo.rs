@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::client::send_one;
@@ -28,34 +27,16 @@ struct Demo {
 
 impl Demo {
     fn start() -> Demo {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mxgate"))
-            .arg("demo")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run mxgate demo");
-        let logs = common::collect_stderr(&mut child);
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (lines, banner) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                text.push_str(&line);
-                text.push('\n');
-                if line.contains("Ctrl-C stops the demo") {
-                    let _ = lines.send(text.clone());
-                }
-            }
-        });
-        let banner = banner
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no banner within 30 s; log:\n{}", log_text(&logs)));
+        let (child, logs, lines) = common::spawn_streaming(&["demo"]);
+        let mut printed = Vec::new();
+        let within = Duration::from_secs(30);
+        if !common::read_until(&lines, &mut printed, "Ctrl-C stops the demo", within) {
+            panic!("no banner within 30 s; log:\n{}", log_text(&logs));
+        }
         Demo {
             child,
             logs,
-            banner,
+            banner: printed.join("\n"),
         }
     }
 

@@ -9,9 +9,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -37,23 +36,7 @@ struct Demo {
 
 impl Demo {
     fn start() -> Demo {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mxgate"))
-            .args(["demo", "--cluster"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mxgate demo --cluster");
-        let stderr = common::collect_stderr(&mut child);
-        let out = child.stdout.take().expect("stdout");
-        let (tx, stdout) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let (child, stderr, stdout) = common::spawn_streaming(&["demo", "--cluster"]);
         Demo {
             child,
             stdout,
@@ -65,20 +48,7 @@ impl Demo {
 
     /// Reads stdout until a line contains `needle` (bounded); true if one did.
     fn read_until(&mut self, needle: &str, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(needle);
-                    self.printed.push(line);
-                    if found {
-                        return true;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
+        common::read_until(&self.stdout, &mut self.printed, needle, limit)
     }
 
     fn transcript(&self) -> String {

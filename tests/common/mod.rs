@@ -255,6 +255,55 @@ pub fn collect_stderr(child: &mut Child) -> Logs {
     logs
 }
 
+/// Starts `mxgate ARGS` for a test that reads what it prints (the demos):
+/// `RUST_LOG` unset, so the command logs at its own level; stderr collected
+/// ([`collect_stderr`]); each stdout line sent on the receiver by a thread.
+pub fn spawn_streaming(args: &[&str]) -> (Child, Logs, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mxgate"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mxgate");
+    let logs = collect_stderr(&mut child);
+    let out = child.stdout.take().expect("stdout is piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, logs, lines)
+}
+
+/// Moves lines from `lines` into `printed` until one contains `needle`,
+/// for at most `limit`; true if one did.
+pub fn read_until(
+    lines: &std::sync::mpsc::Receiver<String>,
+    printed: &mut Vec<String>,
+    needle: &str,
+    limit: Duration,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                printed.push(line);
+                if found {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
 /// A process that is not the test's child (the successor of `mxgate
 /// upgrade`, which the daemon started): ended with SIGTERM, then SIGKILL,
 /// when dropped, so it is not left behind on any exit path.
