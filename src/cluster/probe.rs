@@ -98,6 +98,10 @@ pub fn reaches_majority(node: &ClusterNode) -> bool {
 }
 
 async fn round(node: &Arc<ClusterNode>) {
+    // The certificate this round's calls present: a refusal of it says
+    // nothing about a certificate the node took since (a join that
+    // completed while a call was under way).
+    let presented = certificate(node);
     let replica = node.replica();
     let mut calls = tokio::task::JoinSet::new();
     for member in replica.state.live_members().filter(|m| m.name != node.name) {
@@ -116,11 +120,18 @@ async fn round(node: &Arc<ClusterNode>) {
     }
     while let Some(Ok((name, answer, sent_ms, rtt))) = calls.join_next().await {
         if let Err(ClusterError::Revoked { peer }) = &answer {
-            removed(node, &name, peer).await;
+            if certificate(node) == presented {
+                removed(node, &name, peer).await;
+            }
             return;
         }
         record(node, &name, answer, sent_ms, rtt);
     }
+}
+
+/// The certificate this node presents now, if it has one.
+fn certificate(node: &ClusterNode) -> Option<String> {
+    node.clustered().ok().map(|(_, local)| local.cert_pem)
 }
 
 fn record(
